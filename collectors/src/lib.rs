@@ -1,0 +1,7 @@
+//! Sources of signals. Each source turns some transport into decoded
+//! [`Signal`](remedy_engine::Signal)s or rejections with a reason, and knows
+//! nothing of rules: the engine classifies, the source only delivers.
+
+pub mod lines;
+
+pub use lines::{JsonLines, Line};

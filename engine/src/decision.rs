@@ -1,0 +1,256 @@
+//! Decisions: what remedy concluded and did (contract section 4). Every
+//! output of the engine is one of these, so replay, the journal, the HTTP API
+//! and the decisions topic all speak the same JSON.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// How bad a fault is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth knowing, no harm yet.
+    Info,
+    /// Degraded: act before it gets worse.
+    Warning,
+    /// Failed: act now.
+    Critical,
+}
+
+impl Severity {
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// Parses the contract's name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of decision this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// A fault opened on a node.
+    FaultOpened,
+    /// A fault on a node cleared.
+    FaultResolved,
+    /// An action was attempted, held back or refused.
+    Action,
+}
+
+/// What became of an action. The serde names are the contract's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The executor did it.
+    Executed,
+    /// Would have been done; dry-run is on.
+    DryRun,
+    /// The executor tried and failed.
+    Failed,
+    /// A rate limit held it.
+    RateLimited,
+    /// Storm protection held it: too much of the domain is under remediation.
+    BudgetExhausted,
+    /// The executor's circuit breaker is open.
+    CircuitOpen,
+    /// A silence matched.
+    Silenced,
+    /// Waits for an operator's approval.
+    AwaitingApproval,
+    /// An operator rejected it, or it cannot be carried out.
+    Rejected,
+}
+
+impl Outcome {
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Executed => "executed",
+            Outcome::DryRun => "dry_run",
+            Outcome::Failed => "failed",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::BudgetExhausted => "budget_exhausted",
+            Outcome::CircuitOpen => "circuit_open",
+            Outcome::Silenced => "silenced",
+            Outcome::AwaitingApproval => "awaiting_approval",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// One line of output. Optional fields are omitted when empty, so a line
+/// carries only what its event needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Event time of the decision.
+    pub ts: Timestamp,
+    /// Opened, resolved or action.
+    pub event: Event,
+    /// The node concerned.
+    pub node: String,
+    /// The fault class concerned.
+    pub fault: String,
+    /// Severity, on `fault_opened`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// The rule that classified the fault, on `fault_opened`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The action's name, on `action`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// What became of the action, on `action`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Why: the rule's reason on `fault_opened`; why an action was not done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Decision {
+    /// A `fault_opened` decision.
+    pub fn opened(
+        ts: Timestamp,
+        node: &str,
+        fault: &str,
+        severity: Severity,
+        rule: &str,
+        reason: Option<String>,
+    ) -> Self {
+        Decision {
+            ts,
+            event: Event::FaultOpened,
+            node: node.to_string(),
+            fault: fault.to_string(),
+            severity: Some(severity),
+            rule: Some(rule.to_string()),
+            action: None,
+            outcome: None,
+            reason,
+        }
+    }
+
+    /// A `fault_resolved` decision.
+    pub fn resolved(ts: Timestamp, node: &str, fault: &str) -> Self {
+        Decision {
+            ts,
+            event: Event::FaultResolved,
+            node: node.to_string(),
+            fault: fault.to_string(),
+            severity: None,
+            rule: None,
+            action: None,
+            outcome: None,
+            reason: None,
+        }
+    }
+
+    /// An `action` decision.
+    pub fn action(
+        ts: Timestamp,
+        node: &str,
+        fault: &str,
+        action: &str,
+        outcome: Outcome,
+        reason: Option<String>,
+    ) -> Self {
+        Decision {
+            ts,
+            event: Event::Action,
+            node: node.to_string(),
+            fault: fault.to_string(),
+            severity: None,
+            rule: None,
+            action: Some(action.to_string()),
+            outcome: Some(outcome),
+            reason,
+        }
+    }
+
+    /// One JSON line, no trailing newline.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a decision always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialises_exactly_as_the_contract_shows() {
+        let ts = Timestamp::parse_rfc3339("2026-11-24T23:58:07Z").unwrap();
+        let opened = Decision::opened(
+            ts,
+            "node-0042",
+            "memory_failure",
+            Severity::Critical,
+            "hardware/memory.rhai",
+            Some("UE on node-0042".into()),
+        );
+        assert_eq!(
+            opened.to_json(),
+            r#"{"ts":"2026-11-24T23:58:07Z","event":"fault_opened","node":"node-0042","fault":"memory_failure","severity":"critical","rule":"hardware/memory.rhai","reason":"UE on node-0042"}"#
+        );
+        let action = Decision::action(
+            ts,
+            "node-0042",
+            "memory_failure",
+            "cordon",
+            Outcome::DryRun,
+            None,
+        );
+        assert_eq!(
+            action.to_json(),
+            r#"{"ts":"2026-11-24T23:58:07Z","event":"action","node":"node-0042","fault":"memory_failure","action":"cordon","outcome":"dry_run"}"#
+        );
+        let resolved = Decision::resolved(ts, "node-0042", "memory_failure");
+        assert_eq!(
+            resolved.to_json(),
+            r#"{"ts":"2026-11-24T23:58:07Z","event":"fault_resolved","node":"node-0042","fault":"memory_failure"}"#
+        );
+        let back: Decision = serde_json::from_str(&opened.to_json()).unwrap();
+        assert_eq!(back, opened);
+    }
+
+    #[test]
+    fn outcome_names_match_the_contract() {
+        let all = [
+            (Outcome::Executed, "executed"),
+            (Outcome::DryRun, "dry_run"),
+            (Outcome::Failed, "failed"),
+            (Outcome::RateLimited, "rate_limited"),
+            (Outcome::BudgetExhausted, "budget_exhausted"),
+            (Outcome::CircuitOpen, "circuit_open"),
+            (Outcome::Silenced, "silenced"),
+            (Outcome::AwaitingApproval, "awaiting_approval"),
+            (Outcome::Rejected, "rejected"),
+        ];
+        for (o, name) in all {
+            assert_eq!(serde_json::to_value(o).unwrap(), name);
+            assert_eq!(o.as_str(), name);
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! remedy's engine: the domain types (signal, fault, decision), the sandboxed
+//! Rhai rule runtime and the fault lifecycle.
+//!
+//! The engine knows no transport and reads no clock: collectors hand it
+//! decoded [`Signal`]s with an event time, and it answers with [`Decision`]s
+//! for the actions side to carry out. That is what makes `remedy replay`
+//! deterministic and lets tests drive the exact code the service runs.
+
+pub mod decision;
+pub mod fleet;
+pub mod lifecycle;
+pub mod policy;
+pub mod rules;
+pub mod signal;
+pub mod time;
+
+pub use decision::{Decision, Event, Outcome, Severity};
+pub use lifecycle::{Engine, Options, Step};
+pub use policy::{Policies, Policy};
+pub use rules::{Classification, LoadError, Problem, RuleError, RuleSet, Sandbox, Sources};
+pub use signal::{DecodeError, Kind, Labels, Signal};
+pub use time::{Duration, Timestamp};

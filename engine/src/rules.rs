@@ -1,0 +1,896 @@
+//! The rule runtime: SRE-written Rhai scripts that classify signals into
+//! faults (contract section 3).
+//!
+//! Every `*.rhai` file under the rules directory is one rule, named by its
+//! path relative to that directory. Each is compiled once; its top-level code
+//! runs once at load (so `const` values are computed once and then inlined
+//! into `classify` by re-optimising the script); `const TYPES` indexes the rule
+//! by signal type so a signal meets only the rules that asked for it.
+//!
+//! Rules run sandboxed: no `eval`, no modules, no I/O (Rhai has none unless a
+//! host registers it, and we register only pure lookups), and bounds on
+//! operations, call depth, expression depth and data sizes. A rule that hits a
+//! bound or throws yields a [`RuleError`]; other rules still see the signal.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use rhai::{
+    Array, CallFnOptions, Dynamic, Engine as Rhai, EvalAltResult, ImmutableString, Map,
+    OptimizationLevel, Position, Scope, AST,
+};
+use rustc_hash::FxHashMap;
+
+use crate::decision::Severity;
+use crate::fleet::{Fleet, Sym};
+use crate::signal::Signal;
+use crate::time::Timestamp;
+
+/// What rules may consume. Generous for classification logic, tight enough
+/// that a runaway rule is stopped within about a millisecond.
+#[derive(Clone, Copy, Debug)]
+pub struct Sandbox {
+    /// Rhai operations per `classify` call (and for a rule's top-level code at load).
+    pub max_operations: u64,
+    /// Nested function calls.
+    pub max_call_levels: usize,
+    /// Expression nesting at top level and inside functions.
+    pub max_expr_depth: (usize, usize),
+    /// Bytes in one string.
+    pub max_string_size: usize,
+    /// Elements in one array.
+    pub max_array_size: usize,
+    /// Entries in one object map.
+    pub max_map_size: usize,
+    /// Variables in scope at once.
+    pub max_variables: usize,
+    /// Functions one script may define.
+    pub max_functions: usize,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            max_operations: 100_000,
+            max_call_levels: 32,
+            max_expr_depth: (64, 32),
+            max_string_size: 64 * 1024,
+            max_array_size: 10_000,
+            max_map_size: 1_000,
+            max_variables: 256,
+            max_functions: 64,
+        }
+    }
+}
+
+/// State that host functions read while a rule runs: the fleet and the
+/// current event time. Shared with the lifecycle, which mutates it only
+/// between rule calls.
+#[derive(Debug, Default)]
+pub struct World {
+    /// Nodes, histories, open faults.
+    pub fleet: Fleet,
+    /// Event time of the signal being classified.
+    pub now: Timestamp,
+    /// Output of `print`/`debug` from rules since it was last drained.
+    pub prints: Vec<String>,
+}
+
+/// The signal as a rule sees it (`s` in `classify(s)`): a cheap shared handle
+/// with getters, instead of a freshly built object map per call.
+#[derive(Clone, Debug)]
+pub struct SignalView(pub Rc<Signal>);
+
+impl SignalView {
+    fn ts(&self) -> i64 {
+        self.0.ts.map_or(0, Timestamp::secs)
+    }
+
+    fn labels(&self) -> Map {
+        self.0
+            .labels
+            .iter()
+            .map(|(k, v)| (k.into(), Dynamic::from(ImmutableString::from(v))))
+            .collect()
+    }
+
+    /// Any field by name: known ones, then unknown ones, else `()`.
+    fn field(&self, name: &str) -> Dynamic {
+        let s = &self.0;
+        let text = |t: &str| Dynamic::from(ImmutableString::from(t));
+        let opt_text = |t: &Option<String>| t.as_deref().map_or(Dynamic::UNIT, text);
+        match name {
+            "node" => text(&s.node),
+            "kind" => text(s.kind.as_str()),
+            "type" => text(&s.r#type),
+            "ts" => Dynamic::from(self.ts()),
+            "value" => s.value.map_or(Dynamic::UNIT, Dynamic::from_float),
+            "labels" => Dynamic::from_map(self.labels()),
+            "message" => opt_text(&s.message),
+            "resolved" => Dynamic::from_bool(s.resolved),
+            "id" => opt_text(&s.id),
+            other => s
+                .extra(other)
+                .and_then(|v| rhai::serde::to_dynamic(v).ok())
+                .unwrap_or(Dynamic::UNIT),
+        }
+    }
+}
+
+/// A rule's answer: the signal shows this fault.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Classification {
+    /// Fault class, snake_case.
+    pub fault: String,
+    /// Severity (default warning).
+    pub severity: Severity,
+    /// Why, for humans.
+    pub reason: Option<String>,
+    /// Actions replacing the policy's first step.
+    pub actions: Option<Vec<String>>,
+}
+
+/// A rule failed on a signal (threw, hit a sandbox bound, or answered nonsense).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("rule {rule}{}: {message}", at(*.line, *.column))]
+pub struct RuleError {
+    /// The rule's name.
+    pub rule: String,
+    /// Where in the script, when known.
+    pub line: Option<usize>,
+    /// Column, when known.
+    pub column: Option<usize>,
+    /// What went wrong.
+    pub message: String,
+}
+
+fn at(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" at {l}:{c}"),
+        (Some(l), None) => format!(" at line {l}"),
+        _ => String::new(),
+    }
+}
+
+/// A problem found while loading rules: `path:line:col: message`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The file, as given (rules dir joined with the rule's name).
+    pub path: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+/// Loading a rule set failed; every problem found is listed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The rules directory could not be read.
+    #[error("rules directory {}: {source}", path.display())]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The directory holds no rule at all.
+    #[error("rules directory {}: no *.rhai rules found", path.display())]
+    Empty {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// One or more rules are invalid.
+    #[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// Each problem, in path order.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One compiled rule.
+struct Rule {
+    name: String,
+    ast: AST,
+    types: Option<Vec<String>>,
+}
+
+/// Every rule of a directory, compiled and indexed by signal type.
+pub struct RuleSet {
+    rhai: Rhai,
+    rules: Vec<Rule>,
+    by_type: FxHashMap<Sym, Vec<usize>>,
+    catch_all: Vec<usize>,
+    scope: RefCell<Scope<'static>>,
+    world: Rc<RefCell<World>>,
+}
+
+impl fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("rules", &self.names().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Builds the sandboxed Rhai engine with the host functions bound to `world`.
+fn sandboxed_engine(limits: &Sandbox, world: &Rc<RefCell<World>>) -> Rhai {
+    let mut rhai = Rhai::new();
+    rhai.set_max_operations(limits.max_operations)
+        .set_max_call_levels(limits.max_call_levels)
+        .set_max_expr_depths(limits.max_expr_depth.0, limits.max_expr_depth.1)
+        .set_max_string_size(limits.max_string_size)
+        .set_max_array_size(limits.max_array_size)
+        .set_max_map_size(limits.max_map_size)
+        .set_max_variables(limits.max_variables)
+        .set_max_functions(limits.max_functions)
+        // Inline constants and fold operators; never call host functions at compile time.
+        .set_optimization_level(OptimizationLevel::Simple);
+    rhai.disable_symbol("eval");
+
+    let w = world.clone();
+    rhai.on_print(move |text| w.borrow_mut().prints.push(text.to_string()));
+    let w = world.clone();
+    rhai.on_debug(move |text, _src, pos| {
+        w.borrow_mut()
+            .prints
+            .push(format!("{text}{}", at(pos.line(), pos.position())))
+    });
+
+    rhai.register_type_with_name::<SignalView>("Signal");
+    for name in [
+        "node", "kind", "type", "ts", "value", "labels", "message", "resolved", "id",
+    ] {
+        rhai.register_get(name, move |s: &mut SignalView| s.field(name));
+    }
+    // Unknown fields: `s.anything` falls back to the string indexer, as does `s["anything"]`.
+    rhai.register_indexer_get(|s: &mut SignalView, name: &str| s.field(name));
+
+    let w = world.clone();
+    rhai.register_fn(
+        "events_within",
+        move |node: &str, r#type: &str, seconds: i64| -> i64 {
+            let w = w.borrow();
+            w.fleet.events_within(node, r#type, seconds, w.now) as i64
+        },
+    );
+    let w = world.clone();
+    rhai.register_fn(
+        "nodes_within",
+        move |fault: &str, label: &str, value: &str, seconds: i64| -> i64 {
+            let w = w.borrow();
+            w.fleet.nodes_within(fault, label, value, seconds, w.now) as i64
+        },
+    );
+    // A missing label is `()`: asking about it is simply zero nodes.
+    rhai.register_fn("nodes_within", |_: &str, _: &str, _: (), _: i64| -> i64 {
+        0
+    });
+    let w = world.clone();
+    rhai.register_fn("has_fault", move |node: &str, fault: &str| -> bool {
+        w.borrow().fleet.has_fault(node, fault)
+    });
+    rhai
+}
+
+/// The 1-based line and column of the first line of `source` that mentions `needle`.
+fn locate(source: &str, needle: &str) -> (usize, usize) {
+    source
+        .lines()
+        .enumerate()
+        .find_map(|(i, line)| line.find(needle).map(|c| (i + 1, c + 1)))
+        .unwrap_or((1, 1))
+}
+
+fn position(pos: Position) -> (usize, usize) {
+    (pos.line().unwrap_or(1), pos.position().unwrap_or(1))
+}
+
+/// The innermost error of a chain of function-call wrappers, which is the one
+/// with a useful position and message.
+fn innermost(err: EvalAltResult) -> EvalAltResult {
+    match err {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => innermost(*inner),
+        other => other,
+    }
+}
+
+fn describe(err: EvalAltResult) -> (Option<usize>, Option<usize>, String) {
+    let mut err = innermost(err);
+    let pos = err.take_position();
+    let message = match &err {
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            "stopped: too many operations (sandbox limit)".to_string()
+        }
+        EvalAltResult::ErrorStackOverflow(_) => {
+            "stopped: call depth limit reached (sandbox limit)".to_string()
+        }
+        EvalAltResult::ErrorDataTooLarge(what, _) => {
+            format!("stopped: {what} over the sandbox limit")
+        }
+        other => other.to_string(),
+    };
+    (pos.line(), pos.position(), message)
+}
+
+/// `true` for `snake_case` names: lowercase ASCII letters, digits and `_`, starting with a letter.
+fn is_snake_case(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Turns `classify`'s return value into an answer.
+fn parse_answer(value: Dynamic) -> Result<Option<Classification>, String> {
+    if value.is_unit() {
+        return Ok(None);
+    }
+    let type_name = value.type_name();
+    let Some(mut map) = value.try_cast::<Map>() else {
+        return Err(format!(
+            "classify must return () or a map with a `fault`, got {type_name}"
+        ));
+    };
+    let fault = match map.remove("fault") {
+        None => return Err("classify returned a map without `fault`".into()),
+        Some(f) => f
+            .into_string()
+            .map_err(|t| format!("`fault` must be a string, got {t}"))?,
+    };
+    if !is_snake_case(&fault) {
+        return Err(format!("`fault` must be snake_case, got {fault:?}"));
+    }
+    let severity = match map.remove("severity") {
+        None => Severity::Warning,
+        Some(s) => {
+            let text = s
+                .into_string()
+                .map_err(|t| format!("`severity` must be a string, got {t}"))?;
+            Severity::parse(&text).ok_or_else(|| {
+                format!("`severity` must be info, warning or critical, got {text:?}")
+            })?
+        }
+    };
+    let reason = match map.remove("reason") {
+        None => None,
+        Some(r) if r.is_unit() => None,
+        Some(r) => Some(r.to_string()),
+    };
+    let actions = match map.remove("actions") {
+        None => None,
+        Some(a) if a.is_unit() => None,
+        Some(a) => {
+            let t = a.type_name();
+            let list = a
+                .try_cast::<Array>()
+                .ok_or_else(|| format!("`actions` must be an array of action names, got {t}"))?;
+            let names = list
+                .into_iter()
+                .map(|v| {
+                    v.into_string()
+                        .map_err(|t| format!("`actions` must hold strings, got {t}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(names)
+        }
+    };
+    if let Some(key) = map.keys().next() {
+        return Err(format!(
+            "classify returned an unknown key `{key}` (expected fault, severity, reason, actions)"
+        ));
+    }
+    Ok(Some(Classification {
+        fault,
+        severity,
+        reason,
+        actions,
+    }))
+}
+
+/// Finds every `*.rhai` under `dir`, as (name relative to dir with `/`, full path), sorted by name.
+fn discover(dir: &Path) -> Result<Vec<(String, PathBuf)>, LoadError> {
+    fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let rel = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            if entry.file_type()?.is_dir() {
+                if !name.starts_with('.') {
+                    walk(&path, &rel, out)?;
+                }
+            } else if name.ends_with(".rhai") {
+                out.push((rel, path));
+            }
+        }
+        Ok(())
+    }
+    let mut found = Vec::new();
+    walk(dir, "", &mut found).map_err(|source| LoadError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    found.sort();
+    Ok(found)
+}
+
+/// The rule files of a directory, read but not compiled: compile them as
+/// often as needed (each compiled set is bound to its own world).
+#[derive(Clone, Debug)]
+pub struct Sources {
+    /// The directory they came from.
+    pub dir: PathBuf,
+    /// (name relative to `dir` with `/`, path, source text), sorted by name.
+    pub files: Vec<(String, PathBuf, String)>,
+}
+
+impl Sources {
+    /// Reads every `*.rhai` under `dir`.
+    pub fn read(dir: &Path) -> Result<Self, LoadError> {
+        let found = discover(dir)?;
+        if found.is_empty() {
+            return Err(LoadError::Empty {
+                path: dir.to_path_buf(),
+            });
+        }
+        let mut files = Vec::with_capacity(found.len());
+        let mut problems = Vec::new();
+        for (name, path) in found {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => files.push((name, path, text)),
+                Err(e) => problems.push(Problem {
+                    path,
+                    line: 1,
+                    column: 1,
+                    message: format!("cannot read: {e}"),
+                }),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(LoadError::Invalid { problems });
+        }
+        Ok(Sources {
+            dir: dir.to_path_buf(),
+            files,
+        })
+    }
+
+    /// Compiles them against `world`.
+    pub fn compile(
+        &self,
+        sandbox: &Sandbox,
+        world: Rc<RefCell<World>>,
+    ) -> Result<RuleSet, LoadError> {
+        let refs: Vec<(&str, &Path, &str)> = self
+            .files
+            .iter()
+            .map(|(n, p, t)| (n.as_str(), p.as_path(), t.as_str()))
+            .collect();
+        RuleSet::compile(&refs, sandbox, world)
+    }
+}
+
+impl RuleSet {
+    /// Reads and compiles every rule under `dir`. On failure, every problem is reported.
+    pub fn load(
+        dir: &Path,
+        sandbox: &Sandbox,
+        world: Rc<RefCell<World>>,
+    ) -> Result<Self, LoadError> {
+        Sources::read(dir)?.compile(sandbox, world)
+    }
+
+    /// Compiles rules given as `(name, path for messages, source)`.
+    pub fn compile(
+        sources: &[(&str, &Path, &str)],
+        sandbox: &Sandbox,
+        world: Rc<RefCell<World>>,
+    ) -> Result<Self, LoadError> {
+        let rhai = sandboxed_engine(sandbox, &world);
+        let mut rules = Vec::new();
+        let mut problems = Vec::new();
+        for &(name, path, source) in sources {
+            match compile_one(&rhai, name, source) {
+                Ok(rule) => rules.push(rule),
+                Err((line, column, message)) => problems.push(Problem {
+                    path: path.to_path_buf(),
+                    line,
+                    column,
+                    message,
+                }),
+            }
+        }
+        // Top-level prints at load are not a signal's business.
+        world.borrow_mut().prints.clear();
+        if !problems.is_empty() {
+            return Err(LoadError::Invalid { problems });
+        }
+
+        let mut by_type: FxHashMap<Sym, Vec<usize>> = FxHashMap::default();
+        let mut catch_all = Vec::new();
+        {
+            let symbols = &mut world.borrow_mut().fleet.symbols;
+            for (i, rule) in rules.iter().enumerate() {
+                match &rule.types {
+                    None => catch_all.push(i),
+                    Some(types) => {
+                        for t in types {
+                            let list = by_type.entry(symbols.intern(t)).or_default();
+                            if !list.contains(&i) {
+                                list.push(i);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // A type's list holds its own rules and the catch-all ones, in rule order.
+        for list in by_type.values_mut() {
+            list.extend(&catch_all);
+            list.sort_unstable();
+        }
+        Ok(RuleSet {
+            rhai,
+            rules,
+            by_type,
+            catch_all,
+            scope: RefCell::new(Scope::new()),
+            world,
+        })
+    }
+
+    /// Rule names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.name.as_str())
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// No rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The name of rule `index`.
+    pub fn name(&self, index: usize) -> &str {
+        &self.rules[index].name
+    }
+
+    /// The index of the rule called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.rules.iter().position(|r| r.name == name)
+    }
+
+    /// Signal types rule `index` declared in `TYPES`, if it did.
+    pub fn types_of(&self, index: usize) -> Option<&[String]> {
+        self.rules[index].types.as_deref()
+    }
+
+    /// The rules a signal of this (interned) type must meet, in rule order.
+    pub fn rules_for(&self, r#type: Sym) -> &[usize] {
+        self.by_type
+            .get(&r#type)
+            .map_or(&self.catch_all, Vec::as_slice)
+    }
+
+    /// Asks rule `index` to classify `signal`. The world must not be borrowed mutably.
+    pub fn classify(
+        &self,
+        index: usize,
+        signal: &SignalView,
+    ) -> Result<Option<Classification>, RuleError> {
+        let rule = &self.rules[index];
+        let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        let arg = Dynamic::from(signal.clone());
+        let result = self.rhai.call_fn_with_options::<Dynamic>(
+            options,
+            &mut self.scope.borrow_mut(),
+            &rule.ast,
+            "classify",
+            (arg,),
+        );
+        let error = |line, column, message| RuleError {
+            rule: rule.name.clone(),
+            line,
+            column,
+            message,
+        };
+        match result {
+            Ok(value) => parse_answer(value).map_err(|m| error(None, None, m)),
+            Err(e) => {
+                let (line, column, message) = describe(*e);
+                Err(error(line, column, message))
+            }
+        }
+    }
+
+    /// The shared world the host functions read.
+    pub fn world(&self) -> &Rc<RefCell<World>> {
+        &self.world
+    }
+}
+
+/// Compiles one rule: parse, run its top-level code once, read `TYPES`,
+/// inline its constants into `classify`.
+fn compile_one(rhai: &Rhai, name: &str, source: &str) -> Result<Rule, (usize, usize, String)> {
+    let ast = rhai.compile(source).map_err(|e| {
+        let (line, column) = position(e.position());
+        (line, column, e.err_type().to_string())
+    })?;
+    let classify = ast.iter_functions().find(|f| f.name == "classify");
+    match classify {
+        None => {
+            return Err((1, 1, "rule defines no `classify(s)` function".to_string()));
+        }
+        Some(f) if f.params.len() != 1 => {
+            let (line, column) = locate(source, "fn classify");
+            return Err((
+                line,
+                column,
+                format!(
+                    "`classify` must take exactly one parameter (the signal), it takes {}",
+                    f.params.len()
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    let mut scope = Scope::new();
+    rhai.run_ast_with_scope(&mut scope, &ast).map_err(|e| {
+        let (line, column, message) = describe(*e);
+        (
+            line.unwrap_or(1),
+            column.unwrap_or(1),
+            format!("top-level code failed: {message}"),
+        )
+    })?;
+    let types = match scope.get("TYPES") {
+        None => None,
+        Some(value) => {
+            let (line, column) = locate(source, "TYPES");
+            let bad = |what: String| (line, column, what);
+            let list = value.clone().try_cast::<Array>().ok_or_else(|| {
+                bad(format!(
+                    "`TYPES` must be an array of signal type names, got {}",
+                    value.type_name()
+                ))
+            })?;
+            let mut types = Vec::with_capacity(list.len());
+            for item in list {
+                let t = item
+                    .into_string()
+                    .map_err(|t| bad(format!("`TYPES` must hold strings, got {t}")))?;
+                if t.trim().is_empty() {
+                    return Err(bad("`TYPES` holds an empty type name".into()));
+                }
+                types.push(t);
+            }
+            if types.is_empty() {
+                return Err(bad("`TYPES` is empty, so the rule would never run".into()));
+            }
+            Some(types)
+        }
+    };
+    let mut constants = Scope::new();
+    for (var, is_constant, value) in scope.iter() {
+        if is_constant {
+            constants.push_constant_dynamic(var, value);
+        }
+    }
+    let mut ast = rhai.optimize_ast(&constants, ast, OptimizationLevel::Simple);
+    ast.set_source(name);
+    Ok(Rule {
+        name: name.to_string(),
+        ast,
+        types,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::Kind;
+
+    fn set(sources: &[(&str, &str)]) -> Result<RuleSet, LoadError> {
+        let world = Rc::new(RefCell::new(World::default()));
+        let owned: Vec<(&str, &Path, &str)> = sources
+            .iter()
+            .map(|(n, s)| (*n, Path::new(*n), *s))
+            .collect();
+        RuleSet::compile(&owned, &Sandbox::default(), world)
+    }
+
+    fn view(f: impl FnOnce(&mut Signal)) -> SignalView {
+        let mut s = Signal::new("n1", Kind::Hardware, "memory.ecc.uncorrectable");
+        s.ts = Some(Timestamp::from_secs(1_000));
+        f(&mut s);
+        SignalView(Rc::new(s))
+    }
+
+    fn problems(e: LoadError) -> Vec<String> {
+        match e {
+            LoadError::Invalid { problems } => problems.iter().map(ToString::to_string).collect(),
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn signal_fields_and_unknown_fields_are_visible() {
+        let rules = set(&[(
+            "r.rhai",
+            r#"fn classify(s) {
+                #{ fault: "seen", reason: `${s.node} ${s.kind} ${s.type} ${s.ts} ${s.value} ${s.labels.rack} ${s.labels.missing} ${s.dimm.slot} ${s.nothing} ${s.resolved}` }
+            }"#,
+        )])
+        .unwrap();
+        let v = view(|s| {
+            s.value = Some(2.5);
+            s.labels.insert("rack", "r7");
+            s.extra
+                .push(("dimm".into(), serde_json::json!({"slot": "A1"})));
+        });
+        let c = rules.classify(0, &v).unwrap().unwrap();
+        assert_eq!(
+            c.reason.unwrap(),
+            "n1 hardware memory.ecc.uncorrectable 1000 2.5 r7  A1  false"
+        );
+        assert_eq!(c.severity, Severity::Warning);
+    }
+
+    #[test]
+    fn top_level_constants_are_inlined_into_classify() {
+        let rules = set(&[(
+            "r.rhai",
+            r#"const LIMIT = 2; const NAME = "too_" + "high"; const TYPES = ["load.high"];
+               fn classify(s) { if s.value > LIMIT { #{ fault: NAME, severity: "critical" } } }"#,
+        )])
+        .unwrap();
+        let c = rules
+            .classify(0, &view(|s| s.value = Some(3.0)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.fault.as_str(), c.severity),
+            ("too_high", Severity::Critical)
+        );
+        assert_eq!(
+            rules.classify(0, &view(|s| s.value = Some(1.0))).unwrap(),
+            None
+        );
+        assert_eq!(rules.types_of(0).unwrap(), ["load.high"]);
+    }
+
+    #[test]
+    fn rules_are_indexed_by_declared_types() {
+        let rules = set(&[
+            (
+                "a.rhai",
+                r#"const TYPES = ["x", "y"]; fn classify(s) { () }"#,
+            ),
+            ("b.rhai", r#"fn classify(s) { () }"#),
+            ("c.rhai", r#"const TYPES = ["y"]; fn classify(s) { () }"#),
+        ])
+        .unwrap();
+        let world = rules.world().clone();
+        let mut w = world.borrow_mut();
+        let (x, y, z) = (
+            w.fleet.symbols.intern("x"),
+            w.fleet.symbols.intern("y"),
+            w.fleet.symbols.intern("z"),
+        );
+        assert_eq!(rules.rules_for(x), [0, 1]);
+        assert_eq!(rules.rules_for(y), [0, 1, 2]);
+        assert_eq!(rules.rules_for(z), [1]);
+    }
+
+    #[test]
+    fn compile_problems_carry_line_and_column() {
+        let found = problems(
+            set(&[
+                ("bad.rhai", "fn classify(s) {\n  let x = ;\n}"),
+                ("none.rhai", "let x = 1;"),
+                ("arity.rhai", "\n\nfn classify(a, b) { () }"),
+                ("types.rhai", "const TYPES = \"x\";\nfn classify(s) { () }"),
+                ("eval.rhai", "fn classify(s) { eval(\"1\") }"),
+            ])
+            .unwrap_err(),
+        );
+        assert!(found[0].starts_with("bad.rhai:2:11: "), "{found:?}");
+        assert_eq!(
+            found[1],
+            "none.rhai:1:1: rule defines no `classify(s)` function"
+        );
+        assert!(
+            found[2].starts_with("arity.rhai:3:1: `classify` must take exactly one parameter"),
+            "{found:?}"
+        );
+        assert!(
+            found[3].starts_with("types.rhai:1:7: `TYPES` must be an array"),
+            "{found:?}"
+        );
+        assert!(found[4].starts_with("eval.rhai:1:"), "{found:?}");
+        assert_eq!(found.len(), 5);
+    }
+
+    #[test]
+    fn runaway_rules_are_stopped_and_named() {
+        let rules = set(&[
+            ("loop.rhai", "fn classify(s) { loop { } }"),
+            ("deep.rhai", "fn f(n) { f(n + 1) }\nfn classify(s) { f(0) }"),
+            (
+                "big.rhai",
+                "fn classify(s) { let x = \"a\"; loop { x += x; } }",
+            ),
+            ("throw.rhai", "fn classify(s) { throw \"no\"; }"),
+            (
+                "bad_answer.rhai",
+                "fn classify(s) { #{ fault: \"Not Snake\" } }",
+            ),
+        ])
+        .unwrap();
+        let v = view(|_| {});
+        let e = rules.classify(0, &v).unwrap_err();
+        assert!(e.to_string().starts_with("rule loop.rhai"), "{e}");
+        assert!(e.message.contains("too many operations"), "{e}");
+        let e = rules.classify(1, &v).unwrap_err();
+        assert!(e.message.contains("call depth"), "{e}");
+        let e = rules.classify(2, &v).unwrap_err();
+        assert!(e.message.contains("over the sandbox limit"), "{e}");
+        let e = rules.classify(3, &v).unwrap_err();
+        assert!(e.message.contains("no"), "{e}");
+        let e = rules.classify(4, &v).unwrap_err();
+        assert!(e.message.contains("snake_case"), "{e}");
+    }
+
+    #[test]
+    fn answers_are_validated() {
+        assert_eq!(parse_answer(Dynamic::UNIT), Ok(None));
+        assert!(parse_answer(Dynamic::from(1_i64))
+            .unwrap_err()
+            .contains("got i64"));
+        let mut m = Map::new();
+        m.insert("severity".into(), "critical".into());
+        assert!(parse_answer(Dynamic::from_map(m.clone()))
+            .unwrap_err()
+            .contains("without `fault`"));
+        m.insert("fault".into(), "disk_failure".into());
+        m.insert("severity".into(), "fatal".into());
+        assert!(parse_answer(Dynamic::from_map(m.clone()))
+            .unwrap_err()
+            .contains("info, warning or critical"));
+        m.insert("severity".into(), "critical".into());
+        m.insert("actions".into(), Dynamic::from_array(vec!["cordon".into()]));
+        let c = parse_answer(Dynamic::from_map(m.clone())).unwrap().unwrap();
+        assert_eq!(c.actions.unwrap(), ["cordon"]);
+        m.insert("sevrity".into(), "x".into());
+        assert!(parse_answer(Dynamic::from_map(m))
+            .unwrap_err()
+            .contains("unknown key `sevrity`"));
+    }
+}

@@ -1,0 +1,7 @@
+//! The `remedy` command: configuration and the subcommands that drive the
+//! engine (`check`, `test`, `replay`). `main.rs` only parses arguments and
+//! maps results to exit codes.
+
+pub mod config;
+pub mod replay;
+pub mod ruletest;

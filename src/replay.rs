@@ -1,0 +1,217 @@
+//! `remedy replay`: recorded signals through the same rules and lifecycle as
+//! the service, with time taken from each signal's `ts`. Same input, same
+//! output: decisions as JSON lines on stdout, diagnostics on stderr.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, Write};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use remedy_collectors::JsonLines;
+use remedy_engine::{Engine, Event, Step, Timestamp};
+
+/// Rule errors printed per rule before the rest are only counted.
+const ERRORS_SHOWN_PER_RULE: usize = 10;
+
+/// Lines between progress updates (cheap enough to be invisible in the profile).
+const PROGRESS_EVERY: u64 = 16_384;
+
+/// What a replay did, for the closing summary.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Valid signals processed (duplicates included).
+    pub signals: u64,
+    /// Lines rejected as not a valid signal.
+    pub rejected: u64,
+    /// Signals ignored because their `id` repeated.
+    pub duplicates: u64,
+    /// Rule failures (throws, sandbox limits, bad answers).
+    pub rule_errors: u64,
+    /// Per fault class: (opened, resolved).
+    pub faults: BTreeMap<String, (u64, u64)>,
+    /// Actions by outcome name.
+    pub actions: BTreeMap<&'static str, u64>,
+    /// Wall time taken.
+    pub elapsed: std::time::Duration,
+}
+
+impl Summary {
+    fn count(&mut self, step: &Step) {
+        for d in &step.decisions {
+            match d.event {
+                Event::FaultOpened => self.faults.entry(d.fault.clone()).or_default().0 += 1,
+                Event::FaultResolved => self.faults.entry(d.fault.clone()).or_default().1 += 1,
+                Event::Action => {
+                    if let Some(o) = d.outcome {
+                        *self.actions.entry(o.as_str()).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The human summary printed on stderr at the end.
+    pub fn render(&self) -> String {
+        let secs = self.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 {
+            self.signals as f64 / secs
+        } else {
+            0.0
+        };
+        let opened: u64 = self.faults.values().map(|f| f.0).sum();
+        let resolved: u64 = self.faults.values().map(|f| f.1).sum();
+        let mut out = format!(
+            "replayed {} signals in {secs:.2}s ({rate:.0}/s): {} rejected, {} duplicates, {} rule errors\n\
+             faults: {opened} opened, {resolved} resolved\n",
+            self.signals, self.rejected, self.duplicates, self.rule_errors
+        );
+        if !self.faults.is_empty() {
+            let width = self
+                .faults
+                .keys()
+                .map(String::len)
+                .max()
+                .unwrap_or(5)
+                .max(5);
+            out.push_str(&format!(
+                "  {:width$}  {:>8}  {:>8}\n",
+                "fault", "opened", "resolved"
+            ));
+            for (name, (o, r)) in &self.faults {
+                out.push_str(&format!("  {name:width$}  {o:>8}  {r:>8}\n"));
+            }
+        }
+        if !self.actions.is_empty() {
+            let parts: Vec<String> = self
+                .actions
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect();
+            out.push_str(&format!("actions: {}\n", parts.join(", ")));
+        }
+        out
+    }
+}
+
+/// How replay reports on itself.
+pub struct Display {
+    /// Name of the input in diagnostics (`file.jsonl`, or `stdin`).
+    pub source: String,
+    /// Draw a progress bar on stderr (only sensible on a terminal).
+    pub progress: bool,
+    /// Size of the input, when known, for a proportional bar.
+    pub total_bytes: Option<u64>,
+}
+
+fn progress_bar(display: &Display) -> ProgressBar {
+    if !display.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = match display.total_bytes {
+        Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+            .with_style(
+                ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {percent:>3}%  {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            ),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
+            ProgressStyle::with_template("{elapsed_precise} {spinner} {msg}")
+                .expect("valid template"),
+        ),
+    };
+    bar.set_message("starting");
+    bar
+}
+
+/// Replays every line of `input` through `engine`. Decisions go to `out`,
+/// rejections and rule errors to `diag`. Returns when the input ends, or
+/// early without error when `out` is closed (e.g. piped into `head`).
+pub fn replay<R: BufRead>(
+    engine: &mut Engine,
+    input: R,
+    display: &Display,
+    out: &mut dyn Write,
+    diag: &mut dyn Write,
+) -> io::Result<Summary> {
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    let mut errors_per_rule: BTreeMap<String, usize> = BTreeMap::new();
+    let bar = progress_bar(display);
+    let mut lines = JsonLines::new(input);
+    // Signals without `ts` take the time of the signal before them: deterministic, unlike the wall clock.
+    let mut clock = Timestamp::default();
+    let mut step = Step::default();
+    let mut seen = 0_u64;
+    while let Some(line) = lines.next() {
+        let line = line?;
+        seen += 1;
+        if seen % PROGRESS_EVERY == 0 {
+            let rate = summary.signals as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_position(lines.bytes_read());
+            bar.set_message(format!(
+                "{} signals, {:.0}/s, {} rejected",
+                summary.signals, rate, summary.rejected
+            ));
+        }
+        let signal = match line.signal {
+            Ok(s) => s,
+            Err(reason) => {
+                summary.rejected += 1;
+                bar.suspend(|| {
+                    writeln!(
+                        diag,
+                        "{}:{}: rejected: {reason}",
+                        display.source, line.number
+                    )
+                })?;
+                continue;
+            }
+        };
+        summary.signals += 1;
+        if let Some(ts) = signal.ts {
+            clock = ts;
+        }
+        engine.on_signal_into(signal, clock, &mut step);
+        if step.duplicate {
+            summary.duplicates += 1;
+            continue;
+        }
+        for e in &step.errors {
+            summary.rule_errors += 1;
+            let shown = errors_per_rule.entry(e.rule.clone()).or_default();
+            *shown += 1;
+            if *shown <= ERRORS_SHOWN_PER_RULE {
+                let suffix = if *shown == ERRORS_SHOWN_PER_RULE {
+                    " (further errors of this rule are only counted)"
+                } else {
+                    ""
+                };
+                bar.suspend(|| writeln!(diag, "{}:{}: {e}{suffix}", display.source, line.number))?;
+            }
+        }
+        for p in &step.prints {
+            bar.suspend(|| writeln!(diag, "{}:{}: print: {p}", display.source, line.number))?;
+        }
+        for d in &step.decisions {
+            let written = serde_json::to_writer(&mut *out, d)
+                .map_err(io::Error::from)
+                .and_then(|()| out.write_all(b"\n"));
+            match written {
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    bar.finish_and_clear();
+                    summary.elapsed = started.elapsed();
+                    return Ok(summary);
+                }
+                other => other?,
+            }
+        }
+        summary.count(&step);
+    }
+    match out.flush() {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(e),
+        _ => {}
+    }
+    bar.finish_and_clear();
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
