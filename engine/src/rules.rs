@@ -242,7 +242,11 @@ fn sandboxed_engine(limits: &Sandbox, world: &Rc<RefCell<World>>) -> Rhai {
         .set_max_variables(limits.max_variables)
         .set_max_functions(limits.max_functions)
         // Inline constants and fold operators; never call host functions at compile time.
-        .set_optimization_level(OptimizationLevel::Simple);
+        .set_optimization_level(OptimizationLevel::Simple)
+        // Rhai interns strings held in variables in a small cache; with a fleet's worth
+        // of distinct node names it overflows on nearly every call and each eviction
+        // scans the whole cache. Plain allocation is cheaper here.
+        .set_max_strings_interned(0);
     rhai.disable_symbol("eval");
 
     let w = world.clone();
