@@ -5,3 +5,4 @@
 pub mod config;
 pub mod replay;
 pub mod ruletest;
+pub mod synth;

@@ -1,0 +1,377 @@
+//! Synthetic fleet signals, deterministic per seed: the background of a
+//! healthy fleet (heartbeats, pressure readings, the odd correctable error or
+//! component restart) with incidents laid on top. Used for the example file a
+//! newcomer replays and for the replay benchmark.
+//!
+//! Output is JSON lines written directly (no intermediate structs), so the
+//! generator is never the bottleneck of what it feeds.
+
+use std::fmt::Write as _;
+
+use remedy_engine::{Duration, Timestamp};
+
+/// SplitMix64: tiny, fast and stable across versions, so a seed always
+/// gives the same stream.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Shape of the simulated fleet.
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    /// Number of nodes.
+    pub nodes: u64,
+    /// Nodes per rack.
+    pub rack_size: u64,
+    /// Racks per cluster.
+    pub racks_per_cluster: u64,
+    /// Clusters per IDC.
+    pub clusters_per_idc: u64,
+}
+
+impl Fleet {
+    /// A fleet of `nodes` nodes in racks of 40, clusters of 50 racks (2,000 nodes), 5 clusters per IDC.
+    pub fn new(nodes: u64) -> Self {
+        Fleet {
+            nodes,
+            rack_size: 40,
+            racks_per_cluster: 50,
+            clusters_per_idc: 5,
+        }
+    }
+
+    /// The node's name.
+    pub fn name(&self, node: u64) -> String {
+        format!("node-{node:06}")
+    }
+
+    /// The node's labels as a JSON object (rack, cluster, idc follow from its
+    /// index), with one more label when given.
+    pub fn labels(&self, node: u64, more: Option<(&str, &str)>) -> String {
+        let rack = node / self.rack_size;
+        let cluster = rack / self.racks_per_cluster;
+        let idc = cluster / self.clusters_per_idc;
+        let more = more.map_or(String::new(), |(k, v)| format!(r#","{k}":"{v}""#));
+        format!(r#"{{"rack":"r{rack:04}","cluster":"c{cluster:03}","idc":"idc{idc}"{more}}}"#)
+    }
+}
+
+/// What a generated signal says beyond node, kind, type and time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extra<'a> {
+    /// One label beyond the failure domains.
+    pub label: Option<(&'a str, &'a str)>,
+    /// More JSON members, each starting with a comma (`,"value":3`).
+    pub fields: &'a str,
+}
+
+/// One line of signal JSON.
+pub fn line(
+    fleet: &Fleet,
+    node: u64,
+    kind: &str,
+    r#type: &str,
+    ts: Timestamp,
+    extra: Extra<'_>,
+) -> String {
+    let mut out = String::with_capacity(200);
+    let _ = write!(
+        out,
+        r#"{{"node":"{}","kind":"{kind}","type":"{type}","ts":"{ts}","labels":{}{}}}"#,
+        fleet.name(node),
+        fleet.labels(node, extra.label),
+        extra.fields,
+        r#type = r#type,
+    );
+    out
+}
+
+/// Extra JSON members only.
+fn fields(fields: &str) -> Extra<'_> {
+    Extra {
+        label: None,
+        fields,
+    }
+}
+
+/// The background of a healthy fleet: one signal per call, time advancing
+/// so that `per_second` signals arrive each second on average.
+///
+/// The mix, by share of signals: heartbeats 50%; memory, disk and load
+/// readings 12%, 12% and 8% (values mostly healthy, a few past the shipped
+/// thresholds); correctable ECC errors 6%; component crashes 4%; disk I/O
+/// errors 3%; types no shipped rule handles 3.5%; recoveries (resolved
+/// pressure) 1%; and rare hard failures (UE, PSU, SMART, MCE, bad config) 0.5%.
+pub struct Background {
+    fleet: Fleet,
+    rng: Rng,
+    start: Timestamp,
+    per_second: u64,
+    emitted: u64,
+}
+
+impl Background {
+    /// A background stream starting at `start`.
+    pub fn new(fleet: Fleet, seed: u64, start: Timestamp, per_second: u64) -> Self {
+        Background {
+            fleet,
+            rng: Rng::new(seed),
+            start,
+            per_second: per_second.max(1),
+            emitted: 0,
+        }
+    }
+
+    /// The fleet this stream describes.
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// Event time of the next signal.
+    pub fn now(&self) -> Timestamp {
+        self.start
+            .add(Duration((self.emitted * 1000 / self.per_second) as i64))
+    }
+
+    /// The next signal as one JSON line.
+    pub fn next_line(&mut self) -> String {
+        let ts = self.now();
+        self.emitted += 1;
+        let node = self.rng.below(self.fleet.nodes);
+        let roll = self.rng.below(1000);
+        let f = &self.fleet;
+        let value = |rng: &mut Rng, base: f64, spread: f64| {
+            format!(r#","value":{:.1}"#, base + rng.unit() * spread)
+        };
+        let none = Extra::default();
+        match roll {
+            0..=499 => line(f, node, "component", "node.heartbeat", ts, none),
+            500..=619 => {
+                let v = if self.rng.below(50) == 0 {
+                    value(&mut self.rng, 21.0, 30.0)
+                } else {
+                    value(&mut self.rng, 0.0, 15.0)
+                };
+                line(f, node, "resource", "memory.pressure", ts, fields(&v))
+            }
+            620..=739 => {
+                let v = if self.rng.below(100) == 0 {
+                    value(&mut self.rng, 90.5, 9.0)
+                } else {
+                    value(&mut self.rng, 20.0, 65.0)
+                };
+                line(f, node, "resource", "disk.pressure", ts, fields(&v))
+            }
+            740..=819 => {
+                let v = if self.rng.below(50) == 0 {
+                    value(&mut self.rng, 2.1, 3.0)
+                } else {
+                    value(&mut self.rng, 0.1, 1.8)
+                };
+                line(f, node, "resource", "load.high", ts, fields(&v))
+            }
+            820..=879 => line(
+                f,
+                node,
+                "hardware",
+                "memory.ecc.correctable",
+                ts,
+                fields(r#","message":"EDAC MC0: 1 CE memory read error""#),
+            ),
+            880..=919 => {
+                let component =
+                    ["kubelet", "containerd", "docker", "pouch"][self.rng.below(4) as usize];
+                let extra = Extra {
+                    label: Some(("component", component)),
+                    fields: "",
+                };
+                line(f, node, "component", "component.crash", ts, extra)
+            }
+            920..=949 => line(
+                f,
+                node,
+                "hardware",
+                "disk.io.error",
+                ts,
+                fields(r#","message":"blk_update_request: I/O error, dev sdb""#),
+            ),
+            950..=984 => {
+                let t =
+                    ["net.link.flap", "ntp.drift", "kernel.softlockup"][self.rng.below(3) as usize];
+                line(f, node, "component", t, ts, none)
+            }
+            985..=994 => {
+                let t =
+                    ["memory.pressure", "disk.pressure", "load.high"][self.rng.below(3) as usize];
+                line(f, node, "resource", t, ts, fields(r#","resolved":true"#))
+            }
+            _ => {
+                let (kind, t) = [
+                    ("hardware", "memory.ecc.uncorrectable"),
+                    ("hardware", "power.psu.failed"),
+                    ("hardware", "disk.smart.failing"),
+                    ("hardware", "motherboard.mce"),
+                    ("component", "component.config.invalid"),
+                ][self.rng.below(5) as usize];
+                line(f, node, kind, t, ts, none)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remedy_engine::Signal;
+
+    #[test]
+    fn the_same_seed_gives_the_same_stream_and_every_line_is_a_valid_signal() {
+        let start = Timestamp::parse_rfc3339("2026-11-24T00:00:00Z").unwrap();
+        let mut a = Background::new(Fleet::new(1000), 7, start, 100);
+        let mut b = Background::new(Fleet::new(1000), 7, start, 100);
+        let mut types = std::collections::BTreeSet::new();
+        for _ in 0..5000 {
+            let line = a.next_line();
+            assert_eq!(line, b.next_line());
+            let s = Signal::from_json(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert!(s.labels.get("rack").is_some());
+            if s.r#type == "component.crash" {
+                assert!(s.labels.get("component").is_some(), "{line}");
+            }
+            types.insert(s.r#type);
+        }
+        assert!(types.len() >= 15, "{types:?}");
+        assert_eq!(a.now(), start.add(Duration::from_secs(50)));
+    }
+}
+
+/// The example a newcomer replays (`examples/signals.jsonl`): about 50
+/// minutes of a 200-node fleet, with incidents laid over the background —
+/// an uncorrectable ECC error, a storm of correctable ones, four nodes of one
+/// rack losing power, a kubelet crash loop, a RAID alert, a filesystem filling
+/// up and recovering — and two malformed lines, to show how they are reported.
+pub fn example_day() -> Vec<String> {
+    let fleet = Fleet::new(200);
+    let start = Timestamp::parse_rfc3339("2026-11-24T08:00:00Z").expect("valid start");
+    let at = |minutes: f64| start.add(Duration((minutes * 60_000.0) as i64));
+    let mut lines: Vec<(Timestamp, String)> = Vec::new();
+    let mut background = Background::new(fleet.clone(), 20261124, start, 1);
+    for _ in 0..3000 {
+        let ts = background.now();
+        lines.push((ts, background.next_line()));
+    }
+    let mut add = |ts: Timestamp, node: u64, kind: &str, r#type: &str, extra: Extra<'_>| {
+        lines.push((ts, line(&fleet, node, kind, r#type, ts, extra)));
+    };
+    let msg = |m: &'static str| fields(m);
+    add(
+        at(5.0),
+        17,
+        "hardware",
+        "memory.ecc.uncorrectable",
+        msg(r#","message":"EDAC MC1: 1 UE memory read error on DIMM B2""#),
+    );
+    for i in 0..12 {
+        add(
+            at(10.0 + f64::from(i) * 0.8),
+            42,
+            "hardware",
+            "memory.ecc.correctable",
+            msg(r#","message":"EDAC MC0: 1 CE memory read error""#),
+        );
+    }
+    for (i, node) in (80..84).enumerate() {
+        add(
+            at(30.0 + i as f64 * 0.5),
+            node,
+            "hardware",
+            "power.lost",
+            msg(r#","message":"BMC: AC lost""#),
+        );
+    }
+    for i in 0..3 {
+        let crash = Extra {
+            label: Some(("component", "kubelet")),
+            fields: r#","message":"kubelet.service: Main process exited, code=exited, status=1/FAILURE""#,
+        };
+        add(
+            at(40.0 + f64::from(i) * 2.0),
+            150,
+            "component",
+            "component.crash",
+            crash,
+        );
+    }
+    add(
+        at(41.0),
+        99,
+        "hardware",
+        "NodeRAIDDiskFailure",
+        msg(r#","message":"RAID array md0 degraded""#),
+    );
+    add(
+        at(45.0),
+        7,
+        "resource",
+        "disk.pressure",
+        msg(r#","value":95.2"#),
+    );
+    add(
+        at(48.0),
+        7,
+        "resource",
+        "disk.pressure",
+        msg(r#","value":97.0"#),
+    );
+    add(
+        at(49.5),
+        7,
+        "resource",
+        "disk.pressure",
+        msg(r#","value":61.3,"resolved":true"#),
+    );
+    lines.sort_by_key(|(ts, _)| *ts);
+    let mut out: Vec<String> = lines.into_iter().map(|(_, l)| l).collect();
+    // Two producers with bugs: what a rejected line looks like.
+    out.insert(1200, r#"{"node":"node-000031","kind":"hardware","type":"disk.io.error","ts":"2026-11-24 08:20:00"}"#.to_string());
+    out.insert(
+        2400,
+        r#"{"kind":"resource","type":"load.high","value":3.1}"#.to_string(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod example_tests {
+    #[test]
+    fn the_committed_example_is_what_the_generator_writes() {
+        let committed = include_str!("../examples/signals.jsonl");
+        let generated = super::example_day().join("\n") + "\n";
+        assert!(committed == generated, "examples/signals.jsonl is stale: run `cargo run --example gen_signals > examples/signals.jsonl`");
+    }
+}
