@@ -1,1 +1,169 @@
-fn main() {}
+//! Replay throughput against its transport limit, on one core.
+//!
+//! 1M generated signals (100k nodes, the healthy-fleet mix of
+//! `remedy::synth::Background`) are replayed through the shipped rules and
+//! the fault lifecycle; the baseline, measured in the same run, only decodes
+//! the same lines into `Signal` (serde_json, no rules). Criterion reports both;
+//! at the end a side-by-side run (interleaved, median of 3) prints the ratio,
+//! and a counting allocator gives the bytes of engine state per tracked node.
+//!
+//! `cargo bench --bench replay` (set REMEDY_BENCH_SIGNALS to change the size).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use remedy::synth::{Background, Fleet};
+use remedy_engine::{Engine, Options, Policies, Signal, Step, Timestamp};
+
+/// Counts live heap bytes so engine state can be measured, not estimated.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const NODES: u64 = 100_000;
+
+fn signals() -> usize {
+    std::env::var("REMEDY_BENCH_SIGNALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// The input: JSON lines in one buffer, as replay reads them from a file.
+fn input(count: usize) -> Vec<String> {
+    let start = Timestamp::parse_rfc3339("2026-11-24T00:00:00Z").expect("valid");
+    let mut fleet = Background::new(Fleet::new(NODES), 42, start, 500);
+    (0..count).map(|_| fleet.next_line()).collect()
+}
+
+fn rules_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
+}
+
+fn engine() -> Engine {
+    Engine::load(rules_dir(), Policies::default(), &Options::default())
+        .expect("shipped rules compile")
+}
+
+/// Decode only: the transport limit.
+fn decode_only(lines: &[String]) -> usize {
+    let mut ok = 0;
+    for line in lines {
+        if let Ok(s) = Signal::from_json(line) {
+            black_box(&s);
+            ok += 1;
+        }
+    }
+    ok
+}
+
+/// Decode and run through rules and lifecycle, as `remedy replay` does.
+fn replay(engine: &mut Engine, lines: &[String]) -> usize {
+    let mut step = Step::default();
+    let mut decisions = 0;
+    let mut clock = Timestamp::default();
+    for line in lines {
+        if let Ok(s) = Signal::from_json(line) {
+            clock = s.ts.unwrap_or(clock);
+            engine.on_signal_into(s, clock, &mut step);
+            decisions += step.decisions.len();
+        }
+    }
+    decisions
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let count = signals();
+    eprintln!("generating {count} signals over {NODES} nodes...");
+    let lines = input(count);
+
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(15));
+    {
+        let mut group = c.benchmark_group("replay_1m");
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_function("decode_only", |b| b.iter(|| decode_only(black_box(&lines))));
+        group.bench_function("replay_shipped_rules", |b| {
+            b.iter_batched(
+                engine,
+                |mut e| replay(&mut e, black_box(&lines)),
+                criterion::BatchSize::PerIteration,
+            )
+        });
+        group.finish();
+    }
+
+    // Side by side, interleaved so drift affects both alike.
+    let (mut decode_times, mut replay_times) = (Vec::new(), Vec::new());
+    let mut decisions = 0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        black_box(decode_only(&lines));
+        decode_times.push(t.elapsed());
+        let mut e = engine();
+        let t = Instant::now();
+        decisions = replay(&mut e, &lines);
+        replay_times.push(t.elapsed());
+    }
+    let (d, r) = (median(decode_times), median(replay_times));
+    let rate = |t: Duration| count as f64 / t.as_secs_f64();
+    println!();
+    println!("side by side, median of 3 on one core, {count} signals, {NODES} nodes:");
+    println!("  decode only            {:>10.0} signals/s", rate(d));
+    println!(
+        "  replay (shipped rules) {:>10.0} signals/s  ({decisions} decisions)",
+        rate(r)
+    );
+    println!(
+        "  replay / decode-only   {:>10.1}%",
+        100.0 * d.as_secs_f64() / r.as_secs_f64()
+    );
+
+    // Engine state per tracked node, after the whole stream.
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut e = engine();
+    let compiled = LIVE.load(Ordering::Relaxed);
+    replay(&mut e, &lines);
+    let after = LIVE.load(Ordering::Relaxed);
+    let nodes = e.with_fleet(|f| f.known_nodes());
+    println!(
+        "  engine state           {:>10.0} bytes per tracked node ({nodes} nodes, {} open faults; rules {} KiB)",
+        (after - compiled) as f64 / nodes as f64,
+        e.with_fleet(|f| f.open_faults()),
+        (compiled - before) / 1024
+    );
+    c.final_summary();
+}
