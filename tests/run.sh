@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a warm one: installs what is
+# missing (idempotent, skips what is there), then runs every test of the
+# workspace. Usage: tests/run.sh [extra nextest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# Rust toolchain: the machine's rustup toolchain; install rustup's default only where cargo is absent.
+if ! command -v cargo >/dev/null 2>&1; then
+    say "cargo not found: installing the Rust toolchain with rustup"
+    command -v rustup >/dev/null 2>&1 || { echo "error: neither cargo nor rustup is installed" >&2; exit 2; }
+    rustup default stable
+fi
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        say "installing $component"
+        rustup component add "$component"
+    fi
+done
+
+# Test runner: nextest when present (per-test timeouts from .config/nextest.toml), else cargo test.
+if ! cargo nextest --version >/dev/null 2>&1; then
+    say "cargo-nextest not found: installing it (cargo install cargo-nextest --locked)"
+    cargo install cargo-nextest --locked || say "could not install cargo-nextest; falling back to cargo test"
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+    say "running the workspace tests with nextest"
+    cargo nextest run --workspace --all-targets --profile ci --no-fail-fast "$@"
+else
+    say "running the workspace tests with cargo test"
+    cargo test --workspace --all-targets --no-fail-fast "$@"
+fi
