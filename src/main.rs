@@ -154,12 +154,25 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // `remedy` alone: show what it can do, as a usage error.
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
         Err(e) => {
+            // clap renders a paragraph ("...were not provided:\n  <FILE>")
+            // then usage and tips; keep the first paragraph, on one line.
             let rendered = e.render().to_string();
-            let first = rendered
+            let first: Vec<&str> = rendered
                 .lines()
-                .next()
-                .unwrap_or("error: invalid arguments");
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let first = if first.is_empty() {
+                "error: invalid arguments".to_string()
+            } else {
+                first.join(" ")
+            };
             eprintln!("{first} (see 'remedy --help')");
             return ExitCode::from(2);
         }

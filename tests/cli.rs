@@ -694,7 +694,6 @@ fn replay_with_a_missing_config_file_exits_2_naming_it() {
 }
 
 #[test]
-#[ignore = "bug: `remedy replay` without FILE prints `error: the following required arguments were not provided:` and drops the line that names <FILE>"]
 fn replay_without_a_file_names_the_missing_argument() {
     let out = run(remedy().arg("replay"));
     assert_eq!(out.code, 2, "{}", out.dump());
