@@ -7,7 +7,8 @@
 //! at the end a side-by-side run (interleaved, median of 3) prints the ratio,
 //! and a counting allocator gives the bytes of engine state per tracked node.
 //!
-//! `cargo bench --bench replay` (set REMEDY_BENCH_SIGNALS to change the size).
+//! `cargo bench --bench replay` (REMEDY_BENCH_SIGNALS and REMEDY_BENCH_NODES change
+//! the size).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -45,7 +46,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const NODES: u64 = 100_000;
+fn nodes() -> u64 {
+    std::env::var("REMEDY_BENCH_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
 
 fn signals() -> usize {
     std::env::var("REMEDY_BENCH_SIGNALS")
@@ -57,7 +63,7 @@ fn signals() -> usize {
 /// The input: JSON lines in one buffer, as replay reads them from a file.
 fn input(count: usize) -> Vec<String> {
     let start = Timestamp::parse_rfc3339("2026-11-24T00:00:00Z").expect("valid");
-    let mut fleet = Background::new(Fleet::new(NODES), 42, start, 500);
+    let mut fleet = Background::new(Fleet::new(nodes()), 42, start, 500);
     (0..count).map(|_| fleet.next_line()).collect()
 }
 
@@ -104,7 +110,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let count = signals();
-    eprintln!("generating {count} signals over {NODES} nodes...");
+    eprintln!("generating {count} signals over {} nodes...", nodes());
     let lines = input(count);
 
     let mut c = Criterion::default()
@@ -141,7 +147,10 @@ fn main() {
     let (d, r) = (median(decode_times), median(replay_times));
     let rate = |t: Duration| count as f64 / t.as_secs_f64();
     println!();
-    println!("side by side, median of 3 on one core, {count} signals, {NODES} nodes:");
+    println!(
+        "side by side, median of 3 on one core, {count} signals, {} nodes:",
+        nodes()
+    );
     println!("  decode only            {:>10.0} signals/s", rate(d));
     println!(
         "  replay (shipped rules) {:>10.0} signals/s  ({decisions} decisions)",

@@ -8,8 +8,8 @@
 //! 32-bit second offsets that ages out by time and by count.
 
 use std::collections::VecDeque;
-use std::rc::Rc;
 
+use rhai::ImmutableString;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
@@ -24,8 +24,8 @@ pub struct Sym(u32);
 /// Interns strings so each distinct one is stored once and compared as an integer.
 #[derive(Default, Debug)]
 pub struct Interner {
-    ids: FxHashMap<Rc<str>, Sym>,
-    names: Vec<Rc<str>>,
+    ids: FxHashMap<ImmutableString, Sym>,
+    names: Vec<ImmutableString>,
 }
 
 impl Interner {
@@ -35,7 +35,7 @@ impl Interner {
             return sym;
         }
         let sym = Sym(u32::try_from(self.names.len()).expect("fewer than 2^32 distinct names"));
-        let shared: Rc<str> = Rc::from(name);
+        let shared = ImmutableString::from(name);
         self.names.push(shared.clone());
         self.ids.insert(shared, sym);
         sym
@@ -48,6 +48,18 @@ impl Interner {
 
     /// The text of a symbol.
     pub fn name(&self, sym: Sym) -> &str {
+        &self.names[sym.0 as usize]
+    }
+
+    /// The interned Rhai string for `text`, or a new one if it was never interned.
+    pub fn shared_or_new(&self, text: &str) -> ImmutableString {
+        self.ids
+            .get_key_value(text)
+            .map_or_else(|| text.into(), |(k, _)| k.clone())
+    }
+
+    /// The text of a symbol as a shared Rhai string (no copy).
+    pub fn shared(&self, sym: Sym) -> &ImmutableString {
         &self.names[sym.0 as usize]
     }
 }
@@ -156,6 +168,11 @@ impl Fleet {
             limits,
             ..Fleet::default()
         }
+    }
+
+    /// A known node's name.
+    pub fn node_name(&self, node: NodeId) -> &ImmutableString {
+        self.nodes.shared(Sym(node.0))
     }
 
     /// Registers a node (or finds it), merges its labels and notes when it was seen.
@@ -304,11 +321,6 @@ impl Fleet {
             }
         }
         closed
-    }
-
-    /// The name of a node.
-    pub fn node_name(&self, node: NodeId) -> &str {
-        self.nodes.name(Sym(node.0))
     }
 
     /// How many nodes have ever sent a signal.

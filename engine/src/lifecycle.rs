@@ -19,7 +19,7 @@ use smallvec::smallvec;
 use crate::decision::{Decision, Outcome};
 use crate::fleet::{Fleet, HistoryLimits, OpenFault};
 use crate::policy::Policies;
-use crate::rules::{Classification, LoadError, RuleError, RuleSet, Sandbox, SignalView, World};
+use crate::rules::{Classification, LoadError, RuleError, RuleSet, Sandbox, SignalArg, World};
 use crate::signal::Signal;
 use crate::time::Timestamp;
 
@@ -110,6 +110,8 @@ pub struct Engine {
     world: Rc<RefCell<World>>,
     policies: Policies,
     ids: IdWindow,
+    /// `s` for the rules, refilled per signal.
+    arg: SignalArg,
 }
 
 impl Engine {
@@ -135,6 +137,7 @@ impl Engine {
             rules,
             policies,
             ids: IdWindow::new(options.dedup_ids),
+            arg: SignalArg::default(),
         }
     }
 
@@ -198,9 +201,22 @@ impl Engine {
             return;
         }
 
-        let view = SignalView(Rc::new(signal));
-        for &index in self.rules.rules_for(r#type) {
-            match self.rules.classify(index, &view) {
+        let rules = self.rules.rules_for(r#type);
+        if rules.is_empty() {
+            return;
+        }
+        {
+            let w = self.world.borrow();
+            let fleet = &w.fleet;
+            self.arg.fill(
+                &signal,
+                fleet.node_name(node).clone(),
+                fleet.symbols.shared(r#type).clone(),
+                |v| fleet.symbols.shared_or_new(v),
+            );
+        }
+        for &index in rules {
+            match self.rules.classify(index, &mut self.arg, &signal) {
                 Ok(Some(answer)) => step.answers.push((index, answer)),
                 Ok(None) => {}
                 Err(e) => step.errors.push(e),
@@ -208,7 +224,7 @@ impl Engine {
         }
         let mut w = self.world.borrow_mut();
         step.prints.append(&mut w.prints);
-        let node_name = view.0.node.as_str();
+        let node_name = signal.node.as_str();
         for (index, answer) in &step.answers {
             let fault = w.fleet.symbols.intern(&answer.fault);
             if w.fleet.open_fault(node, fault).is_some() {

@@ -25,7 +25,7 @@ use rustc_hash::FxHashMap;
 
 use crate::decision::Severity;
 use crate::fleet::{Fleet, Sym};
-use crate::signal::Signal;
+use crate::signal::{Kind, Signal};
 use crate::time::Timestamp;
 
 /// What rules may consume. Generous for classification logic, tight enough
@@ -78,45 +78,165 @@ pub struct World {
     pub prints: Vec<String>,
 }
 
-/// The signal as a rule sees it (`s` in `classify(s)`): a cheap shared handle
-/// with getters, instead of a freshly built object map per call.
-#[derive(Clone, Debug)]
-pub struct SignalView(pub Rc<Signal>);
+/// The signal as a rule sees it (`s` in `classify(s)`): one read-only object
+/// map, shared by reference with every rule call and refilled in place for
+/// each signal. Rhai reads a map property directly, where a custom type's
+/// getter is a full native call; and a shared value is not copied per call.
+///
+/// Read-only means a rule cannot assign to `s` or change an existing field,
+/// and so cannot change what the next rule sees. Rhai does let a rule add a
+/// key to a nested map (`s.labels.x = 1`); [`SignalArg::after_call`] notices
+/// that by size and rebuilds the nested values before the next rule runs.
+#[derive(Debug)]
+pub struct SignalArg {
+    map: Dynamic,
+    /// Unknown fields of the current signal (removed before the next one).
+    extra: Vec<String>,
+    /// Entries in `labels` as filled, to notice additions by a rule.
+    labels_len: usize,
+    /// Whether an unknown field holds a map or array (which a rule could grow).
+    nested_extra: bool,
+    kinds: [ImmutableString; 3],
+}
 
-impl SignalView {
-    fn ts(&self) -> i64 {
-        self.0.ts.map_or(0, Timestamp::secs)
-    }
+/// The contract's fields of `s`, in key order (the order of an object map).
+const FIELDS: [&str; 9] = [
+    "id", "kind", "labels", "message", "node", "resolved", "ts", "type", "value",
+];
 
-    fn labels(&self) -> Map {
-        self.0
-            .labels
-            .iter()
-            .map(|(k, v)| (k.into(), Dynamic::from(ImmutableString::from(v))))
-            .collect()
-    }
+const KINDS: [Kind; 3] = [Kind::Hardware, Kind::Component, Kind::Resource];
 
-    /// Any field by name: known ones, then unknown ones, else `()`.
-    fn field(&self, name: &str) -> Dynamic {
-        let s = &self.0;
-        let text = |t: &str| Dynamic::from(ImmutableString::from(t));
-        let opt_text = |t: &Option<String>| t.as_deref().map_or(Dynamic::UNIT, text);
-        match name {
-            "node" => text(&s.node),
-            "kind" => text(s.kind.as_str()),
-            "type" => text(&s.r#type),
-            "ts" => Dynamic::from(self.ts()),
-            "value" => s.value.map_or(Dynamic::UNIT, Dynamic::from_float),
-            "labels" => Dynamic::from_map(self.labels()),
-            "message" => opt_text(&s.message),
-            "resolved" => Dynamic::from_bool(s.resolved),
-            "id" => opt_text(&s.id),
-            other => s
-                .extra(other)
-                .and_then(|v| rhai::serde::to_dynamic(v).ok())
-                .unwrap_or(Dynamic::UNIT),
+impl Default for SignalArg {
+    fn default() -> Self {
+        let map: Map = FIELDS.iter().map(|&f| (f.into(), Dynamic::UNIT)).collect();
+        SignalArg {
+            map: Dynamic::from_map(map).into_read_only().into_shared(),
+            extra: Vec::new(),
+            labels_len: 0,
+            nested_extra: false,
+            kinds: KINDS.map(|k| k.as_str().into()),
         }
     }
+}
+
+impl SignalArg {
+    /// Makes `s` show `signal`. `node` and `type_name` are its node and type as
+    /// (cached) Rhai strings; `label_value` gives a label value as one.
+    pub fn fill(
+        &mut self,
+        signal: &Signal,
+        node: ImmutableString,
+        type_name: ImmutableString,
+        mut label_value: impl FnMut(&str) -> ImmutableString,
+    ) {
+        let mut guard = self
+            .map
+            .write_lock::<Map>()
+            .expect("the signal map is a map");
+        let map = &mut *guard;
+        for key in self.extra.drain(..) {
+            map.remove(key.as_str());
+        }
+        // With the unknown fields gone the map holds exactly FIELDS, which
+        // are in key order: fill the slots in place, no key lookups.
+        debug_assert!(map.keys().map(|k| k.as_str()).eq(FIELDS));
+        let kind = KINDS.iter().position(|&k| k == signal.kind).unwrap_or(0);
+        let mut slots = map.values_mut();
+        let put = |slot: Option<&mut Dynamic>, value: Dynamic| {
+            if let Some(slot) = slot {
+                *slot = value.into_read_only();
+            }
+        };
+        put(slots.next(), opt_text(&signal.id));
+        put(slots.next(), self.kinds[kind].clone().into());
+        let labels = fill_labels(slots.next(), signal, &mut label_value);
+        put(slots.next(), opt_text(&signal.message));
+        put(slots.next(), node.into());
+        put(slots.next(), signal.resolved.into());
+        put(slots.next(), signal.ts.map_or(0, Timestamp::secs).into());
+        put(slots.next(), type_name.into());
+        put(
+            slots.next(),
+            signal.value.map_or(Dynamic::UNIT, Dynamic::from_float),
+        );
+        self.labels_len = labels;
+        self.nested_extra = false;
+        for (key, value) in &signal.extra {
+            let value = rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT);
+            self.nested_extra |= value.is_map() || value.is_array();
+            map.insert(key.as_str().into(), value.into_read_only());
+            self.extra.push(key.clone());
+        }
+    }
+
+    /// The argument for one call.
+    fn arg(&self) -> Dynamic {
+        self.map.clone()
+    }
+
+    /// Undoes what a rule may have added to nested values of `s`.
+    fn after_call(&mut self, signal: &Signal) {
+        let mut guard = self
+            .map
+            .write_lock::<Map>()
+            .expect("the signal map is a map");
+        let map = &mut *guard;
+        let grown = map
+            .get("labels")
+            .and_then(|l| l.read_lock::<Map>().map(|l| l.len() != self.labels_len))
+            .unwrap_or(true);
+        if grown {
+            let labels: Map = signal
+                .labels
+                .iter()
+                .map(|(k, v)| (k.into(), ImmutableString::from(v).into()))
+                .collect();
+            map.insert("labels".into(), Dynamic::from_map(labels).into_read_only());
+        }
+        if self.nested_extra {
+            for (key, value) in &signal.extra {
+                let value = rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT);
+                map.insert(key.as_str().into(), value.into_read_only());
+            }
+        }
+    }
+}
+
+/// Fills the `labels` slot: in place when the keys are those of the last
+/// signal (the common case: a fleet labels every node alike), else anew.
+/// Returns the number of labels.
+fn fill_labels(
+    slot: Option<&mut Dynamic>,
+    signal: &Signal,
+    label_value: &mut impl FnMut(&str) -> ImmutableString,
+) -> usize {
+    let Some(slot) = slot else {
+        return 0;
+    };
+    let reused = slot.write_lock::<Map>().is_some_and(|mut labels| {
+        labels.len() == signal.labels.len()
+            && signal.labels.iter().all(|(k, v)| match labels.get_mut(k) {
+                Some(value) => {
+                    *value = Dynamic::from(label_value(v)).into_read_only();
+                    true
+                }
+                None => false,
+            })
+    });
+    if !reused {
+        let labels: Map = signal
+            .labels
+            .iter()
+            .map(|(k, v)| (k.into(), Dynamic::from(label_value(v)).into_read_only()))
+            .collect();
+        *slot = Dynamic::from_map(labels).into_read_only();
+    }
+    signal.labels.len()
+}
+
+fn opt_text(t: &Option<String>) -> Dynamic {
+    t.as_deref()
+        .map_or(Dynamic::UNIT, |t| ImmutableString::from(t).into())
 }
 
 /// A rule's answer: the signal shows this fault.
@@ -257,15 +377,6 @@ fn sandboxed_engine(limits: &Sandbox, world: &Rc<RefCell<World>>) -> Rhai {
             .prints
             .push(format!("{text}{}", at(pos.line(), pos.position())))
     });
-
-    rhai.register_type_with_name::<SignalView>("Signal");
-    for name in [
-        "node", "kind", "type", "ts", "value", "labels", "message", "resolved", "id",
-    ] {
-        rhai.register_get(name, move |s: &mut SignalView| s.field(name));
-    }
-    // Unknown fields: `s.anything` falls back to the string indexer, as does `s["anything"]`.
-    rhai.register_indexer_get(|s: &mut SignalView, name: &str| s.field(name));
 
     let w = world.clone();
     rhai.register_fn(
@@ -603,22 +714,24 @@ impl RuleSet {
             .map_or(&self.catch_all, Vec::as_slice)
     }
 
-    /// Asks rule `index` to classify `signal`. The world must not be borrowed mutably.
+    /// Asks rule `index` to classify the signal in `arg` (which is `signal`).
+    /// The world must not be borrowed mutably.
     pub fn classify(
         &self,
         index: usize,
-        signal: &SignalView,
+        arg: &mut SignalArg,
+        signal: &Signal,
     ) -> Result<Option<Classification>, RuleError> {
         let rule = &self.rules[index];
         let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
-        let arg = Dynamic::from(signal.clone());
         let result = self.rhai.call_fn_with_options::<Dynamic>(
             options,
             &mut self.scope.borrow_mut(),
             &rule.ast,
             "classify",
-            (arg,),
+            (arg.arg(),),
         );
+        arg.after_call(signal);
         let error = |line, column, message| RuleError {
             rule: rule.name.clone(),
             line,
@@ -730,11 +843,23 @@ mod tests {
         RuleSet::compile(&owned, &Sandbox::default(), world)
     }
 
-    fn view(f: impl FnOnce(&mut Signal)) -> SignalView {
+    fn view(f: impl FnOnce(&mut Signal)) -> Signal {
         let mut s = Signal::new("n1", Kind::Hardware, "memory.ecc.uncorrectable");
         s.ts = Some(Timestamp::from_secs(1_000));
         f(&mut s);
-        SignalView(Rc::new(s))
+        s
+    }
+
+    fn bind(s: &Signal) -> SignalArg {
+        let mut arg = SignalArg::default();
+        arg.fill(s, s.node.as_str().into(), s.r#type.as_str().into(), |v| {
+            v.into()
+        });
+        arg
+    }
+
+    fn ask(rules: &RuleSet, index: usize, s: &Signal) -> Result<Option<Classification>, RuleError> {
+        rules.classify(index, &mut bind(s), s)
     }
 
     fn problems(e: LoadError) -> Vec<String> {
@@ -759,7 +884,7 @@ mod tests {
             s.extra
                 .push(("dimm".into(), serde_json::json!({"slot": "A1"})));
         });
-        let c = rules.classify(0, &v).unwrap().unwrap();
+        let c = ask(&rules, 0, &v).unwrap().unwrap();
         assert_eq!(
             c.reason.unwrap(),
             "n1 hardware memory.ecc.uncorrectable 1000 2.5 r7  A1  false"
@@ -775,8 +900,7 @@ mod tests {
                fn classify(s) { if s.value > LIMIT { #{ fault: NAME, severity: "critical" } } }"#,
         )])
         .unwrap();
-        let c = rules
-            .classify(0, &view(|s| s.value = Some(3.0)))
+        let c = ask(&rules, 0, &view(|s| s.value = Some(3.0)))
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -784,7 +908,7 @@ mod tests {
             ("too_high", Severity::Critical)
         );
         assert_eq!(
-            rules.classify(0, &view(|s| s.value = Some(1.0))).unwrap(),
+            ask(&rules, 0, &view(|s| s.value = Some(1.0))).unwrap(),
             None
         );
         assert_eq!(rules.types_of(0).unwrap(), ["load.high"]);
@@ -843,6 +967,34 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_cannot_change_what_the_next_rule_sees() {
+        let rules = set(&[
+            ("a_assign.rhai", "fn classify(s) { s.value = 99.0; () }"),
+            ("b_nested.rhai", "fn classify(s) { s.labels.rack = \"evil\"; () }"),
+            ("c_grow.rhai", "fn classify(s) { s.labels.zone = \"z9\"; s.dimm.extra = 1; () }"),
+            ("d_clear.rhai", "fn classify(s) { s.labels.clear(); () }"),
+            (
+                "e_look.rhai",
+                "fn classify(s) { #{ fault: \"seen\", reason: `${s.value} ${s.labels} ${s.dimm}` } }",
+            ),
+        ])
+        .unwrap();
+        let signal = view(|s| {
+            s.value = Some(2.5);
+            s.labels.insert("rack", "r7");
+            s.extra
+                .push(("dimm".into(), serde_json::json!({"slot": "A1"})));
+        });
+        let mut arg = bind(&signal);
+        for index in 0..4 {
+            let e = rules.classify(index, &mut arg, &signal);
+            assert!(matches!(e, Ok(None) | Err(_)), "{e:?}");
+        }
+        let c = rules.classify(4, &mut arg, &signal).unwrap().unwrap();
+        assert_eq!(c.reason.unwrap(), r#"2.5 #{"rack": "r7"} #{"slot": "A1"}"#);
+    }
+
+    #[test]
     fn runaway_rules_are_stopped_and_named() {
         let rules = set(&[
             ("loop.rhai", "fn classify(s) { loop { } }"),
@@ -859,16 +1011,16 @@ mod tests {
         ])
         .unwrap();
         let v = view(|_| {});
-        let e = rules.classify(0, &v).unwrap_err();
+        let e = ask(&rules, 0, &v).unwrap_err();
         assert!(e.to_string().starts_with("rule loop.rhai"), "{e}");
         assert!(e.message.contains("too many operations"), "{e}");
-        let e = rules.classify(1, &v).unwrap_err();
+        let e = ask(&rules, 1, &v).unwrap_err();
         assert!(e.message.contains("call depth"), "{e}");
-        let e = rules.classify(2, &v).unwrap_err();
+        let e = ask(&rules, 2, &v).unwrap_err();
         assert!(e.message.contains("over the sandbox limit"), "{e}");
-        let e = rules.classify(3, &v).unwrap_err();
+        let e = ask(&rules, 3, &v).unwrap_err();
         assert!(e.message.contains("no"), "{e}");
-        let e = rules.classify(4, &v).unwrap_err();
+        let e = ask(&rules, 4, &v).unwrap_err();
         assert!(e.message.contains("snake_case"), "{e}");
     }
 
