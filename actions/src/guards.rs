@@ -1,0 +1,1160 @@
+//! The guard chain every action passes, in this order: silence, approval,
+//! storm protection (budget per failure domain), rate limits (governor, fleet-
+//! wide and per domain), the executor's circuit breaker, and then the
+//! executor, or dry-run. Each refusal is a decision with a reason.
+//!
+//! Held back is not forgotten: an action refused by the budget, a rate limit
+//! or an open breaker waits in a queue and is tried again, first in first out,
+//! when its guard frees (a node leaves the budget, the quota refills, the
+//! breaker half-opens) for as long as its fault stays open; the retry that
+//! passes is a new decision. Everything runs on event time, so a replay
+//! reproduces the live run exactly.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use remedy_engine::{Decision, Duration, Outcome, Timestamp};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::breaker::{Breaker, BreakerConfig};
+use crate::rate::{self, Direct, EventClock, Keyed, Rate};
+use crate::silence::Silence;
+
+/// `max_unhealthy`: a node count, or a share of the domain's known nodes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Budget {
+    /// At most this many nodes.
+    Count(u32),
+    /// At most this percentage of the domain's known nodes (at least one node).
+    Percent(f64),
+}
+
+impl Budget {
+    /// Nodes of a domain of `known` nodes that may be under remediation.
+    pub fn limit(self, known: usize) -> usize {
+        match self {
+            Budget::Count(n) => n as usize,
+            Budget::Percent(p) => ((known as f64 * p / 100.0).floor() as usize).max(1),
+        }
+    }
+}
+
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Budget::Count(n) => write!(f, "{n}"),
+            Budget::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl std::str::FromStr for Budget {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("invalid max_unhealthy {text:?}: write a node count (50) or a share (\"5%\")")
+        };
+        match text.trim().strip_suffix('%') {
+            Some(p) => {
+                let p: f64 = p.trim().parse().map_err(|_| bad())?;
+                if !(p > 0.0 && p <= 100.0) {
+                    return Err(bad());
+                }
+                Ok(Budget::Percent(p))
+            }
+            None => text.trim().parse().map(Budget::Count).map_err(|_| bad()),
+        }
+    }
+}
+
+/// `[guards]`.
+#[derive(Clone, Debug)]
+pub struct GuardConfig {
+    /// Storm protection; `None` means no budget.
+    pub max_unhealthy: Option<Budget>,
+    /// The label that names a node's failure domain.
+    pub domain: String,
+    /// How long a domain must stay under budget before held-back actions resume.
+    pub storm_recovery: Duration,
+    /// Per executor.
+    pub breaker: BreakerConfig,
+    /// Run nothing: the last step answers `dry_run`.
+    pub dry_run: bool,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            max_unhealthy: Some(Budget::Percent(5.0)),
+            domain: "cluster".into(),
+            storm_recovery: Duration(0),
+            breaker: BreakerConfig::default(),
+            dry_run: true,
+        }
+    }
+}
+
+/// `[actions.NAME]`: what the guards need to know about one action.
+#[derive(Clone, Debug, Default)]
+pub struct ActionGuards {
+    /// Which executor carries it out (its breaker guards it).
+    pub executor: String,
+    /// Fleet-wide quota.
+    pub rate: Option<Rate>,
+    /// Quota per failure domain: (label, rate).
+    pub per: Option<(String, Rate)>,
+}
+
+/// Actions that take a node out of service or change it, and so count
+/// against the storm budget. Tickets, notifications and `uncordon` do not.
+pub fn disruptive(action: &str) -> bool {
+    matches!(
+        action,
+        "cordon" | "drain" | "reinstall" | "restart" | "reboot" | "power_cycle"
+    )
+}
+
+/// Why an action is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// The fault opened (or escalated) on the node.
+    Remedy,
+    /// The fault resolved: `on_resolve` actions.
+    Recover,
+}
+
+/// One action a fault asks for.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Event time it was asked for.
+    pub at: Timestamp,
+    /// The node.
+    pub node: String,
+    /// The fault class.
+    pub fault: String,
+    /// The action name.
+    pub action: String,
+    /// The node's labels (silence matchers, per-domain rates).
+    pub labels: Vec<(String, String)>,
+    /// Remedy or recover.
+    pub trigger: Trigger,
+    /// The fault's policy wants an operator's approval.
+    pub approval: bool,
+}
+
+impl Request {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How many known nodes a failure domain has (every node that sent a signal).
+pub trait DomainSizes {
+    /// Known nodes whose `label` is `value`.
+    fn known(&self, label: &str, value: &str) -> usize;
+}
+
+/// Carries out an action that passed every guard (not called in dry-run).
+pub trait Dispatch {
+    /// Do it; `Err` says why it failed.
+    fn dispatch(&mut self, executor: &str, request: &Request) -> Result<(), String>;
+}
+
+/// Logs and succeeds: the `log` executor, and the default.
+#[derive(Debug, Default)]
+pub struct LogOnly;
+
+impl Dispatch for LogOnly {
+    fn dispatch(&mut self, _executor: &str, r: &Request) -> Result<(), String> {
+        eprintln!("action {} on {} for {}", r.action, r.node, r.fault);
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Held {
+    request: Request,
+    /// Not before this time (rate limit, breaker); budget waits for a release.
+    wake: Option<Timestamp>,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Default)]
+struct Domain {
+    /// Nodes under remediation, each with the faults keeping it there.
+    nodes: FxHashMap<String, FxHashSet<String>>,
+    /// Actions held back by this domain's budget.
+    waiting: usize,
+    /// Back under budget since (set when a node leaves, cleared when full).
+    under_since: Option<Timestamp>,
+}
+
+/// The guard chain with its state: budgets, limiters, breakers, silences,
+/// approvals and held-back actions.
+pub struct Guards {
+    config: GuardConfig,
+    actions: BTreeMap<String, ActionGuards>,
+    clock: EventClock,
+    fleet_limits: FxHashMap<String, Direct>,
+    domain_limits: FxHashMap<String, (String, Keyed)>,
+    /// Domain tokens taken by attempts the fleet-wide quota then refused.
+    credits: FxHashMap<(String, String), u32>,
+    breakers: BTreeMap<String, Breaker>,
+    domains: FxHashMap<String, Domain>,
+    /// Node -> its domain value, for nodes under remediation.
+    remediating: FxHashMap<String, String>,
+    /// (node, fault) -> on_resolve actions still to pass before the node leaves the budget.
+    recovering: FxHashMap<(String, String), usize>,
+    held: VecDeque<Held>,
+    /// Earliest time a held action might pass without a release.
+    next_wake: Option<Timestamp>,
+    released: bool,
+    silences: Vec<Silence>,
+    next_silence: u64,
+    approvals: BTreeMap<u64, Request>,
+    next_approval: u64,
+    dispatch: Box<dyn Dispatch>,
+}
+
+impl std::fmt::Debug for Guards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guards")
+            .field("held", &self.held.len())
+            .field("remediating", &self.remediating.len())
+            .finish()
+    }
+}
+
+impl Guards {
+    /// A chain with `config`, per-action settings and `dispatch` for real runs.
+    pub fn new(
+        config: GuardConfig,
+        actions: BTreeMap<String, ActionGuards>,
+        dispatch: Box<dyn Dispatch>,
+    ) -> Self {
+        let clock = EventClock::default();
+        let mut fleet_limits = FxHashMap::default();
+        let mut domain_limits = FxHashMap::default();
+        for (name, a) in &actions {
+            if let Some(r) = a.rate {
+                fleet_limits.insert(name.clone(), r.direct(&clock));
+            }
+            if let Some((label, r)) = &a.per {
+                domain_limits.insert(name.clone(), (label.clone(), r.keyed(&clock)));
+            }
+        }
+        Guards {
+            config,
+            actions,
+            clock,
+            fleet_limits,
+            domain_limits,
+            credits: FxHashMap::default(),
+            breakers: BTreeMap::new(),
+            domains: FxHashMap::default(),
+            remediating: FxHashMap::default(),
+            recovering: FxHashMap::default(),
+            held: VecDeque::new(),
+            next_wake: None,
+            released: false,
+            silences: Vec::new(),
+            next_silence: 1,
+            approvals: BTreeMap::new(),
+            next_approval: 1,
+            dispatch,
+        }
+    }
+
+    /// Adds a silence; returns its id.
+    pub fn silence(&mut self, mut s: Silence) -> u64 {
+        if s.id == 0 {
+            s.id = self.next_silence;
+        }
+        self.next_silence = self.next_silence.max(s.id + 1);
+        let id = s.id;
+        self.silences.push(s);
+        id
+    }
+
+    /// Removes a silence; false if there was none with that id.
+    pub fn unsilence(&mut self, id: u64) -> bool {
+        let before = self.silences.len();
+        self.silences.retain(|s| s.id != id);
+        self.silences.len() != before
+    }
+
+    /// The silences in force or not yet expired.
+    pub fn silences(&self) -> &[Silence] {
+        &self.silences
+    }
+
+    /// Actions waiting for approval, by id.
+    pub fn awaiting(&self) -> impl Iterator<Item = (u64, &Request)> {
+        self.approvals.iter().map(|(id, r)| (*id, r))
+    }
+
+    /// Nodes under remediation in a domain.
+    pub fn under_remediation(&self, domain: &str) -> usize {
+        self.domains.get(domain).map_or(0, |d| d.nodes.len())
+    }
+
+    /// Actions held back, waiting for a guard to free.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Asks for an action at `now`; decisions go to `out`.
+    pub fn submit(
+        &mut self,
+        request: Request,
+        now: Timestamp,
+        sizes: &dyn DomainSizes,
+        out: &mut Vec<Decision>,
+    ) {
+        self.clock.set(now);
+        if let Some(s) = self
+            .silences
+            .iter()
+            .find(|s| s.matches(&request.node, &request.fault, &request.labels, now))
+        {
+            out.push(decision(&request, now, Outcome::Silenced, Some(s.reason())));
+            self.recovered_one(&request, now);
+            return;
+        }
+        if request.approval {
+            let id = self.next_approval;
+            self.next_approval += 1;
+            out.push(decision(
+                &request,
+                now,
+                Outcome::AwaitingApproval,
+                Some(format!("approval {id}: POST /v1/approvals/{id}/approve")),
+            ));
+            self.approvals.insert(id, request);
+            return;
+        }
+        self.attempt(request, now, sizes, out, None);
+    }
+
+    /// An operator approves action `id`; it goes on through the remaining guards.
+    pub fn approve(
+        &mut self,
+        id: u64,
+        now: Timestamp,
+        sizes: &dyn DomainSizes,
+        out: &mut Vec<Decision>,
+    ) -> bool {
+        let Some(request) = self.approvals.remove(&id) else {
+            return false;
+        };
+        self.clock.set(now);
+        self.attempt(request, now, sizes, out, None);
+        true
+    }
+
+    /// An operator rejects action `id`.
+    pub fn reject(&mut self, id: u64, now: Timestamp, out: &mut Vec<Decision>) -> bool {
+        let Some(request) = self.approvals.remove(&id) else {
+            return false;
+        };
+        out.push(decision(
+            &request,
+            now,
+            Outcome::Rejected,
+            Some(format!("approval {id} rejected")),
+        ));
+        self.recovered_one(&request, now);
+        true
+    }
+
+    /// The fault resolved on the node: forget what it still had held back or
+    /// awaiting approval, and release the node from the budget once
+    /// `on_resolve` (that many actions, submitted next) has passed.
+    pub fn resolved(&mut self, node: &str, fault: &str, on_resolve: usize, now: Timestamp) {
+        let domain = &self.config.domain;
+        let domains = &mut self.domains;
+        self.held.retain(|h| {
+            let r = &h.request;
+            let drop = r.node == node && r.fault == fault && r.trigger == Trigger::Remedy;
+            if drop && h.outcome == Outcome::BudgetExhausted {
+                if let Some(d) = domains.get_mut(r.label(domain).unwrap_or("")) {
+                    d.waiting -= 1;
+                }
+            }
+            !drop
+        });
+        self.approvals
+            .retain(|_, r| !(r.node == node && r.fault == fault && r.trigger == Trigger::Remedy));
+        if on_resolve == 0 {
+            self.release(node, fault, now);
+        } else {
+            *self
+                .recovering
+                .entry((node.to_string(), fault.to_string()))
+                .or_default() += on_resolve;
+        }
+    }
+
+    /// Retries held-back actions whose guard may have freed by `now`.
+    pub fn tick(&mut self, now: Timestamp, sizes: &dyn DomainSizes, out: &mut Vec<Decision>) {
+        let due = self.released || self.next_wake.is_some_and(|w| w <= now);
+        if !due || self.held.is_empty() {
+            return;
+        }
+        self.clock.set(now);
+        self.released = false;
+        self.next_wake = None;
+        let held = std::mem::take(&mut self.held);
+        for h in held {
+            if h.wake.is_some_and(|w| w > now) {
+                self.wake_at(h.wake);
+                self.held.push_back(h);
+                continue;
+            }
+            if h.outcome == Outcome::BudgetExhausted {
+                self.domain_of(&h.request).waiting -= 1;
+            }
+            self.attempt(h.request, now, sizes, out, Some(h.outcome));
+        }
+    }
+
+    fn domain_of(&mut self, r: &Request) -> &mut Domain {
+        let value = r.label(&self.config.domain).unwrap_or("");
+        self.domains.entry(value.to_string()).or_default()
+    }
+
+    fn wake_at(&mut self, at: Option<Timestamp>) {
+        if let Some(at) = at {
+            self.next_wake = Some(self.next_wake.map_or(at, |w| w.min(at)));
+        }
+    }
+
+    /// Budget, rate limits, breaker, then dispatch or dry-run. A held-back
+    /// action is queued; a retry refused again for the same reason is not
+    /// reported again.
+    fn attempt(
+        &mut self,
+        request: Request,
+        now: Timestamp,
+        sizes: &dyn DomainSizes,
+        out: &mut Vec<Decision>,
+        previously: Option<Outcome>,
+    ) {
+        let retry = previously.is_some();
+        let refusal = self
+            .check_budget(&request, now, sizes, retry)
+            .or_else(|| self.check_rates(&request))
+            .or_else(|| self.check_breaker(&request, now));
+        if let Some((outcome, reason, wake)) = refusal {
+            if previously != Some(outcome) {
+                out.push(decision(&request, now, outcome, Some(reason)));
+            }
+            if outcome == Outcome::BudgetExhausted {
+                self.domain_of(&request).waiting += 1;
+            }
+            self.wake_at(wake);
+            self.held.push_back(Held {
+                request,
+                wake,
+                outcome,
+            });
+            return;
+        }
+        let executor = self.executor(&request.action).to_string();
+        let outcome = if self.config.dry_run {
+            Outcome::DryRun
+        } else {
+            match self.dispatch.dispatch(&executor, &request) {
+                Ok(()) => {
+                    self.breaker(&executor).success();
+                    Outcome::Executed
+                }
+                Err(why) => {
+                    self.breaker(&executor).failure(now);
+                    out.push(decision(&request, now, Outcome::Failed, Some(why)));
+                    return;
+                }
+            }
+        };
+        out.push(decision(&request, now, outcome, None));
+        self.passed(&request, now);
+    }
+
+    fn executor(&self, action: &str) -> &str {
+        self.actions
+            .get(action)
+            .map_or("log", |a| a.executor.as_str())
+    }
+
+    fn breaker(&mut self, executor: &str) -> &mut Breaker {
+        let config = self.config.breaker;
+        self.breakers
+            .entry(executor.to_string())
+            .or_insert_with(|| Breaker::new(config))
+    }
+
+    fn check_budget(
+        &mut self,
+        r: &Request,
+        now: Timestamp,
+        sizes: &dyn DomainSizes,
+        retry: bool,
+    ) -> Option<(Outcome, String, Option<Timestamp>)> {
+        let budget = self.config.max_unhealthy?;
+        if r.trigger != Trigger::Remedy || !disruptive(&r.action) {
+            return None;
+        }
+        if self.remediating.contains_key(&r.node) {
+            return None; // already out of service: no further budget needed
+        }
+        let label = self.config.domain.clone();
+        let value = r.label(&label).unwrap_or("").to_string();
+        let known = sizes.known(&label, &value).max(1);
+        let limit = budget.limit(known);
+        let recovery = self.config.storm_recovery;
+        let d = self.domain_of(r);
+        let domain = if value.is_empty() {
+            format!("nodes without a {label} label")
+        } else {
+            format!("{label} {value}")
+        };
+        if d.nodes.len() >= limit {
+            d.under_since = None;
+            let reason = format!(
+                "{domain}: {} of {known} known nodes under remediation, max_unhealthy {budget} allows {limit}",
+                d.nodes.len()
+            );
+            return Some((Outcome::BudgetExhausted, reason, None));
+        }
+        if !retry && d.waiting > 0 {
+            let reason = format!(
+                "{domain}: {} actions held back by the budget go first",
+                d.waiting
+            );
+            return Some((Outcome::BudgetExhausted, reason, None));
+        }
+        if retry {
+            if let Some(since) = d.under_since {
+                let resume = since.add(recovery);
+                if now < resume {
+                    let reason = format!(
+                        "{domain} was over budget; held-back actions resume after {} under it (storm_recovery), at {resume}",
+                        show(recovery)
+                    );
+                    return Some((Outcome::BudgetExhausted, reason, Some(resume)));
+                }
+            }
+        }
+        None
+    }
+
+    /// Per-domain quota first, then fleet-wide. governor cannot test without
+    /// taking a token, so a domain token taken when the fleet-wide quota then
+    /// refuses is kept as a credit for that domain's next attempt.
+    fn check_rates(&mut self, r: &Request) -> Option<(Outcome, String, Option<Timestamp>)> {
+        let mut credited = None;
+        if let Some((label, limiter)) = self.domain_limits.get(&r.action) {
+            let value = r.label(label).unwrap_or("").to_string();
+            let key = (r.action.clone(), value.clone());
+            let has_credit = self.credits.get(&key).is_some_and(|&n| n > 0);
+            if !has_credit {
+                if let Err(refused) = limiter.check_key(&value) {
+                    let rate = self.actions[&r.action].per.as_ref().map(|p| p.1);
+                    let at = rate::retry_at(&refused);
+                    return Some((
+                        Outcome::RateLimited,
+                        format!(
+                            "{} per {label} ({label} {value}): {}; next at {at}",
+                            r.action,
+                            rate.map_or_else(String::new, |r| r.to_string())
+                        ),
+                        Some(at),
+                    ));
+                }
+            }
+            credited = Some((key, has_credit));
+        }
+        if let Some(limiter) = self.fleet_limits.get(&r.action) {
+            if let Err(refused) = limiter.check() {
+                if let Some((key, false)) = credited {
+                    *self.credits.entry(key).or_default() += 1;
+                }
+                let rate = self.actions[&r.action].rate;
+                let at = rate::retry_at(&refused);
+                return Some((
+                    Outcome::RateLimited,
+                    format!(
+                        "{} fleet-wide: {}; next at {at}",
+                        r.action,
+                        rate.map_or_else(String::new, |r| r.to_string())
+                    ),
+                    Some(at),
+                ));
+            }
+        }
+        if let Some((key, true)) = credited {
+            if let Some(n) = self.credits.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.credits.remove(&key);
+                }
+            }
+        }
+        None
+    }
+
+    fn check_breaker(
+        &mut self,
+        r: &Request,
+        now: Timestamp,
+    ) -> Option<(Outcome, String, Option<Timestamp>)> {
+        if self.config.dry_run {
+            return None; // nothing is executed, so nothing can fail
+        }
+        let executor = self.executor(&r.action).to_string();
+        match self.breaker(&executor).permit(now) {
+            Ok(()) => None,
+            Err(until) => Some((
+                Outcome::CircuitOpen,
+                format!("executor {executor}: circuit open after repeated failures; half-open at {until}"),
+                Some(until),
+            )),
+        }
+    }
+
+    /// An action passed (executed or dry-run): budget bookkeeping.
+    fn passed(&mut self, r: &Request, now: Timestamp) {
+        match r.trigger {
+            Trigger::Remedy if disruptive(&r.action) && self.config.max_unhealthy.is_some() => {
+                let value = r.label(&self.config.domain).unwrap_or("").to_string();
+                let d = self.domains.entry(value.clone()).or_default();
+                d.nodes
+                    .entry(r.node.clone())
+                    .or_default()
+                    .insert(r.fault.clone());
+                self.remediating.insert(r.node.clone(), value);
+            }
+            Trigger::Remedy => {}
+            Trigger::Recover => self.recovered_one(r, now),
+        }
+    }
+
+    /// One `on_resolve` action is done with (passed, silenced or rejected).
+    fn recovered_one(&mut self, r: &Request, now: Timestamp) {
+        if r.trigger != Trigger::Recover {
+            return;
+        }
+        let key = (r.node.clone(), r.fault.clone());
+        let done = match self.recovering.get_mut(&key) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n == 0
+            }
+            None => false,
+        };
+        if done {
+            self.recovering.remove(&key);
+            self.release(&r.node, &r.fault, now);
+        }
+    }
+
+    /// The node's fault no longer keeps it under remediation.
+    fn release(&mut self, node: &str, fault: &str, now: Timestamp) {
+        let Some(value) = self.remediating.get(node).cloned() else {
+            return;
+        };
+        let Some(d) = self.domains.get_mut(&value) else {
+            return;
+        };
+        if let Some(faults) = d.nodes.get_mut(node) {
+            faults.remove(fault);
+            if faults.is_empty() {
+                d.nodes.remove(node);
+                self.remediating.remove(node);
+                if d.under_since.is_none() {
+                    d.under_since = Some(now);
+                }
+                self.released = true;
+            }
+        }
+    }
+}
+
+fn show(d: Duration) -> String {
+    if d.0 % 1000 == 0 {
+        format!("{}s", d.0 / 1000)
+    } else {
+        format!("{}ms", d.0)
+    }
+}
+
+fn decision(r: &Request, now: Timestamp, outcome: Outcome, reason: Option<String>) -> Decision {
+    Decision::action(now, &r.node, &r.fault, &r.action, outcome, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+
+    struct Sizes(usize);
+
+    impl DomainSizes for Sizes {
+        fn known(&self, _label: &str, _value: &str) -> usize {
+            self.0
+        }
+    }
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp(1_800_000_000_000 + secs * 1000)
+    }
+
+    fn req(node: &str, action: &str) -> Request {
+        Request {
+            at: t(0),
+            node: node.into(),
+            fault: "memory_failure".into(),
+            action: action.into(),
+            labels: vec![
+                ("cluster".into(), "c1".into()),
+                ("rack".into(), format!("r-{node}")),
+            ],
+            trigger: Trigger::Remedy,
+            approval: false,
+        }
+    }
+
+    fn recover(node: &str, action: &str) -> Request {
+        Request {
+            trigger: Trigger::Recover,
+            ..req(node, action)
+        }
+    }
+
+    fn guards(config: GuardConfig, actions: &[(&str, ActionGuards)]) -> Guards {
+        let actions = actions
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.clone()))
+            .collect();
+        Guards::new(config, actions, Box::new(LogOnly))
+    }
+
+    fn budget(b: Budget) -> GuardConfig {
+        GuardConfig {
+            max_unhealthy: Some(b),
+            ..GuardConfig::default()
+        }
+    }
+
+    fn outcomes(out: &[Decision]) -> Vec<(String, Outcome)> {
+        out.iter()
+            .map(|d| (d.node.clone(), d.outcome.unwrap()))
+            .collect()
+    }
+
+    fn pairs(list: &[(&str, Outcome)]) -> Vec<(String, Outcome)> {
+        list.iter().map(|(n, o)| (n.to_string(), *o)).collect()
+    }
+
+    #[test]
+    fn a_silence_holds_matching_actions_and_nothing_else() {
+        let mut g = guards(GuardConfig::default(), &[]);
+        g.silence(Silence {
+            id: 0,
+            node: Some("a".into()),
+            fault: None,
+            labels: vec![],
+            until: t(60),
+            comment: Some("reboot test".into()),
+        });
+        let mut out = Vec::new();
+        g.submit(req("a", "ticket"), t(1), &Sizes(100), &mut out);
+        g.submit(req("b", "ticket"), t(1), &Sizes(100), &mut out);
+        g.submit(req("a", "ticket"), t(60), &Sizes(100), &mut out);
+        assert_eq!(
+            outcomes(&out),
+            pairs(&[
+                ("a", Outcome::Silenced),
+                ("b", Outcome::DryRun),
+                ("a", Outcome::DryRun)
+            ])
+        );
+        assert!(out[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("silence 1 until"));
+        assert!(out[0].reason.as_deref().unwrap().contains("reboot test"));
+        assert_eq!(g.held(), 0, "a silenced action is not retried");
+    }
+
+    #[test]
+    fn approval_waits_then_goes_on_or_is_rejected() {
+        let mut g = guards(GuardConfig::default(), &[]);
+        let mut out = Vec::new();
+        let ask = |node| Request {
+            approval: true,
+            ..req(node, "reinstall")
+        };
+        g.submit(ask("a"), t(0), &Sizes(100), &mut out);
+        g.submit(ask("b"), t(0), &Sizes(100), &mut out);
+        assert_eq!(
+            outcomes(&out),
+            pairs(&[
+                ("a", Outcome::AwaitingApproval),
+                ("b", Outcome::AwaitingApproval)
+            ])
+        );
+        assert!(out[0].reason.as_deref().unwrap().starts_with("approval 1"));
+        assert_eq!(g.awaiting().map(|(id, _)| id).collect::<Vec<_>>(), [1, 2]);
+        out.clear();
+        assert!(g.approve(1, t(5), &Sizes(100), &mut out));
+        assert!(g.reject(2, t(6), &mut out));
+        assert!(
+            !g.approve(2, t(7), &Sizes(100), &mut out),
+            "already decided"
+        );
+        assert_eq!(
+            outcomes(&out),
+            pairs(&[("a", Outcome::DryRun), ("b", Outcome::Rejected)])
+        );
+        assert_eq!(out[0].ts, t(5));
+    }
+
+    #[test]
+    fn the_budget_holds_actions_back_and_releases_them_when_a_node_recovers() {
+        // 20 known nodes, 10%: two may be under remediation at once.
+        let mut g = guards(budget(Budget::Percent(10.0)), &[]);
+        let sizes = Sizes(20);
+        let mut out = Vec::new();
+        for node in ["a", "b", "c"] {
+            g.submit(req(node, "cordon"), t(0), &sizes, &mut out);
+            g.submit(req(node, "ticket"), t(0), &sizes, &mut out);
+        }
+        assert_eq!(
+            outcomes(&out),
+            pairs(&[
+                ("a", Outcome::DryRun),
+                ("a", Outcome::DryRun),
+                ("b", Outcome::DryRun),
+                ("b", Outcome::DryRun),
+                ("c", Outcome::BudgetExhausted),
+                ("c", Outcome::DryRun), // a ticket takes nothing out of service
+            ])
+        );
+        assert_eq!(
+            out[4].reason.as_deref().unwrap(),
+            "cluster c1: 2 of 20 known nodes under remediation, max_unhealthy 10% allows 2"
+        );
+        assert_eq!(g.under_remediation("c1"), 2);
+        // Nothing frees: ticks stay quiet.
+        out.clear();
+        g.tick(t(10), &sizes, &mut out);
+        assert!(out.is_empty());
+        // a recovers; its uncordon passes, so a leaves the budget and c goes.
+        g.resolved("a", "memory_failure", 1, t(20));
+        assert_eq!(
+            g.under_remediation("c1"),
+            2,
+            "still cordoned until uncordon passes"
+        );
+        g.submit(recover("a", "uncordon"), t(20), &sizes, &mut out);
+        g.tick(t(21), &sizes, &mut out);
+        assert_eq!(
+            outcomes(&out),
+            pairs(&[("a", Outcome::DryRun), ("c", Outcome::DryRun)])
+        );
+        assert_eq!(out[1].ts, t(21), "the retry is a new decision");
+        assert_eq!(g.under_remediation("c1"), 2);
+        assert_eq!(g.held(), 0);
+    }
+
+    #[test]
+    fn a_count_budget_and_a_held_action_dropped_when_its_fault_resolves() {
+        let mut g = guards(budget(Budget::Count(1)), &[]);
+        let mut out = Vec::new();
+        g.submit(req("a", "cordon"), t(0), &Sizes(1000), &mut out);
+        g.submit(req("b", "cordon"), t(0), &Sizes(1000), &mut out);
+        assert_eq!(g.held(), 1);
+        g.resolved("b", "memory_failure", 0, t(5));
+        assert_eq!(g.held(), 0, "b's fault is gone: nothing to retry");
+        g.resolved("a", "memory_failure", 0, t(6));
+        out.clear();
+        g.tick(t(7), &Sizes(1000), &mut out);
+        assert!(out.is_empty());
+        g.submit(req("c", "cordon"), t(8), &Sizes(1000), &mut out);
+        assert_eq!(outcomes(&out), pairs(&[("c", Outcome::DryRun)]));
+    }
+
+    #[test]
+    fn after_a_storm_held_actions_wait_out_storm_recovery() {
+        let mut g = guards(
+            GuardConfig {
+                max_unhealthy: Some(Budget::Count(1)),
+                storm_recovery: Duration::from_secs(300),
+                ..GuardConfig::default()
+            },
+            &[],
+        );
+        let sizes = Sizes(1000);
+        let mut out = Vec::new();
+        g.submit(req("a", "cordon"), t(0), &sizes, &mut out);
+        g.submit(req("b", "cordon"), t(1), &sizes, &mut out);
+        g.resolved("a", "memory_failure", 0, t(100));
+        out.clear();
+        g.tick(t(101), &sizes, &mut out);
+        assert_eq!(
+            outcomes(&out),
+            pairs(&[]),
+            "same refusal, not reported again"
+        );
+        g.submit(req("c", "cordon"), t(102), &sizes, &mut out);
+        assert_eq!(outcomes(&out), pairs(&[("c", Outcome::BudgetExhausted)]));
+        assert!(out[0].reason.as_deref().unwrap().contains("go first"));
+        out.clear();
+        g.tick(t(399), &sizes, &mut out);
+        assert!(out.is_empty());
+        g.tick(t(400), &sizes, &mut out);
+        // b goes; c is held again by the budget b now fills (already reported).
+        assert_eq!(outcomes(&out), pairs(&[("b", Outcome::DryRun)]));
+        assert_eq!(g.held(), 1);
+    }
+
+    #[test]
+    fn fleet_and_domain_rate_limits_hold_and_refill_in_event_time() {
+        let mut g = guards(
+            GuardConfig {
+                max_unhealthy: None,
+                ..GuardConfig::default()
+            },
+            &[(
+                "cordon",
+                ActionGuards {
+                    executor: "kubernetes".into(),
+                    rate: Some("2/min".parse().unwrap()),
+                    per: Some(("cluster".into(), "1/hour".parse().unwrap())),
+                },
+            )],
+        );
+        let sizes = Sizes(1000);
+        let mut out = Vec::new();
+        let other = |node: &str| Request {
+            labels: vec![("cluster".into(), "c2".into())],
+            ..req(node, "cordon")
+        };
+        g.submit(req("a", "cordon"), t(0), &sizes, &mut out);
+        g.submit(req("b", "cordon"), t(0), &sizes, &mut out); // c1 used its hour
+        g.submit(other("c"), t(0), &sizes, &mut out);
+        g.submit(
+            Request {
+                labels: vec![("cluster".into(), "c3".into())],
+                ..req("d", "cordon")
+            },
+            t(0),
+            &sizes,
+            &mut out,
+        ); // fleet-wide 2/min used up
+        assert_eq!(
+            outcomes(&out),
+            pairs(&[
+                ("a", Outcome::DryRun),
+                ("b", Outcome::RateLimited),
+                ("c", Outcome::DryRun),
+                ("d", Outcome::RateLimited),
+            ])
+        );
+        let reason = |i: usize| out[i].reason.clone().unwrap();
+        assert!(
+            reason(1).starts_with("cordon per cluster (cluster c1): 1/hour"),
+            "{}",
+            reason(1)
+        );
+        assert!(
+            reason(3).starts_with("cordon fleet-wide: 2/min; next at"),
+            "{}",
+            reason(3)
+        );
+        out.clear();
+        g.tick(t(29), &sizes, &mut out);
+        assert!(out.is_empty());
+        g.tick(t(30), &sizes, &mut out);
+        assert_eq!(outcomes(&out), pairs(&[("d", Outcome::DryRun)]));
+        out.clear();
+        g.tick(t(3599), &sizes, &mut out);
+        assert!(out.is_empty());
+        g.tick(t(3600), &sizes, &mut out);
+        assert_eq!(outcomes(&out), pairs(&[("b", Outcome::DryRun)]));
+    }
+
+    struct Flaky(Rc<RefCell<Vec<bool>>>);
+
+    impl Dispatch for Flaky {
+        fn dispatch(&mut self, _: &str, _: &Request) -> Result<(), String> {
+            match self.0.borrow_mut().pop() {
+                Some(true) | None => Ok(()),
+                Some(false) => Err("API server said 500".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_failing_executor_opens_its_breaker_and_recovers_half_open() {
+        // Results are popped from the end: fail, fail, then succeed.
+        let script = Rc::new(RefCell::new(vec![true, false, false]));
+        let mut g = Guards::new(
+            GuardConfig {
+                max_unhealthy: None,
+                dry_run: false,
+                breaker: BreakerConfig {
+                    failures: 2,
+                    window: Duration::from_secs(60),
+                    cooldown: Duration::from_secs(120),
+                },
+                ..GuardConfig::default()
+            },
+            BTreeMap::new(),
+            Box::new(Flaky(script)),
+        );
+        let sizes = Sizes(1000);
+        let mut out = Vec::new();
+        for (i, node) in ["a", "b", "c"].into_iter().enumerate() {
+            g.submit(req(node, "cordon"), t(i as i64), &sizes, &mut out);
+        }
+        assert_eq!(
+            outcomes(&out),
+            pairs(&[
+                ("a", Outcome::Failed),
+                ("b", Outcome::Failed),
+                ("c", Outcome::CircuitOpen)
+            ])
+        );
+        assert_eq!(out[0].reason.as_deref(), Some("API server said 500"));
+        assert!(out[2]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("executor log: circuit open"));
+        out.clear();
+        g.tick(t(120), &sizes, &mut out);
+        assert!(out.is_empty());
+        g.tick(t(121), &sizes, &mut out);
+        assert_eq!(outcomes(&out), pairs(&[("c", Outcome::Executed)]));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    struct Known;
+
+    impl DomainSizes for Known {
+        fn known(&self, _: &str, value: &str) -> usize {
+            if value == "c0" {
+                40
+            } else {
+                7
+            }
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Open(u8, bool),
+        Resolve(u8, bool),
+        Wait(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..24, any::<bool>()).prop_map(|(n, drain)| Op::Open(n, drain)),
+            2 => (0u8..24, any::<bool>()).prop_map(|(n, u)| Op::Resolve(n, u)),
+            1 => (0u16..400).prop_map(Op::Wait),
+        ]
+    }
+
+    fn request(node: u8, action: &str, trigger: Trigger, at: Timestamp) -> Request {
+        Request {
+            at,
+            node: format!("n{node}"),
+            fault: "disk_failure".into(),
+            action: action.into(),
+            labels: vec![("cluster".into(), format!("c{}", node % 2))],
+            trigger,
+            approval: false,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Whatever arrives in whatever order, no domain ever has more nodes
+        /// under remediation than its budget.
+        #[test]
+        fn no_sequence_exceeds_a_domain_budget(
+            ops in proptest::collection::vec(op(), 1..120),
+            budget in prop_oneof![
+                (1u32..4).prop_map(Budget::Count),
+                (5u32..40).prop_map(|p| Budget::Percent(p as f64)),
+            ],
+            recovery in 0i64..120,
+        ) {
+            let mut g = Guards::new(
+                GuardConfig {
+                    max_unhealthy: Some(budget),
+                    storm_recovery: Duration::from_secs(recovery),
+                    ..GuardConfig::default()
+                },
+                [("uncordon".to_string(), ActionGuards {
+                    executor: "log".into(),
+                    rate: Some("3/min".parse().unwrap()),
+                    per: None,
+                })].into_iter().collect(),
+                Box::new(LogOnly),
+            );
+            let mut now = Timestamp(1_800_000_000_000);
+            let mut open = std::collections::BTreeSet::new();
+            let mut out = Vec::new();
+            for op in ops {
+                now = now.add(Duration(1000));
+                g.tick(now, &Known, &mut out);
+                match op {
+                    Op::Open(n, drain) => {
+                        if open.insert(n) {
+                            let action = if drain { "drain" } else { "cordon" };
+                            g.submit(request(n, action, Trigger::Remedy, now), now, &Known, &mut out);
+                            g.submit(request(n, "ticket", Trigger::Remedy, now), now, &Known, &mut out);
+                        }
+                    }
+                    Op::Resolve(n, uncordon) => {
+                        if open.remove(&n) {
+                            g.resolved(&format!("n{n}"), "disk_failure", usize::from(uncordon), now);
+                            if uncordon {
+                                g.submit(request(n, "uncordon", Trigger::Recover, now), now, &Known, &mut out);
+                            }
+                        }
+                    }
+                    Op::Wait(s) => now = now.add(Duration::from_secs(i64::from(s))),
+                }
+                for (domain, known) in [("c0", 40), ("c1", 7)] {
+                    prop_assert!(
+                        g.under_remediation(domain) <= budget.limit(known),
+                        "{domain}: {} under remediation, budget {budget} of {known}",
+                        g.under_remediation(domain)
+                    );
+                }
+            }
+            // Every action passed, was refused with a reason, or is still held.
+            for d in &out {
+                let o = d.outcome.unwrap();
+                prop_assert!(o == Outcome::DryRun || d.reason.is_some(), "{d:?}");
+            }
+        }
+    }
+}

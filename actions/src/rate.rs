@@ -1,0 +1,173 @@
+//! Rate limits with governor, driven by event time.
+//!
+//! governor reads time through its `Clock` trait; [`EventClock`] answers with
+//! the event time the guard chain was last advanced to, so a replay of last
+//! night's storm meets exactly the quota refills the live service met.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use governor::clock::{Clock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::HashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{NotUntil, Quota, RateLimiter};
+use remedy_engine::Timestamp;
+
+/// A point in event time, in nanoseconds since the Unix epoch (clamped at 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventInstant(u64);
+
+impl std::ops::Add<Nanos> for EventInstant {
+    type Output = Self;
+    fn add(self, other: Nanos) -> Self {
+        EventInstant(self.0.saturating_add(other.as_u64()))
+    }
+}
+
+impl Reference for EventInstant {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        Nanos::from(self.0.saturating_sub(earlier.0))
+    }
+    fn saturating_sub(&self, duration: Nanos) -> Self {
+        EventInstant(self.0.saturating_sub(duration.as_u64()))
+    }
+}
+
+impl EventInstant {
+    /// As an event timestamp (milliseconds), rounded up.
+    pub fn timestamp(self) -> Timestamp {
+        Timestamp(self.0.div_ceil(1_000_000) as i64)
+    }
+}
+
+/// The event-time clock shared by every limiter of one guard chain.
+#[derive(Clone, Debug, Default)]
+pub struct EventClock(Arc<AtomicU64>);
+
+impl EventClock {
+    /// Moves the clock to `now` (event time never runs backwards here).
+    pub fn set(&self, now: Timestamp) {
+        let nanos = (now.0.max(0) as u64).saturating_mul(1_000_000);
+        self.0.fetch_max(nanos, Ordering::Relaxed);
+    }
+}
+
+impl Clock for EventClock {
+    type Instant = EventInstant;
+    fn now(&self) -> EventInstant {
+        EventInstant(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// A fleet-wide limiter.
+pub type Direct = RateLimiter<NotKeyed, InMemoryState, EventClock, NoOpMiddleware<EventInstant>>;
+/// A limiter per failure domain (keyed by the label's value).
+pub type Keyed =
+    RateLimiter<String, HashMapStateStore<String>, EventClock, NoOpMiddleware<EventInstant>>;
+
+/// `20/min`: at most 20 at once, refilled evenly over a minute (governor's
+/// burst = the count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// How many per period.
+    pub count: NonZeroU32,
+    /// The period in seconds.
+    pub period_secs: u64,
+}
+
+/// Why a rate did not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "invalid rate {0:?}: write COUNT/PERIOD with PERIOD one of s, min, hour, day (e.g. 20/min)"
+)]
+pub struct RateError(pub String);
+
+impl std::str::FromStr for Rate {
+    type Err = RateError;
+    fn from_str(text: &str) -> Result<Self, RateError> {
+        let err = || RateError(text.to_string());
+        let (count, period) = text.split_once('/').ok_or_else(err)?;
+        let count: u32 = count.trim().parse().map_err(|_| err())?;
+        let count = NonZeroU32::new(count).ok_or_else(err)?;
+        let period_secs = match period.trim() {
+            "s" | "sec" | "second" => 1,
+            "m" | "min" | "minute" => 60,
+            "h" | "hour" => 3600,
+            "d" | "day" => 86_400,
+            _ => return Err(err()),
+        };
+        Ok(Rate { count, period_secs })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let period = match self.period_secs {
+            1 => "s",
+            60 => "min",
+            3600 => "hour",
+            _ => "day",
+        };
+        write!(f, "{}/{period}", self.count)
+    }
+}
+
+impl Rate {
+    fn quota(self) -> Quota {
+        let per = std::time::Duration::from_secs(self.period_secs) / self.count.get();
+        Quota::with_period(per)
+            .expect("a positive period")
+            .allow_burst(self.count)
+    }
+
+    /// A fleet-wide limiter on `clock`.
+    pub fn direct(self, clock: &EventClock) -> Direct {
+        RateLimiter::direct_with_clock(self.quota(), clock.clone())
+    }
+
+    /// A per-domain limiter on `clock`.
+    pub fn keyed(self, clock: &EventClock) -> Keyed {
+        RateLimiter::new(self.quota(), HashMapStateStore::default(), clock.clone())
+    }
+}
+
+/// When a refused call may pass.
+pub fn retry_at(refused: &NotUntil<EventInstant>) -> Timestamp {
+    refused.earliest_possible().timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_and_name_the_problem() {
+        let r: Rate = "20/min".parse().unwrap();
+        assert_eq!((r.count.get(), r.period_secs), (20, 60));
+        assert_eq!(r.to_string(), "20/min");
+        assert_eq!("2/hour".parse::<Rate>().unwrap().period_secs, 3600);
+        let e = "20 per minute".parse::<Rate>().unwrap_err();
+        assert!(e.to_string().contains("\"20 per minute\""), "{e}");
+        assert!("0/min".parse::<Rate>().is_err());
+        assert!("5/fortnight".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn the_quota_refills_in_event_time_only() {
+        let clock = EventClock::default();
+        clock.set(Timestamp(1_000_000));
+        let limiter: Direct = "2/min".parse::<Rate>().unwrap().direct(&clock);
+        assert!(limiter.check().is_ok());
+        assert!(limiter.check().is_ok());
+        let refused = limiter.check().unwrap_err();
+        // one token back every 30 s of event time, however fast we run
+        assert_eq!(retry_at(&refused), Timestamp(1_030_000));
+        clock.set(Timestamp(1_029_999));
+        assert!(limiter.check().is_err());
+        clock.set(Timestamp(1_030_000));
+        assert!(limiter.check().is_ok());
+    }
+}
