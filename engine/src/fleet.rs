@@ -7,10 +7,10 @@
 //! as pairs of small symbols, and each history is a short sorted ring of
 //! 32-bit second offsets that ages out by time and by count.
 
-use std::collections::VecDeque;
+use std::hash::Hasher;
 
 use rhai::ImmutableString;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHasher};
 use smallvec::SmallVec;
 
 use crate::decision::Severity;
@@ -22,28 +22,91 @@ use crate::time::Timestamp;
 pub struct Sym(u32);
 
 /// Interns strings so each distinct one is stored once and compared as an integer.
+///
+/// The index is an open-addressing table whose slots hold the string itself
+/// next to a 32-bit hash: a lookup reads one slot and the string it compares,
+/// instead of control bytes, a bucket and then the string.
 #[derive(Default, Debug)]
 pub struct Interner {
-    ids: FxHashMap<ImmutableString, Sym>,
+    /// Power-of-two many slots (or none), at most three quarters used; linear probing.
+    slots: Vec<Option<Slot>>,
     names: Vec<ImmutableString>,
 }
 
+/// One entry of the [`Interner`] index.
+#[derive(Clone, Debug)]
+struct Slot {
+    name: ImmutableString,
+    hash: u32,
+    sym: Sym,
+}
+
+fn hash_str(text: &str) -> u32 {
+    let mut h = FxHasher::default();
+    h.write(text.as_bytes());
+    let h = h.finish();
+    (h ^ (h >> 32)) as u32
+}
+
 impl Interner {
+    fn find(&self, text: &str, hash: u32) -> Option<&Slot> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            match &self.slots[i] {
+                None => return None,
+                Some(slot) if slot.hash == hash && slot.name.as_str() == text => return Some(slot),
+                Some(_) => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    fn place(slots: &mut [Option<Slot>], slot: Slot) {
+        let mask = slots.len() - 1;
+        let mut i = slot.hash as usize & mask;
+        while slots[i].is_some() {
+            i = (i + 1) & mask;
+        }
+        slots[i] = Some(slot);
+    }
+
+    fn grow(&mut self) {
+        let cap = (self.slots.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.slots, vec![None; cap]);
+        for slot in old.into_iter().flatten() {
+            Self::place(&mut self.slots, slot);
+        }
+    }
+
     /// The symbol for `name`, creating it on first sight.
     pub fn intern(&mut self, name: &str) -> Sym {
-        if let Some(&sym) = self.ids.get(name) {
-            return sym;
+        let hash = hash_str(name);
+        if let Some(slot) = self.find(name, hash) {
+            return slot.sym;
         }
         let sym = Sym(u32::try_from(self.names.len()).expect("fewer than 2^32 distinct names"));
+        if (self.names.len() + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
         let shared = ImmutableString::from(name);
         self.names.push(shared.clone());
-        self.ids.insert(shared, sym);
+        Self::place(
+            &mut self.slots,
+            Slot {
+                name: shared,
+                hash,
+                sym,
+            },
+        );
         sym
     }
 
     /// The symbol for `name`, if it was ever interned.
     pub fn get(&self, name: &str) -> Option<Sym> {
-        self.ids.get(name).copied()
+        self.find(name, hash_str(name)).map(|slot| slot.sym)
     }
 
     /// The text of a symbol.
@@ -53,9 +116,8 @@ impl Interner {
 
     /// The interned Rhai string for `text`, or a new one if it was never interned.
     pub fn shared_or_new(&self, text: &str) -> ImmutableString {
-        self.ids
-            .get_key_value(text)
-            .map_or_else(|| text.into(), |(k, _)| k.clone())
+        self.find(text, hash_str(text))
+            .map_or_else(|| text.into(), |slot| slot.name.clone())
     }
 
     /// The text of a symbol as a shared Rhai string (no copy).
@@ -93,33 +155,57 @@ fn offset_secs(t: Timestamp) -> u32 {
     (t.secs() - EPOCH_OFFSET_SECS).clamp(0, u32::MAX as i64) as u32
 }
 
-/// Recent times of one signal type on one node, sorted ascending.
-#[derive(Debug)]
-struct History {
-    r#type: Sym,
-    times: VecDeque<u32>,
-}
+/// Recent signal times of one node, per signal type, in one flat buffer: a
+/// run of `[type, count, time, time, ...]` per type, times sorted ascending.
+/// One heap block per node, so recording or counting reads one place.
+#[derive(Debug, Default)]
+struct History(Vec<u32>);
 
 impl History {
-    fn record(&mut self, at: u32, limits: &HistoryLimits) {
-        // Signals mostly arrive in order: the insertion point is nearly always the end.
-        let pos = self.times.partition_point(|&t| t <= at);
-        self.times.insert(pos, at);
-        let newest = *self.times.back().expect("just inserted");
-        let oldest_kept =
-            newest.saturating_sub(limits.horizon_secs.clamp(0, u32::MAX as i64) as u32);
-        while self.times.front().is_some_and(|&t| t < oldest_kept)
-            || self.times.len() > limits.per_type
-        {
-            self.times.pop_front();
+    /// Where the times of `type` start, and how many there are.
+    fn find(&self, r#type: Sym) -> Option<(usize, usize)> {
+        let h = &self.0;
+        let mut i = 0;
+        while i < h.len() {
+            let len = h[i + 1] as usize;
+            if h[i] == r#type.0 {
+                return Some((i + 2, len));
+            }
+            i += 2 + len;
         }
+        None
     }
 
-    /// Times in `(now - seconds, now]`.
-    fn count_within(&self, now: u32, seconds: i64) -> usize {
+    fn record(&mut self, r#type: Sym, at: u32, limits: &HistoryLimits) {
+        let (start, len) = self.find(r#type).unwrap_or_else(|| {
+            self.0.extend([r#type.0, 0]);
+            (self.0.len(), 0)
+        });
+        let h = &mut self.0;
+        // Signals mostly arrive in order: the insertion point is nearly always the end.
+        let pos = h[start..start + len].partition_point(|&t| t <= at);
+        h.insert(start + pos, at);
+        let len = len + 1;
+        let newest = h[start + len - 1];
+        let oldest_kept =
+            newest.saturating_sub(limits.horizon_secs.clamp(0, u32::MAX as i64) as u32);
+        let aged = h[start..start + len].partition_point(|&t| t < oldest_kept);
+        let drop = aged.max(len.saturating_sub(limits.per_type));
+        if drop > 0 {
+            h.drain(start..start + drop);
+        }
+        h[start - 1] = (len - drop) as u32;
+    }
+
+    /// Times of `type` in `(now - seconds, now]`.
+    fn count_within(&self, r#type: Sym, now: u32, seconds: i64) -> usize {
+        let Some((start, len)) = self.find(r#type) else {
+            return 0;
+        };
+        let times = &self.0[start..start + len];
         let from = i64::from(now) - seconds;
-        let hi = self.times.partition_point(|&t| t <= now);
-        let lo = self.times.partition_point(|&t| i64::from(t) <= from);
+        let hi = times.partition_point(|&t| t <= now);
+        let lo = times.partition_point(|&t| i64::from(t) <= from);
         hi.saturating_sub(lo)
     }
 }
@@ -140,11 +226,13 @@ pub struct OpenFault {
 }
 
 /// Everything known about one node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct NodeState {
+    /// The node's name, kept here too so the hot path finds it next to the rest.
+    name: ImmutableString,
     labels: SmallVec<[(Sym, Sym); 3]>,
     last_seen: i64,
-    history: Vec<History>,
+    history: History,
     faults: Vec<OpenFault>,
 }
 
@@ -159,6 +247,12 @@ pub struct Fleet {
     /// Nodes with each fault class open, for `nodes_within`.
     open_by_fault: FxHashMap<Sym, Vec<NodeId>>,
     limits: HistoryLimits,
+    /// The node last touched and the type last recorded: rules mostly ask
+    /// about the signal being processed, so these skip a hash lookup.
+    last_node: Option<NodeId>,
+    last_type: Option<Sym>,
+    /// Known nodes per (label, value): failure domain sizes for storm budgets.
+    domains: FxHashMap<(Sym, Sym), u32>,
 }
 
 impl Fleet {
@@ -172,7 +266,27 @@ impl Fleet {
 
     /// A known node's name.
     pub fn node_name(&self, node: NodeId) -> &ImmutableString {
-        self.nodes.shared(Sym(node.0))
+        &self.states[node.0 as usize].name
+    }
+
+    /// The node named `node`, trying the one last touched first.
+    fn find_node(&self, node: &str) -> Option<NodeId> {
+        if let Some(last) = self.last_node {
+            if self.states[last.0 as usize].name.as_str() == node {
+                return Some(last);
+            }
+        }
+        self.nodes.get(node).map(|sym| NodeId(sym.0))
+    }
+
+    /// The symbol of signal type `type`, trying the one last recorded first.
+    fn find_type(&self, r#type: &str) -> Option<Sym> {
+        if let Some(last) = self.last_type {
+            if self.symbols.name(last) == r#type {
+                return Some(last);
+            }
+        }
+        self.symbols.get(r#type)
     }
 
     /// Registers a node (or finds it), merges its labels and notes when it was seen.
@@ -180,8 +294,15 @@ impl Fleet {
         let sym = self.nodes.intern(node);
         let id = NodeId(sym.0);
         if id.0 as usize == self.states.len() {
-            self.states.push(NodeState::default());
+            self.states.push(NodeState {
+                name: self.nodes.shared(sym).clone(),
+                labels: SmallVec::new(),
+                last_seen: 0,
+                history: History::default(),
+                faults: Vec::new(),
+            });
         }
+        self.last_node = Some(id);
         let state = &mut self.states[id.0 as usize];
         state.last_seen = state.last_seen.max(at.millis());
         for (key, value) in labels.iter() {
@@ -192,10 +313,19 @@ impl Fleet {
                 .find(|(k, _)| self.symbols.name(*k) == key);
             match known {
                 Some((_, v)) if self.symbols.name(*v) == value => {}
-                Some((_, v)) => *v = self.symbols.intern(value),
+                Some((k, v)) => {
+                    let (k, old) = (*k, *v);
+                    *v = self.symbols.intern(value);
+                    let new = *v;
+                    if let Some(n) = self.domains.get_mut(&(k, old)) {
+                        *n -= 1;
+                    }
+                    *self.domains.entry((k, new)).or_default() += 1;
+                }
                 None => {
                     let pair = (self.symbols.intern(key), self.symbols.intern(value));
                     state.labels.push(pair);
+                    *self.domains.entry(pair).or_default() += 1;
                 }
             }
         }
@@ -206,30 +336,18 @@ impl Fleet {
     pub fn record(&mut self, node: NodeId, r#type: Sym, at: Timestamp) {
         let limits = self.limits;
         let state = &mut self.states[node.0 as usize];
-        let at = offset_secs(at);
-        match state.history.iter_mut().find(|h| h.r#type == r#type) {
-            Some(h) => h.record(at, &limits),
-            None => {
-                let mut h = History {
-                    r#type,
-                    times: VecDeque::with_capacity(1),
-                };
-                h.record(at, &limits);
-                state.history.push(h);
-            }
-        }
+        state.history.record(r#type, offset_secs(at), &limits);
+        self.last_type = Some(r#type);
     }
 
     /// Signals of `type` from `node` within the last `seconds` before `now`, inclusive of `now`.
     pub fn events_within(&self, node: &str, r#type: &str, seconds: i64, now: Timestamp) -> usize {
-        let (Some(node), Some(r#type)) = (self.nodes.get(node), self.symbols.get(r#type)) else {
+        let (Some(node), Some(r#type)) = (self.find_node(node), self.find_type(r#type)) else {
             return 0;
         };
         self.states[node.0 as usize]
             .history
-            .iter()
-            .find(|h| h.r#type == r#type)
-            .map_or(0, |h| h.count_within(offset_secs(now), seconds))
+            .count_within(r#type, offset_secs(now), seconds)
     }
 
     /// Distinct nodes with `fault` open, opened within the last `seconds`, whose `label` is `value`.
@@ -274,8 +392,8 @@ impl Fleet {
 
     /// Whether `fault` is open on the node named `node`.
     pub fn has_fault(&self, node: &str, fault: &str) -> bool {
-        match (self.nodes.get(node), self.symbols.get(fault)) {
-            (Some(n), Some(f)) => self.open_fault(NodeId(n.0), f).is_some(),
+        match (self.find_node(node), self.symbols.get(fault)) {
+            (Some(n), Some(f)) => self.open_fault(n, f).is_some(),
             _ => false,
         }
     }
@@ -331,6 +449,72 @@ impl Fleet {
     /// How many faults are open across the fleet.
     pub fn open_faults(&self) -> usize {
         self.open_by_fault.values().map(Vec::len).sum()
+    }
+}
+
+/// Lookups the lifecycle and the guard chain need about faults and domains.
+impl Fleet {
+    /// Open faults of `node` that a signal of `type` asserted.
+    pub fn asserted_by(&self, node: NodeId, r#type: Sym) -> SmallVec<[Sym; 2]> {
+        self.states[node.0 as usize]
+            .faults
+            .iter()
+            .filter(|f| f.types.contains(&r#type))
+            .map(|f| f.fault)
+            .collect()
+    }
+
+    /// Closes one open fault of `node`.
+    pub fn close(&mut self, node: NodeId, fault: Sym) -> Option<OpenFault> {
+        let state = &mut self.states[node.0 as usize];
+        let pos = state.faults.iter().position(|f| f.fault == fault)?;
+        let closed = state.faults.swap_remove(pos);
+        if let Some(nodes) = self.open_by_fault.get_mut(&fault) {
+            if let Some(pos) = nodes.iter().position(|n| *n == node) {
+                nodes.swap_remove(pos);
+            }
+        }
+        Some(closed)
+    }
+
+    /// The node's labels as last seen.
+    pub fn labels_of(&self, node: NodeId) -> Vec<(String, String)> {
+        self.states[node.0 as usize]
+            .labels
+            .iter()
+            .map(|&(k, v)| {
+                (
+                    self.symbols.name(k).to_string(),
+                    self.symbols.name(v).to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Known nodes whose `label` is `value` (a failure domain's size); with
+    /// an empty `value`, the known nodes that do not carry the label.
+    pub fn known_in(&self, label: &str, value: &str) -> usize {
+        let Some(k) = self.symbols.get(label) else {
+            // Nobody carries the label: every node is in the "without it" domain.
+            return if value.is_empty() {
+                self.states.len()
+            } else {
+                0
+            };
+        };
+        if value.is_empty() {
+            let with: u32 = self
+                .domains
+                .iter()
+                .filter(|((key, _), _)| *key == k)
+                .map(|(_, n)| *n)
+                .sum();
+            return self.states.len() - with as usize;
+        }
+        self.symbols
+            .get(value)
+            .and_then(|v| self.domains.get(&(k, v)))
+            .map_or(0, |&n| n as usize)
     }
 }
 
@@ -396,6 +580,42 @@ mod tests {
     }
 
     #[test]
+    fn interner_finds_every_name_across_growth() {
+        let mut names = Interner::default();
+        assert_eq!(names.get("n0"), None);
+        let syms: Vec<Sym> = (0..1000).map(|i| names.intern(&format!("n{i}"))).collect();
+        for (i, sym) in syms.iter().enumerate() {
+            let name = format!("n{i}");
+            assert_eq!(names.intern(&name), *sym);
+            assert_eq!(names.get(&name), Some(*sym));
+            assert_eq!(names.name(*sym), name);
+            assert!(names.shared_or_new(&name).ptr_eq(names.shared(*sym)));
+        }
+        assert_eq!(names.get("n1000"), None);
+        assert_eq!(names.shared_or_new("n1000"), "n1000");
+    }
+
+    #[test]
+    fn histories_of_several_types_stay_apart() {
+        let (mut fleet, node, ty) = fleet_with(HistoryLimits::default());
+        let other = fleet.symbols.intern("memory.ecc.correctable");
+        for s in [0, 10, 20] {
+            fleet.record(node, ty, at(s));
+            fleet.record(node, other, at(s + 5));
+        }
+        fleet.record(node, other, at(1));
+        assert_eq!(fleet.events_within("n1", "disk.io.error", 100, at(30)), 3);
+        assert_eq!(
+            fleet.events_within("n1", "memory.ecc.correctable", 100, at(30)),
+            4
+        );
+        assert_eq!(
+            fleet.events_within("n1", "memory.ecc.correctable", 24, at(30)),
+            2
+        );
+    }
+
+    #[test]
     fn labels_are_merged_and_updated() {
         let mut fleet = Fleet::default();
         let mut labels = Labels::default();
@@ -433,5 +653,40 @@ mod tests {
             0
         );
         assert_eq!(fleet.known_nodes(), 1);
+    }
+
+    #[test]
+    fn domain_sizes_follow_labels_as_they_come_and_change() {
+        let mut f = Fleet::new(HistoryLimits::default());
+        let labels = |pairs: &[(&str, &str)]| {
+            let mut l = Labels::default();
+            for (k, v) in pairs {
+                l.insert(*k, *v);
+            }
+            l
+        };
+        let t = Timestamp::from_secs(1_800_000_000);
+        f.touch("a", &labels(&[("cluster", "c1"), ("rack", "r1")]), t);
+        f.touch("b", &labels(&[("cluster", "c1")]), t);
+        f.touch("c", &labels(&[("cluster", "c2")]), t);
+        f.touch("d", &labels(&[]), t);
+        f.touch("a", &labels(&[("cluster", "c1")]), t); // seen again: not counted twice
+        assert_eq!(f.known_in("cluster", "c1"), 2);
+        assert_eq!(f.known_in("cluster", "c2"), 1);
+        assert_eq!(f.known_in("cluster", ""), 1, "d carries no cluster label");
+        assert_eq!(f.known_in("cluster", "c9"), 0);
+        assert_eq!(f.known_in("zone", ""), 4, "nobody carries a zone label");
+        f.touch("b", &labels(&[("cluster", "c2")]), t); // moved
+        assert_eq!(
+            (f.known_in("cluster", "c1"), f.known_in("cluster", "c2")),
+            (1, 2)
+        );
+        assert_eq!(
+            f.labels_of(NodeId(0)),
+            [
+                ("cluster".to_string(), "c1".to_string()),
+                ("rack".into(), "r1".into())
+            ]
+        );
     }
 }
