@@ -2,22 +2,27 @@
 //!
 //! 1M generated signals (100k nodes, the healthy-fleet mix of
 //! `remedy::synth::Background`) are replayed through the shipped rules and
-//! the fault lifecycle; the baseline, measured in the same run, only decodes
-//! the same lines into `Signal` (serde_json, no rules). Criterion reports both;
-//! at the end a side-by-side run (interleaved, median of 3) prints the ratio,
-//! and a counting allocator gives the bytes of engine state per tracked node.
+//! the fault lifecycle, and again with the embedded default guard chain (as
+//! `remedy replay` runs); the baseline, measured in the same run, only decodes
+//! the same lines into `Signal` (serde_json, no rules). Criterion reports all
+//! three; at the end a side-by-side run (interleaved, median of 3) prints the
+//! ratios, and a counting allocator gives the bytes of engine state per
+//! tracked node.
 //!
 //! `cargo bench --bench replay` (REMEDY_BENCH_SIGNALS and REMEDY_BENCH_NODES change
 //! the size).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
+use remedy::pipeline::Pipeline;
 use remedy::synth::{Background, Fleet};
+use remedy_actions::{GuardConfig, Guards, LogOnly};
 use remedy_engine::{Engine, Options, Policies, Signal, Step, Timestamp};
 
 /// Counts live heap bytes so engine state can be measured, not estimated.
@@ -88,16 +93,39 @@ fn decode_only(lines: &[String]) -> usize {
     ok
 }
 
-/// Decode and run through rules and lifecycle, as `remedy replay` does.
+/// Decode and run through rules and lifecycle (no guards).
 fn replay(engine: &mut Engine, lines: &[String]) -> usize {
     let mut step = Step::default();
-    let mut decisions = 0;
+    let mut outputs = 0;
     let mut clock = Timestamp::default();
     for line in lines {
         if let Ok(s) = Signal::from_json(line) {
             clock = s.ts.unwrap_or(clock);
             engine.on_signal_into(s, clock, &mut step);
-            decisions += step.decisions.len();
+            outputs += step.out.len();
+        }
+    }
+    outputs
+}
+
+/// The embedded default guard chain (5% per cluster, dry-run).
+fn pipeline() -> Pipeline {
+    let guards = Guards::new(GuardConfig::default(), BTreeMap::new(), Box::new(LogOnly));
+    Pipeline::new(engine(), guards)
+}
+
+/// Decode, rules, lifecycle and the guard chain, as `remedy replay` does.
+fn replay_guarded(p: &mut Pipeline, lines: &[String]) -> usize {
+    let mut step = Step::default();
+    let mut out = Vec::new();
+    let mut decisions = 0;
+    let mut clock = Timestamp::default();
+    for line in lines {
+        if let Ok(s) = Signal::from_json(line) {
+            clock = s.ts.unwrap_or(clock);
+            out.clear();
+            p.on_signal(s, clock, &mut step, &mut out);
+            decisions += out.len();
         }
     }
     decisions
@@ -129,11 +157,19 @@ fn main() {
                 criterion::BatchSize::PerIteration,
             )
         });
+        group.bench_function("replay_with_guards", |b| {
+            b.iter_batched(
+                pipeline,
+                |mut p| replay_guarded(&mut p, black_box(&lines)),
+                criterion::BatchSize::PerIteration,
+            )
+        });
         group.finish();
     }
 
-    // Side by side, interleaved so drift affects both alike.
-    let (mut decode_times, mut replay_times) = (Vec::new(), Vec::new());
+    // Side by side, interleaved so drift affects all alike.
+    let (mut decode_times, mut replay_times, mut guarded_times) =
+        (Vec::new(), Vec::new(), Vec::new());
     let mut decisions = 0;
     for _ in 0..3 {
         let t = Instant::now();
@@ -141,10 +177,18 @@ fn main() {
         decode_times.push(t.elapsed());
         let mut e = engine();
         let t = Instant::now();
-        decisions = replay(&mut e, &lines);
+        black_box(replay(&mut e, &lines));
         replay_times.push(t.elapsed());
+        let mut p = pipeline();
+        let t = Instant::now();
+        decisions = replay_guarded(&mut p, &lines);
+        guarded_times.push(t.elapsed());
     }
-    let (d, r) = (median(decode_times), median(replay_times));
+    let (d, r, g) = (
+        median(decode_times),
+        median(replay_times),
+        median(guarded_times),
+    );
     let rate = |t: Duration| count as f64 / t.as_secs_f64();
     println!();
     println!(
@@ -152,13 +196,18 @@ fn main() {
         nodes()
     );
     println!("  decode only            {:>10.0} signals/s", rate(d));
+    println!("  replay (shipped rules) {:>10.0} signals/s", rate(r));
     println!(
-        "  replay (shipped rules) {:>10.0} signals/s  ({decisions} decisions)",
-        rate(r)
+        "  replay with guards     {:>10.0} signals/s  ({decisions} decisions)",
+        rate(g)
     );
     println!(
         "  replay / decode-only   {:>10.1}%",
         100.0 * d.as_secs_f64() / r.as_secs_f64()
+    );
+    println!(
+        "  guards add             {:>10.1}% to replay time",
+        100.0 * (g.as_secs_f64() / r.as_secs_f64() - 1.0)
     );
 
     // Engine state per tracked node, after the whole stream.

@@ -2,15 +2,17 @@
 //!
 //! This struct is the documentation of the file: every field says what it is
 //! for and what it defaults to. Sections that belong to components still being
-//! built (`[http]`, `[journal]`, `[kafka]`, `[[prometheus]]`, `[[scrape]]`,
-//! `[actions.*]`, `[guards]`) are accepted as written in the contract so that
-//! one file serves every command, and are validated by the component that uses
-//! them. A key the contract does not know is an error naming the key.
+//! built (`[http]`, `[journal]`, `[kafka]`, `[[prometheus]]`, `[[scrape]]`, and
+//! the executor settings of `[actions.*]`) are accepted as written in the
+//! contract so that one file serves every command, and are validated by the
+//! component that uses them. A key the contract does not know is an error
+//! naming the key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use remedy_engine::{Duration, Policy};
+use remedy_actions::{ActionGuards, BreakerConfig, Budget, GuardConfig, Rate, Silence};
+use remedy_engine::{Duration, Flap, Policy};
 use serde::Deserialize;
 
 /// The whole configuration file.
@@ -26,7 +28,7 @@ pub struct Config {
     pub dry_run: bool,
     /// Policy per fault class; `"*"` is the default for classes not listed.
     #[serde(default)]
-    pub faults: BTreeMap<String, FaultPolicy>,
+    pub faults: BTreeMap<String, Policy>,
     /// HTTP API (used by `remedy run`).
     #[serde(default)]
     pub http: Option<toml::Table>,
@@ -42,46 +44,98 @@ pub struct Config {
     /// Exposition endpoints scraped as signals (used by `remedy run`).
     #[serde(default)]
     pub scrape: Vec<toml::Table>,
-    /// Executors, by action name.
+    /// Executors and quotas, by action name.
     #[serde(default)]
-    pub actions: BTreeMap<String, toml::Table>,
-    /// Storm protection and circuit breakers.
+    pub actions: BTreeMap<String, ActionSection>,
+    /// Storm protection, circuit breakers, flap detection.
     #[serde(default)]
-    pub guards: Option<toml::Table>,
-    /// Silences known from the start.
+    pub guards: GuardsSection,
+    /// Silences known from the start (replay uses them as the service does).
     #[serde(default)]
-    pub silences: Vec<toml::Table>,
+    pub silences: Vec<Silence>,
 }
 
-/// `[faults.NAME]`: what to do about one fault class.
+/// `[actions.NAME]`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultPolicy {
-    /// Actions run when the fault opens (a rule's `actions` replaces them). Default: none.
+pub struct ActionSection {
+    /// kubernetes | kafka | http | exec | log. Default: log.
+    #[serde(default = "default_executor")]
+    pub executor: String,
+    /// Fleet-wide quota, e.g. `20/min` (burst = the count).
     #[serde(default)]
-    pub actions: Vec<String>,
-    /// Actions run when the fault resolves. Default: none.
+    pub rate: Option<Rate>,
+    /// Quota per failure domain: `{ label = "rack", rate = "2/hour" }`.
     #[serde(default)]
-    pub on_resolve: Vec<String>,
-    /// Open only after signals keep the fault this long. Default: 0s.
-    #[serde(default, rename = "for")]
-    pub for_: Option<Duration>,
-    /// Actions taken while the fault stays open, each after its delay.
-    #[serde(default)]
-    pub escalate: Vec<Escalation>,
-    /// Actions wait for an operator's approval. Default: false.
-    #[serde(default)]
-    pub approval: bool,
+    pub per: Option<PerDomain>,
+    /// The executor's own settings (op, kubeconfig, topic, url, ...).
+    #[serde(flatten)]
+    pub settings: toml::Table,
 }
 
-/// One rung of an escalation ladder.
+/// `per = { label, rate }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Escalation {
-    /// How long the fault must have been open.
-    pub after: Duration,
-    /// What to do then.
-    pub actions: Vec<String>,
+pub struct PerDomain {
+    /// The label naming the domain.
+    pub label: String,
+    /// Its quota.
+    pub rate: Rate,
+}
+
+/// `[guards]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardsSection {
+    /// Nodes of one domain under remediation at once: a count or `"5%"`.
+    /// Default `"5%"`.
+    #[serde(default = "default_budget", deserialize_with = "de_budget")]
+    pub max_unhealthy: Option<Budget>,
+    /// The label that names a node's failure domain. Default `cluster`.
+    #[serde(default = "default_domain")]
+    pub domain: String,
+    /// After a domain was over budget, held-back actions resume only once it
+    /// has stayed under budget this long. Default `0s`.
+    #[serde(default)]
+    pub storm_recovery: Duration,
+    /// Circuit breaker per executor. Default 5 failures in 60s, 120s cooldown.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// Flap detection. Default: more than 3 opens within 1h.
+    #[serde(default)]
+    pub flap: Flap,
+}
+
+impl Default for GuardsSection {
+    fn default() -> Self {
+        toml::from_str("").expect("the empty [guards] is valid")
+    }
+}
+
+fn default_executor() -> String {
+    "log".to_string()
+}
+
+fn default_domain() -> String {
+    "cluster".to_string()
+}
+
+fn default_budget() -> Option<Budget> {
+    Some(Budget::Percent(5.0))
+}
+
+/// `max_unhealthy = 50`, `"5%"`, or `"none"` (no storm protection).
+fn de_budget<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Budget>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Count(u32),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Count(n) => Ok(Some(Budget::Count(n))),
+        Raw::Text(t) if t == "none" => Ok(None),
+        Raw::Text(t) => t.parse().map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 fn default_rules() -> PathBuf {
@@ -147,42 +201,38 @@ impl Config {
 
     /// The engine's policies: the embedded ones, with `[faults.*]` replacing per class.
     pub fn policies(&self) -> remedy_engine::Policies {
-        remedy_engine::Policies::from_config(
-            self.faults
-                .iter()
-                .map(|(name, f)| {
-                    let policy = Policy {
-                        actions: f.actions.clone(),
-                        on_resolve: f.on_resolve.clone(),
-                    };
-                    (name.clone(), policy)
-                })
-                .collect(),
-        )
+        remedy_engine::Policies::from_config(self.faults.clone())
+    }
+
+    /// The guard chain's settings and per-action quotas.
+    pub fn guards(&self) -> (GuardConfig, BTreeMap<String, ActionGuards>) {
+        let g = &self.guards;
+        let config = GuardConfig {
+            max_unhealthy: g.max_unhealthy,
+            domain: g.domain.clone(),
+            storm_recovery: g.storm_recovery,
+            breaker: g.breaker,
+            // No executor exists yet: everything stays dry-run (see not_yet_enforced).
+            dry_run: true,
+        };
+        let actions = self
+            .actions
+            .iter()
+            .map(|(name, a)| {
+                let guards = ActionGuards {
+                    executor: a.executor.clone(),
+                    rate: a.rate,
+                    per: a.per.as_ref().map(|p| (p.label.clone(), p.rate)),
+                };
+                (name.clone(), guards)
+            })
+            .collect();
+        (config, actions)
     }
 
     /// Settings this build reads but does not act on yet, as warnings naming the key.
     pub fn not_yet_enforced(&self) -> Vec<String> {
         let mut warnings = Vec::new();
-        for (name, f) in &self.faults {
-            if f.for_.is_some_and(|d| d.0 > 0) {
-                warnings.push(format!(
-                    "faults.{name}.for is not enforced yet: faults open at once"
-                ));
-            }
-            if !f.escalate.is_empty() {
-                warnings.push(format!("faults.{name}.escalate is not enforced yet"));
-            }
-            if f.approval {
-                warnings.push(format!("faults.{name}.approval is not enforced yet"));
-            }
-        }
-        if self.guards.is_some() {
-            warnings.push("[guards] is not enforced yet".to_string());
-        }
-        if !self.silences.is_empty() {
-            warnings.push("[[silences]] are not enforced yet".to_string());
-        }
         if !self.dry_run {
             warnings.push(
                 "dry_run = false: no executor is available yet, every action stays dry-run"
@@ -257,5 +307,55 @@ mod tests {
         assert!(c.dry_run);
         assert_eq!(c.policies(), remedy_engine::Policies::default());
         assert!(c.not_yet_enforced().is_empty());
+    }
+
+    #[test]
+    fn guards_and_actions_parse_and_bad_values_name_the_key() {
+        let c = Config::parse(
+            "[guards]\nmax_unhealthy = 25\ndomain = \"rack\"\nstorm_recovery = \"5m\"\n\
+             breaker = { failures = 3 }\nflap = { opens = 5 }\n\
+             [actions.cordon]\nexecutor = \"kubernetes\"\nrate = \"20/min\"\n\
+             per = { label = \"rack\", rate = \"2/hour\" }\nkubeconfig = \"~/.kube/config\"\n\
+             [[silences]]\nnode = \"n1\"\nuntil = \"2026-12-01T00:00:00Z\"\ncomment = \"BIOS update\"",
+        )
+        .unwrap();
+        let (g, actions) = c.guards();
+        assert_eq!(g.max_unhealthy, Some(Budget::Count(25)));
+        assert_eq!(
+            (g.domain.as_str(), g.storm_recovery),
+            ("rack", "5m".parse().unwrap())
+        );
+        assert_eq!(g.breaker.failures, 3);
+        assert_eq!(
+            g.breaker.cooldown,
+            "120s".parse().unwrap(),
+            "unset keys keep their default"
+        );
+        assert_eq!(
+            (c.guards.flap.opens, c.guards.flap.window),
+            (5, "1h".parse().unwrap())
+        );
+        assert_eq!(actions["cordon"].rate.unwrap().to_string(), "20/min");
+        assert_eq!(actions["cordon"].per.as_ref().unwrap().0, "rack");
+        assert_eq!(c.silences[0].node.as_deref(), Some("n1"));
+
+        assert_eq!(
+            Config::default().guards().0.max_unhealthy,
+            Some(Budget::Percent(5.0))
+        );
+        let off = Config::parse("[guards]\nmax_unhealthy = \"none\"").unwrap();
+        assert_eq!(off.guards().0.max_unhealthy, None);
+
+        let e = Config::parse("[guards]\nmax_unhealthy = \"five percent\"").unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("invalid max_unhealthy"),
+            "{e}"
+        );
+        let e = Config::parse("[actions.cordon]\nrate = \"20 a minute\"").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("invalid rate"), "{e}");
+        let e = Config::parse("[guards]\nbudget = 5").unwrap_err();
+        assert!(e.contains("unknown field `budget`"), "{e}");
+        let e = Config::parse("[[silences]]\nnode = \"n1\"").unwrap_err();
+        assert!(e.contains("missing field `until`"), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 //! maps results to exit codes.
 
 pub mod config;
+pub mod pipeline;
 pub mod replay;
 pub mod ruletest;
 pub mod synth;

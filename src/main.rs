@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use remedy::config::Config;
+use remedy::pipeline::Pipeline;
 use remedy::replay::{self, Display};
 use remedy::ruletest;
+use remedy_actions::{Guards, LogOnly};
 use remedy_engine::{Engine, LoadError, Options, RuleSet};
 
 /// Signals in, rules classify, guarded actions out.
@@ -114,8 +116,18 @@ fn replay(
         eprintln!("warning: {warning}");
     }
     let rules_dir = rules.unwrap_or_else(|| config.rules.clone());
-    let mut engine = Engine::load(&rules_dir, config.policies(), &Options::default())
-        .map_err(|e| invalid_rules(e, 2))?;
+    let options = Options {
+        flap: config.guards.flap,
+        ..Options::default()
+    };
+    let engine =
+        Engine::load(&rules_dir, config.policies(), &options).map_err(|e| invalid_rules(e, 2))?;
+    let (guard_config, actions) = config.guards();
+    let mut guards = Guards::new(guard_config, actions, Box::new(LogOnly));
+    for silence in &config.silences {
+        guards.silence(silence.clone());
+    }
+    let mut pipeline = Pipeline::new(engine, guards);
 
     let (input, source, total_bytes): (Box<dyn BufRead>, String, Option<u64>) =
         if file == Path::new("-") {
@@ -139,7 +151,7 @@ fn replay(
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let stderr = io::stderr();
     let mut diag = stderr.lock();
-    let summary = replay::replay(&mut engine, input, &display, &mut out, &mut diag)
+    let summary = replay::replay(&mut pipeline, input, &display, &mut out, &mut diag)
         .map_err(|e| usage(format!("reading {}: {e}", display.source)))?;
     if !quiet {
         let _ = diag.write_all(summary.render().as_bytes());

@@ -1,6 +1,6 @@
-//! `remedy replay`: recorded signals through the same rules and lifecycle as
-//! the service, with time taken from each signal's `ts`. Same input, same
-//! output: decisions as JSON lines on stdout, diagnostics on stderr.
+//! `remedy replay`: recorded signals through the same rules, lifecycle and
+//! guard chain as the service, with time taken from each signal's `ts`. Same
+//! input, same output: decisions as JSON lines on stdout, diagnostics on stderr.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use remedy_collectors::JsonLines;
-use remedy_engine::{Engine, Event, Step, Timestamp};
+use remedy_engine::{Decision, Event, Step, Timestamp};
+
+use crate::pipeline::Pipeline;
 
 /// Rule errors printed per rule before the rest are only counted.
 const ERRORS_SHOWN_PER_RULE: usize = 10;
@@ -31,13 +33,17 @@ pub struct Summary {
     pub faults: BTreeMap<String, (u64, u64)>,
     /// Actions by outcome name.
     pub actions: BTreeMap<&'static str, u64>,
+    /// Resolves ignored because the fault is flapping (held open).
+    pub held_open: u64,
+    /// Actions still held back by a guard at the end.
+    pub still_held: usize,
     /// Wall time taken.
     pub elapsed: std::time::Duration,
 }
 
 impl Summary {
-    fn count(&mut self, step: &Step) {
-        for d in &step.decisions {
+    fn count(&mut self, decisions: &[Decision]) {
+        for d in decisions {
             match d.event {
                 Event::FaultOpened => self.faults.entry(d.fault.clone()).or_default().0 += 1,
                 Event::FaultResolved => self.faults.entry(d.fault.clone()).or_default().1 += 1,
@@ -89,6 +95,18 @@ impl Summary {
                 .collect();
             out.push_str(&format!("actions: {}\n", parts.join(", ")));
         }
+        if self.still_held > 0 {
+            out.push_str(&format!(
+                "{} actions still held back by a guard at the end of the input\n",
+                self.still_held
+            ));
+        }
+        if self.held_open > 0 {
+            out.push_str(&format!(
+                "{} resolves ignored: flapping faults held open\n",
+                self.held_open
+            ));
+        }
         out
     }
 }
@@ -123,11 +141,11 @@ fn progress_bar(display: &Display) -> ProgressBar {
     bar
 }
 
-/// Replays every line of `input` through `engine`. Decisions go to `out`,
+/// Replays every line of `input` through `pipeline`. Decisions go to `out`,
 /// rejections and rule errors to `diag`. Returns when the input ends, or
 /// early without error when `out` is closed (e.g. piped into `head`).
 pub fn replay<R: BufRead>(
-    engine: &mut Engine,
+    pipeline: &mut Pipeline,
     input: R,
     display: &Display,
     out: &mut dyn Write,
@@ -141,6 +159,7 @@ pub fn replay<R: BufRead>(
     // Signals without `ts` take the time of the signal before them: deterministic, unlike the wall clock.
     let mut clock = Timestamp::default();
     let mut step = Step::default();
+    let mut decisions = Vec::new();
     let mut seen = 0_u64;
     while let Some(line) = lines.next() {
         let line = line?;
@@ -171,7 +190,10 @@ pub fn replay<R: BufRead>(
         if let Some(ts) = signal.ts {
             clock = ts;
         }
-        engine.on_signal_into(signal, clock, &mut step);
+        decisions.clear();
+        pipeline.on_signal(signal, clock, &mut step, &mut decisions);
+        summary.held_open += step.held_open as u64;
+        summary.count(&decisions);
         if step.duplicate {
             summary.duplicates += 1;
             continue;
@@ -192,7 +214,7 @@ pub fn replay<R: BufRead>(
         for p in &step.prints {
             bar.suspend(|| writeln!(diag, "{}:{}: print: {p}", display.source, line.number))?;
         }
-        for d in &step.decisions {
+        for d in &decisions {
             let written = serde_json::to_writer(&mut *out, d)
                 .map_err(io::Error::from)
                 .and_then(|()| out.write_all(b"\n"));
@@ -200,12 +222,12 @@ pub fn replay<R: BufRead>(
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                     bar.finish_and_clear();
                     summary.elapsed = started.elapsed();
+                    summary.still_held = pipeline.guards.held();
                     return Ok(summary);
                 }
                 other => other?,
             }
         }
-        summary.count(&step);
     }
     match out.flush() {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(e),
@@ -213,5 +235,6 @@ pub fn replay<R: BufRead>(
     }
     bar.finish_and_clear();
     summary.elapsed = started.elapsed();
+    summary.still_held = pipeline.guards.held();
     Ok(summary)
 }

@@ -366,6 +366,81 @@ pub fn example_day() -> Vec<String> {
     out
 }
 
+/// An alert storm: 10,000 known nodes (five clusters of 2,000) each send a
+/// heartbeat in the first 10 minutes; then 1,000 nodes of cluster c002
+/// report `memory.ecc.uncorrectable` within 60 s (a bad firmware push, a
+/// mis-set EDAC threshold); then the fleet is quiet but for heartbeats for
+/// `quiet_minutes`, after which the first 200 nodes of the storm report the
+/// condition cleared, and 10 more quiet minutes follow (so held-back actions
+/// can be seen to resume).
+pub fn storm(quiet_minutes: u64) -> Vec<String> {
+    let fleet = Fleet::new(10_000);
+    let start = Timestamp::parse_rfc3339("2026-11-24T02:00:00Z").expect("valid start");
+    let ms = |ms: u64| start.add(Duration(ms as i64));
+    let mut lines: Vec<(Timestamp, String)> = Vec::with_capacity(14_000);
+    let mut rng = Rng::new(0x5707);
+    let none = Extra::default();
+    for node in 0..fleet.nodes {
+        let ts = ms(node * 60); // 10,000 heartbeats over 10 minutes
+        lines.push((
+            ts,
+            line(&fleet, node, "component", "node.heartbeat", ts, none),
+        ));
+    }
+    let storm_start = 10 * 60_000;
+    let first = 2 * 2_000; // cluster c002
+    let mut failed: Vec<(u64, u64)> = (0..1_000)
+        .map(|k| (storm_start + rng.below(60_000), first + k * 2))
+        .collect();
+    failed.sort_unstable();
+    for &(at, node) in &failed {
+        let ts = ms(at);
+        let extra = fields(r#","message":"EDAC MC0: 1 UE memory read error""#);
+        lines.push((
+            ts,
+            line(
+                &fleet,
+                node,
+                "hardware",
+                "memory.ecc.uncorrectable",
+                ts,
+                extra,
+            ),
+        ));
+    }
+    let mut quiet = |from: u64, minutes: u64, lines: &mut Vec<(Timestamp, String)>| {
+        for second in 0..minutes * 60 {
+            let ts = ms(from + second * 1_000);
+            let node = rng.below(fleet.nodes);
+            lines.push((
+                ts,
+                line(&fleet, node, "component", "node.heartbeat", ts, none),
+            ));
+        }
+    };
+    let quiet_start = storm_start + 60_000;
+    quiet(quiet_start, quiet_minutes, &mut lines);
+    let recovery = quiet_start + quiet_minutes * 60_000;
+    for (k, &(_, node)) in failed.iter().take(200).enumerate() {
+        let ts = ms(recovery + k as u64 * 100);
+        let extra = fields(r#","resolved":true"#);
+        lines.push((
+            ts,
+            line(
+                &fleet,
+                node,
+                "hardware",
+                "memory.ecc.uncorrectable",
+                ts,
+                extra,
+            ),
+        ));
+    }
+    quiet(recovery + 20_000, 10, &mut lines);
+    lines.sort_by_key(|(ts, _)| *ts);
+    lines.into_iter().map(|(_, l)| l).collect()
+}
+
 #[cfg(test)]
 mod example_tests {
     #[test]

@@ -13,15 +13,13 @@ use serde::Deserialize;
 
 /// `breaker = { failures = 5, window = "60s", cooldown = "120s" }`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
     /// Failures within `window` that open the breaker.
     pub failures: u32,
     /// The window failures are counted in.
-    #[serde(deserialize_with = "crate::de_duration")]
     pub window: Duration,
     /// How long it stays open before one trial call is let through.
-    #[serde(deserialize_with = "crate::de_duration")]
     pub cooldown: Duration,
 }
 

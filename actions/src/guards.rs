@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use remedy_engine::{Decision, Duration, Outcome, Timestamp};
+use remedy_engine::{Decision, Duration, Intent, Outcome, Timestamp, Trigger};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::breaker::{Breaker, BreakerConfig};
@@ -113,43 +113,6 @@ pub fn disruptive(action: &str) -> bool {
     )
 }
 
-/// Why an action is asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trigger {
-    /// The fault opened (or escalated) on the node.
-    Remedy,
-    /// The fault resolved: `on_resolve` actions.
-    Recover,
-}
-
-/// One action a fault asks for.
-#[derive(Clone, Debug)]
-pub struct Request {
-    /// Event time it was asked for.
-    pub at: Timestamp,
-    /// The node.
-    pub node: String,
-    /// The fault class.
-    pub fault: String,
-    /// The action name.
-    pub action: String,
-    /// The node's labels (silence matchers, per-domain rates).
-    pub labels: Vec<(String, String)>,
-    /// Remedy or recover.
-    pub trigger: Trigger,
-    /// The fault's policy wants an operator's approval.
-    pub approval: bool,
-}
-
-impl Request {
-    fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// How many known nodes a failure domain has (every node that sent a signal).
 pub trait DomainSizes {
     /// Known nodes whose `label` is `value`.
@@ -159,7 +122,7 @@ pub trait DomainSizes {
 /// Carries out an action that passed every guard (not called in dry-run).
 pub trait Dispatch {
     /// Do it; `Err` says why it failed.
-    fn dispatch(&mut self, executor: &str, request: &Request) -> Result<(), String>;
+    fn dispatch(&mut self, executor: &str, request: &Intent) -> Result<(), String>;
 }
 
 /// Logs and succeeds: the `log` executor, and the default.
@@ -167,7 +130,7 @@ pub trait Dispatch {
 pub struct LogOnly;
 
 impl Dispatch for LogOnly {
-    fn dispatch(&mut self, _executor: &str, r: &Request) -> Result<(), String> {
+    fn dispatch(&mut self, _executor: &str, r: &Intent) -> Result<(), String> {
         eprintln!("action {} on {} for {}", r.action, r.node, r.fault);
         Ok(())
     }
@@ -175,7 +138,7 @@ impl Dispatch for LogOnly {
 
 #[derive(Debug)]
 struct Held {
-    request: Request,
+    request: Intent,
     /// Not before this time (rate limit, breaker); budget waits for a release.
     wake: Option<Timestamp>,
     outcome: Outcome,
@@ -213,7 +176,7 @@ pub struct Guards {
     released: bool,
     silences: Vec<Silence>,
     next_silence: u64,
-    approvals: BTreeMap<u64, Request>,
+    approvals: BTreeMap<u64, Intent>,
     next_approval: u64,
     dispatch: Box<dyn Dispatch>,
 }
@@ -291,7 +254,7 @@ impl Guards {
     }
 
     /// Actions waiting for approval, by id.
-    pub fn awaiting(&self) -> impl Iterator<Item = (u64, &Request)> {
+    pub fn awaiting(&self) -> impl Iterator<Item = (u64, &Intent)> {
         self.approvals.iter().map(|(id, r)| (*id, r))
     }
 
@@ -308,7 +271,7 @@ impl Guards {
     /// Asks for an action at `now`; decisions go to `out`.
     pub fn submit(
         &mut self,
-        request: Request,
+        request: Intent,
         now: Timestamp,
         sizes: &dyn DomainSizes,
         out: &mut Vec<Decision>,
@@ -420,7 +383,7 @@ impl Guards {
         }
     }
 
-    fn domain_of(&mut self, r: &Request) -> &mut Domain {
+    fn domain_of(&mut self, r: &Intent) -> &mut Domain {
         let value = r.label(&self.config.domain).unwrap_or("");
         self.domains.entry(value.to_string()).or_default()
     }
@@ -436,7 +399,7 @@ impl Guards {
     /// reported again.
     fn attempt(
         &mut self,
-        request: Request,
+        request: Intent,
         now: Timestamp,
         sizes: &dyn DomainSizes,
         out: &mut Vec<Decision>,
@@ -497,7 +460,7 @@ impl Guards {
 
     fn check_budget(
         &mut self,
-        r: &Request,
+        r: &Intent,
         now: Timestamp,
         sizes: &dyn DomainSizes,
         retry: bool,
@@ -553,7 +516,7 @@ impl Guards {
     /// Per-domain quota first, then fleet-wide. governor cannot test without
     /// taking a token, so a domain token taken when the fleet-wide quota then
     /// refuses is kept as a credit for that domain's next attempt.
-    fn check_rates(&mut self, r: &Request) -> Option<(Outcome, String, Option<Timestamp>)> {
+    fn check_rates(&mut self, r: &Intent) -> Option<(Outcome, String, Option<Timestamp>)> {
         let mut credited = None;
         if let Some((label, limiter)) = self.domain_limits.get(&r.action) {
             let value = r.label(label).unwrap_or("").to_string();
@@ -607,7 +570,7 @@ impl Guards {
 
     fn check_breaker(
         &mut self,
-        r: &Request,
+        r: &Intent,
         now: Timestamp,
     ) -> Option<(Outcome, String, Option<Timestamp>)> {
         if self.config.dry_run {
@@ -625,7 +588,7 @@ impl Guards {
     }
 
     /// An action passed (executed or dry-run): budget bookkeeping.
-    fn passed(&mut self, r: &Request, now: Timestamp) {
+    fn passed(&mut self, r: &Intent, now: Timestamp) {
         match r.trigger {
             Trigger::Remedy if disruptive(&r.action) && self.config.max_unhealthy.is_some() => {
                 let value = r.label(&self.config.domain).unwrap_or("").to_string();
@@ -642,7 +605,7 @@ impl Guards {
     }
 
     /// One `on_resolve` action is done with (passed, silenced or rejected).
-    fn recovered_one(&mut self, r: &Request, now: Timestamp) {
+    fn recovered_one(&mut self, r: &Intent, now: Timestamp) {
         if r.trigger != Trigger::Recover {
             return;
         }
@@ -690,7 +653,7 @@ fn show(d: Duration) -> String {
     }
 }
 
-fn decision(r: &Request, now: Timestamp, outcome: Outcome, reason: Option<String>) -> Decision {
+fn decision(r: &Intent, now: Timestamp, outcome: Outcome, reason: Option<String>) -> Decision {
     Decision::action(now, &r.node, &r.fault, &r.action, outcome, reason)
 }
 
@@ -713,8 +676,8 @@ mod tests {
         Timestamp(1_800_000_000_000 + secs * 1000)
     }
 
-    fn req(node: &str, action: &str) -> Request {
-        Request {
+    fn req(node: &str, action: &str) -> Intent {
+        Intent {
             at: t(0),
             node: node.into(),
             fault: "memory_failure".into(),
@@ -728,8 +691,8 @@ mod tests {
         }
     }
 
-    fn recover(node: &str, action: &str) -> Request {
-        Request {
+    fn recover(node: &str, action: &str) -> Intent {
+        Intent {
             trigger: Trigger::Recover,
             ..req(node, action)
         }
@@ -796,7 +759,7 @@ mod tests {
     fn approval_waits_then_goes_on_or_is_rejected() {
         let mut g = guards(GuardConfig::default(), &[]);
         let mut out = Vec::new();
-        let ask = |node| Request {
+        let ask = |node| Intent {
             approval: true,
             ..req(node, "reinstall")
         };
@@ -942,7 +905,7 @@ mod tests {
         );
         let sizes = Sizes(1000);
         let mut out = Vec::new();
-        let other = |node: &str| Request {
+        let other = |node: &str| Intent {
             labels: vec![("cluster".into(), "c2".into())],
             ..req(node, "cordon")
         };
@@ -950,7 +913,7 @@ mod tests {
         g.submit(req("b", "cordon"), t(0), &sizes, &mut out); // c1 used its hour
         g.submit(other("c"), t(0), &sizes, &mut out);
         g.submit(
-            Request {
+            Intent {
                 labels: vec![("cluster".into(), "c3".into())],
                 ..req("d", "cordon")
             },
@@ -993,7 +956,7 @@ mod tests {
     struct Flaky(Rc<RefCell<Vec<bool>>>);
 
     impl Dispatch for Flaky {
-        fn dispatch(&mut self, _: &str, _: &Request) -> Result<(), String> {
+        fn dispatch(&mut self, _: &str, _: &Intent) -> Result<(), String> {
             match self.0.borrow_mut().pop() {
                 Some(true) | None => Ok(()),
                 Some(false) => Err("API server said 500".into()),
@@ -1079,8 +1042,8 @@ mod properties {
         ]
     }
 
-    fn request(node: u8, action: &str, trigger: Trigger, at: Timestamp) -> Request {
-        Request {
+    fn request(node: u8, action: &str, trigger: Trigger, at: Timestamp) -> Intent {
+        Intent {
             at,
             node: format!("n{node}"),
             fault: "disk_failure".into(),

@@ -127,6 +127,10 @@ pub struct Decision {
     /// Why: the rule's reason on `fault_opened`; why an action was not done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// On `fault_opened`: the fault keeps opening and resolving; it is now
+    /// held open (no recovery actions) until it has been quiet for the flap window.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flapping: bool,
 }
 
 impl Decision {
@@ -149,6 +153,7 @@ impl Decision {
             action: None,
             outcome: None,
             reason,
+            flapping: false,
         }
     }
 
@@ -164,6 +169,7 @@ impl Decision {
             action: None,
             outcome: None,
             reason: None,
+            flapping: false,
         }
     }
 
@@ -186,12 +192,52 @@ impl Decision {
             action: Some(action.to_string()),
             outcome: Some(outcome),
             reason,
+            flapping: false,
         }
     }
 
     /// One JSON line, no trailing newline.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a decision always serialises")
+    }
+}
+
+/// Why an action is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// The fault opened or escalated: remedy the node.
+    Remedy,
+    /// The fault resolved: its `on_resolve` actions put the node back.
+    Recover,
+}
+
+/// An action a fault asks for. The engine says what is wanted; the guard
+/// chain decides what happens (the `action` decision).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intent {
+    /// Event time it was asked for.
+    pub at: Timestamp,
+    /// The node.
+    pub node: String,
+    /// The fault class.
+    pub fault: String,
+    /// The action name.
+    pub action: String,
+    /// The node's labels as last seen (failure domains, silence matchers).
+    pub labels: Vec<(String, String)>,
+    /// Remedy or recover.
+    pub trigger: Trigger,
+    /// The fault's policy wants an operator's approval first.
+    pub approval: bool,
+}
+
+impl Intent {
+    /// The value of one of the node's labels.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 

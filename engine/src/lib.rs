@@ -14,9 +14,9 @@ pub mod rules;
 pub mod signal;
 pub mod time;
 
-pub use decision::{Decision, Event, Outcome, Severity};
-pub use lifecycle::{Engine, Options, Step};
-pub use policy::{Policies, Policy};
+pub use decision::{Decision, Event, Intent, Outcome, Severity, Trigger};
+pub use lifecycle::{Engine, Options, Output, Step};
+pub use policy::{Escalation, Flap, Policies, Policy};
 pub use rules::{Classification, LoadError, Problem, RuleError, RuleSet, Sandbox, Sources};
 pub use signal::{DecodeError, Kind, Labels, Signal};
 pub use time::{Duration, Timestamp};

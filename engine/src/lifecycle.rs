@@ -3,25 +3,31 @@
 //! reads no clock, so replay, rule tests and the live service run the same code
 //! and the same input always gives the same output.
 //!
-//! Per signal: drop it if its `id` was seen; remember the node and the event;
-//! a `resolved` signal closes the faults its type asserted; any other signal
-//! meets the rules indexed for its type, and each fault they name opens once
-//! per node (repeats only add evidence).
+//! Per signal: first any escalation that fell due by its event time; then
+//! drop it if its `id` was seen; remember the node and the event; a
+//! `resolved` signal closes the faults its type asserted (unless flapping);
+//! any other signal meets the rules indexed for its type, and each fault they
+//! name opens once per node (repeats only add evidence), after its policy's
+//! `for` when it has one.
+//!
+//! The engine decides which actions a fault wants ([`Output::Act`]); what
+//! becomes of them is the guard chain's business (the `actions` crate).
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::path::Path;
 use std::rc::Rc;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::smallvec;
 
-use crate::decision::{Decision, Outcome};
-use crate::fleet::{Fleet, HistoryLimits, OpenFault};
-use crate::policy::Policies;
+use crate::decision::{Decision, Intent, Trigger};
+use crate::fleet::{Fleet, HistoryLimits, NodeId, OpenFault, Sym};
+use crate::policy::{Flap, Policies, Policy};
 use crate::rules::{Classification, LoadError, RuleError, RuleSet, Sandbox, SignalArg, World};
 use crate::signal::Signal;
-use crate::time::Timestamp;
+use crate::time::{Duration, Timestamp};
 
 /// Tunables of the engine itself (not of any rule).
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +38,8 @@ pub struct Options {
     pub sandbox: Sandbox,
     /// How many recent signal `id`s are remembered to drop repeats.
     pub dedup_ids: usize,
+    /// When a fault that keeps opening and resolving is held open.
+    pub flap: Flap,
 }
 
 impl Default for Options {
@@ -40,15 +48,35 @@ impl Default for Options {
             history: HistoryLimits::default(),
             sandbox: Sandbox::default(),
             dedup_ids: 100_000,
+            flap: Flap::default(),
         }
     }
+}
+
+/// One thing a signal led to, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// `fault_opened` or `fault_resolved`.
+    Decision(Decision),
+    /// An action the fault wants; the guard chain turns it into a decision.
+    Act(Intent),
+    /// The fault resolved: held-back actions for it are void, and the node
+    /// leaves the storm budget once `on_resolve` actions (the next `Act`s) pass.
+    Released {
+        /// The node.
+        node: String,
+        /// The fault class.
+        fault: String,
+        /// How many `on_resolve` actions follow.
+        on_resolve: usize,
+    },
 }
 
 /// What one signal led to.
 #[derive(Debug, Default)]
 pub struct Step {
-    /// Decisions, in order.
-    pub decisions: Vec<Decision>,
+    /// Fault decisions, action intents and releases, in order.
+    pub out: Vec<Output>,
     /// Every rule that classified the signal: (rule index, its answer).
     pub answers: Vec<(usize, Classification)>,
     /// Rules that failed on the signal.
@@ -57,17 +85,46 @@ pub struct Step {
     pub prints: Vec<String>,
     /// The signal repeated an `id` already seen and was ignored.
     pub duplicate: bool,
+    /// Faults held open by flap detection instead of resolving.
+    pub held_open: usize,
 }
 
 impl Step {
     fn clear(&mut self) {
-        self.decisions.clear();
+        self.out.clear();
         self.answers.clear();
         self.errors.clear();
         self.prints.clear();
         self.duplicate = false;
+        self.held_open = 0;
+    }
+
+    /// The fault decisions only.
+    pub fn decisions(&self) -> impl Iterator<Item = &Decision> {
+        self.out.iter().filter_map(|o| match o {
+            Output::Decision(d) => Some(d),
+            _ => None,
+        })
     }
 }
+
+/// A fault being asserted but not yet for its policy's `for`.
+#[derive(Debug)]
+struct Pending {
+    first: Timestamp,
+    last: Timestamp,
+}
+
+/// Opens of one fault on one node, for flap detection.
+#[derive(Debug, Default)]
+struct Flaps {
+    opens: VecDeque<Timestamp>,
+    flapping: bool,
+    last_asserted: Timestamp,
+}
+
+/// An escalation rung falling due.
+type Timer = Reverse<(Timestamp, NodeId, Sym, Timestamp, usize)>;
 
 /// Remembers the most recent signal ids, forgetting the oldest past a bound.
 #[derive(Debug)]
@@ -112,6 +169,13 @@ pub struct Engine {
     ids: IdWindow,
     /// `s` for the rules, refilled per signal.
     arg: SignalArg,
+    flap: Flap,
+    pending: FxHashMap<(NodeId, Sym), Pending>,
+    flaps: FxHashMap<(NodeId, Sym), Flaps>,
+    /// (due, node, fault, opened_at, rung): escalations of open faults.
+    timers: BinaryHeap<Timer>,
+    /// Bookkeeping sweeps of `pending`/`flaps`, by event time.
+    next_sweep: Timestamp,
 }
 
 impl Engine {
@@ -138,6 +202,11 @@ impl Engine {
             policies,
             ids: IdWindow::new(options.dedup_ids),
             arg: SignalArg::default(),
+            flap: options.flap,
+            pending: FxHashMap::default(),
+            flaps: FxHashMap::default(),
+            timers: BinaryHeap::new(),
+            next_sweep: Timestamp(i64::MIN),
         }
     }
 
@@ -162,6 +231,7 @@ impl Engine {
     pub fn on_signal_into(&mut self, mut signal: Signal, now: Timestamp, step: &mut Step) {
         step.clear();
         let at = *signal.ts.get_or_insert(now);
+        self.advance(at, step);
         if let Some(id) = &signal.id {
             if !self.ids.insert(id) {
                 step.duplicate = true;
@@ -181,23 +251,7 @@ impl Engine {
         };
 
         if signal.resolved {
-            let closed = self.world.borrow_mut().fleet.resolve_by_type(node, r#type);
-            let w = self.world.borrow();
-            for fault in closed {
-                let name = w.fleet.symbols.name(fault.fault);
-                step.decisions
-                    .push(Decision::resolved(at, &signal.node, name));
-                for action in &self.policies.get(name).on_resolve {
-                    step.decisions.push(Decision::action(
-                        at,
-                        &signal.node,
-                        name,
-                        action,
-                        Outcome::DryRun,
-                        None,
-                    ));
-                }
-            }
+            self.resolve(node, r#type, at, step);
             return;
         }
 
@@ -222,48 +276,218 @@ impl Engine {
                 Err(e) => step.errors.push(e),
             }
         }
-        let mut w = self.world.borrow_mut();
-        step.prints.append(&mut w.prints);
-        let node_name = signal.node.as_str();
-        for (index, answer) in &step.answers {
-            let fault = w.fleet.symbols.intern(&answer.fault);
-            if w.fleet.open_fault(node, fault).is_some() {
-                w.fleet.add_fault_type(node, fault, r#type);
+        step.prints.append(&mut self.world.borrow_mut().prints);
+        for (index, answer) in std::mem::take(&mut step.answers) {
+            self.assert_fault(node, r#type, at, index, &answer, step);
+            step.answers.push((index, answer));
+        }
+    }
+
+    /// Moves event time to `now`: escalations that fell due are asked for.
+    /// Called for every signal; the service also calls it on a timer.
+    pub fn advance(&mut self, now: Timestamp, step: &mut Step) {
+        while let Some(&Reverse((due, node, fault, opened_at, rung))) = self.timers.peek() {
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            let still_open = self.with_fleet(|f| {
+                f.open_fault(node, fault)
+                    .is_some_and(|o| o.opened_at == opened_at)
+            });
+            if !still_open {
                 continue;
             }
-            w.fleet.open(
-                node,
-                OpenFault {
-                    fault,
-                    severity: answer.severity,
-                    rule: *index,
-                    opened_at: at,
-                    types: smallvec![r#type],
-                },
-            );
-            step.decisions.push(Decision::opened(
-                at,
-                node_name,
-                &answer.fault,
-                answer.severity,
-                self.rules.name(*index),
-                answer.reason.clone(),
-            ));
-            let actions = answer
-                .actions
-                .as_deref()
-                .unwrap_or(&self.policies.get(&answer.fault).actions);
-            for action in actions {
-                step.decisions.push(Decision::action(
-                    at,
-                    node_name,
-                    &answer.fault,
-                    action,
-                    Outcome::DryRun,
-                    None,
-                ));
+            let name = self.with_fleet(|f| f.symbols.name(fault).to_string());
+            let policy = self.policies.get(&name).clone();
+            if let Some(e) = policy.escalate.get(rung) {
+                for action in &e.actions {
+                    let intent = self.intent(node, &name, action, Trigger::Remedy, due, &policy);
+                    step.out.push(Output::Act(intent));
+                }
+                self.schedule(node, fault, opened_at, rung + 1, &policy);
             }
         }
+        if now >= self.next_sweep {
+            self.sweep(now);
+        }
+    }
+
+    /// A rule says `answer` about this node: open the fault, or add evidence.
+    fn assert_fault(
+        &mut self,
+        node: NodeId,
+        r#type: Sym,
+        at: Timestamp,
+        index: usize,
+        answer: &Classification,
+        step: &mut Step,
+    ) {
+        let fault = self.world.borrow_mut().fleet.symbols.intern(&answer.fault);
+        if let Some(f) = self.flaps.get_mut(&(node, fault)) {
+            f.last_asserted = at;
+        }
+        let is_open = self.with_fleet(|f| f.open_fault(node, fault).is_some());
+        if is_open {
+            self.world
+                .borrow_mut()
+                .fleet
+                .add_fault_type(node, fault, r#type);
+            return;
+        }
+        let policy = self.policies.get(&answer.fault).clone();
+        if policy.hold.0 > 0 {
+            let p = self.pending.entry((node, fault)).or_insert(Pending {
+                first: at,
+                last: at,
+            });
+            if at.0 - p.last.0 > policy.hold.0 {
+                p.first = at; // the condition lapsed: start again
+            }
+            p.last = at;
+            if at.0 - p.first.0 < policy.hold.0 {
+                return;
+            }
+            self.pending.remove(&(node, fault));
+        }
+        self.world.borrow_mut().fleet.open(
+            node,
+            OpenFault {
+                fault,
+                severity: answer.severity,
+                rule: index,
+                opened_at: at,
+                types: smallvec![r#type],
+            },
+        );
+        let flapping = self.count_open(node, fault, at);
+        let node_name = self.with_fleet(|f| f.node_name(node).to_string());
+        let mut opened = Decision::opened(
+            at,
+            &node_name,
+            &answer.fault,
+            answer.severity,
+            self.rules.name(index),
+            answer.reason.clone(),
+        );
+        opened.flapping = flapping;
+        step.out.push(Output::Decision(opened));
+        let actions = answer.actions.as_deref().unwrap_or(&policy.actions);
+        for action in actions {
+            let intent = self.intent(node, &answer.fault, action, Trigger::Remedy, at, &policy);
+            step.out.push(Output::Act(intent));
+        }
+        self.schedule(node, fault, at, 0, &policy);
+    }
+
+    /// Notes an open for flap detection; true when the fault is now flapping.
+    fn count_open(&mut self, node: NodeId, fault: Sym, at: Timestamp) -> bool {
+        let window = self.flap.window;
+        let limit = self.flap.opens as usize;
+        let f = self.flaps.entry((node, fault)).or_default();
+        f.last_asserted = at;
+        f.opens.push_back(at);
+        while f.opens.front().is_some_and(|&t| at.0 - t.0 > window.0) {
+            f.opens.pop_front();
+        }
+        if f.opens.len() > limit {
+            f.flapping = true;
+            f.opens.pop_front();
+        }
+        f.flapping
+    }
+
+    /// A `resolved` signal: close what its type asserted, except faults that
+    /// flap and were asserted within the flap window (held open).
+    fn resolve(&mut self, node: NodeId, r#type: Sym, at: Timestamp, step: &mut Step) {
+        self.pending.retain(|&(n, _), _| n != node);
+        let asserted = self.with_fleet(|f| f.asserted_by(node, r#type));
+        for fault in asserted {
+            if let Some(f) = self.flaps.get_mut(&(node, fault)) {
+                if f.flapping {
+                    if at.0 - f.last_asserted.0 < self.flap.window.0 {
+                        step.held_open += 1;
+                        continue;
+                    }
+                    f.flapping = false;
+                    f.opens.clear();
+                }
+            }
+            if self.world.borrow_mut().fleet.close(node, fault).is_none() {
+                continue;
+            }
+            let (node_name, name) = self.with_fleet(|f| {
+                (
+                    f.node_name(node).to_string(),
+                    f.symbols.name(fault).to_string(),
+                )
+            });
+            let policy = self.policies.get(&name).clone();
+            step.out
+                .push(Output::Decision(Decision::resolved(at, &node_name, &name)));
+            step.out.push(Output::Released {
+                node: node_name,
+                fault: name.clone(),
+                on_resolve: policy.on_resolve.len(),
+            });
+            for action in &policy.on_resolve {
+                let intent = self.intent(node, &name, action, Trigger::Recover, at, &policy);
+                step.out.push(Output::Act(intent));
+            }
+        }
+    }
+
+    fn intent(
+        &self,
+        node: NodeId,
+        fault: &str,
+        action: &str,
+        trigger: Trigger,
+        at: Timestamp,
+        policy: &Policy,
+    ) -> Intent {
+        self.with_fleet(|f| Intent {
+            at,
+            node: f.node_name(node).to_string(),
+            fault: fault.to_string(),
+            action: action.to_string(),
+            labels: f.labels_of(node),
+            trigger,
+            approval: policy.approval,
+        })
+    }
+
+    fn schedule(
+        &mut self,
+        node: NodeId,
+        fault: Sym,
+        opened_at: Timestamp,
+        rung: usize,
+        policy: &Policy,
+    ) {
+        if let Some(e) = policy.escalate.get(rung) {
+            let due = opened_at.add(e.after);
+            self.timers
+                .push(Reverse((due, node, fault, opened_at, rung)));
+        }
+    }
+
+    /// Forgets debounce and flap state that can no longer matter.
+    fn sweep(&mut self, now: Timestamp) {
+        let window = self.flap.window.0;
+        let policies = &self.policies;
+        let world = self.world.borrow();
+        let names = &world.fleet.symbols;
+        self.pending
+            .retain(|&(_, fault), p| now.0 - p.last.0 <= policies.get(names.name(fault)).hold.0);
+        self.flaps
+            .retain(|_, f| f.flapping || f.opens.back().is_some_and(|t| now.0 - t.0 <= window));
+        self.next_sweep = now.add(Duration::from_secs(60));
+    }
+
+    /// Faults being asserted but still waiting out their `for`.
+    pub fn pending_faults(&self) -> usize {
+        self.pending.len()
     }
 }
 
@@ -271,6 +495,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::decision::Event;
+    use crate::policy::Escalation;
     use crate::signal::Kind;
 
     const MEMORY: &str = r#"
@@ -301,11 +526,20 @@ mod tests {
         s
     }
 
+    /// Fault decisions and wanted actions, in order.
     fn events(step: &Step) -> Vec<(Event, String, Option<String>)> {
-        step.decisions
+        step.out
             .iter()
-            .map(|d| (d.event, d.fault.clone(), d.action.clone()))
+            .filter_map(|o| match o {
+                Output::Decision(d) => Some((d.event, d.fault.clone(), None)),
+                Output::Act(i) => Some((Event::Action, i.fault.clone(), Some(i.action.clone()))),
+                Output::Released { .. } => None,
+            })
             .collect()
+    }
+
+    fn first_decision(step: &Step) -> &Decision {
+        step.decisions().next().expect("a decision")
     }
 
     #[test]
@@ -330,15 +564,15 @@ mod tests {
             ]
         );
         assert_eq!(
-            first.decisions[0].rule.as_deref(),
+            first_decision(&first).rule.as_deref(),
             Some("hardware/memory.rhai")
         );
-        assert_eq!(first.decisions[0].reason.as_deref(), Some("UE on n1"));
+        assert_eq!(first_decision(&first).reason.as_deref(), Some("UE on n1"));
         let again = e.on_signal(sig("n1", "memory.ecc.uncorrectable", 5), t0);
         assert!(
-            again.decisions.is_empty(),
+            again.out.is_empty(),
             "repeats must not reopen: {:?}",
-            again.decisions
+            again.out
         );
         assert_eq!(again.answers.len(), 1);
         let other_type = {
@@ -347,7 +581,7 @@ mod tests {
             e.on_signal(s, t0)
         };
         assert!(
-            other_type.decisions.is_empty(),
+            other_type.out.is_empty(),
             "another type does not resolve it"
         );
         let mut clear = sig("n1", "memory.ecc.uncorrectable", 10);
@@ -364,8 +598,13 @@ mod tests {
                 ),
             ]
         );
+        assert!(resolved.out.contains(&Output::Released {
+            node: "n1".into(),
+            fault: "memory_failure".into(),
+            on_resolve: 1
+        }));
         let reopened = e.on_signal(sig("n1", "memory.ecc.uncorrectable", 20), t0);
-        assert_eq!(reopened.decisions[0].event, Event::FaultOpened);
+        assert_eq!(first_decision(&reopened).event, Event::FaultOpened);
     }
 
     #[test]
@@ -377,7 +616,7 @@ mod tests {
         let mut resolved = s.clone();
         resolved.resolved = true;
         let step = e.on_signal(resolved, Timestamp::default());
-        assert!(step.duplicate && step.decisions.is_empty());
+        assert!(step.duplicate && step.out.is_empty());
         assert_eq!(e.with_fleet(Fleet::open_faults), 1);
     }
 
@@ -387,7 +626,7 @@ mod tests {
         let mut s = sig("n1", "memory.ecc.uncorrectable", 0);
         s.ts = None;
         let now = Timestamp::from_secs(1_800_000_000);
-        assert_eq!(e.on_signal(s, now).decisions[0].ts, now);
+        assert_eq!(first_decision(&e.on_signal(s, now)).ts, now);
     }
 
     #[test]
@@ -404,7 +643,7 @@ mod tests {
         assert_eq!(step.errors.len(), 2);
         assert_eq!(step.errors[0].rule, "a_loop.rhai");
         assert_eq!(step.errors[1].rule, "b_deep.rhai");
-        assert_eq!(step.decisions[0].fault, "memory_failure");
+        assert_eq!(first_decision(&step).fault, "memory_failure");
     }
 
     #[test]
@@ -415,7 +654,7 @@ mod tests {
                 sig("n1", "memory.ecc.correctable", i * 60),
                 Timestamp::default(),
             );
-            assert!(step.decisions.is_empty());
+            assert!(step.out.is_empty());
         }
         // 11th within the hour opens memory_degraded with its own policy (ticket only).
         let step = e.on_signal(
@@ -442,8 +681,10 @@ mod tests {
             r#"fn classify(s) { #{ fault: "memory_failure", actions: ["drain"] } }"#,
         )]);
         let step = e.on_signal(sig("n1", "x", 0), Timestamp::default());
-        assert_eq!(step.decisions[1].action.as_deref(), Some("drain"));
-        assert_eq!(step.decisions.len(), 2);
+        assert_eq!(
+            events(&step)[1..],
+            [(Event::Action, "memory_failure".into(), Some("drain".into()))]
+        );
     }
 
     #[test]
@@ -451,5 +692,185 @@ mod tests {
         let mut e = engine(&[("p.rhai", r#"fn classify(s) { print(`saw ${s.node}`); () }"#)]);
         let step = e.on_signal(sig("n9", "x", 0), Timestamp::default());
         assert_eq!(step.prints, ["saw n9"]);
+    }
+
+    fn with_policy(sources: &[(&str, &str)], fault: &str, policy: Policy, flap: Flap) -> Engine {
+        let options = Options {
+            flap,
+            ..Options::default()
+        };
+        let world = Engine::world(&options);
+        let list: Vec<(&str, &Path, &str)> = sources
+            .iter()
+            .map(|(n, s)| (*n, Path::new(*n), *s))
+            .collect();
+        let rules = RuleSet::compile(&list, &options.sandbox, world).unwrap();
+        let policies = Policies::from_config([(fault.to_string(), policy)].into_iter().collect());
+        Engine::with_rules(rules, policies, &options)
+    }
+
+    fn resolved(node: &str, r#type: &str, secs: i64) -> Signal {
+        let mut s = sig(node, r#type, secs);
+        s.resolved = true;
+        s
+    }
+
+    #[test]
+    fn a_fault_with_for_opens_only_when_signalled_that_long() {
+        let policy = Policy {
+            hold: Duration::from_secs(300),
+            actions: vec!["cordon".into()],
+            ..Policy::default()
+        };
+        let mut e = with_policy(
+            &[("m.rhai", MEMORY)],
+            "memory_failure",
+            policy,
+            Flap::default(),
+        );
+        let t0 = Timestamp::default();
+        let ue = "memory.ecc.uncorrectable";
+        assert!(e.on_signal(sig("n1", ue, 0), t0).out.is_empty());
+        assert!(e.on_signal(sig("n1", ue, 200), t0).out.is_empty());
+        assert_eq!(e.pending_faults(), 1);
+        // a resolve in between starts it over
+        assert!(e.on_signal(resolved("n1", ue, 250), t0).out.is_empty());
+        assert!(e.on_signal(sig("n1", ue, 260), t0).out.is_empty());
+        assert!(e.on_signal(sig("n1", ue, 500), t0).out.is_empty());
+        // a gap longer than `for` starts it over too
+        assert!(e.on_signal(sig("n1", ue, 900), t0).out.is_empty());
+        assert!(e.on_signal(sig("n1", ue, 1100), t0).out.is_empty());
+        let step = e.on_signal(sig("n1", ue, 1200), t0);
+        assert_eq!(
+            events(&step),
+            [
+                (Event::FaultOpened, "memory_failure".into(), None),
+                (
+                    Event::Action,
+                    "memory_failure".into(),
+                    Some("cordon".into())
+                ),
+            ]
+        );
+        assert_eq!(
+            first_decision(&step).ts,
+            Timestamp::from_secs(1_790_001_200)
+        );
+        assert_eq!(e.pending_faults(), 0);
+    }
+
+    #[test]
+    fn escalations_are_asked_for_in_order_while_the_fault_stays_open() {
+        let policy = Policy {
+            actions: vec!["cordon".into()],
+            escalate: vec![
+                Escalation {
+                    after: Duration::from_secs(600),
+                    actions: vec!["drain".into()],
+                },
+                Escalation {
+                    after: Duration::from_secs(3600),
+                    actions: vec!["reinstall".into(), "ticket".into()],
+                },
+            ],
+            on_resolve: vec!["uncordon".into()],
+            approval: true,
+            ..Policy::default()
+        };
+        let mut e = with_policy(
+            &[("m.rhai", MEMORY)],
+            "memory_failure",
+            policy,
+            Flap::default(),
+        );
+        let t0 = Timestamp::default();
+        let ue = "memory.ecc.uncorrectable";
+        e.on_signal(sig("n1", ue, 0), t0);
+        assert!(e.on_signal(sig("n2", "x", 599), t0).out.is_empty());
+        let step = e.on_signal(sig("n2", "x", 4000), t0);
+        let acts: Vec<(String, Timestamp, bool)> = step
+            .out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Act(i) => Some((i.action.clone(), i.at, i.approval)),
+                _ => None,
+            })
+            .collect();
+        let at = |s: i64| Timestamp::from_secs(1_790_000_000 + s);
+        assert_eq!(
+            acts,
+            [
+                ("drain".to_string(), at(600), true),
+                ("reinstall".to_string(), at(3600), true),
+                ("ticket".to_string(), at(3600), true),
+            ]
+        );
+        // resolved: no more rungs, even when a later one would fall due
+        let mut e2 = with_policy(
+            &[("m.rhai", MEMORY)],
+            "memory_failure",
+            Policy {
+                escalate: vec![Escalation {
+                    after: Duration::from_secs(600),
+                    actions: vec!["drain".into()],
+                }],
+                ..Policy::default()
+            },
+            Flap::default(),
+        );
+        e2.on_signal(sig("n1", ue, 0), t0);
+        e2.on_signal(resolved("n1", ue, 100), t0);
+        e2.on_signal(sig("n1", ue, 200), t0); // reopened: its own ladder from 200
+        let step = e2.on_signal(sig("n2", "x", 700), t0);
+        assert!(events(&step).is_empty(), "{:?}", step.out);
+        let step = e2.on_signal(sig("n2", "x", 800), t0);
+        assert_eq!(
+            events(&step),
+            [(Event::Action, "memory_failure".into(), Some("drain".into()))]
+        );
+    }
+
+    #[test]
+    fn a_flapping_fault_is_held_open_and_flagged_until_quiet() {
+        let policy = Policy {
+            actions: vec!["cordon".into()],
+            on_resolve: vec!["uncordon".into()],
+            ..Policy::default()
+        };
+        let flap = Flap {
+            opens: 2,
+            window: Duration::from_secs(3600),
+        };
+        let mut e = with_policy(&[("m.rhai", MEMORY)], "memory_failure", policy, flap);
+        let t0 = Timestamp::default();
+        let ue = "memory.ecc.uncorrectable";
+        for k in 0..2 {
+            let open = e.on_signal(sig("n1", ue, k * 100), t0);
+            assert!(!first_decision(&open).flapping);
+            let close = e.on_signal(resolved("n1", ue, k * 100 + 50), t0);
+            assert_eq!(close.decisions().count(), 1);
+        }
+        // the third open within the hour: flagged, and the next resolve is ignored
+        let open = e.on_signal(sig("n1", ue, 200), t0);
+        assert!(first_decision(&open).flapping);
+        assert!(first_decision(&open)
+            .to_json()
+            .contains(r#""flapping":true"#));
+        let close = e.on_signal(resolved("n1", ue, 250), t0);
+        assert!(close.out.is_empty(), "held open: {:?}", close.out);
+        assert_eq!(close.held_open, 1);
+        // quiet for a whole window: the resolve goes through, with recovery
+        let close = e.on_signal(resolved("n1", ue, 200 + 3600), t0);
+        assert_eq!(
+            events(&close),
+            [
+                (Event::FaultResolved, "memory_failure".into(), None),
+                (
+                    Event::Action,
+                    "memory_failure".into(),
+                    Some("uncordon".into())
+                ),
+            ]
+        );
     }
 }

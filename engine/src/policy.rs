@@ -1,21 +1,66 @@
 //! Policy: what to do about each fault class (`[faults.NAME]` in the config,
-//! `[faults."*"]` as the default). This holds the actions taken when a fault
-//! opens and when it resolves; debouncing, escalation and approvals build on it.
+//! `[faults."*"]` as the default): how long the condition must persist before
+//! the fault opens (`for`), the actions on open, the escalation ladder while
+//! it stays open, the actions when it resolves, and whether an operator must
+//! approve. Flap detection is global (`[guards] flap`).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::time::Duration;
+
 /// What to do about one fault class.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    /// Open only after signals keep asserting the fault this long (each
+    /// within `for` of the previous one). Default 0s: open at once.
+    #[serde(default, rename = "for")]
+    pub hold: Duration,
     /// Actions run when the fault opens (a rule's `actions` replaces these).
     #[serde(default)]
     pub actions: Vec<String>,
+    /// Actions taken while the fault stays open, each once its `after` has passed.
+    #[serde(default)]
+    pub escalate: Vec<Escalation>,
     /// Actions run when the fault resolves, e.g. `uncordon`.
     #[serde(default)]
     pub on_resolve: Vec<String>,
+    /// Every action of this fault waits for an operator's approval.
+    #[serde(default)]
+    pub approval: bool,
+}
+
+/// One rung of an escalation ladder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
+    /// How long after opening.
+    pub after: Duration,
+    /// What to do then.
+    pub actions: Vec<String>,
+}
+
+/// A fault that opens and resolves more than `opens` times within `window`
+/// is flapping: it is held open (no recovery actions) and flagged, until it
+/// has been quiet for a whole window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Flap {
+    /// Opens allowed within the window.
+    pub opens: u32,
+    /// The window.
+    pub window: Duration,
+}
+
+impl Default for Flap {
+    fn default() -> Self {
+        Flap {
+            opens: 3,
+            window: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// Policies by fault class, with a default for classes not listed.
@@ -25,26 +70,50 @@ pub struct Policies {
     default: Policy,
 }
 
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
+}
+
 fn policy(actions: &[&str], on_resolve: &[&str]) -> Policy {
     Policy {
-        actions: actions.iter().map(ToString::to_string).collect(),
-        on_resolve: on_resolve.iter().map(ToString::to_string).collect(),
+        actions: names(actions),
+        on_resolve: names(on_resolve),
+        ..Policy::default()
     }
 }
 
 impl Default for Policies {
-    /// The embedded default for the shipped fault classes:
-    /// failed hardware is taken out of service and ticketed for repair and put
-    /// back when it clears; a degraded DIMM gets a ticket; everything else
-    /// (components, resource pressure, rack events, unknown classes) notifies.
+    /// The embedded default for the shipped fault classes (all dry-run unless
+    /// the config says `dry_run = false`):
+    ///
+    /// | fault | on open | escalate | on resolve |
+    /// | --- | --- | --- | --- |
+    /// | power, disk, memory, motherboard failure | cordon, ticket | reinstall after 4h | uncordon |
+    /// | memory_degraded | ticket | | |
+    /// | component_crash | restart | cordon, ticket after 30m | uncordon |
+    /// | anything else (misconfiguration, pressure, rack power) | notify | | |
     fn default() -> Self {
-        let failed = policy(&["cordon", "ticket"], &["uncordon"]);
+        let failed = Policy {
+            escalate: vec![Escalation {
+                after: Duration::from_secs(4 * 3600),
+                actions: names(&["reinstall"]),
+            }],
+            ..policy(&["cordon", "ticket"], &["uncordon"])
+        };
+        let crash = Policy {
+            escalate: vec![Escalation {
+                after: Duration::from_secs(30 * 60),
+                actions: names(&["cordon", "ticket"]),
+            }],
+            ..policy(&["restart"], &["uncordon"])
+        };
         let by_fault = [
             ("power_failure", failed.clone()),
             ("disk_failure", failed.clone()),
             ("memory_failure", failed.clone()),
             ("motherboard_failure", failed),
             ("memory_degraded", policy(&["ticket"], &[])),
+            ("component_crash", crash),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -88,7 +157,9 @@ mod tests {
         tables.insert("*".to_string(), policy(&[], &[]));
         let p = Policies::from_config(tables);
         assert_eq!(p.get("memory_failure").actions, ["drain"]);
+        assert!(p.get("memory_failure").escalate.is_empty());
         assert_eq!(p.get("disk_failure").actions, ["cordon", "ticket"]);
+        assert_eq!(p.get("disk_failure").escalate[0].actions, ["reinstall"]);
         assert!(p.get("high_load").actions.is_empty());
         assert_eq!(Policies::default().get("high_load").actions, ["notify"]);
     }
