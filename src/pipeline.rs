@@ -65,3 +65,105 @@ impl Pipeline {
         });
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use proptest::prelude::*;
+    use remedy_actions::{ActionGuards, Budget, GuardConfig, LogOnly, Rate};
+    use remedy_engine::{Kind, Options, Policies};
+
+    use super::*;
+
+    fn pipeline(budget: Budget, recovery_secs: i64) -> Pipeline {
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let engine = Engine::load(&rules, Policies::default(), &Options::default())
+            .expect("shipped rules compile");
+        let config = GuardConfig {
+            max_unhealthy: Some(budget),
+            storm_recovery: remedy_engine::Duration::from_secs(recovery_secs),
+            ..GuardConfig::default()
+        };
+        let uncordon: Rate = "6/min".parse().unwrap();
+        let actions = BTreeMap::from([(
+            "uncordon".to_string(),
+            ActionGuards {
+                executor: "kubernetes".into(),
+                rate: Some(uncordon),
+                per: None,
+            },
+        )]);
+        Pipeline::new(engine, Guards::new(config, actions, Box::new(LogOnly)))
+    }
+
+    /// (node, what, seconds later): 0 heartbeat, 1 UE, 2 UE resolved,
+    /// 3 disk SMART failing, 4 SMART resolved.
+    fn signals() -> impl Strategy<Value = Vec<(u8, u8, u16)>> {
+        proptest::collection::vec((0u8..30, 0u8..5, 0u16..90), 1..250)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Through rules, lifecycle and guards: whatever signals arrive, no
+        /// cluster ever has more nodes under remediation than its budget of
+        /// the nodes known at that moment, and the decisions say the same.
+        #[test]
+        fn no_sequence_of_signals_exceeds_a_domain_budget(
+            input in signals(),
+            budget in prop_oneof![
+                (1u32..4).prop_map(Budget::Count),
+                (10u32..50).prop_map(|p| Budget::Percent(p as f64)),
+            ],
+            recovery in 0i64..300,
+        ) {
+            let mut p = pipeline(budget, recovery);
+            let mut now = Timestamp::parse_rfc3339("2026-11-24T00:00:00Z").unwrap();
+            let (mut step, mut out) = (Step::default(), Vec::new());
+            let mut cordoned: BTreeMap<String, String> = BTreeMap::new();
+            for (node, what, later) in input {
+                now = now.add(remedy_engine::Duration::from_secs(i64::from(later)));
+                let (r#type, resolved) = match what {
+                    0 => ("node.heartbeat", false),
+                    1 => ("memory.ecc.uncorrectable", false),
+                    2 => ("memory.ecc.uncorrectable", true),
+                    3 => ("disk.smart.failing", false),
+                    _ => ("disk.smart.failing", true),
+                };
+                let mut s = Signal::new(format!("n{node}"), Kind::Hardware, r#type);
+                s.ts = Some(now);
+                s.resolved = resolved;
+                let cluster = format!("c{}", node % 2);
+                s.labels.insert("cluster", cluster.clone());
+                out.clear();
+                p.on_signal(s, now, &mut step, &mut out);
+                for d in &out {
+                    let disruptive = d.action.as_deref() == Some("cordon");
+                    let restore = d.action.as_deref() == Some("uncordon");
+                    if d.outcome == Some(remedy_engine::Outcome::DryRun) && disruptive {
+                        cordoned.insert(d.node.clone(), d.fault.clone());
+                    }
+                    if d.outcome == Some(remedy_engine::Outcome::DryRun) && restore {
+                        cordoned.remove(&d.node);
+                    }
+                }
+                for c in ["c0", "c1"] {
+                    let known = p.engine.with_fleet(|f| f.known_in("cluster", c));
+                    let limit = budget.limit(known.max(1));
+                    prop_assert!(
+                        p.guards.under_remediation(c) <= limit,
+                        "{c}: {} under remediation, budget {budget} of {known}",
+                        p.guards.under_remediation(c)
+                    );
+                    let cordoned_here = cordoned
+                        .keys()
+                        .filter(|n| n[1..].parse::<u8>().unwrap() % 2 == c[1..].parse::<u8>().unwrap())
+                        .count();
+                    prop_assert!(cordoned_here <= limit, "{c}: {cordoned_here} cordoned, limit {limit}");
+                }
+            }
+        }
+    }
+}

@@ -113,6 +113,12 @@ pub fn disruptive(action: &str) -> bool {
     )
 }
 
+/// Actions that put a node back in service: skipped while another open
+/// fault still keeps the node under remediation.
+pub fn restorative(action: &str) -> bool {
+    matches!(action, "uncordon")
+}
+
 /// How many known nodes a failure domain has (every node that sent a signal).
 pub trait DomainSizes {
     /// Known nodes whose `label` is `value`.
@@ -405,6 +411,15 @@ impl Guards {
         out: &mut Vec<Decision>,
         previously: Option<Outcome>,
     ) {
+        if let Some(other) = self.still_needed(&request) {
+            let reason = format!(
+                "{} is still under remediation for {other}: {} would put it back in service too early",
+                request.node, request.action
+            );
+            out.push(decision(&request, now, Outcome::Rejected, Some(reason)));
+            self.recovered_one(&request, now);
+            return;
+        }
         let retry = previously.is_some();
         let refusal = self
             .check_budget(&request, now, sizes, retry)
@@ -443,6 +458,17 @@ impl Guards {
         };
         out.push(decision(&request, now, outcome, None));
         self.passed(&request, now);
+    }
+
+    /// For a restoring action (`uncordon`): another fault that still keeps
+    /// the node under remediation.
+    fn still_needed(&self, r: &Intent) -> Option<String> {
+        if r.trigger != Trigger::Recover || !restorative(&r.action) {
+            return None;
+        }
+        let domain = self.remediating.get(&r.node)?;
+        let faults = self.domains.get(domain)?.nodes.get(&r.node)?;
+        faults.iter().filter(|f| **f != r.fault).min().cloned()
     }
 
     fn executor(&self, action: &str) -> &str {
@@ -951,6 +977,31 @@ mod tests {
         assert!(out.is_empty());
         g.tick(t(3600), &sizes, &mut out);
         assert_eq!(outcomes(&out), pairs(&[("b", Outcome::DryRun)]));
+    }
+
+    #[test]
+    fn uncordon_waits_for_the_last_fault_keeping_the_node_out() {
+        let mut g = guards(budget(Budget::Count(5)), &[]);
+        let sizes = Sizes(100);
+        let mut out = Vec::new();
+        let disk = |mut r: Intent| {
+            r.fault = "disk_failure".into();
+            r
+        };
+        g.submit(req("a", "cordon"), t(0), &sizes, &mut out);
+        g.submit(disk(req("a", "cordon")), t(1), &sizes, &mut out);
+        g.resolved("a", "memory_failure", 1, t(2));
+        g.submit(recover("a", "uncordon"), t(2), &sizes, &mut out);
+        assert_eq!(out[2].outcome, Some(Outcome::Rejected));
+        assert_eq!(
+            out[2].reason.as_deref(),
+            Some("a is still under remediation for disk_failure: uncordon would put it back in service too early")
+        );
+        assert_eq!(g.under_remediation("c1"), 1);
+        g.resolved("a", "disk_failure", 1, t(3));
+        g.submit(disk(recover("a", "uncordon")), t(3), &sizes, &mut out);
+        assert_eq!(out[3].outcome, Some(Outcome::DryRun));
+        assert_eq!(g.under_remediation("c1"), 0);
     }
 
     struct Flaky(Rc<RefCell<Vec<bool>>>);

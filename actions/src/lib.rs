@@ -10,7 +10,8 @@ pub mod silence;
 
 pub use breaker::{Breaker, BreakerConfig};
 pub use guards::{
-    disruptive, ActionGuards, Budget, Dispatch, DomainSizes, GuardConfig, Guards, LogOnly,
+    disruptive, restorative, ActionGuards, Budget, Dispatch, DomainSizes, GuardConfig, Guards,
+    LogOnly,
 };
 pub use rate::{EventClock, Rate, RateError};
 pub use silence::Silence;
