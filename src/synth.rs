@@ -165,34 +165,24 @@ impl Background {
         let node = self.rng.below(self.fleet.nodes);
         let roll = self.rng.below(1000);
         let f = &self.fleet;
-        let value = |rng: &mut Rng, base: f64, spread: f64| {
+        // One reading in `one_in` is past the threshold: (base, spread) each.
+        let reading = |rng: &mut Rng, one_in: u64, bad: (f64, f64), good: (f64, f64)| {
+            let (base, spread) = if rng.below(one_in) == 0 { bad } else { good };
             format!(r#","value":{:.1}"#, base + rng.unit() * spread)
         };
         let none = Extra::default();
         match roll {
             0..=499 => line(f, node, "component", "node.heartbeat", ts, none),
             500..=619 => {
-                let v = if self.rng.below(50) == 0 {
-                    value(&mut self.rng, 21.0, 30.0)
-                } else {
-                    value(&mut self.rng, 0.0, 15.0)
-                };
+                let v = reading(&mut self.rng, 50, (21.0, 30.0), (0.0, 15.0));
                 line(f, node, "resource", "memory.pressure", ts, fields(&v))
             }
             620..=739 => {
-                let v = if self.rng.below(100) == 0 {
-                    value(&mut self.rng, 90.5, 9.0)
-                } else {
-                    value(&mut self.rng, 20.0, 65.0)
-                };
+                let v = reading(&mut self.rng, 100, (90.5, 9.0), (20.0, 65.0));
                 line(f, node, "resource", "disk.pressure", ts, fields(&v))
             }
             740..=819 => {
-                let v = if self.rng.below(50) == 0 {
-                    value(&mut self.rng, 2.1, 3.0)
-                } else {
-                    value(&mut self.rng, 0.1, 1.8)
-                };
+                let v = reading(&mut self.rng, 50, (2.1, 3.0), (0.1, 1.8));
                 line(f, node, "resource", "load.high", ts, fields(&v))
             }
             820..=879 => line(
@@ -393,19 +383,21 @@ pub fn storm(quiet_minutes: u64) -> Vec<String> {
         .map(|k| (storm_start + rng.below(60_000), first + k * 2))
         .collect();
     failed.sort_unstable();
+    let ue = |ts: Timestamp, node: u64, extra: &str| {
+        line(
+            &fleet,
+            node,
+            "hardware",
+            "memory.ecc.uncorrectable",
+            ts,
+            fields(extra),
+        )
+    };
     for &(at, node) in &failed {
         let ts = ms(at);
-        let extra = fields(r#","message":"EDAC MC0: 1 UE memory read error""#);
         lines.push((
             ts,
-            line(
-                &fleet,
-                node,
-                "hardware",
-                "memory.ecc.uncorrectable",
-                ts,
-                extra,
-            ),
+            ue(ts, node, r#","message":"EDAC MC0: 1 UE memory read error""#),
         ));
     }
     let mut quiet = |from: u64, minutes: u64, lines: &mut Vec<(Timestamp, String)>| {
@@ -423,18 +415,7 @@ pub fn storm(quiet_minutes: u64) -> Vec<String> {
     let recovery = quiet_start + quiet_minutes * 60_000;
     for (k, &(_, node)) in failed.iter().take(200).enumerate() {
         let ts = ms(recovery + k as u64 * 100);
-        let extra = fields(r#","resolved":true"#);
-        lines.push((
-            ts,
-            line(
-                &fleet,
-                node,
-                "hardware",
-                "memory.ecc.uncorrectable",
-                ts,
-                extra,
-            ),
-        ));
+        lines.push((ts, ue(ts, node, r#","resolved":true"#)));
     }
     quiet(recovery + 20_000, 10, &mut lines);
     lines.sort_by_key(|(ts, _)| *ts);

@@ -663,20 +663,25 @@ fn replay_runs_the_actions_the_config_sets_for_a_fault() {
     );
 }
 
-#[test]
-fn replay_of_a_missing_file_exits_2_naming_it() {
-    let scratch = TempDir::new().expect("temp dir");
-    let missing = scratch.path().join("no-such-signals.jsonl");
-    let out = run(remedy().arg("replay").arg(&missing));
+/// Exit 2, nothing on stdout, and one line that names `path`.
+fn assert_usage_error_naming(out: &Output, path: &Path) {
     assert_eq!(out.code, 2, "{}", out.dump());
     assert!(out.stdout.is_empty(), "{}", out.dump());
     let lines = out.all_lines();
     assert_eq!(lines.len(), 1, "{}", out.dump());
     assert!(
-        lines[0].contains(&missing.display().to_string()),
+        lines[0].contains(&path.display().to_string()),
         "{}",
         out.dump()
     );
+}
+
+#[test]
+fn replay_of_a_missing_file_exits_2_naming_it() {
+    let scratch = TempDir::new().expect("temp dir");
+    let missing = scratch.path().join("no-such-signals.jsonl");
+    let out = run(remedy().arg("replay").arg(&missing));
+    assert_usage_error_naming(&out, &missing);
 }
 
 #[test]
@@ -688,15 +693,7 @@ fn replay_with_a_missing_config_file_exits_2_naming_it() {
         .arg("--config")
         .arg(&missing)
         .arg(fixture("signals/two-failures.jsonl")));
-    assert_eq!(out.code, 2, "{}", out.dump());
-    assert!(out.stdout.is_empty(), "{}", out.dump());
-    let lines = out.all_lines();
-    assert_eq!(lines.len(), 1, "{}", out.dump());
-    assert!(
-        lines[0].contains(&missing.display().to_string()),
-        "{}",
-        out.dump()
-    );
+    assert_usage_error_naming(&out, &missing);
 }
 
 #[test]

@@ -551,16 +551,8 @@ impl Guards {
             if !has_credit {
                 if let Err(refused) = limiter.check_key(&value) {
                     let rate = self.actions[&r.action].per.as_ref().map(|p| p.1);
-                    let at = rate::retry_at(&refused);
-                    return Some((
-                        Outcome::RateLimited,
-                        format!(
-                            "{} per {label} ({label} {value}): {}; next at {at}",
-                            r.action,
-                            rate.map_or_else(String::new, |r| r.to_string())
-                        ),
-                        Some(at),
-                    ));
+                    let quota = format!("{} per {label} ({label} {value})", r.action);
+                    return Some(rate_limited(quota, rate, &refused));
                 }
             }
             credited = Some((key, has_credit));
@@ -571,16 +563,8 @@ impl Guards {
                     *self.credits.entry(key).or_default() += 1;
                 }
                 let rate = self.actions[&r.action].rate;
-                let at = rate::retry_at(&refused);
-                return Some((
-                    Outcome::RateLimited,
-                    format!(
-                        "{} fleet-wide: {}; next at {at}",
-                        r.action,
-                        rate.map_or_else(String::new, |r| r.to_string())
-                    ),
-                    Some(at),
-                ));
+                let quota = format!("{} fleet-wide", r.action);
+                return Some(rate_limited(quota, rate, &refused));
             }
         }
         if let Some((key, true)) = credited {
@@ -669,6 +653,21 @@ impl Guards {
             }
         }
     }
+}
+
+/// A rate-limit refusal: which quota, its rate, and when it refills.
+fn rate_limited(
+    quota: String,
+    rate: Option<Rate>,
+    refused: &governor::NotUntil<rate::EventInstant>,
+) -> (Outcome, String, Option<Timestamp>) {
+    let at = rate::retry_at(refused);
+    let rate = rate.map_or_else(String::new, |r| r.to_string());
+    (
+        Outcome::RateLimited,
+        format!("{quota}: {rate}; next at {at}"),
+        Some(at),
+    )
 }
 
 fn show(d: Duration) -> String {

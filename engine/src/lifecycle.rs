@@ -709,6 +709,11 @@ mod tests {
         Engine::with_rules(rules, policies, &options)
     }
 
+    /// The memory rule, with `policy` for memory_failure.
+    fn memory_with(policy: Policy, flap: Flap) -> Engine {
+        with_policy(&[("m.rhai", MEMORY)], "memory_failure", policy, flap)
+    }
+
     fn resolved(node: &str, r#type: &str, secs: i64) -> Signal {
         let mut s = sig(node, r#type, secs);
         s.resolved = true;
@@ -722,12 +727,7 @@ mod tests {
             actions: vec!["cordon".into()],
             ..Policy::default()
         };
-        let mut e = with_policy(
-            &[("m.rhai", MEMORY)],
-            "memory_failure",
-            policy,
-            Flap::default(),
-        );
+        let mut e = memory_with(policy, Flap::default());
         let t0 = Timestamp::default();
         let ue = "memory.ecc.uncorrectable";
         assert!(e.on_signal(sig("n1", ue, 0), t0).out.is_empty());
@@ -777,12 +777,7 @@ mod tests {
             approval: true,
             ..Policy::default()
         };
-        let mut e = with_policy(
-            &[("m.rhai", MEMORY)],
-            "memory_failure",
-            policy,
-            Flap::default(),
-        );
+        let mut e = memory_with(policy, Flap::default());
         let t0 = Timestamp::default();
         let ue = "memory.ecc.uncorrectable";
         e.on_signal(sig("n1", ue, 0), t0);
@@ -806,9 +801,7 @@ mod tests {
             ]
         );
         // resolved: no more rungs, even when a later one would fall due
-        let mut e2 = with_policy(
-            &[("m.rhai", MEMORY)],
-            "memory_failure",
+        let mut e2 = memory_with(
             Policy {
                 escalate: vec![Escalation {
                     after: Duration::from_secs(600),
@@ -841,7 +834,7 @@ mod tests {
             opens: 2,
             window: Duration::from_secs(3600),
         };
-        let mut e = with_policy(&[("m.rhai", MEMORY)], "memory_failure", policy, flap);
+        let mut e = memory_with(policy, flap);
         let t0 = Timestamp::default();
         let ue = "memory.ecc.uncorrectable";
         for k in 0..2 {
