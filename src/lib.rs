@@ -3,7 +3,9 @@
 //! maps results to exit codes.
 
 pub mod config;
+pub mod diff;
 pub mod pipeline;
 pub mod replay;
 pub mod ruletest;
+pub mod simulate;
 pub mod synth;

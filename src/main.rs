@@ -9,6 +9,7 @@ use remedy::config::Config;
 use remedy::pipeline::Pipeline;
 use remedy::replay::{self, Display};
 use remedy::ruletest;
+use remedy::simulate::{Scenario, Spec};
 use remedy_actions::{Guards, LogOnly};
 use remedy_engine::{Engine, LoadError, Options, RuleSet};
 
@@ -16,7 +17,7 @@ use remedy_engine::{Engine, LoadError, Options, RuleSet};
 #[derive(Parser)]
 #[command(name = "remedy", version, about, long_about = None)]
 #[command(
-    after_help = "Exit codes: 0 success, 1 rules invalid or tests failed, 2 usage, missing file or invalid config."
+    after_help = "Exit codes: 0 success, 1 rules invalid, tests failed or diff found differences, 2 usage, missing file or invalid config."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,6 +53,45 @@ enum Command {
         /// No progress bar and no closing summary on stderr.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Replay the same signals through two rule sets (or configs) and show
+    /// what would be decided differently. Exit 0 when identical, 1 when not.
+    Diff {
+        /// The current rules: a rules directory, or a config file (TOML)
+        /// naming its rules, policies and guards.
+        #[arg(value_name = "OLD")]
+        old: PathBuf,
+        /// The proposed rules: a directory or a config file, like OLD.
+        #[arg(value_name = "NEW")]
+        new: PathBuf,
+        /// Recorded signals, one JSON object per line; `-` reads stdin.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Policies and guards for a side given as a rules directory.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// One JSON object per difference instead of the table (summary on stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a fleet-scale fault scenario as signals (JSON lines, event
+    /// time) to stdout, to pipe into `replay` or `diff`.
+    Simulate {
+        /// The scenario.
+        #[arg(value_name = "SCENARIO")]
+        scenario: Scenario,
+        /// Nodes in the fleet (racks of 40, clusters of 2,000).
+        #[arg(long, default_value_t = 2_000)]
+        nodes: u64,
+        /// Seed of every random choice: the same seed gives the same stream.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Length of the run in minutes of event time.
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+        /// Background signals per second (default: one per node every 30 s).
+        #[arg(long)]
+        rate: Option<u64>,
     },
 }
 
@@ -102,20 +142,21 @@ fn test(dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-fn replay(
-    file: &Path,
-    config: Option<&Path>,
-    rules: Option<PathBuf>,
-    quiet: bool,
-) -> Result<(), Failure> {
-    let config = match config {
+/// A config file, or the embedded default.
+fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
+    let config = match path {
         Some(path) => Config::load(path).map_err(|e| usage(e.to_string()))?,
         None => Config::default(),
     };
     for warning in config.not_yet_enforced() {
         eprintln!("warning: {warning}");
     }
-    let rules_dir = rules.unwrap_or_else(|| config.rules.clone());
+    Ok(config)
+}
+
+/// Rules, lifecycle and guard chain as `config` says; `rules` overrides its rules.
+fn pipeline(config: &Config, rules: Option<&Path>) -> Result<Pipeline, Failure> {
+    let rules_dir = rules.map_or_else(|| config.rules.clone(), Path::to_path_buf);
     let options = Options {
         flap: config.guards.flap,
         ..Options::default()
@@ -127,21 +168,36 @@ fn replay(
     for silence in &config.silences {
         guards.silence(silence.clone());
     }
-    let mut pipeline = Pipeline::new(engine, guards);
+    Ok(Pipeline::new(engine, guards))
+}
 
-    let (input, source, total_bytes): (Box<dyn BufRead>, String, Option<u64>) =
-        if file == Path::new("-") {
-            (Box::new(io::stdin().lock()), "stdin".to_string(), None)
-        } else {
-            let f = std::fs::File::open(file)
-                .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
-            let size = f.metadata().ok().map(|m| m.len());
-            (
-                Box::new(BufReader::with_capacity(1 << 16, f)),
-                file.display().to_string(),
-                size,
-            )
-        };
+/// An opened input: the reader, its name in diagnostics, its size if known.
+type Input = (Box<dyn BufRead>, String, Option<u64>);
+
+/// Opens FILE (`-`: stdin) for reading lines.
+fn open_input(file: &Path) -> Result<Input, Failure> {
+    if file == Path::new("-") {
+        return Ok((Box::new(io::stdin().lock()), "stdin".to_string(), None));
+    }
+    let f = std::fs::File::open(file)
+        .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+    let size = f.metadata().ok().map(|m| m.len());
+    Ok((
+        Box::new(BufReader::with_capacity(1 << 16, f)),
+        file.display().to_string(),
+        size,
+    ))
+}
+
+fn replay(
+    file: &Path,
+    config: Option<&Path>,
+    rules: Option<PathBuf>,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let config = load_config(config)?;
+    let mut pipeline = pipeline(&config, rules.as_deref())?;
+    let (input, source, total_bytes) = open_input(file)?;
     let display = Display {
         source,
         progress: !quiet && io::stderr().is_terminal(),
@@ -157,6 +213,94 @@ fn replay(
         let _ = diag.write_all(summary.render().as_bytes());
     }
     Ok(())
+}
+
+/// One side of a diff: a config file (its rules, policies, guards) or a
+/// rules directory (with `--config`'s policies and guards, or the defaults).
+fn side(path: &Path, shared: Option<&Path>) -> Result<(Pipeline, String), Failure> {
+    if path.is_file() {
+        let config = load_config(Some(path))?;
+        let domain = config.guards.domain.clone();
+        return Ok((pipeline(&config, None)?, domain));
+    }
+    if !path.is_dir() {
+        return Err(usage(format!(
+            "{}: neither a rules directory nor a config file",
+            path.display()
+        )));
+    }
+    let config = load_config(shared)?;
+    let domain = config.guards.domain.clone();
+    Ok((pipeline(&config, Some(path))?, domain))
+}
+
+fn diff(
+    old: &Path,
+    new: &Path,
+    file: &Path,
+    config: Option<&Path>,
+    json: bool,
+) -> Result<(), Failure> {
+    let (mut old_side, domain) = side(old, config)?;
+    let (mut new_side, _) = side(new, config)?;
+    let (input, source, _) = open_input(file)?;
+    let stderr = io::stderr();
+    let mut diag = stderr.lock();
+    let report = remedy::diff::diff(
+        &mut old_side,
+        &mut new_side,
+        input,
+        &source,
+        &domain,
+        &mut diag,
+    )
+    .map_err(|e| usage(format!("reading {source}: {e}")))?;
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let written = if json {
+        report
+            .differences
+            .iter()
+            .try_for_each(|d| {
+                serde_json::to_writer(&mut out, d)
+                    .map_err(io::Error::from)
+                    .and_then(|()| out.write_all(b"\n"))
+            })
+            .and_then(|()| {
+                let (by_fault, by_domain) = report.counts();
+                writeln!(
+                    diag,
+                    "{} differences over {} signals; by fault: {by_fault:?}; by {domain}: {by_domain:?}",
+                    report.differences.len(),
+                    report.signals
+                )
+            })
+    } else {
+        out.write_all(report.render(&domain).as_bytes())
+    };
+    match written.and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            return Err(usage(format!("writing the report: {e}")))
+        }
+        _ => {}
+    }
+    if report.differences.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: 1,
+            message: String::new(),
+        })
+    }
+}
+
+fn simulate(scenario: Scenario, spec: &Spec) -> Result<(), Failure> {
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    match remedy::simulate::write(scenario, spec, &mut out) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(usage(format!("writing: {e}"))),
+        _ => Ok(()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -198,6 +342,28 @@ fn main() -> ExitCode {
             rules,
             quiet,
         } => replay(&file, config.as_deref(), rules, quiet),
+        Command::Diff {
+            old,
+            new,
+            file,
+            config,
+            json,
+        } => diff(&old, &new, &file, config.as_deref(), json),
+        Command::Simulate {
+            scenario,
+            nodes,
+            seed,
+            minutes,
+            rate,
+        } => simulate(
+            scenario,
+            &Spec {
+                nodes,
+                seed,
+                minutes,
+                per_second: rate,
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

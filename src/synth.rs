@@ -67,17 +67,47 @@ impl Fleet {
 
     /// The node's name.
     pub fn name(&self, node: u64) -> String {
-        format!("node-{node:06}")
+        let mut out = String::new();
+        self.write_name(&mut out, node);
+        out
+    }
+
+    /// Appends the node's name.
+    pub fn write_name(&self, out: &mut String, node: u64) {
+        let _ = write!(out, "node-{node:06}");
     }
 
     /// The node's labels as a JSON object (rack, cluster, idc follow from its
     /// index), with one more label when given.
     pub fn labels(&self, node: u64, more: Option<(&str, &str)>) -> String {
+        let mut out = String::new();
+        self.write_labels(&mut out, node, more);
+        out
+    }
+
+    /// Appends the node's labels as a JSON object.
+    pub fn write_labels(&self, out: &mut String, node: u64, more: Option<(&str, &str)>) {
         let rack = node / self.rack_size;
         let cluster = rack / self.racks_per_cluster;
         let idc = cluster / self.clusters_per_idc;
-        let more = more.map_or(String::new(), |(k, v)| format!(r#","{k}":"{v}""#));
-        format!(r#"{{"rack":"r{rack:04}","cluster":"c{cluster:03}","idc":"idc{idc}"{more}}}"#)
+        let _ = write!(
+            out,
+            r#"{{"rack":"r{rack:04}","cluster":"c{cluster:03}","idc":"idc{idc}""#
+        );
+        if let Some((k, v)) = more {
+            let _ = write!(out, r#","{k}":"{v}""#);
+        }
+        out.push('}');
+    }
+
+    /// The rack of a node, as its label value.
+    pub fn rack_of(&self, node: u64) -> String {
+        format!("r{:04}", node / self.rack_size)
+    }
+
+    /// Nodes per cluster.
+    pub fn cluster_size(&self) -> u64 {
+        self.rack_size * self.racks_per_cluster
     }
 }
 
@@ -100,19 +130,34 @@ pub fn line(
     extra: Extra<'_>,
 ) -> String {
     let mut out = String::with_capacity(200);
-    let _ = write!(
-        out,
-        r#"{{"node":"{}","kind":"{kind}","type":"{type}","ts":"{ts}","labels":{}{}}}"#,
-        fleet.name(node),
-        fleet.labels(node, extra.label),
-        extra.fields,
-        r#type = r#type,
-    );
+    write_line(&mut out, fleet, node, kind, r#type, ts, extra);
     out
 }
 
+/// Appends one line of signal JSON (no newline) to `out`.
+pub fn write_line(
+    out: &mut String,
+    fleet: &Fleet,
+    node: u64,
+    kind: &str,
+    r#type: &str,
+    ts: Timestamp,
+    extra: Extra<'_>,
+) {
+    out.push_str(r#"{"node":""#);
+    fleet.write_name(out, node);
+    let _ = write!(
+        out,
+        r#"","kind":"{kind}","type":"{type}","ts":"{ts}","labels":"#,
+        r#type = r#type
+    );
+    fleet.write_labels(out, node, extra.label);
+    out.push_str(extra.fields);
+    out.push('}');
+}
+
 /// Extra JSON members only.
-fn fields(fields: &str) -> Extra<'_> {
+pub fn fields(fields: &str) -> Extra<'_> {
     Extra {
         label: None,
         fields,
@@ -160,6 +205,71 @@ impl Background {
 
     /// The next signal as one JSON line.
     pub fn next_line(&mut self) -> String {
+        let mut out = String::with_capacity(200);
+        self.next_into(&mut out);
+        out
+    }
+
+    /// Appends the next signal of a realistically healthy fleet: the same
+    /// kinds of signal as [`Background::next_into`] but faults as rare as in
+    /// a well-run fleet (a pressure reading past its threshold one in 20,000,
+    /// a hard failure one signal in a million, no crash loops), so that a
+    /// scenario's own faults stand out.
+    pub fn next_healthy_into(&mut self, out: &mut String) {
+        let ts = self.now();
+        self.emitted += 1;
+        let node = self.rng.below(self.fleet.nodes);
+        let roll = self.rng.below(1_000_000);
+        let f = &self.fleet;
+        let mut reading = |rng: &mut Rng, r#type: &str, (base, spread): (f64, f64), bad: f64| {
+            let v = if rng.below(20_000) == 0 {
+                bad
+            } else {
+                base + rng.unit() * spread
+            };
+            let v = format!(r#","value":{v:.1}"#);
+            write_line(out, f, node, "resource", r#type, ts, fields(&v));
+        };
+        match roll {
+            0..=599_999 => write_line(
+                out,
+                f,
+                node,
+                "component",
+                "node.heartbeat",
+                ts,
+                Extra::default(),
+            ),
+            600_000..=729_999 => reading(&mut self.rng, "memory.pressure", (0.0, 15.0), 35.0),
+            730_000..=859_999 => reading(&mut self.rng, "disk.pressure", (20.0, 65.0), 95.5),
+            860_000..=959_999 => reading(&mut self.rng, "load.high", (0.1, 1.8), 3.4),
+            960_000..=969_999 => write_line(
+                out,
+                f,
+                node,
+                "hardware",
+                "memory.ecc.correctable",
+                ts,
+                fields(r#","message":"EDAC MC0: 1 CE memory read error""#),
+            ),
+            970_000..=999_998 => {
+                let t =
+                    ["net.link.flap", "ntp.drift", "kernel.softlockup"][self.rng.below(3) as usize];
+                write_line(out, f, node, "component", t, ts, Extra::default());
+            }
+            _ => {
+                let t = [
+                    "memory.ecc.uncorrectable",
+                    "disk.smart.failing",
+                    "power.psu.failed",
+                ][self.rng.below(3) as usize];
+                write_line(out, f, node, "hardware", t, ts, Extra::default());
+            }
+        }
+    }
+
+    /// Appends the next signal as one JSON line (no newline) to `out`.
+    pub fn next_into(&mut self, out: &mut String) {
         let ts = self.now();
         self.emitted += 1;
         let node = self.rng.below(self.fleet.nodes);
@@ -172,20 +282,21 @@ impl Background {
         };
         let none = Extra::default();
         match roll {
-            0..=499 => line(f, node, "component", "node.heartbeat", ts, none),
+            0..=499 => write_line(out, f, node, "component", "node.heartbeat", ts, none),
             500..=619 => {
                 let v = reading(&mut self.rng, 50, (21.0, 30.0), (0.0, 15.0));
-                line(f, node, "resource", "memory.pressure", ts, fields(&v))
+                write_line(out, f, node, "resource", "memory.pressure", ts, fields(&v))
             }
             620..=739 => {
                 let v = reading(&mut self.rng, 100, (90.5, 9.0), (20.0, 65.0));
-                line(f, node, "resource", "disk.pressure", ts, fields(&v))
+                write_line(out, f, node, "resource", "disk.pressure", ts, fields(&v))
             }
             740..=819 => {
                 let v = reading(&mut self.rng, 50, (2.1, 3.0), (0.1, 1.8));
-                line(f, node, "resource", "load.high", ts, fields(&v))
+                write_line(out, f, node, "resource", "load.high", ts, fields(&v))
             }
-            820..=879 => line(
+            820..=879 => write_line(
+                out,
                 f,
                 node,
                 "hardware",
@@ -200,9 +311,10 @@ impl Background {
                     label: Some(("component", component)),
                     fields: "",
                 };
-                line(f, node, "component", "component.crash", ts, extra)
+                write_line(out, f, node, "component", "component.crash", ts, extra)
             }
-            920..=949 => line(
+            920..=949 => write_line(
+                out,
                 f,
                 node,
                 "hardware",
@@ -213,12 +325,20 @@ impl Background {
             950..=984 => {
                 let t =
                     ["net.link.flap", "ntp.drift", "kernel.softlockup"][self.rng.below(3) as usize];
-                line(f, node, "component", t, ts, none)
+                write_line(out, f, node, "component", t, ts, none)
             }
             985..=994 => {
                 let t =
                     ["memory.pressure", "disk.pressure", "load.high"][self.rng.below(3) as usize];
-                line(f, node, "resource", t, ts, fields(r#","resolved":true"#))
+                write_line(
+                    out,
+                    f,
+                    node,
+                    "resource",
+                    t,
+                    ts,
+                    fields(r#","resolved":true"#),
+                )
             }
             _ => {
                 let (kind, t) = [
@@ -228,7 +348,7 @@ impl Background {
                     ("hardware", "motherboard.mce"),
                     ("component", "component.config.invalid"),
                 ][self.rng.below(5) as usize];
-                line(f, node, kind, t, ts, none)
+                write_line(out, f, node, kind, t, ts, none)
             }
         }
     }

@@ -477,6 +477,17 @@ impl Fleet {
         Some(closed)
     }
 
+    /// The value of one label of the node named `node`, as last seen.
+    pub fn label_value(&self, node: &str, key: &str) -> Option<String> {
+        let node = self.nodes.get(node)?;
+        let key = self.symbols.get(key)?;
+        self.states[node.0 as usize]
+            .labels
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|&(_, v)| self.symbols.name(v).to_string())
+    }
+
     /// The node's labels as last seen.
     pub fn labels_of(&self, node: NodeId) -> Vec<(String, String)> {
         self.states[node.0 as usize]
