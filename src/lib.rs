@@ -7,5 +7,6 @@ pub mod diff;
 pub mod pipeline;
 pub mod replay;
 pub mod ruletest;
+pub mod service;
 pub mod simulate;
 pub mod synth;

@@ -26,6 +26,13 @@ struct Cli {
 
 #[derive(clap::Subcommand)]
 enum Command {
+    /// The service: HTTP ingestion -> rules -> fault lifecycle -> guarded
+    /// actions (dry-run), every decision journaled, until SIGINT/SIGTERM.
+    Run {
+        /// Configuration file (TOML); without it: 127.0.0.1:9477, ./rules, ./remedy.db.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Compile every rule; print `path:line:col: message` for each problem.
     Check {
         /// Directory of *.rhai rules.
@@ -294,6 +301,15 @@ fn diff(
     }
 }
 
+fn run(config: Option<&Path>) -> Result<(), Failure> {
+    let config = load_config(config)?;
+    let settings = remedy::service::Settings::from_config(&config).map_err(usage)?;
+    let build: remedy::service::Build =
+        Box::new(move || pipeline(&config, None).map_err(|f| f.message));
+    // Whatever stops the start (rules, journal, address) is a usage error.
+    remedy::service::run(settings, build).map_err(usage)
+}
+
 fn simulate(scenario: Scenario, spec: &Spec) -> Result<(), Failure> {
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -334,6 +350,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Run { config } => run(config.as_deref()),
         Command::Check { rules_dir } => check(&rules_dir),
         Command::Test { rules_dir } => test(&rules_dir),
         Command::Replay {

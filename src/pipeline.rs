@@ -30,21 +30,18 @@ impl Pipeline {
         Pipeline { engine, guards }
     }
 
-    /// Processes one signal at `now` (its `ts` if it has one). Rule errors and
-    /// prints are left in `step`; every decision, in order, goes to `out`.
-    pub fn on_signal(
-        &mut self,
-        signal: Signal,
-        now: Timestamp,
-        step: &mut Step,
-        out: &mut Vec<Decision>,
-    ) {
-        let at = signal.ts.unwrap_or(now);
-        self.engine.on_signal_into(signal, now, step);
+    /// Moves time to `now` with no signal: escalations that fell due and
+    /// held-back actions whose guard freed (the service calls this on a timer).
+    pub fn advance(&mut self, now: Timestamp, step: &mut Step, out: &mut Vec<Decision>) {
+        step.out.clear();
+        self.engine.advance(now, step);
+        self.drain(now, step, out);
+    }
+
+    fn drain(&mut self, at: Timestamp, step: &mut Step, out: &mut Vec<Decision>) {
         let Pipeline { engine, guards } = self;
         engine.with_fleet(|fleet| {
             let known = Known(fleet);
-            // Held-back actions whose guard freed by now go before new ones.
             guards.tick(at, &known, out);
             for o in step.out.drain(..) {
                 match o {
@@ -60,9 +57,24 @@ impl Pipeline {
                     }
                 }
             }
-            // A node this signal released lets held actions go at once.
             guards.tick(at, &known, out);
         });
+    }
+
+    /// Processes one signal at `now` (its `ts` if it has one). Rule errors and
+    /// prints are left in `step`; every decision, in order, goes to `out`.
+    pub fn on_signal(
+        &mut self,
+        signal: Signal,
+        now: Timestamp,
+        step: &mut Step,
+        out: &mut Vec<Decision>,
+    ) {
+        let at = signal.ts.unwrap_or(now);
+        self.engine.on_signal_into(signal, now, step);
+        // Held-back actions whose guard freed by now go before new ones; a
+        // node this signal released lets held actions go at once.
+        self.drain(at, step, out);
     }
 }
 

@@ -485,6 +485,54 @@ impl Engine {
         self.next_sweep = now.add(Duration::from_secs(60));
     }
 
+    /// Puts back a fault that was open before a restart (from the journal),
+    /// so that it is not opened again; `types` are the signal types that
+    /// asserted it (a `resolved` signal of one of them resolves it), `done`
+    /// the actions already decided for it. The escalation ladder goes on
+    /// from the first rung whose actions are not all in `done`: a rung that
+    /// fell due while the service was down is asked for once, none twice.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore_open(
+        &mut self,
+        node: &str,
+        fault: &str,
+        severity: crate::decision::Severity,
+        rule: &str,
+        opened_at: Timestamp,
+        types: &[String],
+        done: &[String],
+    ) {
+        let (node_id, fault_sym) = {
+            let mut w = self.world.borrow_mut();
+            let fleet = &mut w.fleet;
+            let node_id = fleet.touch(node, &crate::signal::Labels::default(), opened_at);
+            let fault_sym = fleet.symbols.intern(fault);
+            if fleet.open_fault(node_id, fault_sym).is_some() {
+                return;
+            }
+            let types = types.iter().map(|t| fleet.symbols.intern(t)).collect();
+            let rule = self.rules.index_of(rule).unwrap_or(usize::MAX);
+            fleet.open(
+                node_id,
+                OpenFault {
+                    fault: fault_sym,
+                    severity,
+                    rule,
+                    opened_at,
+                    types,
+                },
+            );
+            (node_id, fault_sym)
+        };
+        let policy = self.policies.get(fault).clone();
+        let next = policy
+            .escalate
+            .iter()
+            .take_while(|rung| rung.actions.iter().all(|a| done.contains(a)))
+            .count();
+        self.schedule(node_id, fault_sym, opened_at, next, &policy);
+    }
+
     /// Faults being asserted but still waiting out their `for`.
     pub fn pending_faults(&self) -> usize {
         self.pending.len()

@@ -1,0 +1,191 @@
+//! The HTTP API (contract section 6): ingestion, faults, decisions, health.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use remedy_engine::Signal;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use super::journal::Journal;
+use super::{Command, Shared};
+
+type AppState = Arc<Shared>;
+
+pub(super) fn router(shared: Arc<Shared>, max_body: usize) -> Router {
+    let v1 = Router::new()
+        .route("/signals", post(signals))
+        .route("/faults", get(faults))
+        .route("/decisions", get(decisions))
+        .layer(middleware::from_fn_with_state(shared.clone(), auth));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .nest("/v1", v1)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Bearer auth on `/v1/*` when a token is set. The token is never logged.
+async fn auth(State(s): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &s.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(request).await
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let rules = s.rules_loaded.load(Ordering::Relaxed);
+    let journal = s.reader.lock().map(|j| j.writable()).unwrap_or(false);
+    let body = json!({ "rules_loaded": rules, "journal_writable": journal });
+    let status = if rules && journal {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// One JSON object, or JSON lines: every valid signal is decided; bad lines
+/// are listed with their reasons (400), the valid ones around them still count.
+async fn signals(State(s): State<AppState>, body: String) -> Response {
+    let mut valid = Vec::new();
+    let mut errors = Vec::new();
+    match Signal::from_json(body.trim()) {
+        Ok(one) => valid.push(one),
+        Err(_) => {
+            for (i, line) in body.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match Signal::from_json(line) {
+                    Ok(sig) => valid.push(sig),
+                    Err(e) => errors.push(json!({ "line": i + 1, "reason": e.to_string() })),
+                }
+            }
+        }
+    }
+    let accepted = valid.len();
+    if accepted > 0 {
+        let (reply, answer) = oneshot::channel();
+        match s.tx.try_send(Command::Ingest {
+            signals: valid,
+            reply,
+        }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let mut r = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "overloaded: the decision queue is full; retry later",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(30), answer).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+            _ => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the decider did not answer",
+                )
+            }
+        }
+    }
+    let rejected = errors.len();
+    if rejected == 0 && accepted == 0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "empty body: send a JSON signal or JSON lines",
+        );
+    }
+    let status = if rejected > 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut body = json!({ "accepted": accepted, "rejected": rejected });
+    if rejected > 0 {
+        body["errors"] = serde_json::Value::Array(errors);
+    }
+    (status, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct FaultQuery {
+    state: Option<String>,
+    node: Option<String>,
+}
+
+async fn faults(State(s): State<AppState>, Query(q): Query<FaultQuery>) -> Response {
+    let open = match q.state.as_deref() {
+        None => None,
+        Some("open") => Some(true),
+        Some("resolved") => Some(false),
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("state={other}: use open or resolved"),
+            )
+        }
+    };
+    let result = s
+        .reader
+        .lock()
+        .map_err(|_| "journal lock poisoned".to_string())
+        .and_then(|j| j.faults(open, q.node.as_deref()).map_err(|e| e.to_string()));
+    match result {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct DecisionQuery {
+    since: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn decisions(State(s): State<AppState>, Query(q): Query<DecisionQuery>) -> Response {
+    let since = q.since.unwrap_or(0);
+    let limit = q.limit.unwrap_or(1000).min(10_000);
+    let result = s
+        .reader
+        .lock()
+        .map_err(|_| "journal lock poisoned".to_string())
+        .and_then(|j| j.decisions(since, limit).map_err(|e| e.to_string()));
+    match result {
+        Ok(rows) => {
+            let next = rows.last().map_or(since, |r| r.seq);
+            Json(json!({ "decisions": rows, "next": next })).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}

@@ -1,0 +1,321 @@
+//! The journal: every decision and every fault, in SQLite (WAL), so that a
+//! restart loses nothing and the API can answer from it. Behind the
+//! [`Journal`] trait so that PostgreSQL can follow for several instances.
+
+use std::path::Path;
+
+use remedy_engine::{Decision, Event, Timestamp};
+use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite_migration::{Migrations, M};
+use serde::Serialize;
+
+/// Why the journal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// SQLite said no.
+    #[error("journal: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The schema could not be brought up to date.
+    #[error("journal migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    /// A stored decision did not parse.
+    #[error("journal: stored decision {seq} is not valid: {source}")]
+    Corrupt {
+        /// Its sequence number.
+        seq: i64,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+/// A fault as the journal knows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FaultRow {
+    /// The node.
+    pub node: String,
+    /// The fault class.
+    pub fault: String,
+    /// Severity it opened with.
+    pub severity: Option<String>,
+    /// The rule that opened it.
+    pub rule: Option<String>,
+    /// The rule's reason.
+    pub reason: Option<String>,
+    /// The type of the signal that opened it.
+    #[serde(skip)]
+    pub signal_type: Option<String>,
+    /// When it opened.
+    pub opened_at: Timestamp,
+    /// When it resolved, if it has.
+    pub resolved_at: Option<Timestamp>,
+}
+
+/// A journaled decision with its sequence number.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Journaled {
+    /// Position in the journal; `GET /v1/decisions?since=` takes it.
+    pub seq: i64,
+    /// The decision.
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+/// Where decisions and faults are kept.
+pub trait Journal: Send {
+    /// Records decisions, atomically: all or none. Each comes with the type
+    /// of the signal it came from (that type asserts the faults it opens).
+    fn record(&mut self, entries: &[(Decision, Option<String>)]) -> Result<(), JournalError>;
+    /// Faults, open or resolved or both, optionally of one node.
+    fn faults(&self, open: Option<bool>, node: Option<&str>)
+        -> Result<Vec<FaultRow>, JournalError>;
+    /// Decisions after `since` (a sequence number), at most `limit`.
+    fn decisions(&self, since: i64, limit: usize) -> Result<Vec<Journaled>, JournalError>;
+    /// Whether a write would succeed now.
+    fn writable(&self) -> bool;
+    /// Actions decided (any outcome) for `fault` on `node` since `since`.
+    fn decided_actions(
+        &self,
+        node: &str,
+        fault: &str,
+        since: Timestamp,
+    ) -> Result<Vec<String>, JournalError>;
+}
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        "CREATE TABLE decisions (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts_ms INTEGER NOT NULL,
+            event TEXT NOT NULL,
+            node TEXT NOT NULL,
+            fault TEXT NOT NULL,
+            action TEXT,
+            outcome TEXT,
+            json TEXT NOT NULL
+        );
+        CREATE INDEX decisions_by_node ON decisions (node, fault);
+        CREATE TABLE faults (
+            node TEXT NOT NULL,
+            fault TEXT NOT NULL,
+            severity TEXT,
+            rule TEXT,
+            reason TEXT,
+            opened_ms INTEGER NOT NULL,
+            resolved_ms INTEGER,
+            signal_type TEXT,
+            PRIMARY KEY (node, fault, opened_ms)
+        );
+        CREATE INDEX faults_open ON faults (resolved_ms, node);",
+    )])
+}
+
+/// The SQLite journal.
+#[derive(Debug)]
+pub struct Sqlite {
+    conn: Connection,
+}
+
+impl Sqlite {
+    /// Opens (creating and migrating as needed) the journal at `path`.
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrations().to_latest(&mut conn)?;
+        Ok(Sqlite { conn })
+    }
+
+    /// A second connection for readers (WAL lets them read while the writer writes).
+    pub fn reader(path: &Path) -> Result<Self, JournalError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Sqlite { conn })
+    }
+}
+
+impl Journal for Sqlite {
+    fn record(&mut self, entries: &[(Decision, Option<String>)]) -> Result<(), JournalError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO decisions (ts_ms, event, node, fault, action, outcome, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut open = tx.prepare_cached(
+                "INSERT OR IGNORE INTO faults (node, fault, severity, rule, reason, opened_ms, signal_type)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut close = tx.prepare_cached(
+                "UPDATE faults SET resolved_ms = ?3
+                 WHERE node = ?1 AND fault = ?2 AND resolved_ms IS NULL",
+            )?;
+            for (d, signal_type) in entries {
+                let event = serde_json::to_value(d.event).ok();
+                let event = event.as_ref().and_then(|v| v.as_str()).unwrap_or("");
+                insert.execute(params![
+                    d.ts.0,
+                    event,
+                    d.node,
+                    d.fault,
+                    d.action,
+                    d.outcome.map(|o| o.as_str()),
+                    d.to_json()
+                ])?;
+                match d.event {
+                    Event::FaultOpened => {
+                        open.execute(params![
+                            d.node,
+                            d.fault,
+                            d.severity.map(|s| s.as_str()),
+                            d.rule,
+                            d.reason,
+                            d.ts.0,
+                            signal_type
+                        ])?;
+                    }
+                    Event::FaultResolved => {
+                        close.execute(params![d.node, d.fault, d.ts.0])?;
+                    }
+                    Event::Action => {}
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn faults(
+        &self,
+        open: Option<bool>,
+        node: Option<&str>,
+    ) -> Result<Vec<FaultRow>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT node, fault, severity, rule, reason, opened_ms, resolved_ms, signal_type FROM faults
+             WHERE (?1 IS NULL OR (?1 = 1 AND resolved_ms IS NULL) OR (?1 = 0 AND resolved_ms IS NOT NULL))
+               AND (?2 IS NULL OR node = ?2)
+             ORDER BY opened_ms, node, fault",
+        )?;
+        let rows = stmt.query_map(params![open.map(i64::from), node], |r| {
+            Ok(FaultRow {
+                node: r.get(0)?,
+                fault: r.get(1)?,
+                severity: r.get(2)?,
+                rule: r.get(3)?,
+                reason: r.get(4)?,
+                opened_at: Timestamp(r.get(5)?),
+                resolved_at: r.get::<_, Option<i64>>(6)?.map(Timestamp),
+                signal_type: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn decisions(&self, since: i64, limit: usize) -> Result<Vec<Journaled>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, json FROM decisions WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![since, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, json) = row?;
+            let decision = serde_json::from_str(&json)
+                .map_err(|source| JournalError::Corrupt { seq, source })?;
+            out.push(Journaled { seq, decision });
+        }
+        Ok(out)
+    }
+
+    fn decided_actions(
+        &self,
+        node: &str,
+        fault: &str,
+        since: Timestamp,
+    ) -> Result<Vec<String>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT action FROM decisions
+             WHERE node = ?1 AND fault = ?2 AND ts_ms >= ?3 AND action IS NOT NULL",
+        )?;
+        let rows = stmt.query_map(params![node, fault, since.0], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn writable(&self) -> bool {
+        self.conn
+            .query_row("SELECT 1 FROM decisions LIMIT 0", [], |_| Ok(()))
+            .optional()
+            .is_ok()
+            && !self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remedy_engine::{Outcome, Severity};
+
+    #[test]
+    fn decisions_and_faults_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let t = |s: i64| Timestamp::from_secs(1_800_000_000 + s);
+        let ue = |d: Decision| (d, Some("memory.ecc.uncorrectable".to_string()));
+        {
+            let mut j = Sqlite::open(&path).unwrap();
+            j.record(&[
+                ue(Decision::opened(
+                    t(0),
+                    "n1",
+                    "memory_failure",
+                    Severity::Critical,
+                    "hardware/memory.rhai",
+                    Some("UE".into()),
+                )),
+                ue(Decision::action(
+                    t(0),
+                    "n1",
+                    "memory_failure",
+                    "cordon",
+                    Outcome::DryRun,
+                    None,
+                )),
+                ue(Decision::opened(
+                    t(1),
+                    "n2",
+                    "disk_failure",
+                    Severity::Critical,
+                    "hardware/disk.rhai",
+                    None,
+                )),
+            ])
+            .unwrap();
+            j.record(&[(Decision::resolved(t(5), "n1", "memory_failure"), None)])
+                .unwrap();
+        }
+        let j = Sqlite::open(&path).unwrap();
+        let open = j.faults(Some(true), None).unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(
+            (open[0].node.as_str(), open[0].fault.as_str()),
+            ("n2", "disk_failure")
+        );
+        assert_eq!(
+            open[0].signal_type.as_deref(),
+            Some("memory.ecc.uncorrectable")
+        );
+        let resolved = j.faults(Some(false), Some("n1")).unwrap();
+        assert_eq!(resolved[0].resolved_at, Some(t(5)));
+        assert_eq!(resolved[0].reason.as_deref(), Some("UE"));
+        let all = j.decisions(0, 100).unwrap();
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[1].decision.action.as_deref(), Some("cordon"));
+        let later = j.decisions(all[1].seq, 100).unwrap();
+        assert_eq!(later.len(), 2);
+        assert!(j.writable());
+    }
+}

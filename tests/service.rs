@@ -1,0 +1,296 @@
+//! `remedy run`, end to end: the real binary on a free loopback port, a
+//! journal in a temp directory, requests over plain HTTP/1.1.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Service {
+    child: Child,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl Service {
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Service {
+        let port = free_port();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_remedy"));
+        cmd.current_dir(dir)
+            .arg("run")
+            .env("REMEDY_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "REMEDY_JOURNAL",
+                format!("sqlite://{}", dir.join("remedy.db").display()),
+            )
+            .env_remove("REMEDY_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if !dir.join("rules").exists() {
+            copy_tree(&repo.join("rules"), &dir.join("rules"));
+        }
+        let child = cmd.spawn().expect("remedy starts");
+        let s = Service { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if s.request("GET", "/healthz", "", None).0 == 200 {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("remedy run did not come up on port {port}");
+    }
+
+    /// (status, body) of one request; status 0 when nothing answered.
+    fn request(&self, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return (0, String::new());
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        if stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body.as_bytes()))
+            .is_err()
+        {
+            return (0, String::new());
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, body.to_string())
+    }
+
+    fn json(&self, path: &str) -> Value {
+        let (status, body) = self.request("GET", path, "", None);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+
+    fn stop(mut self) -> (i32, String) {
+        unsafe_kill(self.child.id(), "TERM");
+        let status = self.child.wait().expect("remedy exits");
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.code().unwrap_or(-1), err)
+    }
+
+    fn kill_9(mut self) {
+        unsafe_kill(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// Sends a signal with kill(1): no libc binding needed.
+fn unsafe_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let path = entry.expect("entry").path();
+        let target = to.join(path.file_name().expect("name"));
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+const UE: &str = r#"{"node":"n1","kind":"hardware","type":"memory.ecc.uncorrectable","ts":"2026-11-24T23:58:07Z","labels":{"cluster":"c1"}}"#;
+const DISK: &str = r#"{"node":"n2","kind":"hardware","type":"disk.smart.failing","ts":"2026-11-24T23:58:09Z","labels":{"cluster":"c1"}}"#;
+
+fn events(decisions: &Value) -> Vec<(String, String, String)> {
+    decisions["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .map(|d| {
+            (
+                d["event"].as_str().unwrap_or("").to_string(),
+                d["node"].as_str().unwrap_or("").to_string(),
+                d["action"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn signals_are_decided_journaled_and_bad_lines_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Service::start(dir.path(), &[]);
+    let body = format!("{UE}\n{{\"node\":\"n9\"}}\nnot json\n{DISK}\n");
+    let (status, answer) = s.request("POST", "/v1/signals", &body, None);
+    assert_eq!(status, 400, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        (answer["accepted"].as_u64(), answer["rejected"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(answer["errors"][0]["line"], 2);
+    assert!(answer["errors"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("\"kind\""));
+    assert_eq!(answer["errors"][1]["line"], 3);
+
+    let (status, _) = s.request("POST", "/v1/signals", UE, None);
+    assert_eq!(status, 202, "a repeat is accepted, and opens nothing");
+    let faults = s.json("/v1/faults?state=open");
+    let open: Vec<(&str, &str)> = faults
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["node"].as_str().unwrap(), f["fault"].as_str().unwrap()))
+        .collect();
+    assert_eq!(open, [("n1", "memory_failure"), ("n2", "disk_failure")]);
+    let all = s.json("/v1/decisions");
+    let opened = events(&all)
+        .iter()
+        .filter(|e| e.0 == "fault_opened")
+        .count();
+    assert_eq!(opened, 2);
+    let next = all["next"].as_i64().unwrap();
+    assert_eq!(events(&s.json(&format!("/v1/decisions?since={next}"))), []);
+    assert_eq!(
+        s.request("GET", "/v1/faults?state=sideways", "", None).0,
+        400
+    );
+    assert_eq!(s.json("/readyz")["journal_writable"], true);
+
+    let (code, stderr) = s.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("remedy stopped"), "{stderr}");
+}
+
+#[test]
+fn after_kill_9_a_restart_reopens_nothing_and_repeats_no_action() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Service::start(dir.path(), &[]);
+    assert_eq!(
+        s.request("POST", "/v1/signals", &format!("{UE}\n{DISK}"), None)
+            .0,
+        202
+    );
+    let before = s.json("/v1/decisions");
+    let faults_before = s.json("/v1/faults");
+    s.kill_9();
+
+    let s = Service::start(dir.path(), &[]);
+    assert_eq!(
+        s.json("/v1/faults"),
+        faults_before,
+        "the same faults after the crash"
+    );
+    // The same signals again, as an at-least-once producer would resend them.
+    assert_eq!(
+        s.request("POST", "/v1/signals", &format!("{UE}\n{DISK}"), None)
+            .0,
+        202
+    );
+    let next = before["next"].as_i64().unwrap();
+    let after = s.json(&format!("/v1/decisions?since={next}"));
+    let new = events(&after);
+    assert!(
+        new.iter().all(|e| e.0 == "action" && e.2 == "reinstall"),
+        "nothing reopened, nothing repeated (only the escalation that fell due): {new:?}"
+    );
+    let reinstalls = new.iter().filter(|e| e.2 == "reinstall").count();
+    // Restart once more: the reinstall escalation is not asked for again.
+    let (code, _) = s.stop();
+    assert_eq!(code, 0);
+    let s = Service::start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(1500)); // a timer tick or two
+    let later = events(&s.json(&format!("/v1/decisions?since={next}")));
+    assert_eq!(
+        later.iter().filter(|e| e.2 == "reinstall").count(),
+        reinstalls,
+        "{later:?}"
+    );
+}
+
+#[test]
+fn a_token_guards_the_api_and_big_bodies_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Service::start(dir.path(), &[("REMEDY_TOKEN", "s3cret-token")]);
+    assert_eq!(s.request("POST", "/v1/signals", UE, None).0, 401);
+    assert_eq!(s.request("POST", "/v1/signals", UE, Some("wrong")).0, 401);
+    assert_eq!(
+        s.request("POST", "/v1/signals", UE, Some("s3cret-token")).0,
+        202
+    );
+    assert_eq!(
+        s.request("GET", "/healthz", "", None).0,
+        200,
+        "health needs no token"
+    );
+    let big = format!(
+        "{{\"node\":\"n1\",\"kind\":\"hardware\",\"type\":\"x\",\"message\":\"{}\"}}",
+        "a".repeat(10 << 20)
+    );
+    assert_eq!(
+        s.request("POST", "/v1/signals", &big, Some("s3cret-token"))
+            .0,
+        413
+    );
+    let (code, stderr) = s.stop();
+    assert_eq!(code, 0);
+    assert!(
+        !stderr.contains("s3cret-token"),
+        "the token is never logged: {stderr}"
+    );
+}
+
+#[test]
+fn listening_beyond_loopback_without_a_token_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .current_dir(dir.path())
+        .arg("run")
+        .env("REMEDY_LISTEN", "0.0.0.0:0")
+        .env_remove("REMEDY_TOKEN")
+        .output()
+        .expect("remedy runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("without a token") && err.contains("0.0.0.0"),
+        "{err}"
+    );
+}
