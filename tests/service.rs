@@ -294,3 +294,33 @@ fn listening_beyond_loopback_without_a_token_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn the_real_alertmanager_webhook_opens_the_faults_it_names() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Service::start(dir.path(), &[]);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/real/alertmanager_0.25_webhook.jsonl");
+    for body in std::fs::read_to_string(fixture).expect("fixture").lines() {
+        let (status, answer) = s.request("POST", "/v1/alertmanager", body, None);
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&answer).unwrap()["accepted"],
+            1
+        );
+    }
+    let faults = s.json("/v1/faults?state=open&node=127.0.0.1");
+    let names: Vec<&str> = faults
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["fault"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["disk_pressure", "high_load"], "same start: ordered by fault");
+    let (status, answer) = s.request("POST", "/v1/alertmanager", "{\"alerts\": 3}", None);
+    assert_eq!(status, 400);
+    assert!(
+        answer.contains("not an Alertmanager webhook payload"),
+        "{answer}"
+    );
+}

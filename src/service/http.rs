@@ -23,6 +23,7 @@ type AppState = Arc<Shared>;
 pub(super) fn router(shared: Arc<Shared>, max_body: usize) -> Router {
     let v1 = Router::new()
         .route("/signals", post(signals))
+        .route("/alertmanager", post(alertmanager))
         .route("/faults", get(faults))
         .route("/decisions", get(decisions))
         .layer(middleware::from_fn_with_state(shared.clone(), auth));
@@ -133,6 +134,63 @@ async fn signals(State(s): State<AppState>, body: String) -> Response {
     };
     let mut body = json!({ "accepted": accepted, "rejected": rejected });
     if rejected > 0 {
+        body["errors"] = serde_json::Value::Array(errors);
+    }
+    (status, Json(body)).into_response()
+}
+
+/// Hands signals to the decider and waits until they are journaled.
+async fn ingest(s: &Shared, signals: Vec<Signal>) -> Result<(), Response> {
+    if signals.is_empty() {
+        return Ok(());
+    }
+    let (reply, answer) = oneshot::channel();
+    match s.tx.try_send(Command::Ingest { signals, reply }) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded: the decision queue is full; retry later",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Err(r);
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            return Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(30), answer).await {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e)),
+        _ => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the decider did not answer",
+        )),
+    }
+}
+
+/// The Alertmanager webhook: each alert becomes a signal (contract section 2).
+async fn alertmanager(State(s): State<AppState>, body: String) -> Response {
+    let (signals, skipped) = match super::alertmanager::signals(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let accepted = signals.len();
+    if let Err(r) = ingest(&s, signals).await {
+        return r;
+    }
+    let status = if skipped.is_empty() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let errors: Vec<_> = skipped
+        .iter()
+        .map(|k| json!({ "alert": k.index, "reason": k.reason }))
+        .collect();
+    let mut body = json!({ "accepted": accepted, "rejected": skipped.len() });
+    if !errors.is_empty() {
         body["errors"] = serde_json::Value::Array(errors);
     }
     (status, Json(body)).into_response()

@@ -3,13 +3,14 @@
 //! journal; every decision is journaled before the request that caused it
 //! is answered, and the API reads the journal.
 //!
-//! Built so far: ingestion (`POST /v1/signals`), the SQLite journal with
+//! Built so far: ingestion (`POST /v1/signals`, `POST /v1/alertmanager`), the SQLite journal with
 //! restart recovery of open faults, `GET /v1/faults`, `GET /v1/decisions`,
 //! `/healthz`, `/readyz`, bearer auth, body limits, back-pressure (429) and
-//! graceful shutdown. Still to come: the Alertmanager webhook, silences and
+//! graceful shutdown. Still to come: silences and
 //! approvals over HTTP, `/metrics`, hot reload, held-back actions across a
 //! restart.
 
+pub mod alertmanager;
 mod http;
 pub mod journal;
 
