@@ -7,7 +7,7 @@ use remedy_actions::{DomainSizes, Guards};
 use remedy_engine::{Decision, Engine, Output, Signal, Step, Timestamp};
 
 /// Known nodes per failure domain, from the engine's fleet.
-struct Known<'a>(&'a remedy_engine::fleet::Fleet);
+pub struct Known<'a>(pub &'a remedy_engine::fleet::Fleet);
 
 impl DomainSizes for Known<'_> {
     fn known(&self, label: &str, value: &str) -> usize {

@@ -23,11 +23,16 @@ fn free_port() -> u16 {
 
 impl Service {
     fn start(dir: &Path, env: &[(&str, &str)]) -> Service {
+        Service::start_with(dir, env, &[])
+    }
+
+    fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Service {
         let port = free_port();
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_remedy"));
         cmd.current_dir(dir)
             .arg("run")
+            .args(args)
             .env("REMEDY_LISTEN", format!("127.0.0.1:{port}"))
             .env(
                 "REMEDY_JOURNAL",
@@ -316,11 +321,166 @@ fn the_real_alertmanager_webhook_opens_the_faults_it_names() {
         .iter()
         .map(|f| f["fault"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["disk_pressure", "high_load"], "same start: ordered by fault");
+    assert_eq!(
+        names,
+        ["disk_pressure", "high_load"],
+        "same start: ordered by fault"
+    );
     let (status, answer) = s.request("POST", "/v1/alertmanager", "{\"alerts\": 3}", None);
     assert_eq!(status, 400);
     assert!(
         answer.contains("not an Alertmanager webhook payload"),
         "{answer}"
     );
+}
+
+#[test]
+fn silences_and_approvals_are_operated_over_the_api() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        "[faults.disk_failure]\nactions = [\"cordon\"]\napproval = true\n",
+    )
+    .unwrap();
+    let s = Service::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    // Silence memory failures on n1 until far in the future.
+    let (status, answer) = s.request(
+        "POST",
+        "/v1/silences",
+        r#"{"node":"n1","fault":"memory_failure","until":"2099-01-01T00:00:00Z","comment":"DIMM swap booked"}"#,
+        None,
+    );
+    assert_eq!(status, 201, "{answer}");
+    let id = serde_json::from_str::<Value>(&answer).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(s.json("/v1/silences")[0]["comment"], "DIMM swap booked");
+    assert_eq!(
+        s.request("POST", "/v1/signals", &format!("{UE}\n{DISK}"), None)
+            .0,
+        202
+    );
+    let decisions = s.json("/v1/decisions");
+    let outcome = |node: &str, action: &str| -> Vec<String> {
+        decisions["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["node"] == node && d["action"] == action)
+            .map(|d| d["outcome"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(outcome("n1", "cordon"), ["silenced"]);
+    assert_eq!(outcome("n2", "cordon"), ["awaiting_approval"]);
+    let waiting = s.json("/v1/approvals");
+    let approval = waiting[0]["id"].as_u64().unwrap();
+    assert_eq!(waiting[0]["node"], "n2");
+    let (status, _) = s.request(
+        "POST",
+        &format!("/v1/approvals/{approval}/approve"),
+        "",
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        s.request(
+            "POST",
+            &format!("/v1/approvals/{approval}/reject"),
+            "",
+            None
+        )
+        .0,
+        404
+    );
+    let after = s.json(&format!("/v1/decisions?since={}", decisions["next"]));
+    assert_eq!(after["decisions"][0]["outcome"], "dry_run");
+    assert_eq!(after["decisions"][0]["action"], "cordon");
+    assert_eq!(
+        s.request("DELETE", &format!("/v1/silences/{id}"), "", None)
+            .0,
+        204
+    );
+    assert_eq!(
+        s.request("DELETE", &format!("/v1/silences/{id}"), "", None)
+            .0,
+        404
+    );
+    assert_eq!(
+        s.request("POST", "/v1/silences", r#"{"node":"n1"}"#, None)
+            .0,
+        400,
+        "until is required"
+    );
+}
+
+#[test]
+fn metrics_speak_prometheus_text() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Service::start(dir.path(), &[]);
+    assert_eq!(
+        s.request("POST", "/v1/signals", &format!("{UE}\nnot json"), None)
+            .0,
+        400
+    );
+    let (status, text) = s.request("GET", "/metrics", "", None);
+    assert_eq!(status, 200);
+    for line in [
+        "remedy_signals_total{source=\"http\"} 1",
+        "remedy_signals_rejected_total{source=\"http\"} 1",
+        "remedy_rule_evaluations_total{rule=\"hardware/memory.rhai\"} 1",
+        "remedy_faults_open{fault=\"memory_failure\"} 1",
+        "remedy_actions_total{action=\"cordon\",outcome=\"dry_run\"} 1",
+        "remedy_guard_under_remediation{domain=\"c1\"} 1",
+        "remedy_evaluation_seconds_count 1",
+        "remedy_queue_depth 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_broken_rule_is_reported_and_the_old_rules_keep_running() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Service::start(dir.path(), &[]);
+    let rule = dir.path().join("rules/hardware/memory.rhai");
+    let good = std::fs::read_to_string(&rule).unwrap();
+    std::fs::write(&rule, "fn classify(s) { let x = ; }").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let (_, body) = s.request("GET", "/readyz", "", None);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v.get("last_reload_error").is_some() || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let error = ready["last_reload_error"]
+        .as_str()
+        .expect("the failure is reported");
+    assert!(error.contains("hardware/memory.rhai:1:"), "{error}");
+    // The old rules still classify.
+    assert_eq!(s.request("POST", "/v1/signals", UE, None).0, 202);
+    assert_eq!(
+        s.json("/v1/faults?state=open")[0]["fault"],
+        "memory_failure"
+    );
+    let (_, text) = s.request("GET", "/metrics", "", None);
+    assert!(
+        text.contains("remedy_rules_reload_failures_total 1"),
+        "{text}"
+    );
+    // Fixed: reloaded, and the error is gone.
+    std::fs::write(&rule, good).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = s.request("GET", "/readyz", "", None);
+        if !body.contains("last_reload_error") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reloaded: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

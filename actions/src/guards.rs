@@ -269,6 +269,18 @@ impl Guards {
         self.domains.get(domain).map_or(0, |d| d.nodes.len())
     }
 
+    /// Every domain with nodes under remediation: (domain, nodes).
+    pub fn domains(&self) -> Vec<(String, usize)> {
+        let mut v: Vec<(String, usize)> = self
+            .domains
+            .iter()
+            .filter(|(_, d)| !d.nodes.is_empty())
+            .map(|(k, d)| (k.clone(), d.nodes.len()))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Actions held back, waiting for a guard to free.
     pub fn held(&self) -> usize {
         self.held.len()

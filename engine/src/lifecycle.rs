@@ -77,6 +77,8 @@ pub enum Output {
 pub struct Step {
     /// Fault decisions, action intents and releases, in order.
     pub out: Vec<Output>,
+    /// Every rule the signal met, by index.
+    pub evaluated: Vec<usize>,
     /// Every rule that classified the signal: (rule index, its answer).
     pub answers: Vec<(usize, Classification)>,
     /// Rules that failed on the signal.
@@ -92,6 +94,7 @@ pub struct Step {
 impl Step {
     fn clear(&mut self) {
         self.out.clear();
+        self.evaluated.clear();
         self.answers.clear();
         self.errors.clear();
         self.prints.clear();
@@ -169,6 +172,7 @@ pub struct Engine {
     ids: IdWindow,
     /// `s` for the rules, refilled per signal.
     arg: SignalArg,
+    sandbox: Sandbox,
     flap: Flap,
     pending: FxHashMap<(NodeId, Sym), Pending>,
     flaps: FxHashMap<(NodeId, Sym), Flaps>,
@@ -202,12 +206,22 @@ impl Engine {
             policies,
             ids: IdWindow::new(options.dedup_ids),
             arg: SignalArg::default(),
+            sandbox: options.sandbox,
             flap: options.flap,
             pending: FxHashMap::default(),
             flaps: FxHashMap::default(),
             timers: BinaryHeap::new(),
             next_sweep: Timestamp(i64::MIN),
         }
+    }
+
+    /// Replaces the rules with those under `dir`, keeping all fleet and
+    /// fault state. On error the current rules stay in use.
+    pub fn reload(&mut self, dir: &Path) -> Result<usize, LoadError> {
+        let rules = RuleSet::load(dir, &self.sandbox, self.world.clone())?;
+        let n = rules.len();
+        self.rules = rules;
+        Ok(n)
     }
 
     /// The rules in use.
@@ -269,6 +283,7 @@ impl Engine {
                 |v| fleet.symbols.shared_or_new(v),
             );
         }
+        step.evaluated.extend_from_slice(rules);
         for &index in rules {
             match self.rules.classify(index, &mut self.arg, &signal) {
                 Ok(Some(answer)) => step.answers.push((index, answer)),

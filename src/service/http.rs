@@ -26,10 +26,16 @@ pub(super) fn router(shared: Arc<Shared>, max_body: usize) -> Router {
         .route("/alertmanager", post(alertmanager))
         .route("/faults", get(faults))
         .route("/decisions", get(decisions))
+        .route("/silences", get(silences).post(add_silence))
+        .route("/silences/{id}", axum::routing::delete(delete_silence))
+        .route("/approvals", get(approvals))
+        .route("/approvals/{id}/approve", post(approve))
+        .route("/approvals/{id}/reject", post(reject))
         .layer(middleware::from_fn_with_state(shared.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .nest("/v1", v1)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(shared)
@@ -60,7 +66,11 @@ async fn auth(State(s): State<AppState>, request: Request, next: Next) -> Respon
 async fn readyz(State(s): State<AppState>) -> Response {
     let rules = s.rules_loaded.load(Ordering::Relaxed);
     let journal = s.reader.lock().map(|j| j.writable()).unwrap_or(false);
-    let body = json!({ "rules_loaded": rules, "journal_writable": journal });
+    let mut body = json!({ "rules_loaded": rules, "journal_writable": journal });
+    if let Some(e) = s.metrics.reload_error() {
+        body["last_reload_error"] = json!(e);
+        body["rules_in_use"] = json!("the previous rules, which compiled");
+    }
     let status = if rules && journal {
         StatusCode::OK
     } else {
@@ -89,36 +99,9 @@ async fn signals(State(s): State<AppState>, body: String) -> Response {
         }
     }
     let accepted = valid.len();
-    if accepted > 0 {
-        let (reply, answer) = oneshot::channel();
-        match s.tx.try_send(Command::Ingest {
-            signals: valid,
-            reply,
-        }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let mut r = error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "overloaded: the decision queue is full; retry later",
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return r;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-            }
-        }
-        match tokio::time::timeout(Duration::from_secs(30), answer).await {
-            Ok(Ok(Ok(_))) => {}
-            Ok(Ok(Err(e))) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
-            _ => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the decider did not answer",
-                )
-            }
-        }
+    s.metrics.received("http", accepted, errors.len());
+    if let Err(r) = ingest(&s, valid).await {
+        return r;
     }
     let rejected = errors.len();
     if rejected == 0 && accepted == 0 {
@@ -174,9 +157,13 @@ async fn ingest(s: &Shared, signals: Vec<Signal>) -> Result<(), Response> {
 async fn alertmanager(State(s): State<AppState>, body: String) -> Response {
     let (signals, skipped) = match super::alertmanager::signals(&body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => {
+            s.metrics.received("alertmanager", 0, 1);
+            return error(StatusCode::BAD_REQUEST, e);
+        }
     };
     let accepted = signals.len();
+    s.metrics.received("alertmanager", accepted, skipped.len());
     if let Err(r) = ingest(&s, signals).await {
         return r;
     }
@@ -246,4 +233,101 @@ async fn decisions(State(s): State<AppState>, Query(q): Query<DecisionQuery>) ->
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let depth = s.tx.max_capacity() - s.tx.capacity();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(depth),
+    )
+        .into_response()
+}
+
+/// Asks the decider and waits for its answer.
+async fn ask<T>(
+    s: &Shared,
+    command: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, Response> {
+    let (reply, answer) = oneshot::channel();
+    if s.tx.send(command(reply)).await.is_err() {
+        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+    }
+    answer.await.map_err(|_| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the decider did not answer",
+        )
+    })
+}
+
+async fn silences(State(s): State<AppState>) -> Response {
+    match ask(&s, Command::Silences).await {
+        Ok(list) => Json(list).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `{"node":..., "fault":..., "labels":{...}, "until":"RFC 3339", "comment":...}`.
+async fn add_silence(State(s): State<AppState>, body: String) -> Response {
+    let mut silence: remedy_actions::Silence = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a silence: {e}")),
+    };
+    silence.id = 0;
+    match ask(&s, |r| Command::Silence(silence, r)).await {
+        Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn delete_silence(
+    State(s): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Response {
+    match ask(&s, |r| Command::Unsilence(id, r)).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("no silence {id}")),
+        Err(r) => r,
+    }
+}
+
+async fn approvals(State(s): State<AppState>) -> Response {
+    match ask(&s, Command::Awaiting).await {
+        Ok(list) => Json(
+            list.into_iter()
+                .map(|(id, i)| {
+                    json!({ "id": id, "node": i.node, "fault": i.fault, "action": i.action, "asked_at": i.at })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn decide_approval(s: &Shared, id: u64, approve: bool) -> Response {
+    match ask(s, |r| Command::Decide(id, approve, r)).await {
+        Ok(Ok(true)) => Json(json!({ "id": id, "approved": approve })).into_response(),
+        Ok(Ok(false)) => error(
+            StatusCode::NOT_FOUND,
+            format!("no action {id} awaits approval"),
+        ),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(r) => r,
+    }
+}
+
+async fn approve(
+    State(s): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Response {
+    decide_approval(&s, id, true).await
+}
+
+async fn reject(
+    State(s): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Response {
+    decide_approval(&s, id, false).await
 }

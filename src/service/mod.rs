@@ -6,13 +6,13 @@
 //! Built so far: ingestion (`POST /v1/signals`, `POST /v1/alertmanager`), the SQLite journal with
 //! restart recovery of open faults, `GET /v1/faults`, `GET /v1/decisions`,
 //! `/healthz`, `/readyz`, bearer auth, body limits, back-pressure (429) and
-//! graceful shutdown. Still to come: silences and
-//! approvals over HTTP, `/metrics`, hot reload, held-back actions across a
-//! restart.
+//! graceful shutdown, silences and approvals, `/metrics`, hot reload of
+//! rules. Still to come: held-back actions across a restart, JSON logs.
 
 pub mod alertmanager;
 mod http;
 pub mod journal;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,12 +20,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use remedy_engine::{Decision, Severity, Signal, Step, Timestamp};
+use remedy_actions::Silence;
+use remedy_engine::{Decision, Intent, Severity, Signal, Step, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 use journal::{Journal, Sqlite};
+use metrics::Metrics;
 
 /// Where and how the service listens and journals.
 #[derive(Clone, Debug)]
@@ -40,6 +42,8 @@ pub struct Settings {
     pub max_body: usize,
     /// Requests waiting for the decider before new ones get 429.
     pub queue: usize,
+    /// The rules directory, watched for changes (reloaded on change and SIGHUP).
+    pub rules: PathBuf,
 }
 
 impl Settings {
@@ -99,6 +103,7 @@ impl Settings {
             journal,
             max_body: 8 << 20,
             queue: 256,
+            rules: config.rules.clone(),
         })
     }
 }
@@ -117,6 +122,18 @@ enum Command {
     },
     /// Let time pass: escalations and held-back actions.
     Tick,
+    /// Load the rules again (file change, SIGHUP); the old ones stay on error.
+    Reload,
+    /// Add a silence; answers its id.
+    Silence(Silence, oneshot::Sender<u64>),
+    /// Remove a silence; answers whether there was one.
+    Unsilence(u64, oneshot::Sender<bool>),
+    /// The silences.
+    Silences(oneshot::Sender<Vec<Silence>>),
+    /// Actions awaiting approval.
+    Awaiting(oneshot::Sender<Vec<(u64, Intent)>>),
+    /// Approve (true) or reject (false) one; answers whether it was waiting.
+    Decide(u64, bool, oneshot::Sender<Result<bool, String>>),
 }
 
 /// Shared with the HTTP handlers.
@@ -125,14 +142,16 @@ struct Shared {
     reader: Mutex<Sqlite>,
     token: Option<String>,
     rules_loaded: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 /// Puts the journal's open faults back into the engine so nothing reopens.
-fn recover(pipeline: &mut Pipeline, journal: &Sqlite) -> Result<usize, String> {
+fn recover(pipeline: &mut Pipeline, journal: &Sqlite, metrics: &Metrics) -> Result<usize, String> {
     let open = journal
         .faults(Some(true), None)
         .map_err(|e| e.to_string())?;
     for f in &open {
+        metrics.recovered(&f.fault);
         let severity = f
             .severity
             .as_deref()
@@ -156,39 +175,122 @@ fn recover(pipeline: &mut Pipeline, journal: &Sqlite) -> Result<usize, String> {
 }
 
 /// The decider: owns the pipeline and the journal, one command at a time.
-fn decide(mut pipeline: Pipeline, mut journal: Sqlite, mut rx: mpsc::Receiver<Command>) {
-    let (mut step, mut out) = (Step::default(), Vec::new());
-    let mut entries: Vec<(Decision, Option<String>)> = Vec::new();
-    while let Some(command) = rx.blocking_recv() {
-        entries.clear();
-        let reply = match command {
-            Command::Tick => {
-                out.clear();
-                pipeline.advance(now(), &mut step, &mut out);
-                entries.extend(out.drain(..).map(|d| (d, None)));
-                None
-            }
-            Command::Ingest { signals, reply } => {
-                let n = signals.len();
-                for signal in signals {
-                    let r#type = signal.r#type.clone();
-                    out.clear();
-                    pipeline.on_signal(signal, now(), &mut step, &mut out);
-                    for e in &step.errors {
-                        eprintln!("rule error: {e}");
-                    }
-                    entries.extend(out.drain(..).map(|d| (d, Some(r#type.clone()))));
+struct Decider {
+    pipeline: Pipeline,
+    journal: Sqlite,
+    metrics: Arc<Metrics>,
+    rules: PathBuf,
+    step: Step,
+    out: Vec<Decision>,
+    entries: Vec<(Decision, Option<String>)>,
+}
+
+impl Decider {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(command) = rx.blocking_recv() {
+            self.entries.clear();
+            match command {
+                Command::Tick => {
+                    self.out.clear();
+                    self.pipeline.advance(now(), &mut self.step, &mut self.out);
+                    self.metrics.counted(&self.out);
+                    self.entries.extend(self.out.drain(..).map(|d| (d, None)));
+                    // A failed write is logged, and /readyz reports the journal.
+                    let _ = self.journal();
                 }
-                Some((reply, n))
+                Command::Ingest { signals, reply } => {
+                    let n = signals.len();
+                    for signal in signals {
+                        self.decide(signal);
+                    }
+                    let _ = reply.send(self.journal().map(|()| n));
+                }
+                Command::Reload => self.reload(),
+                Command::Silence(silence, reply) => {
+                    let _ = reply.send(self.pipeline.guards.silence(silence));
+                }
+                Command::Unsilence(id, reply) => {
+                    let _ = reply.send(self.pipeline.guards.unsilence(id));
+                }
+                Command::Silences(reply) => {
+                    let _ = reply.send(self.pipeline.guards.silences().to_vec());
+                }
+                Command::Awaiting(reply) => {
+                    let list = self
+                        .pipeline
+                        .guards
+                        .awaiting()
+                        .map(|(id, i)| (id, i.clone()));
+                    let _ = reply.send(list.collect());
+                }
+                Command::Decide(id, approve, reply) => {
+                    let found = self.approve(id, approve);
+                    let _ = reply.send(self.journal().map(|()| found));
+                }
             }
+            let guards = &self.pipeline.guards;
+            self.metrics.guards(guards.held(), guards.domains());
+        }
+    }
+
+    fn decide(&mut self, signal: Signal) {
+        let started = std::time::Instant::now();
+        let r#type = signal.r#type.clone();
+        self.out.clear();
+        self.pipeline
+            .on_signal(signal, now(), &mut self.step, &mut self.out);
+        for e in &self.step.errors {
+            eprintln!("rule error: {e}");
+        }
+        let rules = self.pipeline.engine.rules();
+        self.metrics.decided(
+            self.step.evaluated.iter().map(|&i| rules.name(i)),
+            self.step.errors.iter().map(|e| e.rule.as_str()),
+            &self.out,
+            started.elapsed().as_secs_f64(),
+        );
+        self.entries
+            .extend(self.out.drain(..).map(|d| (d, Some(r#type.clone()))));
+    }
+
+    fn approve(&mut self, id: u64, approve: bool) -> bool {
+        self.out.clear();
+        let found = if approve {
+            let guards = &mut self.pipeline.guards;
+            self.pipeline.engine.with_fleet(|fleet| {
+                guards.approve(id, now(), &crate::pipeline::Known(fleet), &mut self.out)
+            })
+        } else {
+            self.pipeline.guards.reject(id, now(), &mut self.out)
         };
-        let journaled = journal.record(&entries).map_err(|e| e.to_string());
+        self.metrics.counted(&self.out);
+        self.entries.extend(self.out.drain(..).map(|d| (d, None)));
+        found
+    }
+
+    fn reload(&mut self) {
+        match self.pipeline.engine.reload(&self.rules) {
+            Ok(n) => {
+                eprintln!("rules reloaded from {}: {n} rules", self.rules.display());
+                self.metrics.reloaded(None);
+            }
+            Err(e) => {
+                let e = e.to_string().replace('\n', "; ");
+                eprintln!("error: rules reload failed, the previous rules keep running: {e}");
+                self.metrics.reloaded(Some(e));
+            }
+        }
+    }
+
+    fn journal(&mut self) -> Result<(), String> {
+        let journaled = self
+            .journal
+            .record(&self.entries)
+            .map_err(|e| e.to_string());
         if let Err(e) = &journaled {
             eprintln!("error: {e}");
         }
-        if let Some((reply, n)) = reply {
-            let _ = reply.send(journaled.map(|()| n));
-        }
+        journaled
     }
 }
 
@@ -204,17 +306,29 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", settings.journal.display()))?;
     let (tx, rx) = mpsc::channel(settings.queue);
     let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let metrics = Arc::new(Metrics::default());
+    let decider_metrics = metrics.clone();
+    let rules = settings.rules.clone();
     let decider = thread::Builder::new()
         .name("decider".into())
         .spawn(move || {
             let started = build().and_then(|mut pipeline| {
-                let recovered = recover(&mut pipeline, &journal)?;
+                let recovered = recover(&mut pipeline, &journal, &decider_metrics)?;
                 Ok((pipeline, recovered))
             });
             match started {
                 Ok((pipeline, recovered)) => {
                     let _ = started_tx.send(Ok(recovered));
-                    decide(pipeline, journal, rx);
+                    let decider = Decider {
+                        pipeline,
+                        journal,
+                        metrics: decider_metrics,
+                        rules,
+                        step: Step::default(),
+                        out: Vec::new(),
+                        entries: Vec::new(),
+                    };
+                    decider.run(rx);
                 }
                 Err(e) => {
                     let _ = started_tx.send(Err(e));
@@ -239,16 +353,11 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
             reader: Mutex::new(reader),
             token: settings.token.clone(),
             rules_loaded: AtomicBool::new(true),
+            metrics,
         });
-        let ticker = tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                every.tick().await;
-                if tx.send(Command::Tick).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let ticker = tokio::spawn(tick(tx.clone()));
+        let watcher = tokio::spawn(watch(settings.rules.clone(), tx.clone()));
+        drop(tx);
         eprintln!(
             "remedy listening on http://{} (journal {}, {recovered} open faults recovered)",
             settings.listen,
@@ -261,7 +370,9 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
             .map_err(|e| format!("serving: {e}"))?;
         // Intake has stopped: let the decider finish what is queued.
         ticker.abort();
+        watcher.abort();
         let _ = ticker.await;
+        let _ = watcher.await;
         shared.rules_loaded.store(false, Ordering::Relaxed);
         drop(shared);
         tokio::task::spawn_blocking(move || decider.join())
@@ -271,6 +382,67 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
         eprintln!("remedy stopped");
         Ok(())
     })
+}
+
+/// Lets time pass every second: escalations fall due, held actions retry.
+async fn tick(tx: mpsc::Sender<Command>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        if tx.send(Command::Tick).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// What identifies the rules on disk: every `.rhai` file's path, size and mtime.
+fn fingerprint(dir: &std::path::Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "rhai") {
+                out.push((path, meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Reloads the rules when a file under `dir` changes, and on SIGHUP.
+async fn watch(dir: PathBuf, tx: mpsc::Sender<Command>) {
+    let mut last = fingerprint(&dir);
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("SIGHUP handler");
+    loop {
+        #[cfg(unix)]
+        let reload = tokio::select! {
+            _ = every.tick() => false,
+            _ = hangup.recv() => true,
+        };
+        #[cfg(not(unix))]
+        let reload = {
+            every.tick().await;
+            false
+        };
+        let now = fingerprint(&dir);
+        if reload || now != last {
+            last = now;
+            if tx.send(Command::Reload).await.is_err() {
+                break;
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
