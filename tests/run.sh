@@ -20,6 +20,15 @@ for component in rustfmt clippy; do
     fi
 done
 
+# A real Alertmanager for the webhook test (Debian's package; skipped when present).
+if [ ! -x /usr/bin/prometheus-alertmanager ]; then
+    say "installing prometheus-alertmanager (Debian package) for the Alertmanager test"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager \
+        || { echo "error: could not install prometheus-alertmanager" >&2; exit 2; }
+fi
+
 # Test runner: nextest when present (per-test timeouts from .config/nextest.toml), else cargo test.
 if ! cargo nextest --version >/dev/null 2>&1; then
     say "cargo-nextest not found: installing it (cargo install cargo-nextest --locked)"

@@ -61,31 +61,7 @@ impl Service {
 
     /// (status, body) of one request; status 0 when nothing answered.
     fn request(&self, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return (0, String::new());
-        };
-        stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
-        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        if stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(body.as_bytes()))
-            .is_err()
-        {
-            return (0, String::new());
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (status, body.to_string())
+        http(self.port, method, path, body, token)
     }
 
     fn json(&self, path: &str) -> Value {
@@ -114,6 +90,36 @@ impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
+}
+
+/// (status, body) of one HTTP/1.1 request to 127.0.0.1:`port`; status 0
+/// when nothing answered.
+fn http(port: u16, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body.as_bytes()))
+        .is_err()
+    {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
 }
 
 /// Sends a signal with kill(1): no libc binding needed.
@@ -483,4 +489,163 @@ fn a_broken_rule_is_reported_and_the_old_rules_keep_running() {
         assert!(Instant::now() < deadline, "never reloaded: {body}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A real Alertmanager (Debian's prometheus-alertmanager, which tests/run.sh
+/// installs) with a webhook receiver pointing at remedy: an alert posted to
+/// it arrives and opens the fault it names.
+#[test]
+fn a_real_alertmanager_delivers_to_remedy() {
+    let binary = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
+        .into_iter()
+        .find(|b| Path::new(b).exists())
+        .expect("prometheus-alertmanager is not installed: run tests/run.sh, which installs it");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Service::start(dir.path(), &[]);
+    let am_port = free_port();
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "route:\n  receiver: remedy\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: remedy\n    webhook_configs:\n      - url: http://127.0.0.1:{}/v1/alertmanager\n",
+            s.port
+        ),
+    )
+    .unwrap();
+    let mut am = Command::new(binary)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("am").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("alertmanager starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http(am_port, "GET", "/-/ready", "", None).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "alertmanager did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let alert = r#"[{"labels":{"alertname":"NodeHighLoad","instance":"10.1.2.3:9100","fault_class":"resource","cluster":"c7"},"annotations":{"summary":"load 9.1 on 10.1.2.3"}}]"#;
+    let (status, body) = http(am_port, "POST", "/api/v2/alerts", alert, None);
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let faults = loop {
+        let f = s.json("/v1/faults?node=10.1.2.3");
+        if !f.as_array().unwrap().is_empty() || Instant::now() > deadline {
+            break f;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = am.kill();
+    let _ = am.wait();
+    assert_eq!(faults[0]["fault"], "high_load", "{faults}");
+    assert!(faults[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("NodeHighLoad"));
+}
+
+/// 10,000 malformed bodies between valid signals: the service stays up,
+/// answers each bad one 400 with a reason, and decides every valid one.
+#[test]
+fn ten_thousand_malformed_bodies_cost_no_valid_signal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Service::start(dir.path(), &[]);
+    let deep = format!(
+        r#"{{"node":"d","kind":"hardware","type":"x","nested":{}1{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let bad = |i: usize| -> String {
+        match i % 6 {
+            0 => format!("this is not JSON {i}"),
+            1 => format!(r#"{{"kind":"hardware","type":"memory.ecc.uncorrectable","id":"{i}"}}"#),
+            2 => r#"{"node":7,"kind":"hardware","type":"x"}"#.to_string(),
+            3 => r#"{"node":"n","kind":"weather","type":"x"}"#.to_string(),
+            4 => r#"{"node":"n","kind":"hardware","type":"x","ts":"yesterday"}"#.to_string(),
+            _ => deep.clone(),
+        }
+    };
+    let mut valid = 0;
+    for i in 0..10_000 {
+        let (status, body) = s.request("POST", "/v1/signals", &bad(i), None);
+        assert_eq!(status, 400, "body {i}: {body}");
+        assert!(body.contains("\"reason\""), "body {i}: {body}");
+        if i % 10 == 0 {
+            let signal = format!(
+                r#"{{"node":"v{i}","kind":"hardware","type":"memory.ecc.uncorrectable","labels":{{"cluster":"c{}"}}}}"#,
+                i % 7
+            );
+            let (status, body) = s.request("POST", "/v1/signals", &signal, None);
+            assert_eq!(status, 202, "valid {i}: {body}");
+            valid += 1;
+        }
+    }
+    let huge = format!(
+        r#"{{"node":"n","kind":"hardware","type":"x","message":"{}"}}"#,
+        "x".repeat(10 << 20)
+    );
+    assert_eq!(s.request("POST", "/v1/signals", &huge, None).0, 413);
+    assert_eq!(s.request("GET", "/healthz", "", None).0, 200, "still alive");
+    let open = s.json("/v1/faults?state=open");
+    assert_eq!(
+        open.as_array().unwrap().len(),
+        valid,
+        "every valid signal decided"
+    );
+    let (_, metrics) = s.request("GET", "/metrics", "", None);
+    assert!(
+        metrics.contains("remedy_signals_rejected_total{source=\"http\"} 10000"),
+        "{metrics}"
+    );
+}
+
+/// SIGTERM while clients are sending: exit 0 promptly, and every signal
+/// that was answered 202 is in the journal.
+#[test]
+fn shutdown_under_load_keeps_every_acknowledged_signal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Service::start(dir.path(), &[]);
+    let port = s.port;
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut acknowledged = 0;
+                for i in 0..100_000 {
+                    let signal = format!(
+                        r#"{{"node":"t{t}-{i}","kind":"hardware","type":"memory.ecc.uncorrectable","labels":{{"cluster":"c{t}"}}}}"#
+                    );
+                    match http(port, "POST", "/v1/signals", &signal, None).0 {
+                        202 => acknowledged += 1,
+                        0 => break, // the listener is gone
+                        _ => {}
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let started = Instant::now();
+    let (code, stderr) = s.stop();
+    let took = started.elapsed();
+    let acknowledged: usize = senders.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    assert!(acknowledged > 0);
+
+    let s = Service::start(dir.path(), &[]);
+    let open = s.json("/v1/faults?state=open").as_array().unwrap().len();
+    assert!(
+        open >= acknowledged,
+        "{acknowledged} acknowledged, {open} journaled"
+    );
 }
