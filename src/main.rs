@@ -32,6 +32,9 @@ enum Command {
         /// Configuration file (TOML); without it: 127.0.0.1:9477, ./rules, ./remedy.db.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Log format on stderr (`RUST_LOG` sets the level; default info).
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: remedy::service::LogFormat,
     },
     /// Compile every rule; print `path:line:col: message` for each problem.
     Check {
@@ -350,7 +353,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run { config } => run(config.as_deref()),
+        Command::Run { config, log_format } => {
+            remedy::service::init_logs(log_format);
+            run(config.as_deref())
+        }
         Command::Check { rules_dir } => check(&rules_dir),
         Command::Test { rules_dir } => test(&rules_dir),
         Command::Replay {

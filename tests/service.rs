@@ -12,6 +12,9 @@ use serde_json::Value;
 struct Service {
     child: Child,
     port: u16,
+    /// The service's stderr goes to a file: a pipe nobody reads would fill
+    /// up and block its logging.
+    log: std::path::PathBuf,
 }
 
 fn free_port() -> u16 {
@@ -39,8 +42,9 @@ impl Service {
                 format!("sqlite://{}", dir.join("remedy.db").display()),
             )
             .env_remove("REMEDY_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::null());
+        let log = dir.join(format!("remedy-{port}.log"));
+        cmd.stderr(std::fs::File::create(&log).expect("log file"));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -48,7 +52,7 @@ impl Service {
             copy_tree(&repo.join("rules"), &dir.join("rules"));
         }
         let child = cmd.spawn().expect("remedy starts");
-        let s = Service { child, port };
+        let s = Service { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if s.request("GET", "/healthz", "", None).0 == 200 {
@@ -73,10 +77,7 @@ impl Service {
     fn stop(mut self) -> (i32, String) {
         unsafe_kill(self.child.id(), "TERM");
         let status = self.child.wait().expect("remedy exits");
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
+        let err = std::fs::read_to_string(&self.log).unwrap_or_default();
         (status.code().unwrap_or(-1), err)
     }
 

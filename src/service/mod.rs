@@ -236,13 +236,40 @@ impl Decider {
     fn decide(&mut self, signal: Signal) {
         let started = std::time::Instant::now();
         let r#type = signal.r#type.clone();
+        // One span per signal: node, type, and the rules that matched.
+        let span = tracing::info_span!(
+            "signal",
+            node = %signal.node,
+            r#type = %r#type,
+            rules = tracing::field::Empty
+        );
+        let _entered = span.enter();
         self.out.clear();
         self.pipeline
             .on_signal(signal, now(), &mut self.step, &mut self.out);
         for e in &self.step.errors {
-            eprintln!("rule error: {e}");
+            tracing::warn!(rule = %e.rule, "rule error: {e}");
         }
         let rules = self.pipeline.engine.rules();
+        if !self.step.answers.is_empty() {
+            let matched: Vec<&str> = self
+                .step
+                .answers
+                .iter()
+                .map(|(i, _)| rules.name(*i))
+                .collect();
+            span.record("rules", tracing::field::display(matched.join(",")));
+        }
+        for d in &self.out {
+            match (d.action.as_deref(), d.outcome) {
+                (Some(action), Some(outcome)) => {
+                    tracing::debug!(fault = %d.fault, action, outcome = outcome.as_str(), "action")
+                }
+                _ => {
+                    tracing::info!(fault = %d.fault, event = ?d.event, reason = d.reason.as_deref(), "fault")
+                }
+            }
+        }
         self.metrics.decided(
             self.step.evaluated.iter().map(|&i| rules.name(i)),
             self.step.errors.iter().map(|e| e.rule.as_str()),
@@ -271,12 +298,12 @@ impl Decider {
     fn reload(&mut self) {
         match self.pipeline.engine.reload(&self.rules) {
             Ok(n) => {
-                eprintln!("rules reloaded from {}: {n} rules", self.rules.display());
+                tracing::info!(rules = n, dir = %self.rules.display(), "rules reloaded");
                 self.metrics.reloaded(None);
             }
             Err(e) => {
                 let e = e.to_string().replace('\n', "; ");
-                eprintln!("error: rules reload failed, the previous rules keep running: {e}");
+                tracing::error!("rules reload failed, the previous rules keep running: {e}");
                 self.metrics.reloaded(Some(e));
             }
         }
@@ -288,7 +315,7 @@ impl Decider {
             .record(&self.entries)
             .map_err(|e| e.to_string());
         if let Err(e) = &journaled {
-            eprintln!("error: {e}");
+            tracing::error!("journal write failed: {e}");
         }
         journaled
     }
@@ -296,6 +323,29 @@ impl Decider {
 
 /// Builds the pipeline on the decider thread (the engine is not `Send`).
 pub type Build = Box<dyn FnOnce() -> Result<Pipeline, String> + Send>;
+
+/// How the service logs: human-readable, or one JSON object per line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For a terminal.
+    Human,
+    /// For a log pipeline.
+    Json,
+}
+
+/// Sets up logging on stderr (`RUST_LOG` filters; default `info`).
+pub fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+    };
+}
 
 /// Runs the service until SIGINT or SIGTERM. `build` makes the pipeline;
 /// its error (e.g. rules that do not compile) stops the start.
@@ -358,10 +408,12 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
         let ticker = tokio::spawn(tick(tx.clone()));
         let watcher = tokio::spawn(watch(settings.rules.clone(), tx.clone()));
         drop(tx);
-        eprintln!(
-            "remedy listening on http://{} (journal {}, {recovered} open faults recovered)",
-            settings.listen,
-            settings.journal.display()
+        tracing::info!(
+            listen = %settings.listen,
+            journal = %settings.journal.display(),
+            recovered,
+            "remedy listening on http://{}",
+            settings.listen
         );
         let app = http::router(shared.clone(), settings.max_body);
         axum::serve(listener, app)
@@ -379,7 +431,7 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
             .await
             .map_err(|e| format!("stopping: {e}"))?
             .map_err(|_| "the decider panicked".to_string())?;
-        eprintln!("remedy stopped");
+        tracing::info!("remedy stopped");
         Ok(())
     })
 }
@@ -461,5 +513,5 @@ async fn shutdown() {
     {
         let _ = interrupt.await;
     }
-    eprintln!("remedy: stopping (finishing queued work)");
+    tracing::info!("stopping: intake closed, finishing queued work");
 }
