@@ -281,6 +281,35 @@ impl Guards {
         v
     }
 
+    /// After a restart, puts back what the journal says became of an action
+    /// of a still-open fault, without a new decision: one that passed keeps
+    /// its node under remediation; one held back waits again (retried when
+    /// its guard frees); one awaiting approval awaits again (with a new id).
+    pub fn restore(&mut self, intent: Intent, last: Outcome, now: Timestamp) {
+        match last {
+            Outcome::Executed | Outcome::DryRun => self.passed(&intent, now),
+            Outcome::BudgetExhausted | Outcome::RateLimited | Outcome::CircuitOpen => {
+                let wake = (last != Outcome::BudgetExhausted).then_some(now);
+                if last == Outcome::BudgetExhausted {
+                    self.domain_of(&intent).waiting += 1;
+                }
+                self.wake_at(wake);
+                self.released = true;
+                self.held.push_back(Held {
+                    request: intent,
+                    wake,
+                    outcome: last,
+                });
+            }
+            Outcome::AwaitingApproval => {
+                let id = self.next_approval;
+                self.next_approval += 1;
+                self.approvals.insert(id, intent);
+            }
+            Outcome::Failed | Outcome::Silenced | Outcome::Rejected => {}
+        }
+    }
+
     /// Actions held back, waiting for a guard to free.
     pub fn held(&self) -> usize {
         self.held.len()

@@ -488,6 +488,12 @@ impl Fleet {
             .map(|&(_, v)| self.symbols.name(v).to_string())
     }
 
+    /// The labels of the node named `node`, as last seen.
+    pub fn labels_named(&self, node: &str) -> Option<Vec<(String, String)>> {
+        let id = self.nodes.get(node)?;
+        Some(self.labels_of(NodeId(id.0)))
+    }
+
     /// The node's labels as last seen.
     pub fn labels_of(&self, node: NodeId) -> Vec<(String, String)> {
         self.states[node.0 as usize]

@@ -224,6 +224,17 @@ impl Engine {
         Ok(n)
     }
 
+    /// The policy for a fault class.
+    pub fn policy(&self, fault: &str) -> &Policy {
+        self.policies.get(fault)
+    }
+
+    /// Tells the engine a node's labels (after a restart, from the journal),
+    /// so its failure domain is known before it sends again.
+    pub fn restore_node(&mut self, node: &str, labels: &crate::signal::Labels, at: Timestamp) {
+        self.world.borrow_mut().fleet.touch(node, labels, at);
+    }
+
     /// The rules in use.
     pub fn rules(&self) -> &RuleSet {
         &self.rules

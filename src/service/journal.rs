@@ -2,6 +2,7 @@
 //! restart loses nothing and the API can answer from it. Behind the
 //! [`Journal`] trait so that PostgreSQL can follow for several instances.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use remedy_engine::{Decision, Event, Timestamp};
@@ -79,10 +80,23 @@ pub trait Journal: Send {
         fault: &str,
         since: Timestamp,
     ) -> Result<Vec<String>, JournalError>;
+    /// The last outcome of each action decided for `fault` on `node` since
+    /// `since`, and whether it ever passed: (action, last outcome, passed).
+    fn action_states(
+        &self,
+        node: &str,
+        fault: &str,
+        since: Timestamp,
+    ) -> Result<Vec<(String, String, bool)>, JournalError>;
+    /// Remembers a node's labels.
+    fn remember_node(&mut self, node: &str, labels: &[(String, String)]) -> Result<(), JournalError>;
+    /// A node's remembered labels.
+    fn node_labels(&self, node: &str) -> Result<Vec<(String, String)>, JournalError>;
 }
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
+    Migrations::new(vec![
+        M::up(
         "CREATE TABLE decisions (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             ts_ms INTEGER NOT NULL,
@@ -106,7 +120,11 @@ fn migrations() -> Migrations<'static> {
             PRIMARY KEY (node, fault, opened_ms)
         );
         CREATE INDEX faults_open ON faults (resolved_ms, node);",
-    )])
+        ),
+        // v2: the labels of nodes that actions were decided for, so that a
+        // restart knows their failure domains before they send again.
+        M::up("CREATE TABLE nodes (node TEXT PRIMARY KEY, labels TEXT NOT NULL);"),
+    ])
 }
 
 /// The SQLite journal.
@@ -243,6 +261,49 @@ impl Journal for Sqlite {
         )?;
         let rows = stmt.query_map(params![node, fault, since.0], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn action_states(
+        &self,
+        node: &str,
+        fault: &str,
+        since: Timestamp,
+    ) -> Result<Vec<(String, String, bool)>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT action,
+                    (SELECT outcome FROM decisions l WHERE l.node = d.node AND l.fault = d.fault
+                       AND l.action = d.action AND l.ts_ms >= ?3 ORDER BY l.seq DESC LIMIT 1),
+                    MAX(outcome IN ('dry_run', 'executed'))
+             FROM decisions d
+             WHERE node = ?1 AND fault = ?2 AND ts_ms >= ?3 AND action IS NOT NULL
+             GROUP BY action ORDER BY MIN(seq)",
+        )?;
+        let rows = stmt.query_map(params![node, fault, since.0], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? == 1))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn remember_node(&mut self, node: &str, labels: &[(String, String)]) -> Result<(), JournalError> {
+        let labels: BTreeMap<&str, &str> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let text = serde_json::to_string(&labels).unwrap_or_default();
+        self.conn.execute(
+            "INSERT INTO nodes (node, labels) VALUES (?1, ?2)
+             ON CONFLICT (node) DO UPDATE SET labels = excluded.labels",
+            params![node, text],
+        )?;
+        Ok(())
+    }
+
+    fn node_labels(&self, node: &str) -> Result<Vec<(String, String)>, JournalError> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT labels FROM nodes WHERE node = ?1", params![node], |r| r.get(0))
+            .optional()?;
+        let map: BTreeMap<String, String> = text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        Ok(map.into_iter().collect())
     }
 
     fn writable(&self) -> bool {

@@ -7,7 +7,7 @@
 //! restart recovery of open faults, `GET /v1/faults`, `GET /v1/decisions`,
 //! `/healthz`, `/readyz`, bearer auth, body limits, back-pressure (429) and
 //! graceful shutdown, silences and approvals, `/metrics`, hot reload of
-//! rules. Still to come: held-back actions across a restart, JSON logs.
+//! rules, tracing logs, and held-back actions across a restart.
 
 pub mod alertmanager;
 mod http;
@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use remedy_actions::Silence;
-use remedy_engine::{Decision, Intent, Severity, Signal, Step, Timestamp};
+use remedy_engine::{Decision, Intent, Outcome, Severity, Signal, Step, Timestamp, Trigger};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
@@ -145,11 +145,13 @@ struct Shared {
     metrics: Arc<Metrics>,
 }
 
-/// Puts the journal's open faults back into the engine so nothing reopens.
+/// Puts the journal's open faults back into the engine so nothing reopens,
+/// and what became of their actions back into the guard chain: nodes under
+/// remediation stay so, held-back actions wait again, approvals await again.
 fn recover(pipeline: &mut Pipeline, journal: &Sqlite, metrics: &Metrics) -> Result<usize, String> {
-    let open = journal
-        .faults(Some(true), None)
-        .map_err(|e| e.to_string())?;
+    let err = |e: journal::JournalError| e.to_string();
+    let open = journal.faults(Some(true), None).map_err(err)?;
+    let restarted = now();
     for f in &open {
         metrics.recovered(&f.fault);
         let severity = f
@@ -157,10 +159,16 @@ fn recover(pipeline: &mut Pipeline, journal: &Sqlite, metrics: &Metrics) -> Resu
             .as_deref()
             .and_then(Severity::parse)
             .unwrap_or(Severity::Warning);
+        let labels = journal.node_labels(&f.node).map_err(err)?;
+        let mut known = remedy_engine::Labels::default();
+        for (k, v) in &labels {
+            known.insert(k.clone(), v.clone());
+        }
+        pipeline.engine.restore_node(&f.node, &known, f.opened_at);
         let types: Vec<String> = f.signal_type.iter().cloned().collect();
         let done = journal
             .decided_actions(&f.node, &f.fault, f.opened_at)
-            .map_err(|e| e.to_string())?;
+            .map_err(err)?;
         pipeline.engine.restore_open(
             &f.node,
             &f.fault,
@@ -170,6 +178,27 @@ fn recover(pipeline: &mut Pipeline, journal: &Sqlite, metrics: &Metrics) -> Resu
             &types,
             &done,
         );
+        let approval = pipeline.engine.policy(&f.fault).approval;
+        for (action, last, passed) in journal.action_states(&f.node, &f.fault, f.opened_at).map_err(err)? {
+            let outcome = if passed {
+                Outcome::DryRun
+            } else {
+                match serde_json::from_value::<Outcome>(serde_json::Value::String(last)) {
+                    Ok(o) => o,
+                    Err(_) => continue,
+                }
+            };
+            let intent = Intent {
+                at: restarted,
+                node: f.node.clone(),
+                fault: f.fault.clone(),
+                action,
+                labels: labels.clone(),
+                trigger: Trigger::Remedy,
+                approval,
+            };
+            pipeline.guards.restore(intent, outcome, restarted);
+        }
     }
     Ok(open.len())
 }
