@@ -656,28 +656,50 @@ fn shutdown_under_load_keeps_every_acknowledged_signal() {
 #[test]
 fn a_held_back_action_is_not_forgotten_across_a_crash() {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("remedy.toml"), "[guards]\nmax_unhealthy = 1\n").unwrap();
+    // No escalation ladder, so only the cordons are in play.
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        "[guards]\nmax_unhealthy = 1\n\
+         [faults.memory_failure]\nactions = [\"cordon\", \"ticket\"]\non_resolve = [\"uncordon\"]\n\
+         [faults.disk_failure]\nactions = [\"cordon\", \"ticket\"]\non_resolve = [\"uncordon\"]\n",
+    )
+    .unwrap();
     let args = ["--config", "remedy.toml"];
     let s = Service::start_with(dir.path(), &[], &args);
-    assert_eq!(s.request("POST", "/v1/signals", &format!("{UE}\n{DISK}"), None).0, 202);
+    assert_eq!(
+        s.request("POST", "/v1/signals", &format!("{UE}\n{DISK}"), None)
+            .0,
+        202
+    );
     let before = s.json("/v1/decisions");
     let cordons: Vec<(String, String)> = before["decisions"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|d| d["action"] == "cordon")
-        .map(|d| (d["node"].as_str().unwrap().into(), d["outcome"].as_str().unwrap().into()))
+        .map(|d| {
+            (
+                d["node"].as_str().unwrap().into(),
+                d["outcome"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(
         cordons,
-        [("n1".to_string(), "dry_run".to_string()), ("n2".into(), "budget_exhausted".into())]
+        [
+            ("n1".to_string(), "dry_run".to_string()),
+            ("n2".into(), "budget_exhausted".into())
+        ]
     );
     s.kill_9();
 
     let s = Service::start_with(dir.path(), &[], &args);
     let (_, metrics) = s.request("GET", "/metrics", "", None);
     assert!(metrics.contains("remedy_guard_held_actions 1"), "{metrics}");
-    assert!(metrics.contains("remedy_guard_under_remediation{domain=\"c1\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("remedy_guard_under_remediation{domain=\"c1\"} 1"),
+        "{metrics}"
+    );
     // n1 recovers: its uncordon frees the budget and n2's cordon goes, unasked.
     let clear = r#"{"node":"n1","kind":"hardware","type":"memory.ecc.uncorrectable","ts":"2026-11-24T23:59:00Z","resolved":true,"labels":{"cluster":"c1"}}"#;
     assert_eq!(s.request("POST", "/v1/signals", clear, None).0, 202);
@@ -698,7 +720,11 @@ fn a_held_back_action_is_not_forgotten_across_a_crash() {
     assert_eq!(
         actions,
         [
-            ("n1".to_string(), "uncordon".to_string(), "dry_run".to_string()),
+            (
+                "n1".to_string(),
+                "uncordon".to_string(),
+                "dry_run".to_string()
+            ),
             ("n2".into(), "cordon".into(), "dry_run".into())
         ]
     );

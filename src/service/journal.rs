@@ -89,7 +89,11 @@ pub trait Journal: Send {
         since: Timestamp,
     ) -> Result<Vec<(String, String, bool)>, JournalError>;
     /// Remembers a node's labels.
-    fn remember_node(&mut self, node: &str, labels: &[(String, String)]) -> Result<(), JournalError>;
+    fn remember_node(
+        &mut self,
+        node: &str,
+        labels: &[(String, String)],
+    ) -> Result<(), JournalError>;
     /// A node's remembered labels.
     fn node_labels(&self, node: &str) -> Result<Vec<(String, String)>, JournalError>;
 }
@@ -97,7 +101,7 @@ pub trait Journal: Send {
 fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(
-        "CREATE TABLE decisions (
+            "CREATE TABLE decisions (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             ts_ms INTEGER NOT NULL,
             event TEXT NOT NULL,
@@ -284,8 +288,15 @@ impl Journal for Sqlite {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn remember_node(&mut self, node: &str, labels: &[(String, String)]) -> Result<(), JournalError> {
-        let labels: BTreeMap<&str, &str> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    fn remember_node(
+        &mut self,
+        node: &str,
+        labels: &[(String, String)],
+    ) -> Result<(), JournalError> {
+        let labels: BTreeMap<&str, &str> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let text = serde_json::to_string(&labels).unwrap_or_default();
         self.conn.execute(
             "INSERT INTO nodes (node, labels) VALUES (?1, ?2)
@@ -298,7 +309,11 @@ impl Journal for Sqlite {
     fn node_labels(&self, node: &str) -> Result<Vec<(String, String)>, JournalError> {
         let text: Option<String> = self
             .conn
-            .query_row("SELECT labels FROM nodes WHERE node = ?1", params![node], |r| r.get(0))
+            .query_row(
+                "SELECT labels FROM nodes WHERE node = ?1",
+                params![node],
+                |r| r.get(0),
+            )
             .optional()?;
         let map: BTreeMap<String, String> = text
             .and_then(|t| serde_json::from_str(&t).ok())

@@ -179,7 +179,10 @@ fn recover(pipeline: &mut Pipeline, journal: &Sqlite, metrics: &Metrics) -> Resu
             &done,
         );
         let approval = pipeline.engine.policy(&f.fault).approval;
-        for (action, last, passed) in journal.action_states(&f.node, &f.fault, f.opened_at).map_err(err)? {
+        for (action, last, passed) in journal
+            .action_states(&f.node, &f.fault, f.opened_at)
+            .map_err(err)?
+        {
             let outcome = if passed {
                 Outcome::DryRun
             } else {
@@ -343,6 +346,22 @@ impl Decider {
             .journal
             .record(&self.entries)
             .map_err(|e| e.to_string());
+        // The failure domains of nodes with actions, for a restart.
+        let mut last = "";
+        for (d, _) in &self.entries {
+            if d.action.is_none() || d.node == last {
+                continue;
+            }
+            last = &d.node;
+            let labels = self
+                .pipeline
+                .engine
+                .with_fleet(|f| f.labels_named(&d.node))
+                .unwrap_or_default();
+            if let Err(e) = self.journal.remember_node(&d.node, &labels) {
+                tracing::error!("journal write failed: {e}");
+            }
+        }
         if let Err(e) = &journaled {
             tracing::error!("journal write failed: {e}");
         }
