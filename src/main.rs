@@ -305,7 +305,10 @@ fn diff(
 }
 
 fn run(config: Option<&Path>) -> Result<(), Failure> {
-    let config = load_config(config)?;
+    let mut config = load_config(config)?;
+    if let Some(rules) = std::env::var_os("REMEDY_RULES") {
+        config.rules = PathBuf::from(rules);
+    }
     let settings = remedy::service::Settings::from_config(&config).map_err(usage)?;
     let build: remedy::service::Build =
         Box::new(move || pipeline(&config, None).map_err(|f| f.message));
