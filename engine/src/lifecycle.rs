@@ -20,7 +20,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use smallvec::smallvec;
+use smallvec::{smallvec, SmallVec};
 
 use crate::decision::{Decision, Intent, Trigger};
 use crate::fleet::{Fleet, HistoryLimits, NodeId, OpenFault, Sym};
@@ -280,7 +280,20 @@ impl Engine {
             return;
         }
 
-        let rules = self.rules.rules_for(r#type);
+        let all = self.rules.rules_for(r#type);
+        // `VALUE_ABOVE` gates: a rule that declared one is not asked about a
+        // signal whose value does not exceed it (or that has no value).
+        let mut gated: SmallVec<[usize; 4]> = SmallVec::new();
+        let rules: &[usize] = match self.rules.gates_for(r#type) {
+            None => all,
+            Some(gates) => {
+                gated.extend(all.iter().zip(gates).filter_map(|(&i, gate)| {
+                    let pass = gate.is_none_or(|g| signal.value.is_some_and(|v| v > g));
+                    pass.then_some(i)
+                }));
+                &gated
+            }
+        };
         if rules.is_empty() {
             return;
         }
@@ -759,6 +772,26 @@ mod tests {
             events(&step)[1..],
             [(Event::Action, "memory_failure".into(), Some("drain".into()))]
         );
+    }
+
+    #[test]
+    fn a_value_above_gate_keeps_the_rule_from_being_asked() {
+        let mut e = engine(&[(
+            "g.rhai",
+            r#"const TYPES = ["load.high"]; const VALUE_ABOVE = #{ "load.high": 2 };
+               fn classify(s) { print(`asked about ${s.value}`); #{ fault: "high_load" } }"#,
+        )]);
+        let mut load = |v: Option<f64>, secs| {
+            let mut s = sig("n1", "load.high", secs);
+            s.value = v;
+            e.on_signal(s, Timestamp::default())
+        };
+        let quiet = load(Some(2.0), 0);
+        assert!(quiet.prints.is_empty() && quiet.evaluated.is_empty() && quiet.out.is_empty());
+        assert!(load(None, 1).evaluated.is_empty(), "no value: not above");
+        let asked = load(Some(2.5), 2);
+        assert_eq!(asked.prints, ["asked about 2.5"]);
+        assert_eq!(first_decision(&asked).fault, "high_load");
     }
 
     #[test]

@@ -330,6 +330,8 @@ struct Rule {
     name: String,
     ast: AST,
     types: Option<Vec<String>>,
+    /// `VALUE_ABOVE`: per type, the value a signal must exceed to be asked about.
+    value_above: Vec<(String, f64)>,
 }
 
 /// Every rule of a directory, compiled and indexed by signal type.
@@ -337,6 +339,9 @@ pub struct RuleSet {
     rhai: Rhai,
     rules: Vec<Rule>,
     by_type: FxHashMap<Sym, Vec<usize>>,
+    /// For types some rule gates with `VALUE_ABOVE`: one entry per rule in
+    /// `by_type`'s list, the value to exceed (None: no gate).
+    gates: FxHashMap<Sym, Vec<Option<f64>>>,
     catch_all: Vec<usize>,
     scope: RefCell<Scope<'static>>,
     world: Rc<RefCell<World>>,
@@ -667,10 +672,32 @@ impl RuleSet {
             list.extend(&catch_all);
             list.sort_unstable();
         }
+        let mut gates = FxHashMap::default();
+        {
+            let w = world.borrow();
+            let symbols = &w.fleet.symbols;
+            for (&t, list) in &by_type {
+                let name = symbols.name(t).to_string();
+                let gate: Vec<Option<f64>> = list
+                    .iter()
+                    .map(|&i| {
+                        rules[i]
+                            .value_above
+                            .iter()
+                            .find(|(ty, _)| *ty == name)
+                            .map(|&(_, v)| v)
+                    })
+                    .collect();
+                if gate.iter().any(Option::is_some) {
+                    gates.insert(t, gate);
+                }
+            }
+        }
         Ok(RuleSet {
             rhai,
             rules,
             by_type,
+            gates,
             catch_all,
             scope: RefCell::new(Scope::new()),
             world,
@@ -712,6 +739,12 @@ impl RuleSet {
         self.by_type
             .get(&r#type)
             .map_or(&self.catch_all, Vec::as_slice)
+    }
+
+    /// The `VALUE_ABOVE` gates of [`RuleSet::rules_for`]'s list, one per rule,
+    /// when any rule gates this type.
+    pub fn gates_for(&self, r#type: Sym) -> Option<&[Option<f64>]> {
+        self.gates.get(&r#type).map(Vec::as_slice)
     }
 
     /// Asks rule `index` to classify the signal in `arg` (which is `signal`).
@@ -814,6 +847,43 @@ fn compile_one(rhai: &Rhai, name: &str, source: &str) -> Result<Rule, (usize, us
             Some(types)
         }
     };
+    let value_above = match scope.get("VALUE_ABOVE") {
+        None => Vec::new(),
+        Some(value) => {
+            let (line, column) = locate(source, "VALUE_ABOVE");
+            let bad = |what: String| (line, column, what);
+            let map = value.clone().try_cast::<Map>().ok_or_else(|| {
+                bad(format!(
+                    "`VALUE_ABOVE` must be a map of signal type to number, got {}",
+                    value.type_name()
+                ))
+            })?;
+            let Some(types) = &types else {
+                return Err(bad(
+                    "`VALUE_ABOVE` needs `TYPES`: it gates types the rule declares".into(),
+                ));
+            };
+            let mut gates = Vec::with_capacity(map.len());
+            for (t, v) in map {
+                let t = t.to_string();
+                if !types.contains(&t) {
+                    return Err(bad(format!(
+                        "`VALUE_ABOVE` names {t:?}, which is not in `TYPES`"
+                    )));
+                }
+                let v = v
+                    .as_float()
+                    .or_else(|_| v.as_int().map(|i| i as f64))
+                    .map_err(|got| {
+                        bad(format!(
+                            "`VALUE_ABOVE` for {t:?} must be a number, got {got}"
+                        ))
+                    })?;
+                gates.push((t, v));
+            }
+            gates
+        }
+    };
     let mut constants = Scope::new();
     for (var, is_constant, value) in scope.iter() {
         if is_constant {
@@ -826,6 +896,7 @@ fn compile_one(rhai: &Rhai, name: &str, source: &str) -> Result<Rule, (usize, us
         name: name.to_string(),
         ast,
         types,
+        value_above,
     })
 }
 
@@ -992,6 +1063,49 @@ mod tests {
         }
         let c = rules.classify(4, &mut arg, &signal).unwrap().unwrap();
         assert_eq!(c.reason.unwrap(), r#"2.5 #{"rack": "r7"} #{"slot": "A1"}"#);
+    }
+
+    #[test]
+    fn value_above_gates_a_declared_type_and_is_checked() {
+        let rules = set(&[(
+            "g.rhai",
+            r#"const LIMIT = 2.0; const TYPES = ["load.high", "x"]; const VALUE_ABOVE = #{ "load.high": LIMIT };
+               fn classify(s) { () }"#,
+        )])
+        .unwrap();
+        let world = rules.world().clone();
+        let (load, x) = {
+            let mut w = world.borrow_mut();
+            (
+                w.fleet.symbols.intern("load.high"),
+                w.fleet.symbols.intern("x"),
+            )
+        };
+        assert_eq!(rules.gates_for(load), Some(&[Some(2.0)][..]));
+        assert_eq!(
+            rules.gates_for(x),
+            None,
+            "only the types it names are gated"
+        );
+        let found = problems(
+            set(&[
+                ("a.rhai", "const VALUE_ABOVE = #{ \"x\": 1 };\nfn classify(s) { () }"),
+                ("b.rhai", "const TYPES = [\"x\"];\nconst VALUE_ABOVE = #{ \"y\": 1 };\nfn classify(s) { () }"),
+                ("c.rhai", "const TYPES = [\"x\"];\nconst VALUE_ABOVE = #{ \"x\": \"high\" };\nfn classify(s) { () }"),
+                ("d.rhai", "const TYPES = [\"x\"];\nconst VALUE_ABOVE = 3;\nfn classify(s) { () }"),
+            ])
+            .unwrap_err(),
+        );
+        assert!(
+            found[0].starts_with("a.rhai:1:7: `VALUE_ABOVE` needs `TYPES`"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("b.rhai:2:7: `VALUE_ABOVE` names \"y\", which is not in `TYPES`"),
+            "{found:?}"
+        );
+        assert!(found[2].contains("must be a number"), "{found:?}");
+        assert!(found[3].contains("must be a map"), "{found:?}");
     }
 
     #[test]
