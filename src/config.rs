@@ -1,12 +1,12 @@
 //! The configuration file (TOML, contract section 5).
 //!
 //! This struct is the documentation of the file: every field says what it is
-//! for and what it defaults to. Sections that belong to components still being
-//! built (`[http]`, `[journal]`, `[kafka]`, `[[prometheus]]`, `[[scrape]]`, and
-//! the executor settings of `[actions.*]`) are accepted as written in the
-//! contract so that one file serves every command, and are validated by the
-//! component that uses them. A key the contract does not know is an error
-//! naming the key.
+//! for and what it defaults to. `[http]` and `[journal]` are read by `remedy
+//! run` (see `service::Settings`); sections of components still being built
+//! (`[kafka]`, `[[prometheus]]`, `[[scrape]]`, and the executor settings of
+//! `[actions.*]`) are accepted as written in the contract so that one file
+//! serves every command. A key the contract does not know is an error naming
+//! the key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

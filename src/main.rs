@@ -48,13 +48,14 @@ enum Command {
         #[arg(value_name = "RULES_DIR", default_value = "rules")]
         rules_dir: PathBuf,
     },
-    /// Feed recorded signals (JSON lines, `-` for stdin) through rules and
-    /// lifecycle in event time; print decisions as JSON lines.
+    /// Feed recorded signals (JSON lines, `-` for stdin) through rules,
+    /// lifecycle and guards in event time (every action dry-run, nothing
+    /// journaled); print decisions as JSON lines.
     Replay {
         /// Recorded signals, one JSON object per line; `-` reads stdin.
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        /// Configuration file (TOML): rules directory and policies.
+        /// Configuration file (TOML): rules directory, policies, guards, silences.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Rules directory, overriding the config's `rules`.
