@@ -3,8 +3,7 @@
 //! This struct is the documentation of the file: every field says what it is
 //! for and what it defaults to. `[http]` and `[journal]` are read by `remedy
 //! run` (see `service::Settings`); sections of components still being built
-//! (`[kafka]`, `[[prometheus]]`, `[[scrape]]`, and the executor settings of
-//! `[actions.*]`) are accepted as written in the contract so that one file
+//! (`[kafka]`, `[[prometheus]]`, and the executor settings of `[actions.*]`) are accepted as written in the contract so that one file
 //! serves every command. A key the contract does not know is an error naming
 //! the key.
 
@@ -41,9 +40,10 @@ pub struct Config {
     /// PromQL queries polled as signals (used by `remedy run`).
     #[serde(default)]
     pub prometheus: Vec<toml::Table>,
-    /// Exposition endpoints scraped as signals (used by `remedy run`).
+    /// Exposition endpoints scraped as signals (parsed by
+    /// `remedy_collectors::scrape`; the service's scrape loop is still to come).
     #[serde(default)]
-    pub scrape: Vec<toml::Table>,
+    pub scrape: Vec<remedy_collectors::scrape::Config>,
     /// Executors and quotas, by action name.
     #[serde(default)]
     pub actions: BTreeMap<String, ActionSection>,
@@ -280,6 +280,11 @@ mod tests {
             "30m".parse().unwrap()
         );
         assert_eq!(c.prometheus.len(), 1);
+        assert_eq!(
+            c.scrape[0].metrics["node_pressure_memory_waiting_seconds_total"],
+            "memory.pressure"
+        );
+        assert_eq!(c.scrape[0].every, "15s".parse().unwrap());
         assert_eq!(c.policies().get("memory_failure").on_resolve, ["uncordon"]);
     }
 

@@ -3,5 +3,7 @@
 //! nothing of rules: the engine classifies, the source only delivers.
 
 pub mod lines;
+pub mod scrape;
 
 pub use lines::{JsonLines, Line};
+pub use scrape::Scraper;

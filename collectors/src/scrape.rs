@@ -1,0 +1,193 @@
+//! `[[scrape]]`: an exporter's exposition text, parsed with prometheus-parse;
+//! each sample of a configured metric becomes a `resource` signal (contract
+//! sections 2 and 5), and a series that was there last time and is gone now
+//! becomes a `resolved: true` signal, so pressure faults close.
+//!
+//! This is the parser and the series bookkeeping; fetching the endpoint
+//! every `every` belongs to the service's collector loop.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use remedy_engine::{Duration, Kind, Signal, Timestamp};
+use serde::Deserialize;
+
+/// `[[scrape]]` in the config.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The exposition endpoint, e.g. `http://127.0.0.1:9100/metrics`.
+    pub url: String,
+    /// How often to scrape.
+    pub every: Duration,
+    /// The node the endpoint describes.
+    pub node: String,
+    /// Metric name -> signal type.
+    pub metrics: BTreeMap<String, String>,
+}
+
+/// Why a scrape could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("exposition text from {url}: {source}")]
+pub struct ScrapeError {
+    url: String,
+    source: std::io::Error,
+}
+
+/// One series: its signal type and its sorted labels.
+type Series = (String, Vec<(String, String)>);
+
+/// Turns successive scrapes of one endpoint into signals.
+#[derive(Debug)]
+pub struct Scraper {
+    config: Config,
+    present: BTreeSet<Series>,
+}
+
+impl Scraper {
+    /// A scraper for one `[[scrape]]` entry.
+    pub fn new(config: Config) -> Self {
+        Scraper {
+            config,
+            present: BTreeSet::new(),
+        }
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The signals of one scrape taken at `at`: one per sample of a
+    /// configured metric, in a stable order, then a resolved signal for each
+    /// series of the previous scrape that is gone. Histograms and summaries
+    /// are not single values and are skipped.
+    pub fn signals(&mut self, text: &str, at: Timestamp) -> Result<Vec<Signal>, ScrapeError> {
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let when = chrono::DateTime::from_timestamp_millis(at.0).unwrap_or_default();
+        let scrape =
+            prometheus_parse::Scrape::parse_at(lines, when).map_err(|source| ScrapeError {
+                url: self.config.url.clone(),
+                source,
+            })?;
+        let mut seen: BTreeMap<Series, f64> = BTreeMap::new();
+        for sample in scrape.samples {
+            let Some(r#type) = self.config.metrics.get(&sample.metric) else {
+                continue;
+            };
+            let value = match sample.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => continue,
+            };
+            let mut labels: Vec<(String, String)> = sample
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            labels.sort();
+            seen.insert((r#type.clone(), labels), value);
+        }
+        let mut out = Vec::with_capacity(seen.len());
+        for ((r#type, labels), value) in &seen {
+            let mut s = self.signal(r#type, labels, at);
+            s.value = Some(*value);
+            out.push(s);
+        }
+        let now: BTreeSet<Series> = seen.into_keys().collect();
+        for (r#type, labels) in self.present.difference(&now) {
+            let mut s = self.signal(r#type, labels, at);
+            s.resolved = true;
+            out.push(s);
+        }
+        self.present = now;
+        Ok(out)
+    }
+
+    fn signal(&self, r#type: &str, labels: &[(String, String)], at: Timestamp) -> Signal {
+        let mut s = Signal::new(self.config.node.clone(), Kind::Resource, r#type);
+        s.ts = Some(at);
+        for (k, v) in labels {
+            s.labels.insert(k.clone(), v.clone());
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REAL: &str = include_str!("../../tests/fixtures/real/node_exporter_1.5.0.prom");
+
+    fn scraper() -> Scraper {
+        Scraper::new(
+            toml::from_str(
+                r#"url = "http://127.0.0.1:9100/metrics"
+                   every = "15s"
+                   node = "node-0042"
+                   metrics = { "node_pressure_memory_waiting_seconds_total" = "memory.pressure", "node_load15" = "load.high", "node_filesystem_avail_bytes" = "disk.avail" }"#,
+            )
+            .expect("valid config"),
+        )
+    }
+
+    #[test]
+    fn the_real_node_exporter_output_becomes_signals() {
+        let mut s = scraper();
+        let at = Timestamp::parse_rfc3339("2026-11-24T23:58:07Z").unwrap();
+        let signals = s.signals(REAL, at).unwrap();
+        let find = |t: &str| signals.iter().filter(|x| x.r#type == t).collect::<Vec<_>>();
+        let load = find("load.high");
+        assert_eq!(load.len(), 1);
+        assert_eq!(
+            (load[0].node.as_str(), load[0].kind, load[0].value),
+            ("node-0042", Kind::Resource, Some(0.9))
+        );
+        assert_eq!(load[0].ts, Some(at));
+        assert_eq!(find("memory.pressure")[0].value, Some(0.0));
+        let root = find("disk.avail");
+        assert!(root
+            .iter()
+            .any(|x| x.labels.get("mountpoint") == Some("/") && x.value == Some(8.4540878848e10)));
+        assert!(signals.iter().all(|x| !x.resolved));
+        assert_eq!(
+            s.signals(REAL, at).unwrap(),
+            signals,
+            "same text, same signals, same order"
+        );
+    }
+
+    #[test]
+    fn a_series_that_disappears_is_resolved_once() {
+        let mut s = scraper();
+        let at = Timestamp::from_secs(1_800_000_000);
+        s.signals(
+            "node_load15 3.5\nnode_filesystem_avail_bytes{mountpoint=\"/\"} 10\n",
+            at,
+        )
+        .unwrap();
+        let next = s
+            .signals(
+                "node_filesystem_avail_bytes{mountpoint=\"/\"} 9\n",
+                at.add(Duration::from_secs(15)),
+            )
+            .unwrap();
+        assert_eq!(next.len(), 2);
+        assert_eq!(
+            (next[1].r#type.as_str(), next[1].resolved),
+            ("load.high", true)
+        );
+        assert_eq!(next[1].value, None);
+        let again = s
+            .signals(
+                "node_filesystem_avail_bytes{mountpoint=\"/\"} 9\n",
+                at.add(Duration::from_secs(30)),
+            )
+            .unwrap();
+        assert!(
+            again.iter().all(|x| !x.resolved),
+            "resolved once, not every scrape"
+        );
+    }
+}
