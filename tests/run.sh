@@ -20,13 +20,18 @@ for component in rustfmt clippy; do
     fi
 done
 
-# A real Alertmanager for the webhook test (Debian's package; skipped when present).
-if [ ! -x /usr/bin/prometheus-alertmanager ]; then
-    say "installing prometheus-alertmanager (Debian package) for the Alertmanager test"
+# A real Alertmanager and node exporter for the service tests (Debian's
+# packages; skipped when present).
+missing=""
+[ -x /usr/bin/prometheus-alertmanager ] || missing="$missing prometheus-alertmanager"
+[ -x /usr/bin/prometheus-node-exporter ] || missing="$missing prometheus-node-exporter"
+if [ -n "$missing" ]; then
+    say "installing Debian packages for the service tests:$missing"
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager \
-        || { echo "error: could not install prometheus-alertmanager" >&2; exit 2; }
+    # shellcheck disable=SC2086
+    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing \
+        || { echo "error: could not install:$missing" >&2; exit 2; }
 fi
 
 # Test runner: nextest when present (per-test timeouts from .config/nextest.toml), else cargo test.

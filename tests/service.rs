@@ -729,3 +729,49 @@ fn a_held_back_action_is_not_forgotten_across_a_crash() {
         ]
     );
 }
+
+/// A real node exporter (Debian's prometheus-node-exporter, which
+/// tests/run.sh installs) scraped by `[[scrape]]`: its samples arrive as
+/// signals and open the fault their mapped type calls for.
+#[test]
+fn a_scraped_node_exporter_feeds_signals() {
+    let binary = "/usr/bin/prometheus-node-exporter";
+    assert!(
+        Path::new(binary).exists(),
+        "prometheus-node-exporter is not installed: run tests/run.sh, which installs it"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let mut exporter = Command::new(binary)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node exporter starts");
+    // node_time_seconds is far above any load threshold: a sure high_load.
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        format!(
+            "[[scrape]]\nurl = \"http://127.0.0.1:{port}/metrics\"\nevery = \"500ms\"\nnode = \"scraped-1\"\n\
+             metrics = {{ \"node_time_seconds\" = \"load.high\" }}\n"
+        ),
+    )
+    .unwrap();
+    let s = Service::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let faults = loop {
+        let f = s.json("/v1/faults?node=scraped-1");
+        if !f.as_array().unwrap().is_empty() || Instant::now() > deadline {
+            break f;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+    assert_eq!(faults[0]["fault"], "high_load", "{faults}");
+    let (_, metrics) = s.request("GET", "/metrics", "", None);
+    assert!(
+        metrics.contains("remedy_signals_total{source=\"scrape\"}"),
+        "{metrics}"
+    );
+}

@@ -44,6 +44,8 @@ pub struct Settings {
     pub queue: usize,
     /// The rules directory, watched for changes (reloaded on change and SIGHUP).
     pub rules: PathBuf,
+    /// `[[scrape]]` endpoints.
+    pub scrape: Vec<remedy_collectors::scrape::Config>,
 }
 
 impl Settings {
@@ -104,6 +106,7 @@ impl Settings {
             max_body: 8 << 20,
             queue: 256,
             rules: config.rules.clone(),
+            scrape: config.scrape.clone(),
         })
     }
 }
@@ -455,6 +458,11 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
         });
         let ticker = tokio::spawn(tick(tx.clone()));
         let watcher = tokio::spawn(watch(settings.rules.clone(), tx.clone()));
+        let scrapers: Vec<_> = settings
+            .scrape
+            .iter()
+            .map(|c| tokio::spawn(scrape(c.clone(), tx.clone(), shared.metrics.clone())))
+            .collect();
         drop(tx);
         tracing::info!(
             listen = %settings.listen,
@@ -471,6 +479,9 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
         // Intake has stopped: let the decider finish what is queued.
         ticker.abort();
         watcher.abort();
+        for s in &scrapers {
+            s.abort();
+        }
         let _ = ticker.await;
         let _ = watcher.await;
         shared.rules_loaded.store(false, Ordering::Relaxed);
@@ -492,6 +503,61 @@ async fn tick(tx: mpsc::Sender<Command>) {
         if tx.send(Command::Tick).await.is_err() {
             break;
         }
+    }
+}
+
+/// Scrapes one exposition endpoint every `every` and hands its signals to
+/// the decider; a failed scrape is logged and tried again next time.
+async fn scrape(
+    config: remedy_collectors::scrape::Config,
+    tx: mpsc::Sender<Command>,
+    metrics: Arc<Metrics>,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(url = %config.url, "cannot build an HTTP client: {e}");
+            return;
+        }
+    };
+    let every = std::time::Duration::from_millis(config.every.0.max(100) as u64);
+    let mut scraper = remedy_collectors::Scraper::new(config);
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let url = scraper.config().url.clone();
+        let text = match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => r.text().await,
+            Ok(r) => {
+                tracing::warn!(%url, status = %r.status(), "scrape failed");
+                metrics.received("scrape", 0, 1);
+                continue;
+            }
+            Err(e) => Err(e),
+        };
+        let signals = match text
+            .map_err(|e| e.to_string())
+            .and_then(|t| scraper.signals(&t, now()).map_err(|e| e.to_string()))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%url, "scrape failed: {e}");
+                metrics.received("scrape", 0, 1);
+                continue;
+            }
+        };
+        metrics.received("scrape", signals.len(), 0);
+        if signals.is_empty() {
+            continue;
+        }
+        let (reply, answer) = oneshot::channel();
+        if tx.send(Command::Ingest { signals, reply }).await.is_err() {
+            break;
+        }
+        let _ = answer.await;
     }
 }
 
