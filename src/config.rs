@@ -3,7 +3,7 @@
 //! This struct is the documentation of the file: every field says what it is
 //! for and what it defaults to. `[http]` and `[journal]` are read by `remedy
 //! run` (see `service::Settings`); sections of components still being built
-//! (`[kafka]`, `[[prometheus]]`, and the executor settings of `[actions.*]`) are accepted as written in the contract so that one file
+//! (`[kafka]` and the executor settings of `[actions.*]`) are accepted as written in the contract so that one file
 //! serves every command. A key the contract does not know is an error naming
 //! the key.
 
@@ -37,11 +37,10 @@ pub struct Config {
     /// Kafka source and decisions topic (used by `remedy run`).
     #[serde(default)]
     pub kafka: Option<toml::Table>,
-    /// PromQL queries polled as signals (used by `remedy run`).
+    /// PromQL queries polled as signals by `remedy run`.
     #[serde(default)]
-    pub prometheus: Vec<toml::Table>,
-    /// Exposition endpoints scraped as signals (parsed by
-    /// `remedy_collectors::scrape`; the service's scrape loop is still to come).
+    pub prometheus: Vec<remedy_collectors::promql::Config>,
+    /// Exposition endpoints scraped as signals by `remedy run`.
     #[serde(default)]
     pub scrape: Vec<remedy_collectors::scrape::Config>,
     /// Executors and quotas, by action name.

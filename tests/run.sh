@@ -20,11 +20,12 @@ for component in rustfmt clippy; do
     fi
 done
 
-# A real Alertmanager and node exporter for the service tests (Debian's
+# A real Prometheus, Alertmanager and node exporter for the service tests (Debian's
 # packages; skipped when present).
 missing=""
 [ -x /usr/bin/prometheus-alertmanager ] || missing="$missing prometheus-alertmanager"
 [ -x /usr/bin/prometheus-node-exporter ] || missing="$missing prometheus-node-exporter"
+[ -x /usr/bin/prometheus ] || missing="$missing prometheus"
 if [ -n "$missing" ]; then
     say "installing Debian packages for the service tests:$missing"
     sudo=""

@@ -775,3 +775,69 @@ fn a_scraped_node_exporter_feeds_signals() {
         "{metrics}"
     );
 }
+
+/// A real Prometheus (Debian's package, installed by tests/run.sh) scraping
+/// a real node exporter, queried by `[[prometheus]]`: the query's series
+/// arrive as signals and open the fault their type calls for.
+#[test]
+fn a_promql_query_on_a_real_prometheus_feeds_signals() {
+    for b in ["/usr/bin/prometheus", "/usr/bin/prometheus-node-exporter"] {
+        assert!(
+            Path::new(b).exists(),
+            "{b} is not installed: run tests/run.sh, which installs it"
+        );
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (exporter_port, prom_port) = (free_port(), free_port());
+    let mut exporter = Command::new("/usr/bin/prometheus-node-exporter")
+        .arg(format!("--web.listen-address=127.0.0.1:{exporter_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node exporter starts");
+    let prom_config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
+        ),
+    )
+    .unwrap();
+    let mut prometheus = Command::new("/usr/bin/prometheus")
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus starts");
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        format!(
+            "[[prometheus]]\nurl = \"http://127.0.0.1:{prom_port}\"\nquery = \"node_time_seconds\"\ntype = \"load.high\"\nevery = \"500ms\"\n"
+        ),
+    )
+    .unwrap();
+    let s = Service::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let faults = loop {
+        let f = s.json("/v1/faults?node=127.0.0.1");
+        if !f.as_array().unwrap().is_empty() || Instant::now() > deadline {
+            break f;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    for child in [&mut exporter, &mut prometheus] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(faults[0]["fault"], "high_load", "{faults}");
+    let (_, metrics) = s.request("GET", "/metrics", "", None);
+    assert!(
+        metrics.contains("remedy_signals_total{source=\"prometheus\"}"),
+        "{metrics}"
+    );
+}

@@ -3,7 +3,9 @@
 //! nothing of rules: the engine classifies, the source only delivers.
 
 pub mod lines;
+pub mod promql;
 pub mod scrape;
 
 pub use lines::{JsonLines, Line};
+pub use promql::{instance_host, Poller};
 pub use scrape::Scraper;

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use remedy_collectors::instance_host;
 use remedy_engine::{Kind, Signal, Timestamp};
 use serde::Deserialize;
 
@@ -60,11 +61,11 @@ pub fn signals(body: &str) -> Result<(Vec<Signal>, Vec<Skipped>), String> {
             });
             continue;
         };
-        let node = a
-            .labels
-            .get("node")
-            .cloned()
-            .or_else(|| a.labels.get("instance").map(|i| host(i).to_string()));
+        let node = a.labels.get("node").cloned().or_else(|| {
+            a.labels
+                .get("instance")
+                .map(|i| instance_host(i).to_string())
+        });
         let Some(node) = node.filter(|n| !n.is_empty()) else {
             skipped.push(Skipped {
                 index,
@@ -111,17 +112,6 @@ pub fn signals(body: &str) -> Result<(Vec<Signal>, Vec<Skipped>), String> {
         out.push(s);
     }
     Ok((out, skipped))
-}
-
-/// `10.0.0.7:9100` -> `10.0.0.7`; `[::1]:9100` -> `::1`; a name stays itself.
-fn host(instance: &str) -> &str {
-    if let Some(rest) = instance.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match instance.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => instance,
-    }
 }
 
 #[cfg(test)]
@@ -179,7 +169,6 @@ mod tests {
         assert_eq!(skipped[0].index, 1);
         assert!(skipped[0].reason.contains("neither a node label"));
         assert!(skipped[1].reason.contains("weather"));
-        assert_eq!(host("[::1]:9100"), "::1");
         assert!(super::signals("{}")
             .unwrap_err()
             .contains("not an Alertmanager"));

@@ -46,6 +46,8 @@ pub struct Settings {
     pub rules: PathBuf,
     /// `[[scrape]]` endpoints.
     pub scrape: Vec<remedy_collectors::scrape::Config>,
+    /// `[[prometheus]]` queries.
+    pub prometheus: Vec<remedy_collectors::promql::Config>,
 }
 
 impl Settings {
@@ -107,6 +109,7 @@ impl Settings {
             queue: 256,
             rules: config.rules.clone(),
             scrape: config.scrape.clone(),
+            prometheus: config.prometheus.clone(),
         })
     }
 }
@@ -458,11 +461,17 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
         });
         let ticker = tokio::spawn(tick(tx.clone()));
         let watcher = tokio::spawn(watch(settings.rules.clone(), tx.clone()));
-        let scrapers: Vec<_> = settings
+        let mut scrapers: Vec<_> = settings
             .scrape
             .iter()
             .map(|c| tokio::spawn(scrape(c.clone(), tx.clone(), shared.metrics.clone())))
             .collect();
+        scrapers.extend(
+            settings
+                .prometheus
+                .iter()
+                .map(|c| tokio::spawn(poll(c.clone(), tx.clone(), shared.metrics.clone()))),
+        );
         drop(tx);
         tracing::info!(
             listen = %settings.listen,
@@ -550,6 +559,68 @@ async fn scrape(
             }
         };
         metrics.received("scrape", signals.len(), 0);
+        if signals.is_empty() {
+            continue;
+        }
+        let (reply, answer) = oneshot::channel();
+        if tx.send(Command::Ingest { signals, reply }).await.is_err() {
+            break;
+        }
+        let _ = answer.await;
+    }
+}
+
+/// Polls one PromQL query every `every` and hands its signals to the decider.
+async fn poll(
+    config: remedy_collectors::promql::Config,
+    tx: mpsc::Sender<Command>,
+    metrics: Arc<Metrics>,
+) {
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+    else {
+        tracing::error!(url = %config.url, "cannot build an HTTP client");
+        return;
+    };
+    let every = std::time::Duration::from_millis(config.every.0.max(100) as u64);
+    let endpoint = format!("{}/api/v1/query", config.url.trim_end_matches('/'));
+    let mut poller = remedy_collectors::Poller::new(config);
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let query = poller.config().query.clone();
+        let url = match reqwest::Url::parse_with_params(&endpoint, [("query", query.as_str())]) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(%endpoint, "not a URL: {e}");
+                return;
+            }
+        };
+        let body = client
+            .get(url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        let body: Result<String, String> = match body {
+            Ok(r) => r.text().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let result = body.and_then(|b| poller.signals(&b, now()).map_err(|e| e.to_string()));
+        let signals = match result {
+            Ok((signals, skipped)) => {
+                for why in &skipped {
+                    tracing::warn!(%query, "series skipped: {why}");
+                }
+                metrics.received("prometheus", signals.len(), skipped.len());
+                signals
+            }
+            Err(e) => {
+                tracing::warn!(%query, "query failed: {e}");
+                metrics.received("prometheus", 0, 1);
+                continue;
+            }
+        };
         if signals.is_empty() {
             continue;
         }
