@@ -766,14 +766,33 @@ fn a_scraped_node_exporter_feeds_signals() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    let collector = format!("scrape http://127.0.0.1:{port}/metrics");
+    let (_, metrics) = s.request("GET", "/metrics", "", None);
+    let up = |v: u8| format!("remedy_collector_up{{collector=\"{collector}\"}} {v}");
+    assert!(metrics.contains(&up(1)), "{metrics}");
     let _ = exporter.kill();
     let _ = exporter.wait();
     assert_eq!(faults[0]["fault"], "high_load", "{faults}");
-    let (_, metrics) = s.request("GET", "/metrics", "", None);
     assert!(
         metrics.contains("remedy_signals_total{source=\"scrape\"}"),
         "{metrics}"
     );
+    // The exporter is gone: the collector says so, and why.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ready = s.json("/readyz");
+        if ready["collectors"][&collector]["up"] == false {
+            assert!(
+                ready["collectors"][&collector]["last_error"].is_string(),
+                "{ready}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reported down: {ready}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, metrics) = s.request("GET", "/metrics", "", None);
+    assert!(metrics.contains(&up(0)), "{metrics}");
 }
 
 /// A real Prometheus (Debian's package, installed by tests/run.sh) scraping

@@ -67,6 +67,10 @@ async fn readyz(State(s): State<AppState>) -> Response {
     let rules = s.rules_loaded.load(Ordering::Relaxed);
     let journal = s.reader.lock().map(|j| j.writable()).unwrap_or(false);
     let mut body = json!({ "rules_loaded": rules, "journal_writable": journal });
+    let collectors = s.metrics.collectors();
+    if !collectors.is_empty() {
+        body["collectors"] = json!(collectors);
+    }
     if let Some(e) = s.metrics.reload_error() {
         body["last_reload_error"] = json!(e);
         body["rules_in_use"] = json!("the previous rules, which compiled");

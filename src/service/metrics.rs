@@ -27,6 +27,20 @@ struct State {
     reloads: u64,
     reload_failures: u64,
     last_reload_error: Option<String>,
+    collectors: BTreeMap<String, Collector>,
+}
+
+/// What one collector (a scrape endpoint or a PromQL query) last did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Collector {
+    /// Whether the last attempt succeeded.
+    pub up: bool,
+    /// When it last succeeded (Unix seconds), if ever.
+    pub last_success: Option<i64>,
+    /// Failed attempts so far.
+    pub errors: u64,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
 }
 
 /// Counters and gauges, shared by the HTTP handlers and the decider.
@@ -45,6 +59,30 @@ impl Metrics {
             *s.signals.entry(source).or_default() += accepted as u64;
             *s.rejected.entry(source).or_default() += rejected as u64;
         });
+    }
+
+    /// A collector's attempt: `Ok(unix seconds)` or the error.
+    pub fn collected(&self, name: &str, result: Result<i64, String>) {
+        self.with(|s| {
+            let c = s.collectors.entry(name.to_string()).or_default();
+            match result {
+                Ok(at) => {
+                    c.up = true;
+                    c.last_success = Some(at);
+                    c.last_error = None;
+                }
+                Err(e) => {
+                    c.up = false;
+                    c.errors += 1;
+                    c.last_error = Some(e);
+                }
+            }
+        });
+    }
+
+    /// Every collector's state, by name.
+    pub fn collectors(&self) -> BTreeMap<String, Collector> {
+        self.with(|s| s.collectors.clone())
     }
 
     /// One signal decided: the rules it met, those that failed, what it led
@@ -233,6 +271,30 @@ fn render(s: &State, queue_depth: usize) -> String {
         "counter",
         "Rule reloads that failed to compile (the previous rules kept running).",
         vec![(String::new(), s.reload_failures.to_string())],
+    );
+    let collectors = |f: &dyn Fn(&Collector) -> Option<String>| -> Vec<(String, String)> {
+        s.collectors
+            .iter()
+            .filter_map(|(k, c)| f(c).map(|v| (format!("{{collector=\"{}\"}}", escape(k)), v)))
+            .collect()
+    };
+    family(
+        "remedy_collector_up",
+        "gauge",
+        "Whether a collector's last attempt succeeded.",
+        collectors(&|c| Some(u8::from(c.up).to_string())),
+    );
+    family(
+        "remedy_collector_errors_total",
+        "counter",
+        "Failed collector attempts.",
+        collectors(&|c| Some(c.errors.to_string())),
+    );
+    family(
+        "remedy_collector_last_success_timestamp_seconds",
+        "gauge",
+        "When a collector last succeeded.",
+        collectors(&|c| c.last_success.map(|t| t.to_string())),
     );
     let mut cumulative = 0;
     let mut buckets: Vec<(String, String)> = BUCKETS

@@ -543,6 +543,10 @@ async fn scrape(
             Ok(r) => {
                 tracing::warn!(%url, status = %r.status(), "scrape failed");
                 metrics.received("scrape", 0, 1);
+                metrics.collected(
+                    &format!("scrape {url}"),
+                    Err(format!("HTTP {}", r.status())),
+                );
                 continue;
             }
             Err(e) => Err(e),
@@ -555,10 +559,12 @@ async fn scrape(
             Err(e) => {
                 tracing::warn!(%url, "scrape failed: {e}");
                 metrics.received("scrape", 0, 1);
+                metrics.collected(&format!("scrape {url}"), Err(e));
                 continue;
             }
         };
         metrics.received("scrape", signals.len(), 0);
+        metrics.collected(&format!("scrape {url}"), Ok(now().secs()));
         if signals.is_empty() {
             continue;
         }
@@ -613,11 +619,13 @@ async fn poll(
                     tracing::warn!(%query, "series skipped: {why}");
                 }
                 metrics.received("prometheus", signals.len(), skipped.len());
+                metrics.collected(&format!("prometheus {query}"), Ok(now().secs()));
                 signals
             }
             Err(e) => {
                 tracing::warn!(%query, "query failed: {e}");
                 metrics.received("prometheus", 0, 1);
+                metrics.collected(&format!("prometheus {query}"), Err(e));
                 continue;
             }
         };
