@@ -154,7 +154,11 @@ struct Shared {
 /// Puts the journal's open faults back into the engine so nothing reopens,
 /// and what became of their actions back into the guard chain: nodes under
 /// remediation stay so, held-back actions wait again, approvals await again.
-fn recover(pipeline: &mut Pipeline, journal: &Sqlite, metrics: &Metrics) -> Result<usize, String> {
+fn recover(
+    pipeline: &mut Pipeline,
+    journal: &dyn Journal,
+    metrics: &Metrics,
+) -> Result<usize, String> {
     let err = |e: journal::JournalError| e.to_string();
     let open = journal.faults(Some(true), None).map_err(err)?;
     let restarted = now();
@@ -215,7 +219,7 @@ fn recover(pipeline: &mut Pipeline, journal: &Sqlite, metrics: &Metrics) -> Resu
 /// The decider: owns the pipeline and the journal, one command at a time.
 struct Decider {
     pipeline: Pipeline,
-    journal: Sqlite,
+    journal: Box<dyn Journal>,
     metrics: Arc<Metrics>,
     rules: PathBuf,
     step: Step,
@@ -226,7 +230,8 @@ struct Decider {
 impl Decider {
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(command) = rx.blocking_recv() {
-            self.entries.clear();
+            // `entries` is empty here unless the last journal write failed:
+            // then those decisions go out with this command's.
             match command {
                 Command::Tick => {
                     self.out.clear();
@@ -368,8 +373,14 @@ impl Decider {
                 tracing::error!("journal write failed: {e}");
             }
         }
-        if let Err(e) = &journaled {
-            tracing::error!("journal write failed: {e}");
+        match &journaled {
+            Ok(()) => self.entries.clear(),
+            // The engine has already moved on: keep what it decided and write
+            // it with the next command, or it would never be journaled.
+            Err(e) => tracing::error!(
+                pending = self.entries.len(),
+                "journal write failed, will retry with the next write: {e}"
+            ),
         }
         journaled
     }
@@ -425,7 +436,7 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
                     let _ = started_tx.send(Ok(recovered));
                     let decider = Decider {
                         pipeline,
-                        journal,
+                        journal: Box::new(journal),
                         metrics: decider_metrics,
                         rules,
                         step: Step::default(),
@@ -707,4 +718,132 @@ async fn shutdown() {
         let _ = interrupt.await;
     }
     tracing::info!("stopping: intake closed, finishing queued work");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::journal::{FaultRow, JournalError, Journaled};
+    use super::*;
+
+    /// Fails its first write, then keeps what it is given.
+    struct Flaky {
+        failed: bool,
+        kept: Arc<Mutex<Vec<Decision>>>,
+    }
+
+    impl Journal for Flaky {
+        fn record(&mut self, entries: &[(Decision, Option<String>)]) -> Result<(), JournalError> {
+            if !self.failed {
+                self.failed = true;
+                return Err(JournalError::Sqlite(rusqlite::Error::InvalidQuery));
+            }
+            self.kept
+                .lock()
+                .unwrap()
+                .extend(entries.iter().map(|(d, _)| d.clone()));
+            Ok(())
+        }
+        fn faults(&self, _: Option<bool>, _: Option<&str>) -> Result<Vec<FaultRow>, JournalError> {
+            Ok(Vec::new())
+        }
+        fn decisions(&self, _: i64, _: usize) -> Result<Vec<Journaled>, JournalError> {
+            Ok(Vec::new())
+        }
+        fn writable(&self) -> bool {
+            true
+        }
+        fn decided_actions(
+            &self,
+            _: &str,
+            _: &str,
+            _: Timestamp,
+        ) -> Result<Vec<String>, JournalError> {
+            Ok(Vec::new())
+        }
+        fn action_states(
+            &self,
+            _: &str,
+            _: &str,
+            _: Timestamp,
+        ) -> Result<Vec<(String, String, bool)>, JournalError> {
+            Ok(Vec::new())
+        }
+        fn remember_node(&mut self, _: &str, _: &[(String, String)]) -> Result<(), JournalError> {
+            Ok(())
+        }
+        fn node_labels(&self, _: &str) -> Result<Vec<(String, String)>, JournalError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn decisions_of_a_failed_journal_write_go_out_with_the_next_one() {
+        let config = Config::default();
+        let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let engine = remedy_engine::Engine::load(
+            &rules,
+            config.policies(),
+            &remedy_engine::Options::default(),
+        )
+        .unwrap();
+        let (guards, actions) = config.guards();
+        let pipeline = Pipeline::new(
+            engine,
+            remedy_actions::Guards::new(guards, actions, Box::new(remedy_actions::LogOnly)),
+        );
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let decider = Decider {
+            pipeline,
+            journal: Box::new(Flaky {
+                failed: false,
+                kept: kept.clone(),
+            }),
+            metrics: Arc::new(Metrics::default()),
+            rules,
+            step: Step::default(),
+            out: Vec::new(),
+            entries: Vec::new(),
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let (r1, a1) = oneshot::channel();
+        let (r2, a2) = oneshot::channel();
+        let signal = |node: &str| {
+            Signal::from_json(&format!(
+                r#"{{"node":"{node}","kind":"hardware","type":"memory.ecc.uncorrectable"}}"#
+            ))
+            .unwrap()
+        };
+        tx.try_send(Command::Ingest {
+            signals: vec![signal("n1")],
+            reply: r1,
+        })
+        .ok()
+        .unwrap();
+        tx.try_send(Command::Ingest {
+            signals: vec![signal("n2")],
+            reply: r2,
+        })
+        .ok()
+        .unwrap();
+        drop(tx);
+        decider.run(rx);
+        assert!(
+            a1.blocking_recv().unwrap().is_err(),
+            "the first write failed and says so"
+        );
+        assert_eq!(a2.blocking_recv().unwrap(), Ok(1));
+        let kept = kept.lock().unwrap();
+        let opened: Vec<&str> = kept
+            .iter()
+            .filter(|d| d.event == remedy_engine::Event::FaultOpened)
+            .map(|d| d.node.as_str())
+            .collect();
+        assert_eq!(
+            opened,
+            ["n1", "n2"],
+            "n1's fault was not lost with the failed write"
+        );
+    }
 }
