@@ -533,15 +533,8 @@ async fn scrape(
     tx: mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
 ) {
-    let client = match reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(url = %config.url, "cannot build an HTTP client: {e}");
-            return;
-        }
+    let Some(client) = http_client(&config.url) else {
+        return;
     };
     let every = std::time::Duration::from_millis(config.every.0.max(100) as u64);
     let mut scraper = remedy_collectors::Scraper::new(config);
@@ -576,14 +569,38 @@ async fn scrape(
         };
         metrics.received("scrape", signals.len(), 0);
         metrics.collected(&format!("scrape {url}"), Ok(now().secs()));
-        if signals.is_empty() {
-            continue;
-        }
-        let (reply, answer) = oneshot::channel();
-        if tx.send(Command::Ingest { signals, reply }).await.is_err() {
+        if !deliver(&tx, signals).await {
             break;
         }
-        let _ = answer.await;
+    }
+}
+
+/// Hands a collector's signals to the decider and waits until they are
+/// journaled (so a slow journal slows the collector, not memory); false
+/// once the decider is gone.
+async fn deliver(tx: &mpsc::Sender<Command>, signals: Vec<Signal>) -> bool {
+    if signals.is_empty() {
+        return true;
+    }
+    let (reply, answer) = oneshot::channel();
+    if tx.send(Command::Ingest { signals, reply }).await.is_err() {
+        return false;
+    }
+    let _ = answer.await;
+    true
+}
+
+/// The HTTP client collectors use (10 s timeout).
+fn http_client(url: &str) -> Option<reqwest::Client> {
+    match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(%url, "cannot build an HTTP client: {e}");
+            None
+        }
     }
 }
 
@@ -593,11 +610,7 @@ async fn poll(
     tx: mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
 ) {
-    let Ok(client) = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-    else {
-        tracing::error!(url = %config.url, "cannot build an HTTP client");
+    let Some(client) = http_client(&config.url) else {
         return;
     };
     let every = std::time::Duration::from_millis(config.every.0.max(100) as u64);
@@ -640,14 +653,9 @@ async fn poll(
                 continue;
             }
         };
-        if signals.is_empty() {
-            continue;
-        }
-        let (reply, answer) = oneshot::channel();
-        if tx.send(Command::Ingest { signals, reply }).await.is_err() {
+        if !deliver(&tx, signals).await {
             break;
         }
-        let _ = answer.await;
     }
 }
 
