@@ -860,3 +860,33 @@ fn a_promql_query_on_a_real_prometheus_feeds_signals() {
         "{metrics}"
     );
 }
+
+/// A producer that resends a signal by its `id` after remedy crashed is
+/// still ignored: the ids are journaled with the decisions.
+#[test]
+fn a_resent_signal_id_is_ignored_across_a_crash() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Service::start(dir.path(), &[]);
+    let open = r#"{"node":"n1","kind":"hardware","type":"memory.ecc.uncorrectable","ts":"2026-11-24T23:58:07Z","id":"ue-1","labels":{"cluster":"c1"}}"#;
+    let clear = r#"{"node":"n1","kind":"hardware","type":"memory.ecc.uncorrectable","ts":"2026-11-24T23:59:07Z","resolved":true,"id":"ue-1-clear","labels":{"cluster":"c1"}}"#;
+    assert_eq!(
+        s.request("POST", "/v1/signals", &format!("{open}\n{clear}"), None)
+            .0,
+        202
+    );
+    assert_eq!(s.json("/v1/faults?state=open").as_array().unwrap().len(), 0);
+    s.kill_9();
+
+    let s = Service::start(dir.path(), &[]);
+    // The at-least-once producer resends the first one: not a new fault.
+    assert_eq!(s.request("POST", "/v1/signals", open, None).0, 202);
+    assert_eq!(
+        s.json("/v1/faults?state=open").as_array().unwrap().len(),
+        0,
+        "ue-1 was seen before the crash"
+    );
+    // A new id is a new signal.
+    let again = open.replace("ue-1", "ue-2");
+    assert_eq!(s.request("POST", "/v1/signals", &again, None).0, 202);
+    assert_eq!(s.json("/v1/faults?state=open").as_array().unwrap().len(), 1);
+}

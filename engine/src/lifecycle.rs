@@ -224,6 +224,12 @@ impl Engine {
         Ok(n)
     }
 
+    /// Remembers a signal `id` as seen (after a restart, from the journal),
+    /// so that a producer resending it is ignored as before.
+    pub fn remember_id(&mut self, id: &str) {
+        self.ids.insert(id);
+    }
+
     /// The policy for a fault class.
     pub fn policy(&self, fault: &str) -> &Policy {
         self.policies.get(fault)

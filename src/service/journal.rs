@@ -63,9 +63,16 @@ pub struct Journaled {
 
 /// Where decisions and faults are kept.
 pub trait Journal: Send {
-    /// Records decisions, atomically: all or none. Each comes with the type
-    /// of the signal it came from (that type asserts the faults it opens).
-    fn record(&mut self, entries: &[(Decision, Option<String>)]) -> Result<(), JournalError>;
+    /// Records decisions and the `id`s of the signals they came from,
+    /// atomically: all or none. Each decision comes with the type of the
+    /// signal it came from (that type asserts the faults it opens).
+    fn record(
+        &mut self,
+        entries: &[(Decision, Option<String>)],
+        ids: &[String],
+    ) -> Result<(), JournalError>;
+    /// The most recent signal `id`s, oldest first, at most `limit`.
+    fn recent_ids(&self, limit: usize) -> Result<Vec<String>, JournalError>;
     /// Faults, open or resolved or both, optionally of one node.
     fn faults(&self, open: Option<bool>, node: Option<&str>)
         -> Result<Vec<FaultRow>, JournalError>;
@@ -128,8 +135,16 @@ fn migrations() -> Migrations<'static> {
         // v2: the labels of nodes that actions were decided for, so that a
         // restart knows their failure domains before they send again.
         M::up("CREATE TABLE nodes (node TEXT PRIMARY KEY, labels TEXT NOT NULL);"),
+        // v3: recent signal ids, so that a resent signal is still ignored
+        // after a restart.
+        M::up(
+            "CREATE TABLE signal_ids (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE);",
+        ),
     ])
 }
+
+/// Signal ids the journal keeps (the engine remembers as many by default).
+pub const KEPT_IDS: usize = 100_000;
 
 /// The SQLite journal.
 #[derive(Debug)]
@@ -157,19 +172,38 @@ impl Sqlite {
 }
 
 impl Journal for Sqlite {
-    fn record(&mut self, entries: &[(Decision, Option<String>)]) -> Result<(), JournalError> {
-        if entries.is_empty() {
+    fn record(
+        &mut self,
+        entries: &[(Decision, Option<String>)],
+        ids: &[String],
+    ) -> Result<(), JournalError> {
+        if entries.is_empty() && ids.is_empty() {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
+        if !ids.is_empty() {
+            let mut seen =
+                tx.prepare_cached("INSERT OR IGNORE INTO signal_ids (id) VALUES (?1)")?;
+            for id in ids {
+                seen.execute(params![id])?;
+            }
+            // Keep the most recent ones only, as the engine does in memory.
+            tx.execute(
+                "DELETE FROM signal_ids WHERE seq <= (SELECT MAX(seq) FROM signal_ids) - ?1",
+                params![KEPT_IDS as i64],
+            )?;
+        }
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO decisions (ts_ms, event, node, fault, action, outcome, json)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             let mut open = tx.prepare_cached(
-                "INSERT OR IGNORE INTO faults (node, fault, severity, rule, reason, opened_ms, signal_type)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO faults (node, fault, severity, rule, reason, opened_ms, signal_type)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (node, fault, opened_ms) DO UPDATE SET
+                   resolved_ms = NULL, severity = excluded.severity, rule = excluded.rule,
+                   reason = excluded.reason, signal_type = excluded.signal_type",
             )?;
             let mut close = tx.prepare_cached(
                 "UPDATE faults SET resolved_ms = ?3
@@ -251,6 +285,14 @@ impl Journal for Sqlite {
             out.push(Journaled { seq, decision });
         }
         Ok(out)
+    }
+
+    fn recent_ids(&self, limit: usize) -> Result<Vec<String>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM (SELECT seq, id FROM signal_ids ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn decided_actions(
@@ -343,35 +385,41 @@ mod tests {
         let ue = |d: Decision| (d, Some("memory.ecc.uncorrectable".to_string()));
         {
             let mut j = Sqlite::open(&path).unwrap();
-            j.record(&[
-                ue(Decision::opened(
-                    t(0),
-                    "n1",
-                    "memory_failure",
-                    Severity::Critical,
-                    "hardware/memory.rhai",
-                    Some("UE".into()),
-                )),
-                ue(Decision::action(
-                    t(0),
-                    "n1",
-                    "memory_failure",
-                    "cordon",
-                    Outcome::DryRun,
-                    None,
-                )),
-                ue(Decision::opened(
-                    t(1),
-                    "n2",
-                    "disk_failure",
-                    Severity::Critical,
-                    "hardware/disk.rhai",
-                    None,
-                )),
-            ])
+            j.record(
+                &[
+                    ue(Decision::opened(
+                        t(0),
+                        "n1",
+                        "memory_failure",
+                        Severity::Critical,
+                        "hardware/memory.rhai",
+                        Some("UE".into()),
+                    )),
+                    ue(Decision::action(
+                        t(0),
+                        "n1",
+                        "memory_failure",
+                        "cordon",
+                        Outcome::DryRun,
+                        None,
+                    )),
+                    ue(Decision::opened(
+                        t(1),
+                        "n2",
+                        "disk_failure",
+                        Severity::Critical,
+                        "hardware/disk.rhai",
+                        None,
+                    )),
+                ],
+                &[],
+            )
             .unwrap();
-            j.record(&[(Decision::resolved(t(5), "n1", "memory_failure"), None)])
-                .unwrap();
+            j.record(
+                &[(Decision::resolved(t(5), "n1", "memory_failure"), None)],
+                &["k1".into(), "k2".into()],
+            )
+            .unwrap();
         }
         let j = Sqlite::open(&path).unwrap();
         let open = j.faults(Some(true), None).unwrap();
@@ -393,5 +441,7 @@ mod tests {
         let later = j.decisions(all[1].seq, 100).unwrap();
         assert_eq!(later.len(), 2);
         assert!(j.writable());
+        assert_eq!(j.recent_ids(10).unwrap(), ["k1", "k2"]);
+        assert_eq!(j.recent_ids(1).unwrap(), ["k2"]);
     }
 }

@@ -160,6 +160,9 @@ fn recover(
     metrics: &Metrics,
 ) -> Result<usize, String> {
     let err = |e: journal::JournalError| e.to_string();
+    for id in journal.recent_ids(journal::KEPT_IDS).map_err(err)? {
+        pipeline.engine.remember_id(&id);
+    }
     let open = journal.faults(Some(true), None).map_err(err)?;
     let restarted = now();
     for f in &open {
@@ -225,6 +228,8 @@ struct Decider {
     step: Step,
     out: Vec<Decision>,
     entries: Vec<(Decision, Option<String>)>,
+    /// Ids of the signals decided since the last journal write.
+    ids: Vec<String>,
 }
 
 impl Decider {
@@ -279,6 +284,7 @@ impl Decider {
     fn decide(&mut self, signal: Signal) {
         let started = std::time::Instant::now();
         let r#type = signal.r#type.clone();
+        let id = signal.id.clone();
         // One span per signal: node, type, and the rules that matched.
         let span = tracing::info_span!(
             "signal",
@@ -290,6 +296,9 @@ impl Decider {
         self.out.clear();
         self.pipeline
             .on_signal(signal, now(), &mut self.step, &mut self.out);
+        if let (Some(id), false) = (id, self.step.duplicate) {
+            self.ids.push(id);
+        }
         for e in &self.step.errors {
             tracing::warn!(rule = %e.rule, "rule error: {e}");
         }
@@ -355,7 +364,7 @@ impl Decider {
     fn journal(&mut self) -> Result<(), String> {
         let journaled = self
             .journal
-            .record(&self.entries)
+            .record(&self.entries, &self.ids)
             .map_err(|e| e.to_string());
         // The failure domains of nodes with actions, for a restart.
         let mut last = "";
@@ -374,7 +383,10 @@ impl Decider {
             }
         }
         match &journaled {
-            Ok(()) => self.entries.clear(),
+            Ok(()) => {
+                self.entries.clear();
+                self.ids.clear();
+            }
             // The engine has already moved on: keep what it decided and write
             // it with the next command, or it would never be journaled.
             Err(e) => tracing::error!(
@@ -442,6 +454,7 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
                         step: Step::default(),
                         out: Vec::new(),
                         entries: Vec::new(),
+                        ids: Vec::new(),
                     };
                     decider.run(rx);
                 }
@@ -742,7 +755,11 @@ mod tests {
     }
 
     impl Journal for Flaky {
-        fn record(&mut self, entries: &[(Decision, Option<String>)]) -> Result<(), JournalError> {
+        fn record(
+            &mut self,
+            entries: &[(Decision, Option<String>)],
+            _ids: &[String],
+        ) -> Result<(), JournalError> {
             if !self.failed {
                 self.failed = true;
                 return Err(JournalError::Sqlite(rusqlite::Error::InvalidQuery));
@@ -761,6 +778,9 @@ mod tests {
         }
         fn writable(&self) -> bool {
             true
+        }
+        fn recent_ids(&self, _: usize) -> Result<Vec<String>, JournalError> {
+            Ok(Vec::new())
         }
         fn decided_actions(
             &self,
@@ -813,6 +833,7 @@ mod tests {
             step: Step::default(),
             out: Vec::new(),
             entries: Vec::new(),
+            ids: Vec::new(),
         };
         let (tx, rx) = mpsc::channel(4);
         let (r1, a1) = oneshot::channel();
