@@ -529,12 +529,16 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
 }
 
 /// Lets time pass every second: escalations fall due, held actions retry.
+/// Under load the queue is busy with signals, which move time on anyway: a
+/// tick that finds it full is skipped rather than taking a request's place.
 async fn tick(tx: mpsc::Sender<Command>) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         every.tick().await;
-        if tx.send(Command::Tick).await.is_err() {
-            break;
+        match tx.try_send(Command::Tick) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => break,
         }
     }
 }
