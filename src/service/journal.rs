@@ -63,13 +63,16 @@ pub struct Journaled {
 
 /// Where decisions and faults are kept.
 pub trait Journal: Send {
-    /// Records decisions and the `id`s of the signals they came from,
-    /// atomically: all or none. Each decision comes with the type of the
-    /// signal it came from (that type asserts the faults it opens).
+    /// Records decisions, the `id`s of the signals they came from, and the
+    /// labels of the nodes they act on, atomically: all or none. Each
+    /// decision comes with the type of the signal it came from (that type
+    /// asserts the faults it opens); the labels tell a restart the nodes'
+    /// failure domains before they send again.
     fn record(
         &mut self,
         entries: &[(Decision, Option<String>)],
         ids: &[String],
+        nodes: &[(String, Vec<(String, String)>)],
     ) -> Result<(), JournalError>;
     /// The most recent signal `id`s, oldest first, at most `limit`.
     fn recent_ids(&self, limit: usize) -> Result<Vec<String>, JournalError>;
@@ -80,13 +83,6 @@ pub trait Journal: Send {
     fn decisions(&self, since: i64, limit: usize) -> Result<Vec<Journaled>, JournalError>;
     /// Whether a write would succeed now.
     fn writable(&self) -> bool;
-    /// Actions decided (any outcome) for `fault` on `node` since `since`.
-    fn decided_actions(
-        &self,
-        node: &str,
-        fault: &str,
-        since: Timestamp,
-    ) -> Result<Vec<String>, JournalError>;
     /// The last outcome of each action decided for `fault` on `node` since
     /// `since`, and whether it ever passed: (action, last outcome, passed).
     fn action_states(
@@ -95,12 +91,6 @@ pub trait Journal: Send {
         fault: &str,
         since: Timestamp,
     ) -> Result<Vec<(String, String, bool)>, JournalError>;
-    /// Remembers a node's labels.
-    fn remember_node(
-        &mut self,
-        node: &str,
-        labels: &[(String, String)],
-    ) -> Result<(), JournalError>;
     /// A node's remembered labels.
     fn node_labels(&self, node: &str) -> Result<Vec<(String, String)>, JournalError>;
 }
@@ -176,11 +166,26 @@ impl Journal for Sqlite {
         &mut self,
         entries: &[(Decision, Option<String>)],
         ids: &[String],
+        nodes: &[(String, Vec<(String, String)>)],
     ) -> Result<(), JournalError> {
-        if entries.is_empty() && ids.is_empty() {
+        if entries.is_empty() && ids.is_empty() && nodes.is_empty() {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
+        if !nodes.is_empty() {
+            let mut remember = tx.prepare_cached(
+                "INSERT INTO nodes (node, labels) VALUES (?1, ?2)
+                 ON CONFLICT (node) DO UPDATE SET labels = excluded.labels",
+            )?;
+            for (node, labels) in nodes {
+                let labels: BTreeMap<&str, &str> = labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let text = serde_json::to_string(&labels).unwrap_or_default();
+                remember.execute(params![node, text])?;
+            }
+        }
         if !ids.is_empty() {
             let mut seen =
                 tx.prepare_cached("INSERT OR IGNORE INTO signal_ids (id) VALUES (?1)")?;
@@ -295,20 +300,6 @@ impl Journal for Sqlite {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn decided_actions(
-        &self,
-        node: &str,
-        fault: &str,
-        since: Timestamp,
-    ) -> Result<Vec<String>, JournalError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT DISTINCT action FROM decisions
-             WHERE node = ?1 AND fault = ?2 AND ts_ms >= ?3 AND action IS NOT NULL",
-        )?;
-        let rows = stmt.query_map(params![node, fault, since.0], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     fn action_states(
         &self,
         node: &str,
@@ -328,24 +319,6 @@ impl Journal for Sqlite {
             Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? == 1))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn remember_node(
-        &mut self,
-        node: &str,
-        labels: &[(String, String)],
-    ) -> Result<(), JournalError> {
-        let labels: BTreeMap<&str, &str> = labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let text = serde_json::to_string(&labels).unwrap_or_default();
-        self.conn.execute(
-            "INSERT INTO nodes (node, labels) VALUES (?1, ?2)
-             ON CONFLICT (node) DO UPDATE SET labels = excluded.labels",
-            params![node, text],
-        )?;
-        Ok(())
     }
 
     fn node_labels(&self, node: &str) -> Result<Vec<(String, String)>, JournalError> {
@@ -413,11 +386,13 @@ mod tests {
                     )),
                 ],
                 &[],
+                &[("n1".into(), vec![("cluster".into(), "c1".into())])],
             )
             .unwrap();
             j.record(
                 &[(Decision::resolved(t(5), "n1", "memory_failure"), None)],
                 &["k1".into(), "k2".into()],
+                &[],
             )
             .unwrap();
         }
@@ -443,5 +418,15 @@ mod tests {
         assert!(j.writable());
         assert_eq!(j.recent_ids(10).unwrap(), ["k1", "k2"]);
         assert_eq!(j.recent_ids(1).unwrap(), ["k2"]);
+        assert_eq!(
+            j.node_labels("n1").unwrap(),
+            [("cluster".to_string(), "c1".to_string())]
+        );
+        assert!(j.node_labels("n2").unwrap().is_empty());
+        let states = j.action_states("n1", "memory_failure", t(0)).unwrap();
+        assert_eq!(
+            states,
+            [("cordon".to_string(), "dry_run".to_string(), true)]
+        );
     }
 }

@@ -14,6 +14,7 @@ mod http;
 pub mod journal;
 pub mod metrics;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -179,9 +180,10 @@ fn recover(
         }
         pipeline.engine.restore_node(&f.node, &known, f.opened_at);
         let types: Vec<String> = f.signal_type.iter().cloned().collect();
-        let done = journal
-            .decided_actions(&f.node, &f.fault, f.opened_at)
+        let states = journal
+            .action_states(&f.node, &f.fault, f.opened_at)
             .map_err(err)?;
+        let done: Vec<String> = states.iter().map(|(action, ..)| action.clone()).collect();
         pipeline.engine.restore_open(
             &f.node,
             &f.fault,
@@ -192,10 +194,7 @@ fn recover(
             &done,
         );
         let approval = pipeline.engine.policy(&f.fault).approval;
-        for (action, last, passed) in journal
-            .action_states(&f.node, &f.fault, f.opened_at)
-            .map_err(err)?
-        {
+        for (action, last, passed) in states {
             let outcome = if passed {
                 Outcome::DryRun
             } else {
@@ -362,26 +361,22 @@ impl Decider {
     }
 
     fn journal(&mut self) -> Result<(), String> {
+        // The failure domains of nodes with actions, for a restart.
+        let nodes: BTreeMap<&str, Vec<(String, String)>> = self
+            .entries
+            .iter()
+            .filter(|(d, _)| d.action.is_some())
+            .map(|(d, _)| {
+                let labels = self.pipeline.engine.with_fleet(|f| f.labels_named(&d.node));
+                (d.node.as_str(), labels.unwrap_or_default())
+            })
+            .collect();
+        let nodes: Vec<(String, Vec<(String, String)>)> =
+            nodes.into_iter().map(|(n, l)| (n.to_string(), l)).collect();
         let journaled = self
             .journal
-            .record(&self.entries, &self.ids)
+            .record(&self.entries, &self.ids, &nodes)
             .map_err(|e| e.to_string());
-        // The failure domains of nodes with actions, for a restart.
-        let mut last = "";
-        for (d, _) in &self.entries {
-            if d.action.is_none() || d.node == last {
-                continue;
-            }
-            last = &d.node;
-            let labels = self
-                .pipeline
-                .engine
-                .with_fleet(|f| f.labels_named(&d.node))
-                .unwrap_or_default();
-            if let Err(e) = self.journal.remember_node(&d.node, &labels) {
-                tracing::error!("journal write failed: {e}");
-            }
-        }
         match &journaled {
             Ok(()) => {
                 self.entries.clear();
@@ -763,6 +758,7 @@ mod tests {
             &mut self,
             entries: &[(Decision, Option<String>)],
             _ids: &[String],
+            _nodes: &[(String, Vec<(String, String)>)],
         ) -> Result<(), JournalError> {
             if !self.failed {
                 self.failed = true;
@@ -786,14 +782,6 @@ mod tests {
         fn recent_ids(&self, _: usize) -> Result<Vec<String>, JournalError> {
             Ok(Vec::new())
         }
-        fn decided_actions(
-            &self,
-            _: &str,
-            _: &str,
-            _: Timestamp,
-        ) -> Result<Vec<String>, JournalError> {
-            Ok(Vec::new())
-        }
         fn action_states(
             &self,
             _: &str,
@@ -801,9 +789,6 @@ mod tests {
             _: Timestamp,
         ) -> Result<Vec<(String, String, bool)>, JournalError> {
             Ok(Vec::new())
-        }
-        fn remember_node(&mut self, _: &str, _: &[(String, String)]) -> Result<(), JournalError> {
-            Ok(())
         }
         fn node_labels(&self, _: &str) -> Result<Vec<(String, String)>, JournalError> {
             Ok(Vec::new())
