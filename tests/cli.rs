@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+mod common;
+use common::copy_tree;
+
 /// A run of the binary still going after this long is killed and the test
 /// fails: a hang (e.g. a runaway rule) must be a failure, not a stuck suite.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -149,20 +152,6 @@ fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
 /// Runs `cmd` with nothing on stdin.
 fn run(cmd: &mut Command) -> Output {
     run_with_stdin(cmd, b"")
-}
-
-/// Copies the tree `from` into `to` (created as needed).
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("create directory");
-    for entry in fs::read_dir(from).expect("read fixture directory") {
-        let path = entry.expect("directory entry").path();
-        let target = to.join(path.file_name().expect("a file name"));
-        if path.is_dir() {
-            copy_tree(&path, &target);
-        } else {
-            fs::copy(&path, &target).expect("copy fixture file");
-        }
-    }
 }
 
 /// A scratch directory laid out as a user runs remedy: `rules/` holds a copy

@@ -6,6 +6,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod common;
+use common::copy_tree;
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -31,19 +34,6 @@ fn edited_rules(dir: &Path, file: &str, from: &str, to: &str) -> PathBuf {
     assert!(source.contains(from), "{file} has no {from:?}");
     fs::write(&path, source.replace(from, to)).expect("write rule");
     rules
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for entry in fs::read_dir(from).expect("read dir") {
-        let path = entry.expect("entry").path();
-        let target = to.join(path.file_name().expect("name"));
-        if path.is_dir() {
-            copy_tree(&path, &target);
-        } else {
-            fs::copy(&path, &target).expect("copy");
-        }
-    }
 }
 
 fn simulate(dir: &Path, args: &[&str]) -> PathBuf {
