@@ -162,9 +162,9 @@ impl SignalArg {
         self.labels_len = labels;
         self.nested_extra = false;
         for (key, value) in &signal.extra {
-            let value = rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT);
+            let value = extra_value(value);
             self.nested_extra |= value.is_map() || value.is_array();
-            map.insert(key.as_str().into(), value.into_read_only());
+            map.insert(key.as_str().into(), value);
             self.extra.push(key.clone());
         }
     }
@@ -186,17 +186,11 @@ impl SignalArg {
             .and_then(|l| l.read_lock::<Map>().map(|l| l.len() != self.labels_len))
             .unwrap_or(true);
         if grown {
-            let labels: Map = signal
-                .labels
-                .iter()
-                .map(|(k, v)| (k.into(), ImmutableString::from(v).into()))
-                .collect();
-            map.insert("labels".into(), Dynamic::from_map(labels).into_read_only());
+            map.insert("labels".into(), labels_value(signal, &mut |v| v.into()));
         }
         if self.nested_extra {
             for (key, value) in &signal.extra {
-                let value = rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT);
-                map.insert(key.as_str().into(), value.into_read_only());
+                map.insert(key.as_str().into(), extra_value(value));
             }
         }
     }
@@ -224,14 +218,26 @@ fn fill_labels(
             })
     });
     if !reused {
-        let labels: Map = signal
-            .labels
-            .iter()
-            .map(|(k, v)| (k.into(), Dynamic::from(label_value(v)).into_read_only()))
-            .collect();
-        *slot = Dynamic::from_map(labels).into_read_only();
+        *slot = labels_value(signal, label_value);
     }
     signal.labels.len()
+}
+
+/// `s.labels`: a read-only map of the signal's labels.
+fn labels_value(signal: &Signal, label_value: &mut impl FnMut(&str) -> ImmutableString) -> Dynamic {
+    let labels: Map = signal
+        .labels
+        .iter()
+        .map(|(k, v)| (k.into(), Dynamic::from(label_value(v)).into_read_only()))
+        .collect();
+    Dynamic::from_map(labels).into_read_only()
+}
+
+/// An unknown field as a read-only Rhai value (`()` if it cannot be one).
+fn extra_value(value: &serde_json::Value) -> Dynamic {
+    rhai::serde::to_dynamic(value)
+        .unwrap_or(Dynamic::UNIT)
+        .into_read_only()
 }
 
 fn opt_text(t: &Option<String>) -> Dynamic {
