@@ -110,18 +110,14 @@ fn events(scenario: Scenario, fleet: &Fleet, spec: &Spec, rng: &mut Rng) -> Vec<
             let rack = rng.below(racks);
             let nodes = rack * fleet.rack_size..((rack + 1) * fleet.rack_size).min(fleet.nodes);
             for node in nodes.clone() {
-                let at = t0
-                    .add(minutes(15.0))
-                    .add(Duration(rng.below(20_000) as i64));
+                let at = jittered(t0, 15.0, 20_000, rng);
                 out.push(Event {
                     fields: r#","message":"BMC: AC power lost""#,
                     ..event(at, node, "hardware", "power.lost")
                 });
             }
             for node in nodes {
-                let at = t0
-                    .add(minutes(45.0))
-                    .add(Duration(rng.below(20_000) as i64));
+                let at = jittered(t0, 45.0, 20_000, rng);
                 out.push(Event {
                     fields: r#","resolved":true"#,
                     ..event(at, node, "hardware", "power.lost")
@@ -135,9 +131,7 @@ fn events(scenario: Scenario, fleet: &Fleet, spec: &Spec, rng: &mut Rng) -> Vec<
             let wave = (cluster / 20).max(1);
             for (i, node) in order.into_iter().enumerate() {
                 let wave_no = i as u64 / wave;
-                let at = t0
-                    .add(minutes(5.0 + 2.0 * wave_no as f64))
-                    .add(Duration(rng.below(60_000) as i64));
+                let at = jittered(t0, 5.0 + 2.0 * wave_no as f64, 60_000, rng);
                 if at < end {
                     out.push(Event {
                         label: Some(("component", "kubelet")),
@@ -182,13 +176,9 @@ fn events(scenario: Scenario, fleet: &Fleet, spec: &Spec, rng: &mut Rng) -> Vec<
             shuffle(&mut order, rng);
             let misfiring = fleet.nodes * 3 / 10;
             for &node in order.iter().take(misfiring as usize) {
-                let at = t0
-                    .add(minutes(20.0))
-                    .add(Duration(rng.below(60_000) as i64));
+                let at = jittered(t0, 20.0, 60_000, rng);
                 out.push(event(at, node, "component", "KubeletDown"));
-                let clear = t0
-                    .add(minutes(25.0))
-                    .add(Duration(rng.below(60_000) as i64));
+                let clear = jittered(t0, 25.0, 60_000, rng);
                 out.push(Event {
                     fields: r#","resolved":true"#,
                     ..event(clear, node, "component", "KubeletDown")
@@ -199,6 +189,12 @@ fn events(scenario: Scenario, fleet: &Fleet, spec: &Spec, rng: &mut Rng) -> Vec<
     out.retain(|e| e.at < end);
     out.sort_by_key(|e| (e.at, e.node));
     out
+}
+
+/// `minutes` after `t0`, plus up to `spread_ms` of random jitter.
+fn jittered(t0: Timestamp, minutes_in: f64, spread_ms: u64, rng: &mut Rng) -> Timestamp {
+    t0.add(minutes(minutes_in))
+        .add(Duration(rng.below(spread_ms) as i64))
 }
 
 fn shuffle(v: &mut [u64], rng: &mut Rng) {
