@@ -156,6 +156,26 @@ pub fn write_line(
     out.push('}');
 }
 
+/// A correctable ECC error, as EDAC reports one.
+fn write_correctable(out: &mut String, fleet: &Fleet, node: u64, ts: Timestamp) {
+    let extra = fields(r#","message":"EDAC MC0: 1 CE memory read error""#);
+    write_line(
+        out,
+        fleet,
+        node,
+        "hardware",
+        "memory.ecc.correctable",
+        ts,
+        extra,
+    );
+}
+
+/// A component signal of a type no shipped rule handles.
+fn write_unhandled(out: &mut String, fleet: &Fleet, node: u64, ts: Timestamp, rng: &mut Rng) {
+    let t = ["net.link.flap", "ntp.drift", "kernel.softlockup"][rng.below(3) as usize];
+    write_line(out, fleet, node, "component", t, ts, Extra::default());
+}
+
 /// Extra JSON members only.
 pub fn fields(fields: &str) -> Extra<'_> {
     Extra {
@@ -243,20 +263,8 @@ impl Background {
             600_000..=729_999 => reading(&mut self.rng, "memory.pressure", (0.0, 15.0), 35.0),
             730_000..=859_999 => reading(&mut self.rng, "disk.pressure", (20.0, 65.0), 95.5),
             860_000..=959_999 => reading(&mut self.rng, "load.high", (0.1, 1.8), 3.4),
-            960_000..=969_999 => write_line(
-                out,
-                f,
-                node,
-                "hardware",
-                "memory.ecc.correctable",
-                ts,
-                fields(r#","message":"EDAC MC0: 1 CE memory read error""#),
-            ),
-            970_000..=999_998 => {
-                let t =
-                    ["net.link.flap", "ntp.drift", "kernel.softlockup"][self.rng.below(3) as usize];
-                write_line(out, f, node, "component", t, ts, Extra::default());
-            }
+            960_000..=969_999 => write_correctable(out, f, node, ts),
+            970_000..=999_998 => write_unhandled(out, f, node, ts, &mut self.rng),
             _ => {
                 let t = [
                     "memory.ecc.uncorrectable",
@@ -295,15 +303,7 @@ impl Background {
                 let v = reading(&mut self.rng, 50, (2.1, 3.0), (0.1, 1.8));
                 write_line(out, f, node, "resource", "load.high", ts, fields(&v))
             }
-            820..=879 => write_line(
-                out,
-                f,
-                node,
-                "hardware",
-                "memory.ecc.correctable",
-                ts,
-                fields(r#","message":"EDAC MC0: 1 CE memory read error""#),
-            ),
+            820..=879 => write_correctable(out, f, node, ts),
             880..=919 => {
                 let component =
                     ["kubelet", "containerd", "docker", "pouch"][self.rng.below(4) as usize];
@@ -322,11 +322,7 @@ impl Background {
                 ts,
                 fields(r#","message":"blk_update_request: I/O error, dev sdb""#),
             ),
-            950..=984 => {
-                let t =
-                    ["net.link.flap", "ntp.drift", "kernel.softlockup"][self.rng.below(3) as usize];
-                write_line(out, f, node, "component", t, ts, none)
-            }
+            950..=984 => write_unhandled(out, f, node, ts, &mut self.rng),
             985..=994 => {
                 let t =
                     ["memory.pressure", "disk.pressure", "load.high"][self.rng.below(3) as usize];
