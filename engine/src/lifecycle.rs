@@ -603,14 +603,18 @@ mod tests {
         }"#;
 
     fn engine(sources: &[(&str, &str)]) -> Engine {
-        let options = Options::default();
+        build(sources, Policies::default(), Options::default())
+    }
+
+    /// An engine over `sources` (name, text) with these policies and options.
+    fn build(sources: &[(&str, &str)], policies: Policies, options: Options) -> Engine {
         let world = Engine::world(&options);
         let list: Vec<(&str, &Path, &str)> = sources
             .iter()
             .map(|(n, s)| (*n, Path::new(*n), *s))
             .collect();
         let rules = RuleSet::compile(&list, &options.sandbox, world).unwrap();
-        Engine::with_rules(rules, Policies::default(), &options)
+        Engine::with_rules(rules, policies, &options)
     }
 
     fn sig(node: &str, r#type: &str, secs: i64) -> Signal {
@@ -807,24 +811,14 @@ mod tests {
         assert_eq!(step.prints, ["saw n9"]);
     }
 
-    fn with_policy(sources: &[(&str, &str)], fault: &str, policy: Policy, flap: Flap) -> Engine {
+    /// The memory rule, with `policy` for memory_failure.
+    fn memory_with(policy: Policy, flap: Flap) -> Engine {
+        let policies = Policies::from_config([("memory_failure".to_string(), policy)].into());
         let options = Options {
             flap,
             ..Options::default()
         };
-        let world = Engine::world(&options);
-        let list: Vec<(&str, &Path, &str)> = sources
-            .iter()
-            .map(|(n, s)| (*n, Path::new(*n), *s))
-            .collect();
-        let rules = RuleSet::compile(&list, &options.sandbox, world).unwrap();
-        let policies = Policies::from_config([(fault.to_string(), policy)].into_iter().collect());
-        Engine::with_rules(rules, policies, &options)
-    }
-
-    /// The memory rule, with `policy` for memory_failure.
-    fn memory_with(policy: Policy, flap: Flap) -> Engine {
-        with_policy(&[("m.rhai", MEMORY)], "memory_failure", policy, flap)
+        build(&[("m.rhai", MEMORY)], policies, options)
     }
 
     fn resolved(node: &str, r#type: &str, secs: i64) -> Signal {
