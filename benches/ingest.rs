@@ -94,11 +94,8 @@ fn main() {
         &remedy_engine::Options::default(),
     )
     .expect("rules");
-    let guards = remedy_actions::Guards::new(
-        remedy_actions::GuardConfig::default(),
-        Default::default(),
-        Box::new(remedy_actions::LogOnly),
-    );
+    let guards =
+        remedy_actions::Guards::new(remedy_actions::GuardConfig::default(), Default::default());
     let mut pipeline = remedy::pipeline::Pipeline::new(engine, guards);
     let display = remedy::replay::Display {
         source: "bench".into(),

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use remedy::pipeline::Pipeline;
 use remedy::synth::{Background, Fleet};
-use remedy_actions::{GuardConfig, Guards, LogOnly};
+use remedy_actions::{GuardConfig, Guards};
 use remedy_engine::{Engine, Options, Policies, Signal, Step, Timestamp};
 
 /// Counts live heap bytes so engine state can be measured, not estimated.
@@ -110,7 +110,7 @@ fn replay(engine: &mut Engine, lines: &[String]) -> usize {
 
 /// The embedded default guard chain (5% per cluster, dry-run).
 fn pipeline() -> Pipeline {
-    let guards = Guards::new(GuardConfig::default(), BTreeMap::new(), Box::new(LogOnly));
+    let guards = Guards::new(GuardConfig::default(), BTreeMap::new());
     Pipeline::new(engine(), guards)
 }
 

@@ -14,7 +14,7 @@ use criterion::{Criterion, Throughput};
 use remedy::pipeline::Pipeline;
 use remedy::replay::{replay, Display};
 use remedy::simulate::{self, Scenario, Spec};
-use remedy_actions::{GuardConfig, Guards, LogOnly};
+use remedy_actions::{GuardConfig, Guards};
 use remedy_engine::{Engine, Options, Policies};
 
 /// 1M signals of a 100k-node fleet (one signal per node every 30 s, 5 minutes).
@@ -34,7 +34,7 @@ fn simulate_1m() -> u64 {
 fn pipeline() -> Pipeline {
     let rules = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"));
     let engine = Engine::load(rules, Policies::default(), &Options::default()).expect("rules");
-    let guards = Guards::new(GuardConfig::default(), BTreeMap::new(), Box::new(LogOnly));
+    let guards = Guards::new(GuardConfig::default(), BTreeMap::new());
     Pipeline::new(engine, guards)
 }
 

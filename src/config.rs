@@ -211,8 +211,7 @@ impl Config {
             domain: g.domain.clone(),
             storm_recovery: g.storm_recovery,
             breaker: g.breaker,
-            // No executor exists yet: everything stays dry-run (see not_yet_enforced).
-            dry_run: true,
+            dry_run: self.dry_run,
         };
         let actions = self
             .actions
@@ -227,18 +226,6 @@ impl Config {
             })
             .collect();
         (config, actions)
-    }
-
-    /// Settings this build reads but does not act on yet, as warnings naming the key.
-    pub fn not_yet_enforced(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        if !self.dry_run {
-            warnings.push(
-                "dry_run = false: no executor is available yet, every action stays dry-run"
-                    .to_string(),
-            );
-        }
-        warnings
     }
 }
 
@@ -310,7 +297,6 @@ mod tests {
         assert_eq!(c.rules, PathBuf::from("rules"));
         assert!(c.dry_run);
         assert_eq!(c.policies(), remedy_engine::Policies::default());
-        assert!(c.not_yet_enforced().is_empty());
     }
 
     #[test]

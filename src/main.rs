@@ -10,7 +10,7 @@ use remedy::pipeline::Pipeline;
 use remedy::replay::{self, Display};
 use remedy::ruletest;
 use remedy::simulate::{Scenario, Spec};
-use remedy_actions::{Guards, LogOnly};
+use remedy_actions::Guards;
 use remedy_engine::{Engine, LoadError, Options, RuleSet};
 
 /// Signals in, rules classify, guarded actions out.
@@ -159,14 +159,12 @@ fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
         Some(path) => Config::load(path).map_err(|e| usage(e.to_string()))?,
         None => Config::default(),
     };
-    for warning in config.not_yet_enforced() {
-        eprintln!("warning: {warning}");
-    }
     Ok(config)
 }
 
-/// Rules, lifecycle and guard chain as `config` says; `rules` overrides its rules.
-fn pipeline(config: &Config, rules: Option<&Path>) -> Result<Pipeline, Failure> {
+/// Rules, lifecycle and guard chain as `config` says; `rules` overrides its
+/// rules. Only the service (`live`) acts: offline commands are always dry-run.
+fn pipeline(config: &Config, rules: Option<&Path>, live: bool) -> Result<Pipeline, Failure> {
     let rules_dir = rules.map_or_else(|| config.rules.clone(), Path::to_path_buf);
     let options = Options {
         flap: config.guards.flap,
@@ -174,8 +172,9 @@ fn pipeline(config: &Config, rules: Option<&Path>) -> Result<Pipeline, Failure> 
     };
     let engine =
         Engine::load(&rules_dir, config.policies(), &options).map_err(|e| invalid_rules(e, 2))?;
-    let (guard_config, actions) = config.guards();
-    let mut guards = Guards::new(guard_config, actions, Box::new(LogOnly));
+    let (mut guard_config, actions) = config.guards();
+    guard_config.dry_run |= !live;
+    let mut guards = Guards::new(guard_config, actions);
     for silence in &config.silences {
         guards.silence(silence.clone());
     }
@@ -207,7 +206,7 @@ fn replay(
     quiet: bool,
 ) -> Result<(), Failure> {
     let config = load_config(config)?;
-    let mut pipeline = pipeline(&config, rules.as_deref())?;
+    let mut pipeline = pipeline(&config, rules.as_deref(), false)?;
     let (input, source, total_bytes) = open_input(file)?;
     let display = Display {
         source,
@@ -232,7 +231,7 @@ fn side(path: &Path, shared: Option<&Path>) -> Result<(Pipeline, String), Failur
     if path.is_file() {
         let config = load_config(Some(path))?;
         let domain = config.guards.domain.clone();
-        return Ok((pipeline(&config, None)?, domain));
+        return Ok((pipeline(&config, None, false)?, domain));
     }
     if !path.is_dir() {
         return Err(usage(format!(
@@ -242,7 +241,7 @@ fn side(path: &Path, shared: Option<&Path>) -> Result<(Pipeline, String), Failur
     }
     let config = load_config(shared)?;
     let domain = config.guards.domain.clone();
-    Ok((pipeline(&config, Some(path))?, domain))
+    Ok((pipeline(&config, Some(path), false)?, domain))
 }
 
 fn diff(
@@ -312,7 +311,7 @@ fn run(config: Option<&Path>) -> Result<(), Failure> {
     }
     let settings = remedy::service::Settings::from_config(&config).map_err(usage)?;
     let build: remedy::service::Build =
-        Box::new(move || pipeline(&config, None).map_err(|f| f.message));
+        Box::new(move || pipeline(&config, None, true).map_err(|f| f.message));
     // Whatever stops the start (rules, journal, address) is a usage error.
     remedy::service::run(settings, build).map_err(usage)
 }

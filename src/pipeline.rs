@@ -84,7 +84,7 @@ mod properties {
     use std::path::Path;
 
     use proptest::prelude::*;
-    use remedy_actions::{ActionGuards, Budget, GuardConfig, LogOnly, Rate};
+    use remedy_actions::{ActionGuards, Budget, GuardConfig, Rate};
     use remedy_engine::{Kind, Options, Policies};
 
     use super::*;
@@ -107,7 +107,7 @@ mod properties {
                 per: None,
             },
         )]);
-        Pipeline::new(engine, Guards::new(config, actions, Box::new(LogOnly)))
+        Pipeline::new(engine, Guards::new(config, actions))
     }
 
     /// (node, what, seconds later): 0 heartbeat, 1 UE, 2 UE resolved,

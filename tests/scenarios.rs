@@ -9,7 +9,7 @@ use std::path::Path;
 use remedy::config::Config;
 use remedy::pipeline::Pipeline;
 use remedy::simulate::{self, Scenario, Spec};
-use remedy_actions::{Guards, LogOnly};
+use remedy_actions::Guards;
 use remedy_engine::{Engine, Event, Options, Signal, Step, Timestamp};
 
 fn pipeline() -> Pipeline {
@@ -17,7 +17,7 @@ fn pipeline() -> Pipeline {
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
     let engine = Engine::load(&rules, config.policies(), &Options::default()).expect("rules");
     let (guards, actions) = config.guards();
-    Pipeline::new(engine, Guards::new(guards, actions, Box::new(LogOnly)))
+    Pipeline::new(engine, Guards::new(guards, actions))
 }
 
 /// The (node, fault) pairs the scenario's own signals must open.

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use remedy_engine::{Decision, Duration, Intent, Outcome, Timestamp, Trigger};
 use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
 
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::rate::{self, Direct, EventClock, Keyed, Rate};
@@ -125,21 +126,21 @@ pub trait DomainSizes {
     fn known(&self, label: &str, value: &str) -> usize;
 }
 
-/// Carries out an action that passed every guard (not called in dry-run).
-pub trait Dispatch {
-    /// Do it; `Err` says why it failed.
-    fn dispatch(&mut self, executor: &str, request: &Intent) -> Result<(), String>;
-}
-
-/// Logs and succeeds: the `log` executor, and the default.
-#[derive(Debug, Default)]
-pub struct LogOnly;
-
-impl Dispatch for LogOnly {
-    fn dispatch(&mut self, _executor: &str, r: &Intent) -> Result<(), String> {
-        eprintln!("action {} on {} for {}", r.action, r.node, r.fault);
-        Ok(())
-    }
+/// An action that passed every guard, for its executor to carry out (not
+/// made in dry-run). Its result comes back through [`Guards::finished`],
+/// which feeds the executor's breaker and makes the `executed` or `failed`
+/// decision: executors run concurrently, the guard chain never waits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// [`Intent::key`]: the same for a retry of the same action, also
+    /// after a restart, so executors can make it idempotent.
+    pub id: String,
+    /// The executor's name (`[actions.NAME] executor`).
+    pub executor: String,
+    /// Event time it passed the guards.
+    pub at: Timestamp,
+    /// What is asked for.
+    pub intent: Intent,
 }
 
 #[derive(Debug)]
@@ -184,7 +185,10 @@ pub struct Guards {
     next_silence: u64,
     approvals: BTreeMap<u64, Intent>,
     next_approval: u64,
-    dispatch: Box<dyn Dispatch>,
+    /// Jobs handed out by `take_jobs` or waiting to be, by id, until they finish.
+    running: BTreeMap<String, Job>,
+    /// Jobs not yet taken.
+    outbox: Vec<Job>,
 }
 
 impl std::fmt::Debug for Guards {
@@ -197,12 +201,8 @@ impl std::fmt::Debug for Guards {
 }
 
 impl Guards {
-    /// A chain with `config`, per-action settings and `dispatch` for real runs.
-    pub fn new(
-        config: GuardConfig,
-        actions: BTreeMap<String, ActionGuards>,
-        dispatch: Box<dyn Dispatch>,
-    ) -> Self {
+    /// A chain with `config` and per-action settings.
+    pub fn new(config: GuardConfig, actions: BTreeMap<String, ActionGuards>) -> Self {
         let clock = EventClock::default();
         let mut fleet_limits = FxHashMap::default();
         let mut domain_limits = FxHashMap::default();
@@ -232,8 +232,71 @@ impl Guards {
             next_silence: 1,
             approvals: BTreeMap::new(),
             next_approval: 1,
-            dispatch,
+            running: BTreeMap::new(),
+            outbox: Vec::new(),
         }
+    }
+
+    /// Jobs that passed every guard since the last call, for the executors.
+    /// They count as running until [`Guards::finished`] hears of them.
+    pub fn take_jobs(&mut self) -> Vec<Job> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Jobs handed out and not yet finished.
+    pub fn running(&self) -> impl Iterator<Item = &Job> {
+        self.running.values()
+    }
+
+    /// After a restart: a job the journal says was running when the service
+    /// stopped. It keeps its node under remediation and is handed out again
+    /// (executors are idempotent on the job id).
+    pub fn restore_job(&mut self, job: Job) {
+        if self.running.contains_key(&job.id) {
+            return;
+        }
+        self.passed(&job.intent, job.at);
+        self.outbox.push(job.clone());
+        self.running.insert(job.id.clone(), job);
+    }
+
+    /// An executor finished job `id` at `now`: `Ok` with a summary of its
+    /// response, or `Err` saying why it failed. Feeds the executor's breaker
+    /// and decides `executed` or `failed`. False if no such job runs.
+    ///
+    /// A failed disruptive action keeps its node counted against the budget
+    /// until the fault resolves: what failed half-way may still have taken
+    /// the node out, and storm protection errs on the side of fewer repairs.
+    pub fn finished(
+        &mut self,
+        id: &str,
+        result: Result<String, String>,
+        now: Timestamp,
+        out: &mut Vec<Decision>,
+    ) -> bool {
+        let Some(job) = self.running.remove(id) else {
+            return false;
+        };
+        self.outbox.retain(|j| j.id != id);
+        self.clock.set(now);
+        let breaker = self.breaker(&job.executor);
+        let mut d = match result {
+            Ok(summary) => {
+                breaker.success();
+                let mut d = decision(&job.intent, now, Outcome::Executed, None);
+                d.detail = (!summary.is_empty()).then_some(summary);
+                d
+            }
+            Err(why) => {
+                breaker.failure(now);
+                decision(&job.intent, now, Outcome::Failed, Some(why))
+            }
+        };
+        d.ts = d.ts.max(job.at);
+        out.push(d);
+        // A half-open breaker may let the next held action through now.
+        self.wake_at(Some(now));
+        true
     }
 
     /// Adds a silence; returns its id.
@@ -452,6 +515,9 @@ impl Guards {
         out: &mut Vec<Decision>,
         previously: Option<Outcome>,
     ) {
+        if self.running.contains_key(&request.key()) {
+            return; // already with its executor (asked again after a restart)
+        }
         if let Some(other) = self.still_needed(&request) {
             let reason = format!(
                 "{} is still under remediation for {other}: {} would put it back in service too early",
@@ -481,24 +547,20 @@ impl Guards {
             });
             return;
         }
-        let executor = self.executor(&request.action).to_string();
-        let outcome = if self.config.dry_run {
-            Outcome::DryRun
-        } else {
-            match self.dispatch.dispatch(&executor, &request) {
-                Ok(()) => {
-                    self.breaker(&executor).success();
-                    Outcome::Executed
-                }
-                Err(why) => {
-                    self.breaker(&executor).failure(now);
-                    out.push(decision(&request, now, Outcome::Failed, Some(why)));
-                    return;
-                }
-            }
+        if self.config.dry_run {
+            out.push(decision(&request, now, Outcome::DryRun, None));
+            self.passed(&request, now);
+            return;
+        }
+        let job = Job {
+            id: request.key(),
+            executor: self.executor(&request.action).to_string(),
+            at: now,
+            intent: request,
         };
-        out.push(decision(&request, now, outcome, None));
-        self.passed(&request, now);
+        self.passed(&job.intent, now);
+        self.outbox.push(job.clone());
+        self.running.insert(job.id.clone(), job);
     }
 
     /// For a restoring action (`uncordon`): another fault that still keeps
@@ -725,9 +787,6 @@ fn decision(r: &Intent, now: Timestamp, outcome: Outcome, reason: Option<String>
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
     use super::*;
 
     struct Sizes(usize);
@@ -747,6 +806,8 @@ mod tests {
             at: t(0),
             node: node.into(),
             fault: "memory_failure".into(),
+            opened: t(0),
+            reason: None,
             action: action.into(),
             labels: vec![
                 ("cluster".into(), "c1".into()),
@@ -769,7 +830,7 @@ mod tests {
             .iter()
             .map(|(n, a)| (n.to_string(), a.clone()))
             .collect();
-        Guards::new(config, actions, Box::new(LogOnly))
+        Guards::new(config, actions)
     }
 
     fn budget(b: Budget) -> GuardConfig {
@@ -1044,21 +1105,8 @@ mod tests {
         assert_eq!(g.under_remediation("c1"), 0);
     }
 
-    struct Flaky(Rc<RefCell<Vec<bool>>>);
-
-    impl Dispatch for Flaky {
-        fn dispatch(&mut self, _: &str, _: &Intent) -> Result<(), String> {
-            match self.0.borrow_mut().pop() {
-                Some(true) | None => Ok(()),
-                Some(false) => Err("API server said 500".into()),
-            }
-        }
-    }
-
     #[test]
     fn a_failing_executor_opens_its_breaker_and_recovers_half_open() {
-        // Results are popped from the end: fail, fail, then succeed.
-        let script = Rc::new(RefCell::new(vec![true, false, false]));
         let mut g = Guards::new(
             GuardConfig {
                 max_unhealthy: None,
@@ -1071,13 +1119,23 @@ mod tests {
                 ..GuardConfig::default()
             },
             BTreeMap::new(),
-            Box::new(Flaky(script)),
         );
         let sizes = Sizes(1000);
         let mut out = Vec::new();
-        for (i, node) in ["a", "b", "c"].into_iter().enumerate() {
-            g.submit(req(node, "cordon"), t(i as i64), &sizes, &mut out);
+        // Two jobs go out at once; nothing is decided until they report.
+        g.submit(req("a", "cordon"), t(0), &sizes, &mut out);
+        g.submit(req("b", "cordon"), t(1), &sizes, &mut out);
+        assert!(out.is_empty());
+        let jobs = g.take_jobs();
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].executor, "log");
+        assert_eq!(jobs[0].id, format!("a/memory_failure/{}/cordon", t(0)));
+        assert!(g.take_jobs().is_empty(), "a job is handed out once");
+        for j in &jobs {
+            assert!(g.finished(&j.id, Err("API server said 500".into()), t(2), &mut out));
         }
+        assert!(!g.finished(&jobs[0].id, Ok(String::new()), t(2), &mut out));
+        g.submit(req("c", "cordon"), t(3), &sizes, &mut out);
         assert_eq!(
             outcomes(&out),
             pairs(&[
@@ -1093,10 +1151,48 @@ mod tests {
             .unwrap()
             .contains("executor log: circuit open"));
         out.clear();
-        g.tick(t(120), &sizes, &mut out);
-        assert!(out.is_empty());
         g.tick(t(121), &sizes, &mut out);
-        assert_eq!(outcomes(&out), pairs(&[("c", Outcome::Executed)]));
+        assert!(out.is_empty() && g.take_jobs().is_empty(), "still open");
+        // Half-open: one trial goes out; while it runs, nothing else does.
+        g.tick(t(122), &sizes, &mut out);
+        let trial = g.take_jobs();
+        assert_eq!(trial.len(), 1);
+        g.submit(req("d", "cordon"), t(123), &sizes, &mut out);
+        assert!(g.take_jobs().is_empty());
+        assert!(g.finished(&trial[0].id, Ok("node cordoned".into()), t(124), &mut out));
+        g.tick(t(124), &sizes, &mut out);
+        assert_eq!(g.take_jobs().len(), 1, "closed again: d goes out");
+        assert_eq!(
+            outcomes(&out),
+            pairs(&[("d", Outcome::CircuitOpen), ("c", Outcome::Executed)])
+        );
+        assert_eq!(out[1].detail.as_deref(), Some("node cordoned"));
+    }
+
+    #[test]
+    fn a_restored_job_goes_out_again_and_is_not_asked_twice() {
+        let mut g = Guards::new(
+            GuardConfig {
+                dry_run: false,
+                ..GuardConfig::default()
+            },
+            BTreeMap::new(),
+        );
+        let sizes = Sizes(10);
+        let mut out = Vec::new();
+        let intent = req("a", "cordon");
+        g.restore_job(Job {
+            id: intent.key(),
+            executor: "kubernetes".into(),
+            at: t(0),
+            intent: intent.clone(),
+        });
+        assert_eq!(g.under_remediation("c1"), 1);
+        g.submit(intent, t(1), &sizes, &mut out);
+        assert!(out.is_empty());
+        let jobs = g.take_jobs();
+        assert_eq!(jobs.len(), 1, "the restored job only");
+        assert_eq!(jobs[0].executor, "kubernetes");
     }
 }
 
@@ -1138,6 +1234,8 @@ mod properties {
             at,
             node: format!("n{node}"),
             fault: "disk_failure".into(),
+            opened: at,
+            reason: None,
             action: action.into(),
             labels: vec![("cluster".into(), format!("c{}", node % 2))],
             trigger,
@@ -1170,7 +1268,6 @@ mod properties {
                     rate: Some("3/min".parse().unwrap()),
                     per: None,
                 })].into_iter().collect(),
-                Box::new(LogOnly),
             );
             let mut now = Timestamp(1_800_000_000_000);
             let mut open = std::collections::BTreeSet::new();

@@ -4,14 +4,15 @@
 //! requests from the engine and answers with decisions.
 
 pub mod breaker;
+pub mod executors;
 pub mod guards;
 pub mod rate;
 pub mod silence;
 
 pub use breaker::{Breaker, BreakerConfig};
+pub use executors::{ExecError, Executor, Executors, Spec};
 pub use guards::{
-    disruptive, restorative, ActionGuards, Budget, Dispatch, DomainSizes, GuardConfig, Guards,
-    LogOnly,
+    disruptive, restorative, ActionGuards, Budget, DomainSizes, GuardConfig, Guards, Job,
 };
 pub use rate::{EventClock, Rate, RateError};
 pub use silence::Silence;

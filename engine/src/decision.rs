@@ -131,6 +131,10 @@ pub struct Decision {
     /// held open (no recovery actions) until it has been quiet for the flap window.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub flapping: bool,
+    /// On an `executed` action: a summary of the executor's response (the
+    /// API's answer, the ticket id, the command's acknowledgement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Decision {
@@ -154,6 +158,7 @@ impl Decision {
             outcome: None,
             reason,
             flapping: false,
+            detail: None,
         }
     }
 
@@ -170,6 +175,7 @@ impl Decision {
             outcome: None,
             reason: None,
             flapping: false,
+            detail: None,
         }
     }
 
@@ -193,6 +199,7 @@ impl Decision {
             outcome: Some(outcome),
             reason,
             flapping: false,
+            detail: None,
         }
     }
 
@@ -203,7 +210,8 @@ impl Decision {
 }
 
 /// Why an action is asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// The fault opened or escalated: remedy the node.
     Remedy,
@@ -213,7 +221,7 @@ pub enum Trigger {
 
 /// An action a fault asks for. The engine says what is wanted; the guard
 /// chain decides what happens (the `action` decision).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
     /// Event time it was asked for.
     pub at: Timestamp,
@@ -221,6 +229,12 @@ pub struct Intent {
     pub node: String,
     /// The fault class.
     pub fault: String,
+    /// When the fault asking for it opened: with node and fault, what
+    /// identifies one occurrence of a fault (executors' idempotency keys).
+    pub opened: Timestamp,
+    /// Why: the rule's reason, or what escalated or resolved the fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// The action name.
     pub action: String,
     /// The node's labels as last seen (failure domains, silence matchers).
@@ -232,6 +246,21 @@ pub struct Intent {
 }
 
 impl Intent {
+    /// One occurrence of one action: `node/fault/opened/action`, plus
+    /// `/recover` for an `on_resolve` action. Stable across restarts, so a
+    /// retried action is recognised by its executor.
+    pub fn key(&self) -> String {
+        let recover = if self.trigger == Trigger::Recover {
+            "/recover"
+        } else {
+            ""
+        };
+        format!(
+            "{}/{}/{}/{}{recover}",
+            self.node, self.fault, self.opened, self.action
+        )
+    }
+
     /// The value of one of the node's labels.
     pub fn label(&self, key: &str) -> Option<&str> {
         self.labels

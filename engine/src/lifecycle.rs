@@ -346,8 +346,12 @@ impl Engine {
             let name = self.with_fleet(|f| f.symbols.name(fault).to_string());
             let policy = self.policies.get(&name).clone();
             if let Some(e) = policy.escalate.get(rung) {
+                let why = format!("{name} still open after {}: escalated", e.after);
                 for action in &e.actions {
-                    let intent = self.intent(node, &name, action, Trigger::Remedy, due, &policy);
+                    let mut intent =
+                        self.intent(node, &name, action, Trigger::Remedy, due, &policy);
+                    intent.opened = opened_at;
+                    intent.reason = Some(why.clone());
                     step.out.push(Output::Act(intent));
                 }
                 self.schedule(node, fault, opened_at, rung + 1, &policy);
@@ -419,7 +423,8 @@ impl Engine {
         step.out.push(Output::Decision(opened));
         let actions = answer.actions.as_deref().unwrap_or(&policy.actions);
         for action in actions {
-            let intent = self.intent(node, &answer.fault, action, Trigger::Remedy, at, &policy);
+            let mut intent = self.intent(node, &answer.fault, action, Trigger::Remedy, at, &policy);
+            intent.reason = answer.reason.clone();
             step.out.push(Output::Act(intent));
         }
         self.schedule(node, fault, at, 0, &policy);
@@ -458,9 +463,9 @@ impl Engine {
                     f.opens.clear();
                 }
             }
-            if self.world.borrow_mut().fleet.close(node, fault).is_none() {
+            let Some(closed) = self.world.borrow_mut().fleet.close(node, fault) else {
                 continue;
-            }
+            };
             let (node_name, name) = self.with_fleet(|f| {
                 (
                     f.node_name(node).to_string(),
@@ -476,7 +481,9 @@ impl Engine {
                 on_resolve: policy.on_resolve.len(),
             });
             for action in &policy.on_resolve {
-                let intent = self.intent(node, &name, action, Trigger::Recover, at, &policy);
+                let mut intent = self.intent(node, &name, action, Trigger::Recover, at, &policy);
+                intent.opened = closed.opened_at;
+                intent.reason = Some(format!("{name} resolved"));
                 step.out.push(Output::Act(intent));
             }
         }
@@ -495,6 +502,8 @@ impl Engine {
             at,
             node: f.node_name(node).to_string(),
             fault: fault.to_string(),
+            opened: at,
+            reason: None,
             action: action.to_string(),
             labels: f.labels_of(node),
             trigger,

@@ -207,6 +207,8 @@ fn recover(
                 at: restarted,
                 node: f.node.clone(),
                 fault: f.fault.clone(),
+                opened: f.opened_at,
+                reason: None,
                 action,
                 labels: labels.clone(),
                 trigger: Trigger::Remedy,
@@ -806,10 +808,7 @@ mod tests {
         )
         .unwrap();
         let (guards, actions) = config.guards();
-        let pipeline = Pipeline::new(
-            engine,
-            remedy_actions::Guards::new(guards, actions, Box::new(remedy_actions::LogOnly)),
-        );
+        let pipeline = Pipeline::new(engine, remedy_actions::Guards::new(guards, actions));
         let kept = Arc::new(Mutex::new(Vec::new()));
         let decider = Decider {
             pipeline,
