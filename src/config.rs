@@ -227,6 +227,28 @@ impl Config {
             .collect();
         (config, actions)
     }
+
+    /// The executor of every `[actions.NAME]`. A kafka executor without its
+    /// own `brokers` uses `[kafka] brokers`.
+    pub fn executor_specs(&self) -> Vec<remedy_actions::Spec> {
+        let brokers = self.kafka.as_ref().and_then(|k| k.get("brokers")).cloned();
+        self.actions
+            .iter()
+            .map(|(name, a)| {
+                let mut settings = a.settings.clone();
+                if a.executor == "kafka" && !settings.contains_key("brokers") {
+                    if let Some(b) = &brokers {
+                        settings.insert("brokers".into(), b.clone());
+                    }
+                }
+                remedy_actions::Spec {
+                    action: name.clone(),
+                    executor: a.executor.clone(),
+                    settings,
+                }
+            })
+            .collect()
+    }
 }
 
 /// TOML errors span several lines with a source excerpt; keep the position and the message.

@@ -35,6 +35,24 @@ if [ -n "$missing" ]; then
         || { echo "error: could not install:$missing" >&2; exit 2; }
 fi
 
+# A real Kafka-compatible broker for the Kafka tests: tansu 0.6, built once into a
+# cache outside the clone (about 9 minutes on 2 cores; skipped when present).
+tools="${REMEDY_TOOLS:-$HOME/.cache/remedy/tools}"
+if [ -z "${TANSU:-}" ]; then
+    if command -v tansu >/dev/null 2>&1; then
+        TANSU="$(command -v tansu)"
+    else
+        TANSU="$tools/bin/tansu"
+    fi
+fi
+if [ ! -x "$TANSU" ]; then
+    say "tansu not found: building it (cargo install tansu --features dynostore, about 9 minutes, cached in $tools)"
+    CARGO_TARGET_DIR="$tools/build" cargo install tansu --version '^0.6' --features dynostore --locked --root "$tools" \
+        || { echo "error: could not build tansu" >&2; exit 2; }
+    TANSU="$tools/bin/tansu"
+fi
+export TANSU
+
 # Test runner: nextest when present (per-test timeouts from .config/nextest.toml), else cargo test.
 if ! cargo nextest --version >/dev/null 2>&1; then
     say "cargo-nextest not found: installing it (cargo install cargo-nextest --locked)"

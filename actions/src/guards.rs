@@ -373,6 +373,14 @@ impl Guards {
         }
     }
 
+    /// Every executor that has run something, and whether its breaker is open at `now`.
+    pub fn breakers(&self, now: Timestamp) -> Vec<(String, bool)> {
+        self.breakers
+            .iter()
+            .map(|(name, b)| (name.clone(), b.is_open(now)))
+            .collect()
+    }
+
     /// Actions held back, waiting for a guard to free.
     pub fn held(&self) -> usize {
         self.held.len()

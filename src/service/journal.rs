@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use remedy_actions::Job;
 use remedy_engine::{Decision, Event, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
@@ -19,6 +20,14 @@ pub enum JournalError {
     /// The schema could not be brought up to date.
     #[error("journal migration: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    /// A stored job did not parse.
+    #[error("journal: stored job {id} is not valid: {source}")]
+    CorruptJob {
+        /// Its id.
+        id: String,
+        /// Why.
+        source: serde_json::Error,
+    },
     /// A stored decision did not parse.
     #[error("journal: stored decision {seq} is not valid: {source}")]
     Corrupt {
@@ -61,19 +70,50 @@ pub struct Journaled {
     pub decision: Decision,
 }
 
+/// What one command of the decider changed, written atomically: all or none.
+#[derive(Debug, Default)]
+pub struct Write {
+    /// Decisions, each with the type of the signal it came from (that type
+    /// asserts the faults it opens).
+    pub entries: Vec<(Decision, Option<String>)>,
+    /// The `id`s of the signals decided.
+    pub ids: Vec<String>,
+    /// The labels of the nodes acted on: a restart knows their failure
+    /// domains before they send again.
+    pub nodes: Vec<(String, Vec<(String, String)>)>,
+    /// Jobs handed to executors: kept until they finish, so a restart runs
+    /// again what was running (executors are idempotent on the job id).
+    pub started: Vec<Job>,
+    /// Jobs that finished (their decision is among `entries`).
+    pub finished: Vec<String>,
+}
+
+impl Write {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+            && self.ids.is_empty()
+            && self.nodes.is_empty()
+            && self.started.is_empty()
+            && self.finished.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.ids.clear();
+        self.nodes.clear();
+        self.started.clear();
+        self.finished.clear();
+    }
+}
+
 /// Where decisions and faults are kept.
 pub trait Journal: Send {
-    /// Records decisions, the `id`s of the signals they came from, and the
-    /// labels of the nodes they act on, atomically: all or none. Each
-    /// decision comes with the type of the signal it came from (that type
-    /// asserts the faults it opens); the labels tell a restart the nodes'
-    /// failure domains before they send again.
-    fn record(
-        &mut self,
-        entries: &[(Decision, Option<String>)],
-        ids: &[String],
-        nodes: &[(String, Vec<(String, String)>)],
-    ) -> Result<(), JournalError>;
+    /// Records one [`Write`] atomically and empties it; on error it keeps
+    /// everything for the next attempt.
+    fn record(&mut self, write: &mut Write) -> Result<(), JournalError>;
+    /// Jobs started and not finished, oldest first.
+    fn running_jobs(&self) -> Result<Vec<Job>, JournalError>;
     /// The most recent signal `id`s, oldest first, at most `limit`.
     fn recent_ids(&self, limit: usize) -> Result<Vec<String>, JournalError>;
     /// Faults, open or resolved or both, optionally of one node.
@@ -130,6 +170,10 @@ fn migrations() -> Migrations<'static> {
         M::up(
             "CREATE TABLE signal_ids (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE);",
         ),
+        // v4: jobs handed to executors and not finished yet.
+        M::up(
+            "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, json TEXT NOT NULL);",
+        ),
     ])
 }
 
@@ -162,16 +206,30 @@ impl Sqlite {
 }
 
 impl Journal for Sqlite {
-    fn record(
-        &mut self,
-        entries: &[(Decision, Option<String>)],
-        ids: &[String],
-        nodes: &[(String, Vec<(String, String)>)],
-    ) -> Result<(), JournalError> {
-        if entries.is_empty() && ids.is_empty() && nodes.is_empty() {
+    fn record(&mut self, write: &mut Write) -> Result<(), JournalError> {
+        if write.is_empty() {
             return Ok(());
         }
+        let Write {
+            entries,
+            ids,
+            nodes,
+            started,
+            finished,
+        } = &*write;
         let tx = self.conn.transaction()?;
+        if !started.is_empty() || !finished.is_empty() {
+            let mut start =
+                tx.prepare_cached("INSERT OR IGNORE INTO jobs (id, json) VALUES (?1, ?2)")?;
+            for job in started {
+                let json = serde_json::to_string(job).unwrap_or_default();
+                start.execute(params![job.id, json])?;
+            }
+            let mut finish = tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;
+            for id in finished {
+                finish.execute(params![id])?;
+            }
+        }
         if !nodes.is_empty() {
             let mut remember = tx.prepare_cached(
                 "INSERT INTO nodes (node, labels) VALUES (?1, ?2)
@@ -246,7 +304,23 @@ impl Journal for Sqlite {
             }
         }
         tx.commit()?;
+        write.clear();
         Ok(())
+    }
+
+    fn running_jobs(&self) -> Result<Vec<Job>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, json FROM jobs ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row?;
+            let job = serde_json::from_str(&json)
+                .map_err(|source| JournalError::CorruptJob { id, source })?;
+            out.push(job);
+        }
+        Ok(out)
     }
 
     fn faults(
@@ -358,8 +432,8 @@ mod tests {
         let ue = |d: Decision| (d, Some("memory.ecc.uncorrectable".to_string()));
         {
             let mut j = Sqlite::open(&path).unwrap();
-            j.record(
-                &[
+            j.record(&mut Write {
+                entries: vec![
                     ue(Decision::opened(
                         t(0),
                         "n1",
@@ -385,15 +459,15 @@ mod tests {
                         None,
                     )),
                 ],
-                &[],
-                &[("n1".into(), vec![("cluster".into(), "c1".into())])],
-            )
+                nodes: vec![("n1".into(), vec![("cluster".into(), "c1".into())])],
+                ..Write::default()
+            })
             .unwrap();
-            j.record(
-                &[(Decision::resolved(t(5), "n1", "memory_failure"), None)],
-                &["k1".into(), "k2".into()],
-                &[],
-            )
+            j.record(&mut Write {
+                entries: vec![(Decision::resolved(t(5), "n1", "memory_failure"), None)],
+                ids: vec!["k1".into(), "k2".into()],
+                ..Write::default()
+            })
             .unwrap();
         }
         let j = Sqlite::open(&path).unwrap();
@@ -423,10 +497,64 @@ mod tests {
             [("cluster".to_string(), "c1".to_string())]
         );
         assert!(j.node_labels("n2").unwrap().is_empty());
+        assert!(j.running_jobs().unwrap().is_empty());
         let states = j.action_states("n1", "memory_failure", t(0)).unwrap();
         assert_eq!(
             states,
             [("cordon".to_string(), "dry_run".to_string(), true)]
         );
+    }
+
+    #[test]
+    fn running_jobs_are_kept_until_they_finish_and_a_failed_write_keeps_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let at = Timestamp::from_secs(1_800_000_000);
+        let job = |node: &str| {
+            let intent = remedy_engine::Intent {
+                at,
+                node: node.into(),
+                fault: "memory_failure".into(),
+                opened: at,
+                reason: Some("UE".into()),
+                action: "cordon".into(),
+                labels: vec![("cluster".into(), "c1".into())],
+                trigger: remedy_engine::Trigger::Remedy,
+                approval: false,
+            };
+            Job {
+                id: intent.key(),
+                executor: "kubernetes".into(),
+                at,
+                intent,
+            }
+        };
+        {
+            let mut j = Sqlite::open(&path).unwrap();
+            let mut w = Write {
+                started: vec![job("n1"), job("n2")],
+                ..Write::default()
+            };
+            j.record(&mut w).unwrap();
+            assert!(w.is_empty(), "a written batch is emptied");
+            let mut done = Write {
+                finished: vec![job("n1").id],
+                entries: vec![(
+                    Decision::action(
+                        at,
+                        "n1",
+                        "memory_failure",
+                        "cordon",
+                        Outcome::Executed,
+                        None,
+                    ),
+                    None,
+                )],
+                ..Write::default()
+            };
+            j.record(&mut done).unwrap();
+        }
+        let j = Sqlite::open(&path).unwrap();
+        assert_eq!(j.running_jobs().unwrap(), [job("n2")]);
     }
 }

@@ -21,6 +21,7 @@ struct State {
     actions: BTreeMap<(String, String), u64>,
     held: usize,
     under_remediation: Vec<(String, usize)>,
+    breakers: Vec<(String, bool)>,
     latency: [u64; BUCKETS.len() + 1],
     latency_sum: f64,
     latency_count: u64,
@@ -123,10 +124,16 @@ impl Metrics {
     }
 
     /// The guard chain's state after a command.
-    pub fn guards(&self, held: usize, under_remediation: Vec<(String, usize)>) {
+    pub fn guards(
+        &self,
+        held: usize,
+        under_remediation: Vec<(String, usize)>,
+        breakers: Vec<(String, bool)>,
+    ) {
         self.with(|s| {
             s.held = held;
             s.under_remediation = under_remediation;
+            s.breakers = breakers;
         });
     }
 
@@ -255,6 +262,20 @@ fn render(s: &State, queue_depth: usize) -> String {
             .collect(),
     );
     family(
+        "remedy_breaker_open",
+        "gauge",
+        "Whether an executor's circuit breaker is open (1) or lets calls through (0).",
+        s.breakers
+            .iter()
+            .map(|(e, open)| {
+                (
+                    format!("{{executor=\"{}\"}}", escape(e)),
+                    u8::from(*open).to_string(),
+                )
+            })
+            .collect(),
+    );
+    family(
         "remedy_queue_depth",
         "gauge",
         "Requests waiting for the decider.",
@@ -336,7 +357,11 @@ mod tests {
             ],
             0.0003,
         );
-        m.guards(2, vec![("c1".into(), 1)]);
+        m.guards(
+            2,
+            vec![("c1".into(), 1)],
+            vec![("kubernetes".into(), true), ("http".into(), false)],
+        );
         let text = m.render(5);
         for line in [
             "remedy_signals_total{source=\"http\"} 3",
@@ -346,6 +371,8 @@ mod tests {
             "remedy_actions_total{action=\"cordon\",outcome=\"dry_run\"} 1",
             "remedy_guard_held_actions 2",
             "remedy_guard_under_remediation{domain=\"c1\"} 1",
+            "remedy_breaker_open{executor=\"kubernetes\"} 1",
+            "remedy_breaker_open{executor=\"http\"} 0",
             "remedy_queue_depth 5",
             "remedy_evaluation_seconds_bucket{le=\"0.0005\"} 1",
             "remedy_evaluation_seconds_bucket{le=\"0.00025\"} 0",

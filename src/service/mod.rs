@@ -21,13 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use remedy_actions::Silence;
+use remedy_actions::{Executors, Job, Silence};
 use remedy_engine::{Decision, Intent, Outcome, Severity, Signal, Step, Timestamp, Trigger};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::pipeline::Pipeline;
-use journal::{Journal, Sqlite};
+use journal::{Journal, Sqlite, Write};
 use metrics::Metrics;
 
 /// Where and how the service listens and journals.
@@ -49,6 +49,8 @@ pub struct Settings {
     pub scrape: Vec<remedy_collectors::scrape::Config>,
     /// `[[prometheus]]` queries.
     pub prometheus: Vec<remedy_collectors::promql::Config>,
+    /// `[actions.*]`: the executors.
+    pub executors: Vec<remedy_actions::Spec>,
 }
 
 impl Settings {
@@ -111,6 +113,7 @@ impl Settings {
             rules: config.rules.clone(),
             scrape: config.scrape.clone(),
             prometheus: config.prometheus.clone(),
+            executors: config.executor_specs(),
         })
     }
 }
@@ -141,6 +144,11 @@ enum Command {
     Awaiting(oneshot::Sender<Vec<(u64, Intent)>>),
     /// Approve (true) or reject (false) one; answers whether it was waiting.
     Decide(u64, bool, oneshot::Sender<Result<bool, String>>),
+    /// An executor finished a job: a summary of its response, or why it failed.
+    Finished {
+        id: String,
+        result: Result<String, String>,
+    },
 }
 
 /// Shared with the HTTP handlers.
@@ -217,6 +225,12 @@ fn recover(
             pipeline.guards.restore(intent, outcome, restarted);
         }
     }
+    // Jobs that were with an executor when the service stopped run again
+    // (idempotent on their id); their result has not been decided yet.
+    for job in journal.running_jobs().map_err(err)? {
+        tracing::info!(id = %job.id, executor = %job.executor, "job was running at the last stop: running it again");
+        pipeline.guards.restore_job(job);
+    }
     Ok(open.len())
 }
 
@@ -228,23 +242,63 @@ struct Decider {
     rules: PathBuf,
     step: Step,
     out: Vec<Decision>,
-    entries: Vec<(Decision, Option<String>)>,
-    /// Ids of the signals decided since the last journal write.
-    ids: Vec<String>,
+    /// What the next journal write records: empty unless the last write
+    /// failed, when it goes out with the next command's.
+    pending: Write,
+    /// Jobs journaled as started but not yet handed to the executors.
+    unsent: Vec<Job>,
+    /// Where jobs go to be executed; `None` in tests that only decide.
+    runner: Option<mpsc::UnboundedSender<Job>>,
 }
 
 impl Decider {
+    fn new(
+        pipeline: Pipeline,
+        journal: Box<dyn Journal>,
+        metrics: Arc<Metrics>,
+        rules: PathBuf,
+    ) -> Self {
+        Decider {
+            pipeline,
+            journal,
+            metrics,
+            rules,
+            step: Step::default(),
+            out: Vec::new(),
+            pending: Write::default(),
+            unsent: Vec::new(),
+            runner: None,
+        }
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        // Jobs restored from the journal go out at once.
+        let _ = self.journal();
         while let Some(command) = rx.blocking_recv() {
-            // `entries` is empty here unless the last journal write failed:
-            // then those decisions go out with this command's.
             match command {
                 Command::Tick => {
                     self.out.clear();
                     self.pipeline.advance(now(), &mut self.step, &mut self.out);
                     self.metrics.counted(&self.out);
-                    self.entries.extend(self.out.drain(..).map(|d| (d, None)));
+                    self.pending
+                        .entries
+                        .extend(self.out.drain(..).map(|d| (d, None)));
                     // A failed write is logged, and /readyz reports the journal.
+                    let _ = self.journal();
+                }
+                Command::Finished { id, result } => {
+                    self.out.clear();
+                    if self
+                        .pipeline
+                        .guards
+                        .finished(&id, result, now(), &mut self.out)
+                    {
+                        self.pending.finished.push(id);
+                    }
+                    self.metrics.counted(&self.out);
+                    self.pending
+                        .entries
+                        .extend(self.out.drain(..).map(|d| (d, None)));
                     let _ = self.journal();
                 }
                 Command::Ingest { signals, reply } => {
@@ -278,7 +332,8 @@ impl Decider {
                 }
             }
             let guards = &self.pipeline.guards;
-            self.metrics.guards(guards.held(), guards.domains());
+            self.metrics
+                .guards(guards.held(), guards.domains(), guards.breakers(now()));
         }
     }
 
@@ -298,7 +353,7 @@ impl Decider {
         self.pipeline
             .on_signal(signal, now(), &mut self.step, &mut self.out);
         if let (Some(id), false) = (id, self.step.duplicate) {
-            self.ids.push(id);
+            self.pending.ids.push(id);
         }
         for e in &self.step.errors {
             tracing::warn!(rule = %e.rule, "rule error: {e}");
@@ -329,7 +384,8 @@ impl Decider {
             &self.out,
             started.elapsed().as_secs_f64(),
         );
-        self.entries
+        self.pending
+            .entries
             .extend(self.out.drain(..).map(|d| (d, Some(r#type.clone()))));
     }
 
@@ -344,7 +400,9 @@ impl Decider {
             self.pipeline.guards.reject(id, now(), &mut self.out)
         };
         self.metrics.counted(&self.out);
-        self.entries.extend(self.out.drain(..).map(|d| (d, None)));
+        self.pending
+            .entries
+            .extend(self.out.drain(..).map(|d| (d, None)));
         found
     }
 
@@ -362,9 +420,16 @@ impl Decider {
         }
     }
 
+    /// Writes what the last command decided, with the jobs it started,
+    /// then hands those jobs to the executors: a job runs only once it is
+    /// journaled, so a restart finds every job that may have run.
     fn journal(&mut self) -> Result<(), String> {
+        let jobs = self.pipeline.guards.take_jobs();
+        self.pending.started.extend(jobs.iter().cloned());
+        self.unsent.extend(jobs);
         // The failure domains of nodes with actions, for a restart.
         let nodes: BTreeMap<&str, Vec<(String, String)>> = self
+            .pending
             .entries
             .iter()
             .filter(|(d, _)| d.action.is_some())
@@ -373,25 +438,62 @@ impl Decider {
                 (d.node.as_str(), labels.unwrap_or_default())
             })
             .collect();
-        let nodes: Vec<(String, Vec<(String, String)>)> =
-            nodes.into_iter().map(|(n, l)| (n.to_string(), l)).collect();
+        self.pending.nodes = nodes.into_iter().map(|(n, l)| (n.to_string(), l)).collect();
+        let pending = self.pending.entries.len();
         let journaled = self
             .journal
-            .record(&self.entries, &self.ids, &nodes)
+            .record(&mut self.pending)
             .map_err(|e| e.to_string());
         match &journaled {
             Ok(()) => {
-                self.entries.clear();
-                self.ids.clear();
+                if let Some(runner) = &self.runner {
+                    for job in self.unsent.drain(..) {
+                        // The runner goes only at shutdown; the job stays journaled.
+                        let _ = runner.send(job);
+                    }
+                }
             }
             // The engine has already moved on: keep what it decided and write
             // it with the next command, or it would never be journaled.
             Err(e) => tracing::error!(
-                pending = self.entries.len(),
+                pending,
                 "journal write failed, will retry with the next write: {e}"
             ),
         }
         journaled
+    }
+}
+
+/// Runs jobs as they come, at most `limit` at once, and reports each result
+/// to the decider. Dropping this task (at shutdown) aborts the jobs still
+/// running; they stay journaled and run again at the next start.
+async fn execute(
+    executors: Arc<Executors>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    tx: mpsc::Sender<Command>,
+    limit: usize,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limit));
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            job = jobs.recv() => {
+                let Some(job) = job else { break };
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let executors = executors.clone();
+                let tx = tx.clone();
+                running.spawn(async move {
+                    let _slot = slot;
+                    let result = executors.run(&job).await;
+                    match &result {
+                        Ok(summary) => tracing::info!(id = %job.id, executor = %job.executor, summary, "executed"),
+                        Err(why) => tracing::warn!(id = %job.id, executor = %job.executor, "failed: {why}"),
+                    }
+                    let _ = tx.send(Command::Finished { id: job.id, result }).await;
+                });
+            }
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+        }
     }
 }
 
@@ -428,6 +530,19 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", settings.journal.display()))?;
     let reader = Sqlite::reader(&settings.journal)
         .map_err(|e| format!("{}: {e}", settings.journal.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    // Executors connect their clients and read their credentials now, so a
+    // wrong [actions.*] stops the start instead of the first action.
+    let executors = Arc::new(
+        runtime
+            .block_on(Executors::build(&settings.executors))
+            .map_err(|e| e.to_string())?,
+    );
+    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
     let (tx, rx) = mpsc::channel(settings.queue);
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let metrics = Arc::new(Metrics::default());
@@ -443,16 +558,9 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
             match started {
                 Ok((pipeline, recovered)) => {
                     let _ = started_tx.send(Ok(recovered));
-                    let decider = Decider {
-                        pipeline,
-                        journal: Box::new(journal),
-                        metrics: decider_metrics,
-                        rules,
-                        step: Step::default(),
-                        out: Vec::new(),
-                        entries: Vec::new(),
-                        ids: Vec::new(),
-                    };
+                    let mut decider =
+                        Decider::new(pipeline, Box::new(journal), decider_metrics, rules);
+                    decider.runner = Some(jobs_tx);
                     decider.run(rx);
                 }
                 Err(e) => {
@@ -464,11 +572,6 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
     let recovered = started_rx
         .recv()
         .map_err(|_| "the decider did not start".to_string())??;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -481,6 +584,7 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
             metrics,
         });
         let ticker = tokio::spawn(tick(tx.clone()));
+        let runner = tokio::spawn(execute(executors, jobs_rx, tx.clone(), 64));
         let watcher = tokio::spawn(watch(settings.rules.clone(), tx.clone()));
         let mut scrapers: Vec<_> = settings
             .scrape
@@ -509,6 +613,8 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
         // Intake has stopped: let the decider finish what is queued.
         ticker.abort();
         watcher.abort();
+        runner.abort();
+        let _ = runner.await;
         for s in &scrapers {
             s.abort();
         }
@@ -756,12 +862,10 @@ mod tests {
     }
 
     impl Journal for Flaky {
-        fn record(
-            &mut self,
-            entries: &[(Decision, Option<String>)],
-            _ids: &[String],
-            _nodes: &[(String, Vec<(String, String)>)],
-        ) -> Result<(), JournalError> {
+        fn record(&mut self, write: &mut Write) -> Result<(), JournalError> {
+            if write.is_empty() {
+                return Ok(());
+            }
             if !self.failed {
                 self.failed = true;
                 return Err(JournalError::Sqlite(rusqlite::Error::InvalidQuery));
@@ -769,8 +873,12 @@ mod tests {
             self.kept
                 .lock()
                 .unwrap()
-                .extend(entries.iter().map(|(d, _)| d.clone()));
+                .extend(write.entries.drain(..).map(|(d, _)| d));
+            *write = Write::default();
             Ok(())
+        }
+        fn running_jobs(&self) -> Result<Vec<Job>, JournalError> {
+            Ok(Vec::new())
         }
         fn faults(&self, _: Option<bool>, _: Option<&str>) -> Result<Vec<FaultRow>, JournalError> {
             Ok(Vec::new())
@@ -810,19 +918,15 @@ mod tests {
         let (guards, actions) = config.guards();
         let pipeline = Pipeline::new(engine, remedy_actions::Guards::new(guards, actions));
         let kept = Arc::new(Mutex::new(Vec::new()));
-        let decider = Decider {
+        let decider = Decider::new(
             pipeline,
-            journal: Box::new(Flaky {
+            Box::new(Flaky {
                 failed: false,
                 kept: kept.clone(),
             }),
-            metrics: Arc::new(Metrics::default()),
+            Arc::new(Metrics::default()),
             rules,
-            step: Step::default(),
-            out: Vec::new(),
-            entries: Vec::new(),
-            ids: Vec::new(),
-        };
+        );
         let (tx, rx) = mpsc::channel(4);
         let (r1, a1) = oneshot::channel();
         let (r2, a2) = oneshot::channel();
