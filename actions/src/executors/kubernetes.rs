@@ -1,44 +1,1571 @@
-//! `kubernetes`: cordon, uncordon, drain. (Being written.)
+//! `kubernetes`: cordon, uncordon and drain nodes through the API server.
+//!
+//! - `cordon` sets `spec.unschedulable`, adds the `NoSchedule` taint
+//!   `remedy.io/unhealthy` (value: the fault) and the annotations
+//!   `remedy.io/cordoned-by` (the job id), `remedy.io/fault` and
+//!   `remedy.io/reason`. A node an operator already cordoned is left exactly
+//!   as it is, without remedy's mark, so remedy never uncordons it.
+//! - `uncordon` undoes only what remedy did: a node without
+//!   `remedy.io/cordoned-by` is never touched.
+//! - `drain` cordons, then evicts every pod on the node through the Eviction
+//!   API (so PodDisruptionBudgets are honoured), skipping DaemonSet pods,
+//!   mirror pods and pods that already finished, and waits for the evicted
+//!   pods to be gone (reading each one; the node's pods are listed once).
+//!   An eviction a budget refuses (429) is retried with backoff; after
+//!   `timeout` the drain fails naming the pods that would not leave. Pods
+//!   without a controller are evicted like any other: the node is being
+//!   taken out of service.
+//!
+//! Node changes are one JSON merge patch carrying the `resourceVersion` read
+//! just before, so a node changed in between (409) is read and patched again
+//! rather than overwritten; the taint list is sent whole, the node's other
+//! taints kept. Everything is idempotent on the job id: a retried job finds
+//! its own work done and succeeds without a change. Any error status of the
+//! API server fails the job with the status and the server's message (which
+//! is what feeds the breaker); no error carries a credential.
 
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
+use kube::core::Request;
+use kube::{Api, Client, Resource};
 use remedy_engine::Duration;
 use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use super::{BoxFuture, ConfigError, ExecError, Executor};
 use crate::guards::Job;
+
+/// The taint remedy puts on the nodes it cordons (effect `NoSchedule`).
+pub const TAINT: &str = "remedy.io/unhealthy";
+/// Annotation: the id of the job that cordoned the node; its presence is
+/// what lets `uncordon` touch a node.
+pub const CORDONED_BY: &str = "remedy.io/cordoned-by";
+/// Annotation: the fault the node was cordoned for.
+pub const FAULT: &str = "remedy.io/fault";
+/// Annotation: the fault's reason, when it has one.
+pub const REASON: &str = "remedy.io/reason";
+/// The annotation the kubelet puts on mirror pods (static pods' shadows).
+const MIRROR: &str = "kubernetes.io/config.mirror";
+/// The field manager named in every patch (visible in `managedFields`).
+const FIELD_MANAGER: &str = "remedy";
+/// How often a node is read and patched again when it keeps changing (409).
+const CONFLICT_RETRIES: usize = 3;
+/// Time a drain keeps beyond its own deadline to report what did not leave.
+const REPORT_MARGIN: Duration = Duration::from_secs(5);
+/// At most this many pods are named in a failed drain's reason.
+const NAMED_PODS: usize = 20;
 
 /// `[actions.NAME] executor = "kubernetes"`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// cordon | uncordon | drain; default: the action name.
+    /// `cordon`, `uncordon` or `drain`. Default: the action's name.
     #[serde(default)]
     pub op: Option<String>,
+    /// Path of a kubeconfig (`~` is the home directory). Default: the
+    /// in-cluster service account, then `$KUBECONFIG` or `~/.kube/config`.
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+    /// Context of the kubeconfig to use. Default: its current context.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Longest the operation may take. Default 60s for cordon and
+    /// uncordon, 10m for drain (which then fails naming the pods that
+    /// would not leave; it is given 5s more to say so).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// drain only: `gracePeriodSeconds` of every eviction. Default: each
+    /// pod's own `terminationGracePeriodSeconds`.
+    #[serde(default)]
+    pub grace_period: Option<u32>,
 }
 
-/// The `kubernetes` executor.
-#[derive(Debug)]
+/// What the executor does to a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Cordon,
+    Uncordon,
+    Drain,
+}
+
+impl Op {
+    fn parse(name: &str) -> Option<Op> {
+        match name {
+            "cordon" => Some(Op::Cordon),
+            "uncordon" => Some(Op::Uncordon),
+            "drain" => Some(Op::Drain),
+            _ => None,
+        }
+    }
+
+    fn default_timeout(self) -> Duration {
+        match self {
+            Op::Cordon | Op::Uncordon => Duration::from_secs(60),
+            Op::Drain => Duration::from_secs(600),
+        }
+    }
+}
+
+/// The `kubernetes` executor: one client, one operation.
 pub struct Kubernetes {
-    config: Config,
+    op: Op,
+    client: Client,
+    /// `scheme://host:port` of the API server, for error messages.
+    server: String,
+    timeout: Duration,
+    grace_period: Option<u32>,
+}
+
+impl std::fmt::Debug for Kubernetes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kubernetes")
+            .field("op", &self.op)
+            .field("server", &self.server)
+            .field("timeout", &self.timeout)
+            .field("grace_period", &self.grace_period)
+            .finish()
+    }
 }
 
 impl Kubernetes {
-    /// Builds it.
-    pub async fn new(_action: &str, config: Config) -> Result<Self, ConfigError> {
-        Ok(Kubernetes { config })
+    /// Checks the settings and builds the client (reading the kubeconfig or
+    /// the in-cluster service account; nothing is sent yet).
+    pub async fn new(action: &str, config: Config) -> Result<Kubernetes, ConfigError> {
+        let name = config.op.as_deref().unwrap_or(action);
+        let op = Op::parse(name).ok_or_else(|| {
+            let given = if config.op.is_some() {
+                format!("{name:?}")
+            } else {
+                format!("{name:?} (the action's name)")
+            };
+            ConfigError::new(
+                action,
+                format!("op: {given} is not an operation; expected cordon, uncordon or drain"),
+            )
+        })?;
+        if config.grace_period.is_some() && op != Op::Drain {
+            return Err(ConfigError::new(
+                action,
+                "grace_period: only a drain evicts pods; remove it or set op = \"drain\"",
+            ));
+        }
+        let timeout = config.timeout.unwrap_or(op.default_timeout());
+        if timeout.0 <= 0 {
+            return Err(ConfigError::new(action, "timeout: must be longer than 0s"));
+        }
+        let client_config = client_config(action, &config).await?;
+        let uri = &client_config.cluster_url;
+        let server = format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("https"),
+            uri.host().unwrap_or("?"),
+            uri.port().map(|p| format!(":{p}")).unwrap_or_default()
+        );
+        let client = Client::try_from(client_config).map_err(|e| {
+            ConfigError::new(action, format!("cannot build a client for {server}: {e}"))
+        })?;
+        Ok(Kubernetes {
+            op,
+            client,
+            server,
+            timeout,
+            grace_period: config.grace_period,
+        })
+    }
+
+    async fn run(&self, job: &Job) -> Result<String, ExecError> {
+        let node = &job.intent.node;
+        match self.op {
+            Op::Cordon => Ok(match self.cordon(job).await? {
+                Cordon::Done => format!("cordoned {node} (taint {TAINT})"),
+                Cordon::Already => format!("{node} already cordoned by remedy"),
+                Cordon::ByOperator => format!(
+                    "{node} already cordoned by an operator: left as it is, remedy will not uncordon it"
+                ),
+            }),
+            Op::Uncordon => self.uncordon(node).await,
+            Op::Drain => self.drain(job).await,
+        }
+    }
+
+    /// Reads a node.
+    async fn node(&self, name: &str) -> Result<Node, CallError> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        api.get(name)
+            .await
+            .map_err(|e| self.call_error(format!("GET node {name}"), e))
+    }
+
+    /// Sends one merge patch to a node.
+    async fn patch_node(&self, name: &str, patch: &Value) -> Result<(), CallError> {
+        let what = || format!("PATCH node {name}");
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let request = Request::new(Node::url_path(&(), None))
+            .patch(name, &params, &Patch::Merge(patch))
+            .map_err(|e| CallError::Request {
+                what: what(),
+                why: e.to_string(),
+            })?;
+        self.client
+            .request_text(request)
+            .await
+            .map(drop)
+            .map_err(|e| self.call_error(what(), e))
+    }
+
+    /// Cordons the node of `job` unless it already is (see the module doc).
+    async fn cordon(&self, job: &Job) -> Result<Cordon, ExecError> {
+        let name = &job.intent.node;
+        for _ in 0..CONFLICT_RETRIES {
+            let node = self.node(name).await?;
+            let state = NodeState::of(&node);
+            if state.unschedulable && !state.marked {
+                return Ok(Cordon::ByOperator);
+            }
+            let tainted = state.taints.iter().any(|t| t["key"] == TAINT);
+            if state.unschedulable && state.marked && tainted {
+                return Ok(Cordon::Already);
+            }
+            let mut annotations = json!({ CORDONED_BY: job.id, FAULT: job.intent.fault });
+            if let Some(reason) = &job.intent.reason {
+                annotations[REASON] = json!(clip(reason, 1024));
+            }
+            let mut patch = json!({
+                "metadata": { "annotations": annotations },
+                "spec": { "unschedulable": true },
+            });
+            state.precondition(&mut patch);
+            if !tainted {
+                let ours = json!({
+                    "key": TAINT,
+                    "value": taint_value(&job.intent.fault),
+                    "effect": "NoSchedule",
+                });
+                let mut taints = state.taints;
+                taints.push(ours);
+                patch["spec"]["taints"] = Value::Array(taints);
+            }
+            match self.patch_node(name, &patch).await {
+                Ok(()) => return Ok(Cordon::Done),
+                Err(e) if e.code() == Some(409) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(changing(name))
+    }
+
+    /// Uncordons the node if remedy cordoned it (see the module doc).
+    async fn uncordon(&self, name: &str) -> Result<String, ExecError> {
+        for _ in 0..CONFLICT_RETRIES {
+            let node = self.node(name).await?;
+            let state = NodeState::of(&node);
+            if !state.marked {
+                return Ok(if state.unschedulable {
+                    format!("{name} was cordoned by an operator, not by remedy: left cordoned")
+                } else {
+                    format!("{name} already schedulable")
+                });
+            }
+            let mut patch = json!({
+                "metadata": {
+                    "annotations": { CORDONED_BY: null, FAULT: null, REASON: null },
+                },
+                "spec": { "unschedulable": false },
+            });
+            state.precondition(&mut patch);
+            let tainted = state.taints.iter().any(|t| t["key"] == TAINT);
+            if tainted {
+                let others: Vec<Value> = state
+                    .taints
+                    .into_iter()
+                    .filter(|t| t["key"] != TAINT)
+                    .collect();
+                patch["spec"]["taints"] = Value::Array(others);
+            }
+            match self.patch_node(name, &patch).await {
+                Ok(()) => {
+                    return Ok(if tainted {
+                        format!("uncordoned {name} (taint {TAINT} removed)")
+                    } else {
+                        format!("uncordoned {name}")
+                    })
+                }
+                Err(e) if e.code() == Some(409) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(changing(name))
+    }
+
+    /// Every pod bound to a node.
+    async fn pods(&self, node: &str) -> Result<Vec<Pod>, CallError> {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
+        api.list(&params)
+            .await
+            .map(|list| list.items)
+            .map_err(|e| self.call_error(format!("GET pods on {node}"), e))
+    }
+
+    /// Whether an evicted pod is still there (a pod of the same name and a
+    /// new uid is another one).
+    async fn still_there(&self, pod: &Target) -> Result<bool, CallError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        match api.get(&pod.name).await {
+            Ok(now) => Ok(pod.uid.is_none() || now.metadata.uid == pod.uid),
+            Err(kube::Error::Api(r)) if r.code == 404 => Ok(false),
+            Err(e) => Err(self.call_error(format!("GET pod {}", pod.show()), e)),
+        }
+    }
+
+    /// Asks the Eviction API to evict one pod.
+    async fn evict(&self, pod: &Target) -> Result<(), CallError> {
+        let what = || format!("POST eviction of {}", pod.show());
+        let mut body = json!({
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": { "name": pod.name, "namespace": pod.namespace },
+        });
+        if let Some(seconds) = self.grace_period {
+            body["deleteOptions"] = json!({ "gracePeriodSeconds": seconds });
+        }
+        let request = Request::new(Pod::url_path(&(), Some(&pod.namespace)))
+            .create_subresource(
+                "eviction",
+                &pod.name,
+                &PostParams::default(),
+                body.to_string().into_bytes(),
+            )
+            .map_err(|e| CallError::Request {
+                what: what(),
+                why: e.to_string(),
+            })?;
+        self.client
+            .request_text(request)
+            .await
+            .map(drop)
+            .map_err(|e| self.call_error(what(), e))
+    }
+
+    /// Cordons, evicts and waits, all before `timeout` (see the module doc).
+    async fn drain(&self, job: &Job) -> Result<String, ExecError> {
+        let name = &job.intent.node;
+        let deadline = Instant::now() + std_duration(self.timeout);
+        let timed_out = |doing: &str| {
+            ExecError::Failed(format!(
+                "drain of {name} timed out after {} while {doing}",
+                self.timeout
+            ))
+        };
+        let cordon = within(deadline, self.cordon(job))
+            .await
+            .ok_or_else(|| timed_out("cordoning"))??;
+        let pods = within(deadline, self.pods(name))
+            .await
+            .ok_or_else(|| timed_out("listing its pods"))??;
+
+        let (mut skipped, mut finished) = (0, 0);
+        let mut pending = Vec::new();
+        for pod in &pods {
+            match Target::of(pod) {
+                Plan::Skip => skipped += 1,
+                Plan::Finished => finished += 1,
+                Plan::Evict(target) => pending.push(target),
+            }
+        }
+        let evicted = pending.len();
+        // Evicted and still on the node.
+        let mut leaving: Vec<Target> = Vec::new();
+        let mut backoff = Backoff::new();
+        loop {
+            pending = self.evict_all(pending, &mut leaving, deadline).await?;
+            leaving = self.still_leaving(leaving, deadline).await?;
+            if pending.is_empty() && leaving.is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(would_not_leave(name, self.timeout, &pending, &leaving));
+            }
+            tokio::time::sleep(backoff.next().min(deadline - now)).await;
+        }
+
+        let by = match cordon {
+            Cordon::ByOperator => " (cordoned by an operator)",
+            Cordon::Done | Cordon::Already => "",
+        };
+        let mut summary = format!(
+            "drained {name}{by}: {evicted} {} evicted, {skipped} skipped (DaemonSet/mirror)",
+            plural(evicted)
+        );
+        if finished > 0 {
+            summary.push_str(&format!(", {finished} already finished"));
+        }
+        Ok(summary)
+    }
+
+    /// Asks for the eviction of each pod until `deadline`: those evicted go
+    /// to `leaving`, those refused (or not asked for in time) come back.
+    async fn evict_all(
+        &self,
+        pods: Vec<Target>,
+        leaving: &mut Vec<Target>,
+        deadline: Instant,
+    ) -> Result<Vec<Target>, ExecError> {
+        let mut refused = Vec::new();
+        let mut queue = pods.into_iter();
+        while let Some(mut pod) = queue.next() {
+            match within(deadline, self.evict(&pod)).await {
+                None => {
+                    refused.push(pod);
+                    refused.extend(queue.by_ref());
+                }
+                Some(Ok(())) => leaving.push(pod),
+                // Already gone.
+                Some(Err(e)) if e.code() == Some(404) => {}
+                // A PodDisruptionBudget (or the server's own rate limit)
+                // says not now: ask again after a while.
+                Some(Err(e)) if e.code() == Some(429) => {
+                    pod.refused = Some(e.message());
+                    refused.push(pod);
+                }
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+        Ok(refused)
+    }
+
+    /// The evicted pods still there (or not looked at before `deadline`).
+    /// One read per pod: listing the node's pods again may make the API
+    /// server read every pod of the cluster.
+    async fn still_leaving(
+        &self,
+        pods: Vec<Target>,
+        deadline: Instant,
+    ) -> Result<Vec<Target>, ExecError> {
+        let mut staying = Vec::new();
+        let mut queue = pods.into_iter();
+        while let Some(pod) = queue.next() {
+            match within(deadline, self.still_there(&pod)).await {
+                None => {
+                    staying.push(pod);
+                    staying.extend(queue.by_ref());
+                }
+                Some(Ok(true)) => staying.push(pod),
+                Some(Ok(false)) => {}
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+        Ok(staying)
+    }
+
+    /// Names what went wrong with a call, without the client's credentials.
+    fn call_error(&self, what: String, e: kube::Error) -> CallError {
+        match e {
+            kube::Error::Api(r) => CallError::Status {
+                what,
+                code: r.code,
+                reason: r.reason,
+                message: r.message,
+            },
+            other => CallError::Transport {
+                what,
+                server: self.server.clone(),
+                why: describe(&other),
+            },
+        }
     }
 }
 
 impl Executor for Kubernetes {
-    fn execute<'a>(&'a self, _job: &'a Job) -> BoxFuture<'a, Result<String, ExecError>> {
-        Box::pin(async move {
-            Err(ExecError::Failed(format!(
-                "{}: not built yet",
-                self.config.op.as_deref().unwrap_or("?")
-            )))
-        })
+    fn execute<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<String, ExecError>> {
+        Box::pin(self.run(job))
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_secs(30)
+        match self.op {
+            Op::Cordon | Op::Uncordon => self.timeout,
+            // A drain stops at `timeout` and still needs to say why.
+            Op::Drain => Duration(self.timeout.0 + REPORT_MARGIN.0),
+        }
+    }
+}
+
+/// What `cordon` found and did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cordon {
+    /// Cordoned now.
+    Done,
+    /// remedy had cordoned it already: nothing changed.
+    Already,
+    /// An operator had cordoned it: nothing changed, no mark added.
+    ByOperator,
+}
+
+/// The parts of a node `cordon` and `uncordon` look at.
+struct NodeState {
+    unschedulable: bool,
+    /// Carries `remedy.io/cordoned-by`.
+    marked: bool,
+    /// Its taints as read, to send back whole.
+    taints: Vec<Value>,
+    version: Option<String>,
+}
+
+impl NodeState {
+    fn of(node: &Node) -> NodeState {
+        let spec = node.spec.as_ref();
+        NodeState {
+            unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+            marked: node
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(CORDONED_BY)),
+            taints: spec
+                .and_then(|s| s.taints.as_ref())
+                .map(|taints| {
+                    taints
+                        .iter()
+                        // A taint that does not serialize (none does) is
+                        // sent as null, which the API server refuses: never
+                        // silently dropped from the node.
+                        .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            version: node.metadata.resource_version.clone(),
+        }
+    }
+
+    /// Makes `patch` apply only to the node as read: the API server refuses
+    /// it (409) if the node changed since.
+    fn precondition(&self, patch: &mut Value) {
+        if let Some(version) = &self.version {
+            patch["metadata"]["resourceVersion"] = json!(version);
+        }
+    }
+}
+
+/// A pod to evict.
+#[derive(Debug)]
+struct Target {
+    namespace: String,
+    name: String,
+    uid: Option<String>,
+    /// Why the last eviction was refused (429).
+    refused: Option<String>,
+}
+
+/// What a drain does with one pod.
+enum Plan {
+    /// DaemonSet or mirror pod: evicting it would not take it off the node.
+    Skip,
+    /// Succeeded or Failed: nothing runs any more.
+    Finished,
+    Evict(Target),
+}
+
+impl Target {
+    fn of(pod: &Pod) -> Plan {
+        let meta = &pod.metadata;
+        let mirror = meta
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(MIRROR));
+        let daemon = meta.owner_references.as_ref().is_some_and(|owners| {
+            owners
+                .iter()
+                .any(|o| o.kind == "DaemonSet" && o.controller == Some(true))
+        });
+        if mirror || daemon {
+            return Plan::Skip;
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            return Plan::Finished;
+        }
+        Plan::Evict(Target {
+            namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone(),
+            refused: None,
+        })
+    }
+
+    fn show(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A failed drain's reason: which pods stayed and why.
+fn would_not_leave(
+    node: &str,
+    timeout: Duration,
+    refused: &[Target],
+    leaving: &[Target],
+) -> ExecError {
+    let count = refused.len() + leaving.len();
+    let mut named: Vec<String> = refused
+        .iter()
+        .map(|t| {
+            let why = t.refused.as_deref().unwrap_or("not evicted yet");
+            format!("{} (eviction refused: {why})", t.show())
+        })
+        .chain(
+            leaving
+                .iter()
+                .map(|t| format!("{} (evicted, still on the node)", t.show())),
+        )
+        .take(NAMED_PODS)
+        .collect();
+    if count > NAMED_PODS {
+        named.push(format!("and {} more", count - NAMED_PODS));
+    }
+    ExecError::Failed(format!(
+        "drain of {node} timed out after {timeout}: {count} {} would not leave: {}",
+        plural(count),
+        named.join(", ")
+    ))
+}
+
+/// A fault name as a taint value, which the API server insists is a valid
+/// label value (at most 63 of `A-Z a-z 0-9 - _ .`, alphanumeric at both
+/// ends): anything else would fail every cordon of that fault.
+fn taint_value(fault: &str) -> String {
+    let kept: String = fault
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    kept.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        "pod"
+    } else {
+        "pods"
+    }
+}
+
+fn changing(node: &str) -> ExecError {
+    ExecError::Failed(format!(
+        "node {node} changed between every read and patch ({CONFLICT_RETRIES} conflicts): not patched"
+    ))
+}
+
+/// Why a call to the API server did not succeed.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// The API server answered with an error status.
+    #[error(
+        "{what}: API server answered {code}{}: {}",
+        show_reason(reason),
+        clip(message, 300)
+    )]
+    Status {
+        what: String,
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    /// No answer, or one that made no sense.
+    #[error("{what}: no usable answer from the API server at {server}: {why}")]
+    Transport {
+        what: String,
+        server: String,
+        why: String,
+    },
+    /// The request could not be built (e.g. a node name that is no name).
+    #[error("{what}: {why}")]
+    Request { what: String, why: String },
+}
+
+impl CallError {
+    /// The status the API server answered with.
+    fn code(&self) -> Option<u16> {
+        match self {
+            CallError::Status { code, .. } => Some(*code),
+            CallError::Transport { .. } | CallError::Request { .. } => None,
+        }
+    }
+
+    /// The server's message (or the whole error).
+    fn message(&self) -> String {
+        match self {
+            CallError::Status { message, .. } => clip(message, 300),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<CallError> for ExecError {
+    fn from(e: CallError) -> Self {
+        ExecError::Failed(e.to_string())
+    }
+}
+
+fn show_reason(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
+    }
+}
+
+/// A kube error and its innermost cause, once.
+fn describe(e: &kube::Error) -> String {
+    let outer = e.to_string();
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    let inner = inner.to_string();
+    if outer.contains(&inner) {
+        outer
+    } else {
+        format!("{outer}: {inner}")
+    }
+}
+
+/// At most `max` characters of a text.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// Waits for `future` until `deadline`: `None` when the deadline came first.
+async fn within<T>(deadline: Instant, future: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout_at(deadline, future).await.ok()
+}
+
+fn std_duration(d: Duration) -> std::time::Duration {
+    std::time::Duration::from_millis(d.0.max(0) as u64)
+}
+
+/// Pauses between rounds of a drain: short at first (most pods leave
+/// quickly), doubling up to a few seconds (a budget may hold for minutes).
+#[derive(Debug)]
+struct Backoff {
+    next: std::time::Duration,
+}
+
+impl Backoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+    const MOST: std::time::Duration = std::time::Duration::from_secs(2);
+
+    fn new() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+
+    fn next(&mut self) -> std::time::Duration {
+        let now = self.next;
+        self.next = (now * 2).min(Self::MOST);
+        now
+    }
+}
+
+/// The client configuration `config` asks for; errors name the kubeconfig.
+async fn client_config(action: &str, config: &Config) -> Result<kube::Config, ConfigError> {
+    let options = KubeConfigOptions {
+        context: config.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    if let Some(path) = &config.kubeconfig {
+        let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
+        let path = expand_home(path, home.as_deref().map(Path::new)).ok_or_else(|| {
+            ConfigError::new(
+                action,
+                format!("kubeconfig: {path:?} needs $HOME, which is not set"),
+            )
+        })?;
+        let shown = path.display().to_string();
+        let file = Kubeconfig::read_from(&path).map_err(|e| {
+            ConfigError::new(
+                action,
+                format!("kubeconfig: {}", kubeconfig_problem(&shown, e)),
+            )
+        })?;
+        return kube::Config::from_custom_kubeconfig(file, &options)
+            .await
+            .map_err(|e| {
+                ConfigError::new(
+                    action,
+                    format!("kubeconfig: {}", kubeconfig_problem(&shown, e)),
+                )
+            });
+    }
+    let default = "$KUBECONFIG or ~/.kube/config";
+    if config.context.is_none() {
+        match kube::Config::incluster() {
+            Ok(c) => return Ok(c),
+            Err(in_cluster) => {
+                return kube::Config::from_kubeconfig(&options).await.map_err(|e| {
+                    ConfigError::new(
+                        action,
+                        format!(
+                            "kubeconfig: not set, not in a cluster ({in_cluster}), and {}",
+                            kubeconfig_problem(default, e)
+                        ),
+                    )
+                })
+            }
+        }
+    }
+    // A context names an entry of a kubeconfig: the service account has none.
+    kube::Config::from_kubeconfig(&options).await.map_err(|e| {
+        ConfigError::new(
+            action,
+            format!("kubeconfig: {}", kubeconfig_problem(default, e)),
+        )
+    })
+}
+
+/// What is wrong with the kubeconfig at `path`. YAML errors give only their
+/// place: their text may quote a value, and values there are credentials.
+fn kubeconfig_problem(path: &str, e: KubeconfigError) -> String {
+    match e {
+        KubeconfigError::ReadConfig(io, _) => format!("cannot read {path}: {io}"),
+        KubeconfigError::Parse(yaml) | KubeconfigError::InvalidStructure(yaml) => {
+            match yaml.location() {
+                Some(at) => format!(
+                    "{path} is not a valid kubeconfig (line {}, column {})",
+                    at.line(),
+                    at.column()
+                ),
+                None => format!("{path} is not a valid kubeconfig"),
+            }
+        }
+        KubeconfigError::LoadContext(context) => {
+            format!("{path} has no context {context:?}")
+        }
+        other => format!("{path}: {other}"),
+    }
+}
+
+/// `~` and `~/...` under the home directory `home` (`None`: not known).
+fn expand_home(path: &str, home: Option<&Path>) -> Option<PathBuf> {
+    let rest = match path.strip_prefix('~') {
+        Some("") => "",
+        Some(rest) if rest.starts_with('/') => &rest[1..],
+        _ => return Some(PathBuf::from(path)),
+    };
+    Some(home?.join(rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+    use axum::response::{IntoResponse, Response};
+    use remedy_engine::{Decision, Outcome, Timestamp};
+
+    use super::*;
+    use crate::executors::{settings, testing::job, Executors};
+    use crate::{ActionGuards, BreakerConfig, DomainSizes, GuardConfig, Guards};
+
+    /// The bearer token of the test kubeconfig: it must never show up.
+    const TOKEN: &str = "sekret-token-4711";
+
+    /// One request the fake API server received.
+    #[derive(Clone, Debug)]
+    struct Seen {
+        method: String,
+        path: String,
+        query: Option<String>,
+        content_type: Option<String>,
+        body: Value,
+    }
+
+    impl Seen {
+        /// `METHOD /path?query`.
+        fn line(&self) -> String {
+            match &self.query {
+                Some(q) => format!("{} {}?{q}", self.method, self.path),
+                None => format!("{} {}", self.method, self.path),
+            }
+        }
+    }
+
+    /// Answers a request, given every request before it.
+    type Answer = dyn Fn(&Seen, &[Seen]) -> (u16, Value) + Send + Sync;
+
+    struct Recorder {
+        seen: Mutex<Vec<Seen>>,
+        answer: Box<Answer>,
+    }
+
+    /// A stand-in API server on 127.0.0.1 and a kubeconfig pointing at it.
+    struct FakeApi {
+        recorder: Arc<Recorder>,
+        kubeconfig: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn record(
+        State(recorder): State<Arc<Recorder>>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        let seen = Seen {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            // As the server reads it: kube's client leaves an empty
+            // parameter in front (`?&fieldManager=...`).
+            query: uri.query().and_then(|q| {
+                let params: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
+                (!params.is_empty()).then(|| params.join("&"))
+            }),
+            content_type: headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        };
+        let (code, answer) = {
+            let mut seen_so_far = recorder.seen.lock().unwrap();
+            let answer = (recorder.answer)(&seen, &seen_so_far);
+            seen_so_far.push(seen);
+            answer
+        };
+        (
+            StatusCode::from_u16(code).unwrap(),
+            [(header::CONTENT_TYPE, "application/json")],
+            answer.to_string(),
+        )
+            .into_response()
+    }
+
+    impl FakeApi {
+        async fn start(
+            answer: impl Fn(&Seen, &[Seen]) -> (u16, Value) + Send + Sync + 'static,
+        ) -> Self {
+            let recorder = Arc::new(Recorder {
+                seen: Mutex::new(Vec::new()),
+                answer: Box::new(answer),
+            });
+            let app = axum::Router::new()
+                .fallback(record)
+                .with_state(recorder.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let dir = tempfile::tempdir().unwrap();
+            let kubeconfig = dir.path().join("kubeconfig");
+            std::fs::write(
+                &kubeconfig,
+                format!(
+                    "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+                     clusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+                     contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: remedy\n\
+                     users:\n- name: remedy\n  user:\n    token: {TOKEN}\n"
+                ),
+            )
+            .unwrap();
+            FakeApi {
+                recorder,
+                kubeconfig,
+                _dir: dir,
+            }
+        }
+
+        /// The executor of `[actions.ACTION]` with these keys and our kubeconfig.
+        async fn executor(&self, action: &str, keys: &str) -> Kubernetes {
+            let mut table: toml::Table = keys.parse().unwrap();
+            table.insert(
+                "kubeconfig".into(),
+                self.kubeconfig.display().to_string().into(),
+            );
+            Kubernetes::new(action, settings(action, &table).unwrap())
+                .await
+                .unwrap()
+        }
+
+        fn seen(&self) -> Vec<Seen> {
+            self.recorder.seen.lock().unwrap().clone()
+        }
+
+        fn lines(&self) -> Vec<String> {
+            self.seen().iter().map(Seen::line).collect()
+        }
+    }
+
+    /// Runs `action` on `node` the way the service does (within the timeout).
+    async fn run(executor: Kubernetes, action: &str, node: &str) -> Result<String, String> {
+        let executor: Arc<dyn Executor> = Arc::new(executor);
+        Executors::from_map(BTreeMap::from([(action.to_string(), executor)]))
+            .run(&job(node, action))
+            .await
+    }
+
+    fn node(unschedulable: bool, annotations: Value, taints: Value) -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": { "name": "node-7", "resourceVersion": "4711", "annotations": annotations },
+            "spec": { "unschedulable": unschedulable, "taints": taints },
+        })
+    }
+
+    fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
+        let body = json!({
+            "apiVersion": "v1",
+            "kind": "Status",
+            "metadata": {},
+            "status": if code < 300 { "Success" } else { "Failure" },
+            "reason": reason,
+            "message": message,
+            "code": code,
+        });
+        (code, body)
+    }
+
+    fn gpu_taint() -> Value {
+        json!({ "key": "example.com/gpu", "value": "a100", "effect": "NoSchedule" })
+    }
+
+    fn our_taint() -> Value {
+        json!({ "key": TAINT, "value": "memory_failure", "effect": "NoSchedule" })
+    }
+
+    /// The annotations remedy leaves on a node it cordoned for `action`.
+    fn marked(action: &str) -> Value {
+        json!({
+            CORDONED_BY: job("node-7", action).id,
+            FAULT: "memory_failure",
+            REASON: "UE on node-7",
+            "team": "batch",
+        })
+    }
+
+    const GET_NODE: &str = "GET /api/v1/nodes/node-7";
+    const PATCH_NODE: &str = "PATCH /api/v1/nodes/node-7?fieldManager=remedy";
+    const LIST_PODS: &str = "GET /api/v1/pods?fieldSelector=spec.nodeName%3Dnode-7";
+
+    #[tokio::test]
+    async fn cordon_reads_the_node_then_patches_taint_and_annotations_keeping_its_taints() {
+        let api = FakeApi::start(|req, _| match req.method.as_str() {
+            "GET" => (
+                200,
+                node(false, json!({ "team": "batch" }), json!([gpu_taint()])),
+            ),
+            _ => (200, node(true, json!({}), json!([]))),
+        })
+        .await;
+        let r = run(api.executor("cordon", "").await, "cordon", "node-7").await;
+        assert_eq!(r, Ok(format!("cordoned node-7 (taint {TAINT})")));
+        assert_eq!(api.lines(), [GET_NODE, PATCH_NODE]);
+        let patch = &api.seen()[1];
+        assert_eq!(
+            patch.content_type.as_deref(),
+            Some("application/merge-patch+json")
+        );
+        assert_eq!(
+            patch.body,
+            json!({
+                "metadata": {
+                    "resourceVersion": "4711",
+                    "annotations": {
+                        CORDONED_BY: job("node-7", "cordon").id,
+                        FAULT: "memory_failure",
+                        REASON: "UE on node-7",
+                    },
+                },
+                "spec": { "unschedulable": true, "taints": [gpu_taint(), our_taint()] },
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_changed_between_read_and_patch_is_read_and_patched_again() {
+        let api = FakeApi::start(|req, before| match req.method.as_str() {
+            "GET" => (200, node(false, json!({}), json!([]))),
+            _ if before.iter().all(|r| r.method != "PATCH") => status(
+                409,
+                "Conflict",
+                "the object has been modified; please apply your changes to the latest version",
+            ),
+            _ => (200, node(true, json!({}), json!([]))),
+        })
+        .await;
+        let r = run(api.executor("cordon", "").await, "cordon", "node-7").await;
+        assert_eq!(r, Ok(format!("cordoned node-7 (taint {TAINT})")));
+        assert_eq!(api.lines(), [GET_NODE, PATCH_NODE, GET_NODE, PATCH_NODE]);
+    }
+
+    #[tokio::test]
+    async fn a_retried_cordon_finds_its_work_done_and_changes_nothing() {
+        let api = FakeApi::start(|_, _| {
+            (
+                200,
+                node(true, marked("cordon"), json!([gpu_taint(), our_taint()])),
+            )
+        })
+        .await;
+        let r = run(api.executor("cordon", "").await, "cordon", "node-7").await;
+        assert_eq!(r, Ok("node-7 already cordoned by remedy".to_string()));
+        assert_eq!(api.lines(), [GET_NODE]);
+    }
+
+    #[tokio::test]
+    async fn a_node_an_operator_cordoned_is_never_marked_nor_uncordoned() {
+        let api =
+            FakeApi::start(|_, _| (200, node(true, json!({ "team": "batch" }), json!([])))).await;
+        let r = run(api.executor("cordon", "").await, "cordon", "node-7").await;
+        assert_eq!(
+            r,
+            Ok("node-7 already cordoned by an operator: left as it is, remedy will not uncordon it"
+                .to_string())
+        );
+        let r = run(api.executor("uncordon", "").await, "uncordon", "node-7").await;
+        assert_eq!(
+            r,
+            Ok("node-7 was cordoned by an operator, not by remedy: left cordoned".to_string())
+        );
+        assert_eq!(api.lines(), [GET_NODE, GET_NODE], "no PATCH");
+    }
+
+    #[tokio::test]
+    async fn uncordon_undoes_exactly_what_remedy_did() {
+        let api = FakeApi::start(|req, _| match req.method.as_str() {
+            "GET" => (
+                200,
+                node(true, marked("cordon"), json!([gpu_taint(), our_taint()])),
+            ),
+            _ => (200, node(false, json!({}), json!([gpu_taint()]))),
+        })
+        .await;
+        let r = run(api.executor("uncordon", "").await, "uncordon", "node-7").await;
+        assert_eq!(r, Ok(format!("uncordoned node-7 (taint {TAINT} removed)")));
+        assert_eq!(api.lines(), [GET_NODE, PATCH_NODE]);
+        let patch = &api.seen()[1];
+        assert_eq!(
+            patch.content_type.as_deref(),
+            Some("application/merge-patch+json")
+        );
+        assert_eq!(
+            patch.body,
+            json!({
+                "metadata": {
+                    "resourceVersion": "4711",
+                    "annotations": { CORDONED_BY: null, FAULT: null, REASON: null },
+                },
+                "spec": { "unschedulable": false, "taints": [gpu_taint()] },
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn uncordon_of_a_schedulable_node_sends_no_patch() {
+        let api = FakeApi::start(|_, _| (200, node(false, json!({}), json!([gpu_taint()])))).await;
+        let r = run(api.executor("uncordon", "").await, "uncordon", "node-7").await;
+        assert_eq!(r, Ok("node-7 already schedulable".to_string()));
+        assert_eq!(api.lines(), [GET_NODE]);
+    }
+
+    fn pod(name: &str, owner: Option<&str>, phase: &str) -> Value {
+        let owners: Vec<Value> = owner
+            .map(|kind| {
+                json!({
+                    "apiVersion": "apps/v1", "kind": kind, "name": format!("{name}-owner"),
+                    "uid": format!("uid-{name}-owner"), "controller": true,
+                })
+            })
+            .into_iter()
+            .collect();
+        json!({
+            "metadata": {
+                "name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+                "ownerReferences": owners,
+            },
+            "spec": { "nodeName": "node-7", "containers": [{ "name": "main", "image": "main" }] },
+            "status": { "phase": phase },
+        })
+    }
+
+    fn pod_list(pods: Vec<Value>) -> (u16, Value) {
+        let list = json!({
+            "apiVersion": "v1", "kind": "PodList", "metadata": { "resourceVersion": "99" },
+            "items": pods,
+        });
+        (200, list)
+    }
+
+    /// How many evictions of pod `name` were asked for before.
+    fn evictions(before: &[Seen], name: &str) -> usize {
+        let path = format!("/api/v1/namespaces/shop/pods/{name}/eviction");
+        before.iter().filter(|r| r.path == path).count()
+    }
+
+    fn eviction_of(name: &str) -> String {
+        format!("POST /api/v1/namespaces/shop/pods/{name}/eviction")
+    }
+
+    const PDB: &str = "Cannot evict pod as it would violate the pod's disruption budget.";
+
+    #[tokio::test]
+    async fn drain_evicts_what_can_leave_retries_a_budget_and_waits_for_the_pods_to_go() {
+        // web-1 leaves at once; db-0 is held twice by its budget; gone-1 was
+        // already gone (404); the DaemonSet pod, the mirror pod and the
+        // finished job stay where they are.
+        let pods = move || {
+            let mut mirror = pod("kube-proxy-node-7", Some("Node"), "Running");
+            mirror["metadata"]["annotations"] = json!({ MIRROR: "abc" });
+            // Each pod with the eviction that lets it go.
+            [
+                (pod("web-1", Some("ReplicaSet"), "Running"), 1),
+                (pod("db-0", Some("StatefulSet"), "Running"), 3),
+                (pod("gone-1", None, "Running"), 1),
+                (pod("agent-x", Some("DaemonSet"), "Running"), usize::MAX),
+                (mirror, usize::MAX),
+                (pod("job-1", Some("Job"), "Succeeded"), usize::MAX),
+            ]
+        };
+        let api = FakeApi::start(move |req, before| {
+            let pod_name = req.path.strip_prefix("/api/v1/namespaces/shop/pods/");
+            match (req.method.as_str(), req.path.as_str()) {
+                ("GET", "/api/v1/nodes/node-7") => (200, node(false, json!({}), json!([]))),
+                ("PATCH", _) => (200, node(true, json!({}), json!([our_taint()]))),
+                ("GET", "/api/v1/pods") => pod_list(pods().into_iter().map(|(p, _)| p).collect()),
+                ("GET", _) => {
+                    let name = pod_name.unwrap();
+                    match pods()
+                        .into_iter()
+                        .find(|(p, _)| p["metadata"]["name"] == name)
+                    {
+                        Some((p, leaves_after)) if evictions(before, name) < leaves_after => {
+                            (200, p)
+                        }
+                        _ => status(404, "NotFound", &format!("pods {name:?} not found")),
+                    }
+                }
+                ("POST", path) if path.ends_with("/gone-1/eviction") => {
+                    status(404, "NotFound", "pods \"gone-1\" not found")
+                }
+                ("POST", path)
+                    if path.ends_with("/db-0/eviction") && evictions(before, "db-0") < 2 =>
+                {
+                    status(429, "TooManyRequests", PDB)
+                }
+                ("POST", _) => status(201, "", ""),
+                _ => status(405, "MethodNotAllowed", "not here"),
+            }
+        })
+        .await;
+        let drain = api
+            .executor("drain", "grace_period = 30\ntimeout = \"20s\"")
+            .await;
+        let r = run(drain, "drain", "node-7").await;
+        assert_eq!(
+            r,
+            Ok(
+                "drained node-7: 3 pods evicted, 2 skipped (DaemonSet/mirror), 1 already finished"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            api.lines(),
+            [
+                GET_NODE.to_string(),
+                PATCH_NODE.into(),
+                LIST_PODS.into(),
+                eviction_of("web-1"),
+                eviction_of("db-0"),
+                eviction_of("gone-1"),
+                "GET /api/v1/namespaces/shop/pods/web-1".into(),
+                eviction_of("db-0"),
+                eviction_of("db-0"),
+                "GET /api/v1/namespaces/shop/pods/db-0".into(),
+            ]
+        );
+        let seen = api.seen();
+        assert_eq!(seen[3].content_type.as_deref(), Some("application/json"));
+        assert_eq!(
+            seen[3].body,
+            json!({
+                "apiVersion": "policy/v1",
+                "kind": "Eviction",
+                "metadata": { "name": "web-1", "namespace": "shop" },
+                "deleteOptions": { "gracePeriodSeconds": 30 },
+            })
+        );
+        assert_eq!(
+            seen[1].body["spec"]["unschedulable"], true,
+            "cordoned first"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_drain_fails_in_time_naming_the_pods_that_would_not_leave() {
+        let api = FakeApi::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/api/v1/nodes/node-7") => {
+                (200, node(true, marked("drain"), json!([our_taint()])))
+            }
+            ("GET", "/api/v1/pods") => pod_list(vec![
+                pod("guarded", Some("ReplicaSet"), "Running"),
+                pod("stuck", Some("ReplicaSet"), "Running"),
+            ]),
+            ("GET", "/api/v1/namespaces/shop/pods/stuck") => {
+                (200, pod("stuck", Some("ReplicaSet"), "Running"))
+            }
+            ("POST", path) if path.ends_with("/guarded/eviction") => {
+                status(429, "TooManyRequests", PDB)
+            }
+            ("POST", _) => status(201, "", ""),
+            _ => status(404, "NotFound", "no such thing"),
+        })
+        .await;
+        let drain = api.executor("drain", "timeout = \"1s\"").await;
+        let started = std::time::Instant::now();
+        let r = run(drain, "drain", "node-7").await;
+        let took = started.elapsed();
+        assert_eq!(
+            r,
+            Err(format!(
+                "drain of node-7 timed out after 1s: 2 pods would not leave: \
+                 shop/guarded (eviction refused: {PDB}), shop/stuck (evicted, still on the node)"
+            ))
+        );
+        assert!(
+            took >= std::time::Duration::from_secs(1) && took < std::time::Duration::from_secs(3),
+            "{took:?}"
+        );
+        let lines = api.lines();
+        let count = |line: &str| lines.iter().filter(|l| *l == line).count();
+        assert_eq!(
+            count(&eviction_of("stuck")),
+            1,
+            "evicted once, then watched"
+        );
+        assert!(
+            count("GET /api/v1/namespaces/shop/pods/stuck") >= 2,
+            "{lines:?}"
+        );
+        assert!(count(&eviction_of("guarded")) >= 3, "{lines:?}");
+        assert!(
+            !lines.iter().any(|l| l.starts_with("PATCH")),
+            "already cordoned"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_error_on_eviction_fails_the_drain_at_once() {
+        let api = FakeApi::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/api/v1/nodes/node-7") => {
+                (200, node(true, marked("drain"), json!([our_taint()])))
+            }
+            ("GET", "/api/v1/pods") => pod_list(vec![pod("web-1", Some("ReplicaSet"), "Running")]),
+            _ => status(
+                500,
+                "InternalError",
+                "This pod has more than one PodDisruptionBudget",
+            ),
+        })
+        .await;
+        let r = run(api.executor("drain", "").await, "drain", "node-7").await;
+        assert_eq!(
+            r,
+            Err(
+                "POST eviction of shop/web-1: API server answered 500 (InternalError): \
+                 This pod has more than one PodDisruptionBudget"
+                    .to_string()
+            )
+        );
+        assert_eq!(api.lines().len(), 3);
+    }
+
+    struct Fleet;
+
+    impl DomainSizes for Fleet {
+        fn known(&self, _: &str, _: &str) -> usize {
+            1000
+        }
+    }
+
+    #[tokio::test]
+    async fn server_errors_fail_cordons_and_open_the_breaker() {
+        let api =
+            FakeApi::start(|_, _| status(500, "InternalError", "etcdserver: request timed out"))
+                .await;
+        let cordon: Arc<dyn Executor> = Arc::new(api.executor("cordon", "").await);
+        let executors = Executors::from_map(BTreeMap::from([("cordon".to_string(), cordon)]));
+        let mut guards = Guards::new(
+            GuardConfig {
+                dry_run: false,
+                max_unhealthy: None,
+                breaker: BreakerConfig {
+                    failures: 2,
+                    window: Duration::from_secs(60),
+                    cooldown: Duration::from_secs(120),
+                },
+                ..GuardConfig::default()
+            },
+            BTreeMap::from([(
+                "cordon".to_string(),
+                ActionGuards {
+                    executor: "kubernetes".into(),
+                    ..ActionGuards::default()
+                },
+            )]),
+        );
+        let at = |secs: i64| Timestamp(job("a", "cordon").at.0 + secs * 1000);
+        let mut out: Vec<Decision> = Vec::new();
+        for (i, node) in ["node-a", "node-b"].into_iter().enumerate() {
+            guards.submit(job(node, "cordon").intent, at(i as i64), &Fleet, &mut out);
+            for j in guards.take_jobs() {
+                let result = executors.run(&j).await;
+                assert!(guards.finished(&j.id, result, at(i as i64), &mut out));
+            }
+        }
+        guards.submit(job("node-c", "cordon").intent, at(2), &Fleet, &mut out);
+        assert!(guards.take_jobs().is_empty());
+        let outcomes: Vec<_> = out.iter().map(|d| (d.node.as_str(), d.outcome)).collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("node-a", Some(Outcome::Failed)),
+                ("node-b", Some(Outcome::Failed)),
+                ("node-c", Some(Outcome::CircuitOpen)),
+            ]
+        );
+        assert_eq!(
+            out[0].reason.as_deref(),
+            Some("GET node node-a: API server answered 500 (InternalError): etcdserver: request timed out")
+        );
+        assert!(out
+            .iter()
+            .all(|d| !d.reason.as_deref().unwrap_or("").contains(TOKEN)));
+        assert_eq!(
+            api.lines(),
+            ["GET /api/v1/nodes/node-a", "GET /api/v1/nodes/node-b"],
+            "the open breaker keeps node-c's cordon from the API server"
+        );
+    }
+
+    /// The error `new` gives for these `[actions.ACTION]` keys.
+    async fn config_error(action: &str, keys: &str) -> String {
+        let table: toml::Table = keys.parse().unwrap();
+        match settings::<Config>(action, &table) {
+            Err(e) => e.to_string(),
+            Ok(config) => Kubernetes::new(action, config)
+                .await
+                .unwrap_err()
+                .to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_settings_are_config_errors_naming_the_key_or_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope/kubeconfig");
+        let at = |extra: &str| format!("kubeconfig = {:?}\n{extra}", missing.display().to_string());
+
+        assert_eq!(
+            config_error("restart", &at("")).await,
+            "[actions.restart] op: \"restart\" (the action's name) is not an operation; \
+             expected cordon, uncordon or drain"
+        );
+        assert_eq!(
+            config_error("cordon", &at("op = \"evict\"")).await,
+            "[actions.cordon] op: \"evict\" is not an operation; expected cordon, uncordon or drain"
+        );
+        assert_eq!(
+            config_error("cordon", &at("grace_period = 30")).await,
+            "[actions.cordon] grace_period: only a drain evicts pods; remove it or set op = \"drain\""
+        );
+        let unknown = config_error("cordon", &at("namespace = \"x\"")).await;
+        assert!(
+            unknown.starts_with("[actions.cordon] unknown field `namespace`"),
+            "{unknown}"
+        );
+
+        let unreadable = config_error("cordon", &at("")).await;
+        assert!(
+            unreadable.starts_with(&format!(
+                "[actions.cordon] kubeconfig: cannot read {}: ",
+                missing.display()
+            )),
+            "{unreadable}"
+        );
+
+        // A kubeconfig that is no kubeconfig: the place, not the secret.
+        let broken = dir.path().join("broken");
+        std::fs::write(&broken, format!("users: {TOKEN}\n")).unwrap();
+        let e = config_error(
+            "cordon",
+            &format!("kubeconfig = {:?}", broken.display().to_string()),
+        )
+        .await;
+        assert!(
+            e.starts_with(&format!(
+                "[actions.cordon] kubeconfig: {} is not a valid kubeconfig",
+                broken.display()
+            )),
+            "{e}"
+        );
+        assert!(!e.contains(TOKEN), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_context_the_kubeconfig_lacks_is_a_config_error() {
+        let api = FakeApi::start(|_, _| (404, json!({}))).await;
+        let keys = format!(
+            "kubeconfig = {:?}\ncontext = \"prod\"",
+            api.kubeconfig.display().to_string()
+        );
+        assert_eq!(
+            config_error("cordon", &keys).await,
+            format!(
+                "[actions.cordon] kubeconfig: {} has no context \"prod\"",
+                api.kubeconfig.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_taint_value_is_always_a_valid_label_value() {
+        assert_eq!(taint_value("memory_failure"), "memory_failure");
+        assert_eq!(taint_value("disk failure/sda"), "disk_failure_sda");
+        assert_eq!(taint_value("_x."), "x");
+        assert_eq!(taint_value(&"a".repeat(80)), "a".repeat(63));
+        assert_eq!(taint_value("été"), "t");
+    }
+
+    #[test]
+    fn a_tilde_is_the_home_directory() {
+        let home = Some(Path::new("/home/sre"));
+        let expand = |path| expand_home(path, home);
+        assert_eq!(
+            expand("~/.kube/config"),
+            Some("/home/sre/.kube/config".into())
+        );
+        assert_eq!(expand("~"), Some("/home/sre".into()));
+        assert_eq!(expand("/etc/kubeconfig"), Some("/etc/kubeconfig".into()));
+        assert_eq!(expand("~other/x"), Some("~other/x".into()));
+        assert_eq!(expand_home("~/x", None), None);
+        assert_eq!(expand_home("/x", None), Some("/x".into()));
     }
 }
