@@ -131,7 +131,7 @@ impl Executors {
         }
         Ok(Executors {
             by_action,
-            fallback: Arc::new(log::Log::default()),
+            fallback: Arc::new(log::Log),
         })
     }
 
@@ -139,7 +139,7 @@ impl Executors {
     pub fn from_map(by_action: BTreeMap<String, Arc<dyn Executor>>) -> Self {
         Executors {
             by_action,
-            fallback: Arc::new(log::Log::default()),
+            fallback: Arc::new(log::Log),
         }
     }
 

@@ -1,0 +1,514 @@
+//! Executors end to end: the real `remedy run` binary with `dry_run = false`,
+//! a real Alertmanager delivering its webhook, and local servers playing the
+//! Kubernetes API server and a ticket system, which record every request.
+//! The loop: alert fires -> fault -> cordon + ticket -> alert resolves ->
+//! uncordon.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+mod common;
+use common::copy_tree;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// One request a fake server saw.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    content_type: String,
+    idempotency_key: String,
+    body: String,
+}
+
+#[derive(Default)]
+struct Fake {
+    seen: Mutex<Vec<Seen>>,
+    node: Mutex<Value>,
+}
+
+impl Fake {
+    fn record(&self, method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        self.seen.lock().unwrap().push(Seen {
+            method: method.to_string(),
+            path: path.to_string(),
+            content_type: header("content-type"),
+            idempotency_key: header("idempotency-key"),
+            body: String::from_utf8_lossy(body).into_owned(),
+        });
+    }
+
+    fn seen(&self, prefix: &str) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+/// RFC 7386 merge patch (what both merge and strategic patches of these
+/// fields amount to).
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+async fn get_node(
+    State(fake): State<Arc<Fake>>,
+    UrlPath(name): UrlPath<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    fake.record(&method, &format!("/api/v1/nodes/{name}"), &headers, b"");
+    Json(fake.node.lock().unwrap().clone())
+}
+
+async fn patch_node(
+    State(fake): State<Arc<Fake>>,
+    UrlPath(name): UrlPath<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    fake.record(&method, &format!("/api/v1/nodes/{name}"), &headers, &body);
+    let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut node = fake.node.lock().unwrap();
+    merge(&mut node, &patch);
+    Json(node.clone())
+}
+
+async fn ticket(
+    State(fake): State<Arc<Fake>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    fake.record(&method, "/tickets", &headers, &body);
+    (StatusCode::CREATED, Json(json!({"id": "REPAIR-1"})))
+}
+
+/// Starts the fake API server and ticket receiver on one port, on a thread
+/// of their own.
+fn start_fakes(node: &str) -> (Arc<Fake>, u16) {
+    let fake = Arc::new(Fake::default());
+    *fake.node.lock().unwrap() = json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}},
+        "spec": {},
+        "status": {}
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let app = Router::new()
+        .route("/api/v1/nodes/{name}", get(get_node).patch(patch_node))
+        .route("/tickets", post(ticket))
+        .with_state(fake.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (fake, port)
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// (status, body) of one HTTP/1.1 request to 127.0.0.1:`port`; status 0
+/// when nothing answered.
+fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body.as_bytes()))
+        .is_err()
+    {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// (event, action, outcome) of every journaled decision.
+fn decisions(port: u16) -> Vec<(String, String, String, Value)> {
+    let (status, body) = http(port, "GET", "/v1/decisions?since=0", "");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap_or("").to_string();
+            (s("event"), s("action"), s("outcome"), d.clone())
+        })
+        .collect()
+}
+
+fn alert(status: &str) -> String {
+    let ends = if status == "resolved" {
+        let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+        format!(
+            r#","endsAt":"{}""#,
+            past.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"[{{"labels":{{"alertname":"KubeletDown","node":"node-7","fault_class":"component","cluster":"c1"}},"annotations":{{"summary":"kubelet on node-7 is down"}}{ends}}}]"#
+    )
+}
+
+#[test]
+fn a_real_alert_cordons_and_tickets_and_its_resolution_uncordons() {
+    let am_binary = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
+        .into_iter()
+        .find(|b| Path::new(b).exists())
+        .expect("prometheus-alertmanager is not installed: run tests/run.sh, which installs it");
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, fake_port) = start_fakes("node-7");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{fake_port}\n\
+             users:\n- name: remedy\n  user:\n    token: not-a-secret\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: remedy\ncurrent-context: fake\n"
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("remedy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"rules = "rules"
+dry_run = false
+
+[faults.component_crash]
+actions = ["cordon", "ticket"]
+on_resolve = ["uncordon"]
+
+[actions.cordon]
+executor = "kubernetes"
+kubeconfig = "{k}"
+
+[actions.uncordon]
+executor = "kubernetes"
+kubeconfig = "{k}"
+
+[actions.ticket]
+executor = "http"
+url = "http://127.0.0.1:{fake_port}/tickets"
+"#,
+            k = kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
+        &dir.path().join("rules"),
+    );
+    let port = free_port();
+    let log = dir.path().join("remedy.log");
+    let _remedy = Running(
+        Command::new(env!("CARGO_BIN_EXE_remedy"))
+            .current_dir(dir.path())
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("REMEDY_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "REMEDY_JOURNAL",
+                format!("sqlite://{}", dir.path().join("remedy.db").display()),
+            )
+            .env_remove("REMEDY_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("remedy starts"),
+    );
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("remedy to listen", Duration::from_secs(20), || {
+        http(port, "GET", "/healthz", "").0 == 200
+    });
+
+    let am_port = free_port();
+    let am_config = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &am_config,
+        format!(
+            "route:\n  receiver: remedy\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: remedy\n    webhook_configs:\n      - url: http://127.0.0.1:{port}/v1/alertmanager\n        send_resolved: true\n"
+        ),
+    )
+    .unwrap();
+    let _am = Running(
+        Command::new(am_binary)
+            .arg(format!("--config.file={}", am_config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("am").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("alertmanager starts"),
+    );
+    wait_for("alertmanager to be ready", Duration::from_secs(20), || {
+        http(am_port, "GET", "/-/ready", "").0 == 200
+    });
+
+    // The alert fires: the fault opens, the node is cordoned and a ticket filed.
+    let (status, body) = http(am_port, "POST", "/api/v2/alerts", &alert("firing"));
+    assert_eq!(status, 200, "{body}");
+    let executed = |action: &str| {
+        decisions(port)
+            .iter()
+            .any(|(e, a, o, _)| e == "action" && a == action && o == "executed")
+    };
+    wait_for(
+        "cordon and ticket executed",
+        Duration::from_secs(40),
+        || executed("cordon") && executed("ticket"),
+    );
+    let all = decisions(port);
+    let opened = all
+        .iter()
+        .find(|(e, ..)| e == "fault_opened")
+        .expect("fault_opened");
+    assert_eq!(opened.3["fault"], "component_crash", "{}", logged());
+    assert_eq!(opened.3["node"], "node-7");
+    let opened_at = opened.3["ts"].as_str().unwrap().to_string();
+
+    let api = fake.seen("/api/v1/nodes/node-7");
+    let patches: Vec<&Seen> = api.iter().filter(|s| s.method == "PATCH").collect();
+    assert_eq!(patches.len(), 1, "one PATCH cordons the node: {api:?}");
+    let patch: Value = serde_json::from_str(&patches[0].body).unwrap();
+    assert_eq!(patch["spec"]["unschedulable"], true, "{patch}");
+    assert!(
+        patches[0].content_type.contains("merge-patch+json"),
+        "{patches:?}"
+    );
+    assert_eq!(fake.node.lock().unwrap()["spec"]["unschedulable"], true);
+
+    let tickets = fake.seen("/tickets");
+    assert_eq!(tickets.len(), 1, "one ticket: {tickets:?}");
+    assert_eq!(
+        tickets[0].idempotency_key,
+        format!("node-7/component_crash/{opened_at}")
+    );
+    let ticket: Value = serde_json::from_str(&tickets[0].body).unwrap();
+    assert_eq!(ticket["node"], "node-7");
+    assert_eq!(ticket["fault"], "component_crash");
+    let ticket_decision = all
+        .iter()
+        .find(|(_, a, o, _)| a == "ticket" && o == "executed")
+        .unwrap();
+    assert!(
+        ticket_decision.3["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("REPAIR-1"),
+        "the executor's answer is journaled: {}",
+        ticket_decision.3
+    );
+
+    // The alert resolves: the fault closes and remedy uncordons what it cordoned.
+    let (status, body) = http(am_port, "POST", "/api/v2/alerts", &alert("resolved"));
+    assert_eq!(status, 200, "{body}");
+    wait_for("uncordon executed", Duration::from_secs(40), || {
+        executed("uncordon")
+    });
+    let all = decisions(port);
+    assert!(all.iter().any(|(e, ..)| e == "fault_resolved"));
+    assert_eq!(
+        fake.node.lock().unwrap()["spec"]["unschedulable"],
+        Value::Bool(false),
+        "{}",
+        fake.node.lock().unwrap()
+    );
+    let actions: Vec<(&str, &str)> = all
+        .iter()
+        .filter(|(e, ..)| e == "action")
+        .map(|(_, a, o, _)| (a.as_str(), o.as_str()))
+        .collect();
+    let mut sorted = actions.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            ("cordon", "executed"),
+            ("ticket", "executed"),
+            ("uncordon", "executed")
+        ],
+        "each action once: {actions:?}\n{}",
+        logged()
+    );
+}
+
+/// A job that was running when remedy was killed runs again at the next
+/// start, with the same id (so the executor can tell), and is decided once.
+#[test]
+fn a_job_running_at_a_crash_runs_again_with_its_id_and_is_decided_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs.txt");
+    let script = format!(
+        "echo \"$REMEDY_JOB_ID\" >> {}; sleep 2; echo repaired $REMEDY_NODE",
+        runs.display()
+    );
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        format!(
+            "dry_run = false\n[faults.memory_failure]\nactions = [\"repair\"]\n\
+             [actions.repair]\nexecutor = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\n"
+        ),
+    )
+    .unwrap();
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
+        &dir.path().join("rules"),
+    );
+    let port = free_port();
+    let start = || {
+        Running(
+            Command::new(env!("CARGO_BIN_EXE_remedy"))
+                .current_dir(dir.path())
+                .args(["run", "--config", "remedy.toml"])
+                .env("REMEDY_LISTEN", format!("127.0.0.1:{port}"))
+                .env(
+                    "REMEDY_JOURNAL",
+                    format!("sqlite://{}", dir.path().join("remedy.db").display()),
+                )
+                .env_remove("REMEDY_TOKEN")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("remedy starts"),
+        )
+    };
+    let up = || {
+        wait_for("remedy to listen", Duration::from_secs(20), || {
+            http(port, "GET", "/healthz", "").0 == 200
+        })
+    };
+    let lines = || {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let first = start();
+    up();
+    let ue = r#"{"node":"n1","kind":"hardware","type":"memory.ecc.uncorrectable","ts":"2026-11-24T23:58:07Z","labels":{"cluster":"c1"}}"#;
+    assert_eq!(http(port, "POST", "/v1/signals", ue).0, 202);
+    wait_for("the repair to start", Duration::from_secs(20), || {
+        lines().len() == 1
+    });
+    drop(first); // SIGKILL while the job runs
+    assert_eq!(http(port, "GET", "/healthz", "").0, 0, "remedy is gone");
+
+    let _second = start();
+    up();
+    let executed = || {
+        decisions(port)
+            .iter()
+            .filter(|(e, a, o, _)| e == "action" && a == "repair" && o == "executed")
+            .count()
+    };
+    wait_for("the repair to be executed", Duration::from_secs(30), || {
+        executed() == 1
+    });
+    let runs = lines();
+    assert_eq!(runs.len(), 2, "run again after the crash: {runs:?}");
+    assert_eq!(runs[0], runs[1], "with the same job id");
+    assert_eq!(runs[0], "n1/memory_failure/2026-11-24T23:58:07Z/repair");
+    // Wait a moment longer: nothing else runs or is decided.
+    std::thread::sleep(Duration::from_millis(2500));
+    let all = decisions(port);
+    let summary: Vec<(&str, &str, &str)> = all
+        .iter()
+        .map(|(e, a, o, _)| (e.as_str(), a.as_str(), o.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [("fault_opened", "", ""), ("action", "repair", "executed")]
+    );
+    assert_eq!(all[1].3["detail"], "repaired n1");
+    assert_eq!(lines().len(), 2);
+}
