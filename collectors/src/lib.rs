@@ -2,6 +2,7 @@
 //! [`Signal`](remedy_engine::Signal)s or rejections with a reason, and knows
 //! nothing of rules: the engine classifies, the source only delivers.
 
+pub mod kafka;
 pub mod lines;
 pub mod promql;
 pub mod scrape;
