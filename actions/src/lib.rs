@@ -6,6 +6,7 @@
 pub mod breaker;
 pub mod executors;
 pub mod guards;
+pub mod publish;
 pub mod rate;
 pub mod silence;
 

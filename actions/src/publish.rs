@@ -1,0 +1,436 @@
+//! The decisions topic (`[kafka] decisions`): every decision published as its
+//! contract JSON (section 4), key = node, so that one node's decisions land
+//! in one partition, in order.
+//!
+//! Guarantees: [`Publisher::publish`] returns `Ok` only when the broker has
+//! confirmed every decision of the call. A refused delivery is retried with
+//! backoff (100ms doubling to 5s) until the publisher's deadline (30s by
+//! default); past it the call fails naming the topic and which decisions are
+//! missing, and the caller keeps them and publishes them again later. Nothing
+//! is dropped silently; after a retry a decision can appear twice, and a
+//! retried decision can land after a later one of the same node.
+//!
+//! Also here: what the Kafka pieces of this crate share (the `options`
+//! passthrough of librdkafka settings, with secrets kept out of Debug output,
+//! and librdkafka's logs routed to `tracing`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use remedy_engine::Decision;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// How long a publish keeps retrying by default.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Why decisions could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// A setting is missing or unusable.
+    #[error("decisions topic {topic}: {why}")]
+    Config {
+        /// The topic.
+        topic: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// librdkafka refused to build the producer (usually a bad `options`
+    /// entry; the value of a secret setting is not shown).
+    #[error("decisions topic {topic}: cannot create the producer: {why}")]
+    Client {
+        /// The topic.
+        topic: String,
+        /// librdkafka's reason.
+        why: String,
+    },
+    /// Some decisions were not confirmed by the broker before the deadline.
+    #[error(
+        "decisions topic {topic}: {} of {total} decision(s) not delivered within {within:?}: {why}",
+        undelivered.len()
+    )]
+    Undelivered {
+        /// The topic.
+        topic: String,
+        /// Indices (into the published slice) of the decisions not delivered.
+        undelivered: Vec<usize>,
+        /// How many were published.
+        total: usize,
+        /// How long it tried.
+        within: Duration,
+        /// The last refusal.
+        why: String,
+    },
+}
+
+/// Publishes decisions to one topic.
+pub struct Publisher {
+    producer: FutureProducer<KafkaLog>,
+    topic: String,
+    deadline: Duration,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topic", &self.topic)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// A producer for `topic` on `brokers`; `options` are librdkafka
+    /// settings passed through (the `[kafka] options` table). No network
+    /// round trip happens here.
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Publisher, PublishError> {
+        let bad = |why: &str| PublishError::Config {
+            topic: topic.to_string(),
+            why: why.to_string(),
+        };
+        if topic.trim().is_empty() {
+            return Err(bad("the topic name must not be empty"));
+        }
+        if brokers.trim().is_empty() {
+            return Err(bad("give the bootstrap brokers, e.g. \"127.0.0.1:9092\""));
+        }
+        let producer =
+            producer(brokers, "remedy-decisions", options).map_err(|e| PublishError::Client {
+                topic: topic.to_string(),
+                why: describe(&e),
+            })?;
+        Ok(Publisher {
+            producer,
+            topic: topic.to_string(),
+            deadline: DEFAULT_DEADLINE,
+        })
+    }
+
+    /// Retries refused deliveries for up to `deadline` per call (default 30s).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The topic decisions go to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Publishes every decision (its JSON, key = node), all at once, and
+    /// waits until the broker has confirmed each; refused ones are sent
+    /// again until the deadline. On error, [`PublishError::Undelivered`]
+    /// lists which decisions are missing.
+    pub async fn publish(&self, decisions: &[Decision]) -> Result<(), PublishError> {
+        let started = tokio::time::Instant::now();
+        let give_up = started + self.deadline;
+        let payloads: Vec<String> = decisions.iter().map(Decision::to_json).collect();
+        let mut waiting: Vec<usize> = (0..decisions.len()).collect();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut last_error = String::new();
+            let mut in_flight = Vec::with_capacity(waiting.len());
+            for &i in &waiting {
+                let record = FutureRecord::to(&self.topic)
+                    .key(decisions[i].node.as_str())
+                    .payload(payloads[i].as_str());
+                match self.producer.send_result(record) {
+                    Ok(delivery) => in_flight.push((i, Some(delivery))),
+                    Err((e, _)) => {
+                        last_error = e.to_string();
+                        in_flight.push((i, None));
+                    }
+                }
+            }
+            let mut failed = Vec::new();
+            for (i, delivery) in in_flight {
+                let Some(delivery) = delivery else {
+                    failed.push(i);
+                    continue;
+                };
+                match tokio::time::timeout_at(give_up, delivery).await {
+                    Ok(Ok(Ok(_))) => {}
+                    Ok(Ok(Err((e, _)))) => {
+                        last_error = e.to_string();
+                        failed.push(i);
+                    }
+                    Ok(Err(_canceled)) => {
+                        last_error = "the producer was closed".to_string();
+                        failed.push(i);
+                    }
+                    Err(_elapsed) => {
+                        last_error = "no delivery report".to_string();
+                        failed.push(i);
+                    }
+                }
+            }
+            if failed.is_empty() {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= give_up {
+                return Err(PublishError::Undelivered {
+                    topic: self.topic.clone(),
+                    undelivered: failed,
+                    total: decisions.len(),
+                    within: self.deadline,
+                    why: last_error,
+                });
+            }
+            tracing::warn!(
+                topic = %self.topic,
+                waiting = failed.len(),
+                "decisions refused ({last_error}), retrying in {backoff:?}"
+            );
+            tokio::time::sleep(backoff.min(give_up - now)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            waiting = failed;
+        }
+    }
+}
+
+/// A producer on `brokers` with remedy's defaults, then `options`.
+pub(crate) fn producer(
+    brokers: &str,
+    client_id: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<FutureProducer<KafkaLog>, RdKafkaError> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", client_id)
+        // librdkafka gives up on a message after this; remedy retries it.
+        .set("message.timeout.ms", "10000");
+    for (k, v) in options {
+        config.set(k, v);
+    }
+    config.create_with_context(KafkaLog)
+}
+
+/// librdkafka's reason, without the value of a secret setting.
+pub(crate) fn describe(e: &RdKafkaError) -> String {
+    match e {
+        RdKafkaError::ClientConfig(_, _, key, _) if is_secret(key) => {
+            format!("{key}: invalid value (not shown: it is a secret)")
+        }
+        RdKafkaError::ClientConfig(_, why, key, value) => format!("{key} = {value:?}: {why}"),
+        other => other.to_string(),
+    }
+}
+
+/// librdkafka's logs and errors, as `tracing` events of target `librdkafka`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct KafkaLog;
+
+impl ClientContext for KafkaLog {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", "{error}: {reason}");
+    }
+}
+
+impl ConsumerContext for KafkaLog {}
+
+/// Reads a table of librdkafka settings (the `options` key) whose values
+/// are strings, numbers or booleans, as librdkafka's strings.
+pub(crate) fn settings<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Setting(String);
+    impl<'de> Deserialize<'de> for Setting {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Setting;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a string, number or boolean (a librdkafka setting)")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Setting, E> {
+                    Ok(Setting(v.to_string()))
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<Setting, E> {
+                    Ok(Setting(v.to_string()))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Setting, E> {
+                    Ok(Setting(v.to_string()))
+                }
+                fn visit_f64<E: de::Error>(self, v: f64) -> Result<Setting, E> {
+                    Ok(Setting(v.to_string()))
+                }
+                fn visit_bool<E: de::Error>(self, v: bool) -> Result<Setting, E> {
+                    Ok(Setting(v.to_string()))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    let raw = BTreeMap::<String, Setting>::deserialize(d)?;
+    Ok(raw.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+/// librdkafka settings for Debug output: values of secret settings hidden.
+pub(crate) struct Redacted<'a>(pub &'a BTreeMap<String, String>);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let shown = if is_secret(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k, shown)
+            }))
+            .finish()
+    }
+}
+
+/// Whether a librdkafka setting holds a secret (passwords, keys, tokens).
+fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "key",
+        "sasl.oauthbearer.config",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
+        && !key.ends_with(".location")
+}
+
+#[cfg(test)]
+mod tests {
+    use remedy_engine::{Outcome, Severity, Timestamp};
+    use remedy_testkit::{read, Tansu};
+
+    use super::*;
+
+    #[test]
+    fn secret_options_stay_out_of_debug_output() {
+        let options = BTreeMap::from([
+            ("sasl.password".to_string(), "hunter2".to_string()),
+            ("ssl.key.pem".to_string(), "-----BEGIN".to_string()),
+            ("sasl.username".to_string(), "remedy".to_string()),
+        ]);
+        let shown = format!("{:?}", Redacted(&options));
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("BEGIN"),
+            "{shown}"
+        );
+        assert!(shown.contains("remedy"), "{shown}");
+    }
+
+    fn decisions(n: usize) -> Vec<Decision> {
+        let ts = Timestamp::parse_rfc3339("2026-11-24T23:58:07Z").unwrap();
+        (0..n)
+            .map(|i| {
+                let node = format!("node-{:04}", i % 97);
+                match i % 3 {
+                    0 => Decision::opened(
+                        ts,
+                        &node,
+                        "memory_failure",
+                        Severity::Critical,
+                        "hardware/memory.rhai",
+                        Some(format!("UE #{i}")),
+                    ),
+                    1 => Decision::action(
+                        ts,
+                        &node,
+                        "memory_failure",
+                        "cordon",
+                        Outcome::DryRun,
+                        None,
+                    ),
+                    _ => Decision::resolved(ts, &node, "memory_failure"),
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn every_decision_arrives_as_its_json_keyed_by_node() {
+        let tansu = Tansu::start();
+        tansu.create_topic("remedy-decisions", 3);
+        let publisher =
+            Publisher::new(&tansu.brokers(), "remedy-decisions", &BTreeMap::new()).unwrap();
+        let sent = decisions(1_000);
+        publisher.publish(&sent).await.unwrap();
+
+        let got = read(
+            &tansu.brokers(),
+            "remedy-decisions",
+            sent.len(),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(got.len(), sent.len());
+        let mut expected: Vec<(String, String)> =
+            sent.iter().map(|d| (d.node.clone(), d.to_json())).collect();
+        let mut actual: Vec<(String, String)> = got
+            .iter()
+            .map(|m| {
+                use rdkafka::Message;
+                let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+                let payload = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
+                (key, payload)
+            })
+            .collect();
+        expected.sort();
+        actual.sort();
+        assert_eq!(actual, expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unreachable_broker_fails_naming_the_topic_and_what_is_missing() {
+        // Nothing listens on port 1 of loopback.
+        let publisher = Publisher::new("127.0.0.1:1", "remedy-decisions", &BTreeMap::new())
+            .unwrap()
+            .with_deadline(Duration::from_millis(1500));
+        let started = std::time::Instant::now();
+        let e = publisher.publish(&decisions(3)).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        match &e {
+            PublishError::Undelivered {
+                topic, undelivered, ..
+            } => {
+                assert_eq!(topic, "remedy-decisions");
+                assert_eq!(undelivered, &vec![0, 1, 2]);
+            }
+            other => panic!("expected Undelivered, got {other}"),
+        }
+        assert!(
+            e.to_string()
+                .starts_with("decisions topic remedy-decisions: 3 of 3"),
+            "{e}"
+        );
+    }
+}
