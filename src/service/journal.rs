@@ -174,6 +174,8 @@ fn migrations() -> Migrations<'static> {
         M::up(
             "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, json TEXT NOT NULL);",
         ),
+        // v5: how far followers of the journal (the decisions topic) got.
+        M::up("CREATE TABLE cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);"),
     ])
 }
 
@@ -195,6 +197,29 @@ impl Sqlite {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations().to_latest(&mut conn)?;
         Ok(Sqlite { conn })
+    }
+
+    /// How far the follower `name` got (a decision sequence number; 0: nowhere).
+    pub fn cursor(&self, name: &str) -> Result<i64, JournalError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq FROM cursors WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// Records how far the follower `name` got.
+    pub fn set_cursor(&mut self, name: &str, seq: i64) -> Result<(), JournalError> {
+        self.conn.execute(
+            "INSERT INTO cursors (name, seq) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+            params![name, seq],
+        )?;
+        Ok(())
     }
 
     /// A second connection for readers (WAL lets them read while the writer writes).

@@ -42,6 +42,12 @@ pub struct Collector {
     pub errors: u64,
     /// Why the last attempt failed, if it did.
     pub last_error: Option<String>,
+    /// Messages not yet consumed (Kafka: summed over the assigned partitions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
+    /// Kafka: the partitions assigned to this instance, as `topic/partition`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<String>>,
 }
 
 /// Counters and gauges, shared by the HTTP handlers and the decider.
@@ -78,6 +84,13 @@ impl Metrics {
                     c.last_error = Some(e);
                 }
             }
+        });
+    }
+
+    /// A collector's whole state at once (the Kafka source reports its own).
+    pub fn collector(&self, name: &str, state: Collector) {
+        self.with(|s| {
+            s.collectors.insert(name.to_string(), state);
         });
     }
 
@@ -316,6 +329,12 @@ fn render(s: &State, queue_depth: usize) -> String {
         "gauge",
         "When a collector last succeeded.",
         collectors(&|c| c.last_success.map(|t| t.to_string())),
+    );
+    family(
+        "remedy_collector_lag_messages",
+        "gauge",
+        "Messages a collector has not consumed yet (Kafka consumer lag).",
+        collectors(&|c| c.lag.map(|l| l.to_string())),
     );
     let mut cumulative = 0;
     let mut buckets: Vec<(String, String)> = BUCKETS

@@ -23,7 +23,8 @@ use std::thread;
 
 use remedy_actions::{Executors, Job, Silence};
 use remedy_engine::{Decision, Intent, Outcome, Severity, Signal, Step, Timestamp, Trigger};
-use tokio::sync::{mpsc, oneshot};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::Config;
 use crate::pipeline::Pipeline;
@@ -51,6 +52,10 @@ pub struct Settings {
     pub prometheus: Vec<remedy_collectors::promql::Config>,
     /// `[actions.*]`: the executors.
     pub executors: Vec<remedy_actions::Spec>,
+    /// `dry_run`: nothing is executed (executors are not even built).
+    pub dry_run: bool,
+    /// `[kafka]`: signals consumed in a group, decisions published.
+    pub kafka: Option<remedy_collectors::kafka::Config>,
 }
 
 impl Settings {
@@ -114,6 +119,16 @@ impl Settings {
             scrape: config.scrape.clone(),
             prometheus: config.prometheus.clone(),
             executors: config.executor_specs(),
+            dry_run: config.dry_run,
+            kafka: match &config.kafka {
+                None => None,
+                Some(table) => Some(
+                    remedy_collectors::kafka::Config::deserialize(toml::Value::Table(
+                        table.clone(),
+                    ))
+                    .map_err(|e| format!("[kafka] {}", e.message().trim()))?,
+                ),
+            },
         })
     }
 }
@@ -249,6 +264,8 @@ struct Decider {
     unsent: Vec<Job>,
     /// Where jobs go to be executed; `None` in tests that only decide.
     runner: Option<mpsc::UnboundedSender<Job>>,
+    /// Woken after each journal write (the decisions topic follows the journal).
+    written: Arc<Notify>,
 }
 
 impl Decider {
@@ -268,12 +285,14 @@ impl Decider {
             pending: Write::default(),
             unsent: Vec::new(),
             runner: None,
+            written: Arc::new(Notify::new()),
         }
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         // Jobs restored from the journal go out at once.
         let _ = self.journal();
+        self.guard_metrics();
         while let Some(command) = rx.blocking_recv() {
             match command {
                 Command::Tick => {
@@ -331,10 +350,14 @@ impl Decider {
                     let _ = reply.send(self.journal().map(|()| found));
                 }
             }
-            let guards = &self.pipeline.guards;
-            self.metrics
-                .guards(guards.held(), guards.domains(), guards.breakers(now()));
+            self.guard_metrics();
         }
+    }
+
+    fn guard_metrics(&self) {
+        let guards = &self.pipeline.guards;
+        self.metrics
+            .guards(guards.held(), guards.domains(), guards.breakers(now()));
     }
 
     fn decide(&mut self, signal: Signal) {
@@ -446,6 +469,9 @@ impl Decider {
             .map_err(|e| e.to_string());
         match &journaled {
             Ok(()) => {
+                if pending > 0 {
+                    self.written.notify_one();
+                }
                 if let Some(runner) = &self.runner {
                     for job in self.unsent.drain(..) {
                         // The runner goes only at shutdown; the job stays journaled.
@@ -536,13 +562,42 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     // Executors connect their clients and read their credentials now, so a
-    // wrong [actions.*] stops the start instead of the first action.
+    // wrong [actions.*] stops the start instead of the first action. In
+    // dry-run nothing is executed, so none is built (no cluster needed).
+    let specs: &[remedy_actions::Spec] = if settings.dry_run {
+        &[]
+    } else {
+        &settings.executors
+    };
     let executors = Arc::new(
         runtime
-            .block_on(Executors::build(&settings.executors))
+            .block_on(Executors::build(specs))
             .map_err(|e| e.to_string())?,
     );
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+    // Kafka clients are built before the start too: a wrong [kafka] stops it.
+    // They belong to the runtime (the consumer's stream needs its reactor).
+    let _inside = runtime.enter();
+    let written = Arc::new(Notify::new());
+    let published = written.clone();
+    let (source, publisher) = match &settings.kafka {
+        None => (None, None),
+        Some(k) => {
+            let source = if k.signals.is_empty() {
+                None
+            } else {
+                Some(remedy_collectors::kafka::Source::new(k).map_err(|e| e.to_string())?)
+            };
+            let publisher = match &k.decisions {
+                None => None,
+                Some(topic) => Some(
+                    remedy_actions::publish::Publisher::new(&k.brokers, topic, &k.options)
+                        .map_err(|e| e.to_string())?,
+                ),
+            };
+            (source, publisher)
+        }
+    };
     let (tx, rx) = mpsc::channel(settings.queue);
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let metrics = Arc::new(Metrics::default());
@@ -561,6 +616,7 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
                     let mut decider =
                         Decider::new(pipeline, Box::new(journal), decider_metrics, rules);
                     decider.runner = Some(jobs_tx);
+                    decider.written = written;
                     decider.run(rx);
                 }
                 Err(e) => {
@@ -585,6 +641,24 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
         });
         let ticker = tokio::spawn(tick(tx.clone()));
         let runner = tokio::spawn(execute(executors, jobs_rx, tx.clone(), 64));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let consumer = source.map(|source| {
+            tokio::spawn(consume(
+                source,
+                tx.clone(),
+                shared.metrics.clone(),
+                stopped.clone(),
+            ))
+        });
+        let publisher = publisher.map(|p| {
+            tokio::spawn(publish(
+                p,
+                settings.journal.clone(),
+                published,
+                shared.metrics.clone(),
+                stopped,
+            ))
+        });
         let watcher = tokio::spawn(watch(settings.rules.clone(), tx.clone()));
         let mut scrapers: Vec<_> = settings
             .scrape
@@ -610,7 +684,12 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
             .with_graceful_shutdown(shutdown())
             .await
             .map_err(|e| format!("serving: {e}"))?;
-        // Intake has stopped: let the decider finish what is queued.
+        // Intake has stopped: the Kafka consumer finishes and commits the
+        // batch it has, then the decider finishes what is queued.
+        let _ = stop.send(true);
+        if let Some(c) = consumer {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), c).await;
+        }
         ticker.abort();
         watcher.abort();
         runner.abort();
@@ -626,9 +705,183 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
             .await
             .map_err(|e| format!("stopping: {e}"))?
             .map_err(|_| "the decider panicked".to_string())?;
+        // The last decisions go out to the topic (what does not make it
+        // within the grace period goes at the next start: the journal keeps it).
+        if let Some(p) = publisher {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), p).await;
+        }
         tracing::info!("remedy stopped");
         Ok(())
     })
+}
+
+/// Consumes the Kafka signal topics in batches: each batch is decided and
+/// journaled before its offsets are committed (at-least-once; a redelivered
+/// signal meets an open fault or a known id and changes nothing). While the
+/// decider's queue is full the assigned partitions are paused, so nothing
+/// piles up in memory. Stops between batches once `stop` says so.
+async fn consume(
+    mut source: remedy_collectors::kafka::Source,
+    tx: mpsc::Sender<Command>,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const NAME: &str = "kafka";
+    let mut last_report = std::time::Instant::now();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let batch = tokio::select! {
+            b = source.next_batch(1000, std::time::Duration::from_millis(200)) => b,
+            _ = stop.changed() => break,
+        };
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("kafka: {e}");
+                report(&metrics, NAME, &source);
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for r in &batch.dead_lettered {
+            tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, "not a signal, dead-lettered: {}", r.reason);
+        }
+        let signals: Vec<Signal> = batch
+            .signals
+            .drain(..)
+            .map(|mut r| {
+                // A signal without its own time takes the message's.
+                if r.signal.ts.is_none() {
+                    r.signal.ts = r.timestamp;
+                }
+                r.signal
+            })
+            .collect();
+        metrics.received(NAME, signals.len(), batch.dead_lettered.len());
+        if !signals.is_empty() {
+            let paused = tx.capacity() == 0 && source.pause().is_ok();
+            let (reply, answer) = oneshot::channel();
+            let sent = tx.send(Command::Ingest { signals, reply }).await;
+            if paused {
+                let _ = source.resume();
+            }
+            if sent.is_err() {
+                break;
+            }
+            match answer.await {
+                Ok(Ok(_)) => {}
+                // Not journaled: no commit. The decider keeps the decisions
+                // and writes them with its next write; the offsets of a later
+                // batch cover these.
+                Ok(Err(e)) => {
+                    tracing::warn!("kafka: batch not journaled yet, offsets not committed: {e}");
+                    continue;
+                }
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = source.commit(&batch) {
+                tracing::warn!("kafka: commit failed (the messages will be redelivered): {e}");
+            }
+        }
+        if last_report.elapsed() >= std::time::Duration::from_secs(1) {
+            report(&metrics, NAME, &source);
+            last_report = std::time::Instant::now();
+        }
+    }
+    report(&metrics, NAME, &source);
+}
+
+/// The Kafka source's health in `/metrics` and `/readyz`.
+fn report(metrics: &Metrics, name: &str, source: &remedy_collectors::kafka::Source) {
+    let status = source.status();
+    let lag = status
+        .partitions
+        .iter()
+        .filter_map(|p| p.lag)
+        .reduce(|a, b| a + b);
+    metrics.collector(
+        name,
+        metrics::Collector {
+            up: status.connected,
+            last_success: status.last_success.map(|t| t.secs()),
+            errors: status.errors,
+            last_error: status.last_error,
+            lag,
+            partitions: Some(
+                status
+                    .partitions
+                    .iter()
+                    .map(|p| format!("{}/{}", p.topic, p.partition))
+                    .collect(),
+            ),
+        },
+    );
+}
+
+/// Publishes every journaled decision to the decisions topic, in journal
+/// order, from where the last run left off (the position is journaled after
+/// each confirmed publish: at-least-once, nothing skipped across restarts).
+/// A publish that fails is tried again, never dropped.
+async fn publish(
+    publisher: remedy_actions::publish::Publisher,
+    journal: PathBuf,
+    written: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let name = format!("decisions {}", publisher.topic());
+    let cursor = format!("topic:{}", publisher.topic());
+    let mut store = match Sqlite::open(&journal) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("decisions topic: cannot open the journal: {e}");
+            return;
+        }
+    };
+    let mut since = store.cursor(&cursor).unwrap_or(0);
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        let batch = match store.decisions(since, 5000) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("decisions topic: reading the journal: {e}");
+                Vec::new()
+            }
+        };
+        if batch.is_empty() {
+            if *stop.borrow() {
+                break;
+            }
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(1), written.notified()).await;
+            continue;
+        }
+        let last = batch.last().map_or(since, |j| j.seq);
+        let decisions: Vec<Decision> = batch.into_iter().map(|j| j.decision).collect();
+        match publisher.publish(&decisions).await {
+            Ok(()) => {
+                since = last;
+                if let Err(e) = store.set_cursor(&cursor, since) {
+                    tracing::warn!("decisions topic: saving the position: {e}");
+                }
+                metrics.collected(&name, Ok(now().secs()));
+                backoff = std::time::Duration::from_millis(200);
+            }
+            Err(e) => {
+                tracing::warn!("decisions topic: {e}; retrying in {backoff:?}");
+                metrics.collected(&name, Err(e.to_string()));
+                if *stop.borrow() {
+                    break;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 /// Lets time pass every second: escalations fall due, held actions retry.
