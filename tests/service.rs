@@ -789,7 +789,7 @@ fn a_scraped_node_exporter_feeds_signals() {
 /// a real node exporter, queried by `[[prometheus]]`: the query's series
 /// arrive as signals and open the fault their type calls for.
 #[test]
-fn a_promql_query_on_a_real_prometheus_feeds_signals() {
+fn a_promql_query_on_a_real_prometheus_opens_and_resolves_a_fault() {
     for b in ["/usr/bin/prometheus", "/usr/bin/prometheus-node-exporter"] {
         assert!(
             Path::new(b).exists(),
@@ -839,11 +839,29 @@ fn a_promql_query_on_a_real_prometheus_feeds_signals() {
         }
         std::thread::sleep(Duration::from_millis(250));
     };
-    for child in [&mut exporter, &mut prometheus] {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    // The exporter goes away: Prometheus marks its series stale, the query
+    // stops returning it, and the fault resolves.
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+    let resolved = if faults.as_array().unwrap().is_empty() {
+        Value::Null
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let f = s.json("/v1/faults?state=resolved&node=127.0.0.1");
+            if !f.as_array().unwrap().is_empty() || Instant::now() > deadline {
+                break f;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
     assert_eq!(faults[0]["fault"], "high_load", "{faults}");
+    assert_eq!(
+        resolved[0]["fault"], "high_load",
+        "the series left the query's result, so the fault resolved: {resolved}"
+    );
     let (_, metrics) = s.request("GET", "/metrics", "", None);
     assert!(
         metrics.contains("remedy_signals_total{source=\"prometheus\"}"),
