@@ -1189,6 +1189,56 @@ fn the_local_stack_turns_a_real_alert_into_a_dry_run_cordon_and_stops_cleanly() 
         );
         std::thread::sleep(Duration::from_millis(250));
     };
+    // remedy <- Kafka, decisions out: a signal produced to node-signals is
+    // decided, and its decision arrives on the decisions topic, keyed by node.
+    if tansu.is_some() {
+        let brokers = format!("127.0.0.1:{kafka}");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let signal = r#"{"node":"kafka-e2e","kind":"hardware","type":"disk.smart.failing","labels":{"cluster":"local"}}"#;
+        rt.block_on(remedy_testkit::produce(
+            &brokers,
+            "node-signals",
+            &[("kafka-e2e", signal)],
+        ));
+        // Decided (and journaled) first, then published: read as many
+        // messages as the journal holds decisions.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let journaled = loop {
+            let (_, body) = get(remedy, "/v1/decisions?since=0&limit=10000");
+            let d: Value = serde_json::from_str(&body).expect("decisions JSON");
+            let list = d["decisions"].as_array().cloned().unwrap_or_default();
+            if list.iter().any(|d| d["node"] == "kafka-e2e") {
+                break list.len();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the signal produced to node-signals was not decided; remedy's log:\n{}",
+                std::fs::read_to_string(state.join("logs/remedy.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        let published = rt.block_on(remedy_testkit::read(
+            &brokers,
+            "remedy-decisions",
+            journaled,
+            Duration::from_secs(20),
+        ));
+        let found = published
+            .into_iter()
+            .find_map(|m| {
+                use rdkafka::Message;
+                let d: Value = serde_json::from_slice(m.payload()?).ok()?;
+                (d["event"] == "fault_opened" && d["node"] == "kafka-e2e").then(|| {
+                    (
+                        String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                        d,
+                    )
+                })
+            })
+            .expect("the Kafka signal's fault_opened on remedy-decisions");
+        assert_eq!(found.0, "kafka-e2e", "keyed by node");
+        assert_eq!(found.1["fault"], "disk_failure");
+    }
     let opened = decisions
         .iter()
         .find(|d| d["event"] == "fault_opened" && d["fault"] == "disk_pressure")
