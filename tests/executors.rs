@@ -19,14 +19,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 mod common;
-use common::copy_tree;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+use common::{copy_tree, free_port, request};
 
 /// One request a fake server saw.
 #[derive(Clone, Debug)]
@@ -164,34 +157,9 @@ impl Drop for Running {
     }
 }
 
-/// (status, body) of one HTTP/1.1 request to 127.0.0.1:`port`; status 0
-/// when nothing answered.
+/// (status, body) of one request to 127.0.0.1:`port`.
 fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body.as_bytes()))
-        .is_err()
-    {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
+    request(port, method, path, body, None)
 }
 
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {

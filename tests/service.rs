@@ -1,8 +1,6 @@
 //! `remedy run`, end to end: the real binary on a free loopback port, a
 //! journal in a temp directory, requests over plain HTTP/1.1.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::copy_tree;
+use common::{copy_tree, free_port, request};
 
 struct Service {
     child: Child,
@@ -18,13 +16,6 @@ struct Service {
     /// The service's stderr goes to a file: a pipe nobody reads would fill
     /// up and block its logging.
     log: std::path::PathBuf,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 impl Service {
@@ -96,34 +87,9 @@ impl Drop for Service {
     }
 }
 
-/// (status, body) of one HTTP/1.1 request to 127.0.0.1:`port`; status 0
-/// when nothing answered.
+/// (status, body) of one request to 127.0.0.1:`port`.
 fn http(port: u16, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body.as_bytes()))
-        .is_err()
-    {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
+    request(port, method, path, body, token)
 }
 
 /// Sends a signal with kill(1): no libc binding needed.
