@@ -8,7 +8,11 @@
 //!   opening, also after a restart) and `X-Remedy-Dedup-Key: node/fault`
 //!   (the same when the fault re-opens later), so a ticket system can
 //!   ignore a repeat and update, rather than duplicate, the ticket of a
-//!   fault that came back.
+//!   fault that came back. `X-Remedy-Job-Id` names the job itself
+//!   (node/fault/opened-at/action, `/recover` for an `on_resolve` action),
+//!   for receivers that must tell a fault's actions apart: the
+//!   Idempotency-Key, as the contract fixes it, is the same for every action
+//!   of one fault opening.
 //! - Retries: a 5xx or 429 answer, a connection error or an attempt that
 //!   gets no answer in time is tried again after a backoff (doubling from
 //!   `backoff`), up to `retries` times, all within `timeout`; each attempt
@@ -38,6 +42,8 @@ use crate::guards::Job;
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The header that names a fault on a node, across re-openings.
 const DEDUP_KEY: &str = "x-remedy-dedup-key";
+/// The header that names the job: one action of one fault opening.
+const JOB_ID: &str = "x-remedy-job-id";
 /// Response bodies are read up to this size; the rest is ignored.
 const MAX_RESPONSE: usize = 64 * 1024;
 
@@ -189,6 +195,7 @@ impl Http {
                 CONTENT_TYPE.as_str(),
                 IDEMPOTENCY_KEY,
                 DEDUP_KEY,
+                JOB_ID,
                 "content-length",
                 "host",
             ]
@@ -286,6 +293,7 @@ impl Http {
                 format!("{}/{}/{}", i.node, i.fault, i.opened),
             ),
             (DEDUP_KEY, format!("{}/{}", i.node, i.fault)),
+            (JOB_ID, job.id.clone()),
         ] {
             let value = HeaderValue::from_str(&value).map_err(|_| {
                 ExecError::Failed(format!(
@@ -762,6 +770,10 @@ mod tests {
         );
         assert_eq!(s.header("idempotency-key"), IDEMPOTENCY);
         assert_eq!(s.header("x-remedy-dedup-key"), "node-7/memory_failure");
+        assert_eq!(
+            s.header("x-remedy-job-id"),
+            "node-7/memory_failure/2026-11-24T23:58:07Z/ticket"
+        );
         assert_eq!(s.header("content-type"), "application/json");
         assert_eq!(s.header("x-team"), "infra");
         assert_eq!(s.header("authorization"), "");
