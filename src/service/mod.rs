@@ -748,6 +748,9 @@ async fn consume(
         for r in &batch.dead_lettered {
             tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, "not a signal, dead-lettered: {}", r.reason);
         }
+        // Counted before the signals are taken out: a batch of valid signals
+        // only is empty afterwards, and it must be committed all the same.
+        let read = batch.len();
         let signals: Vec<Signal> = batch
             .signals
             .drain(..)
@@ -782,7 +785,7 @@ async fn consume(
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() {
+        if read > 0 {
             if let Err(e) = source.commit(&batch) {
                 tracing::warn!("kafka: commit failed (the messages will be redelivered): {e}");
             }
