@@ -22,10 +22,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
 use remedy::synth::{Background, Fleet};
 use remedy_engine::Timestamp;
-use remedy_testkit::{committed_offsets, end_offsets, Tansu};
+use remedy_testkit::{end_offsets, Tansu};
 
 const TOPIC: &str = "bench-signals";
 
@@ -99,7 +100,7 @@ fn consumed(port: u16) -> u64 {
 }
 
 /// Seconds from remedy's first consumed signal to its last commit.
-fn remedy(brokers: &str, dir: &Path, group: &str) -> f64 {
+fn remedy(brokers: &str, dir: &Path, group: &str, end: &[i64]) -> f64 {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("remedy.toml");
     std::fs::write(
@@ -129,7 +130,32 @@ fn remedy(brokers: &str, dir: &Path, group: &str) -> f64 {
         .stderr(std::fs::File::create(dir.join("remedy.log")).unwrap())
         .spawn()
         .expect("remedy starts");
-    let end = end_offsets(brokers, TOPIC);
+    // One client asks for the group's committed offsets (no group join, no
+    // metadata round trip per poll).
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a client for committed offsets");
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..end.len() as i32 {
+        partitions.add_partition(TOPIC, p);
+    }
+    let committed = || -> Vec<i64> {
+        watcher
+            .committed_offsets(partitions.clone(), Duration::from_secs(5))
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .map(|e| match e.offset() {
+                        Offset::Offset(o) => o,
+                        _ => -1,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut first = None;
     loop {
@@ -140,10 +166,10 @@ fn remedy(brokers: &str, dir: &Path, group: &str) -> f64 {
         if first.is_none() && consumed(port) > 0 {
             first = Some(Instant::now());
         }
-        if first.is_some() && committed_offsets(brokers, group, TOPIC) == end {
+        if first.is_some() && committed() == end {
             break;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     let secs = first.unwrap().elapsed().as_secs_f64();
     let _ = child.kill();
@@ -171,6 +197,7 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     drop(msgs);
+    let end = end_offsets(&brokers, TOPIC);
 
     let dir = tempfile::tempdir().unwrap();
     // Alternate the two, twice, and keep each one's best run.
@@ -182,6 +209,7 @@ fn main() {
             &brokers,
             &dir.path().join(format!("run{round}")),
             &format!("remedy-{round}"),
+            &end,
         );
         eprintln!(
             "round {round}: bare consumer {:.0} signals/s, remedy {:.0} signals/s",

@@ -52,28 +52,34 @@ struct Remedy {
     log: std::path::PathBuf,
 }
 
+/// Writes remedy.toml (and copies the rules) into `dir`. With `dry_run`
+/// false, actions are executed (the default policy's `notify` goes to the
+/// log executor), so a kill -9 meets jobs in flight.
+fn configure(dir: &Path, brokers: &str, dry_run: bool) {
+    // Dynamic membership and the default cooperative-sticky assignor:
+    // tansu 0.6 only drops silent members on requests of dynamic ones, so a
+    // killed static member (`group.instance.id`) can stay the group's leader
+    // for good and no one gets its partitions.
+    std::fs::write(
+        dir.join("remedy.toml"),
+        format!(
+            "dry_run = {dry_run}\n[kafka]\nbrokers = \"{brokers}\"\ngroup = \"{GROUP}\"\nsignals = [\"node-signals\"]\n\
+             dead_letter = \"node-signals.dlq\"\ndecisions = \"remedy-decisions\"\n\
+             options = {{ \"session.timeout.ms\" = {} }}\n",
+            SESSION_TIMEOUT.as_millis()
+        ),
+    )
+    .unwrap();
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
+        &dir.join("rules"),
+    );
+}
+
 impl Remedy {
     fn start(dir: &Path, brokers: &str, name: &str) -> Remedy {
-        let config = dir.join("remedy.toml");
-        if !config.exists() {
-            // Dynamic membership and the default cooperative-sticky assignor:
-            // tansu 0.6 only drops silent members on requests of dynamic
-            // ones, so a killed static member (`group.instance.id`) can stay
-            // the group's leader for good and no one gets its partitions.
-            std::fs::write(
-                &config,
-                format!(
-                    "[kafka]\nbrokers = \"{brokers}\"\ngroup = \"{GROUP}\"\nsignals = [\"node-signals\"]\n\
-                     dead_letter = \"node-signals.dlq\"\ndecisions = \"remedy-decisions\"\n\
-                     options = {{ \"session.timeout.ms\" = {} }}\n",
-                    SESSION_TIMEOUT.as_millis()
-                ),
-            )
-            .unwrap();
-            copy_tree(
-                &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
-                &dir.join("rules"),
-            );
+        if !dir.join("remedy.toml").exists() {
+            configure(dir, brokers, true);
         }
         let port = free_port();
         let log = dir.join(format!("remedy-{name}.log"));
@@ -250,11 +256,18 @@ fn fifty_thousand_signals_are_decided_once_and_malformed_ones_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
     let remedy = Remedy::start(dir.path(), &brokers, "a");
     wait_committed(&brokers, &[&remedy]);
-    let decisions = remedy.decisions();
+    let mut decisions = Vec::new();
+    wait_for("every notify decided", Duration::from_secs(60), || {
+        decisions = remedy.decisions();
+        decisions.iter().filter(|d| d["event"] == "action").count() >= valid
+    });
     let opened = opened_once(&decisions);
     assert_eq!(opened.len(), valid, "{}", remedy.logged());
-    let actions = decisions.iter().filter(|d| d["event"] == "action").count();
-    assert_eq!(actions, valid, "one notify per fault");
+    let notified = decisions
+        .iter()
+        .filter(|d| d["event"] == "action" && d["outcome"] == "dry_run")
+        .count();
+    assert_eq!(notified, valid, "one notify per fault");
     assert_eq!(remedy.consumed(), valid as u64);
 
     let dead = rt.block_on(read(
@@ -327,6 +340,7 @@ fn after_kill_9_halfway_nothing_is_lost_or_doubled() {
         &msgs,
     ));
     let dir = tempfile::tempdir().unwrap();
+    configure(dir.path(), &brokers, false);
     let mut first = Remedy::start(dir.path(), &brokers, "first");
     wait_for("a third consumed", Duration::from_secs(60), || {
         first.consumed() > 6_000
@@ -347,11 +361,18 @@ fn after_kill_9_halfway_nothing_is_lost_or_doubled() {
     std::thread::sleep(expired.saturating_duration_since(Instant::now()));
     let second = Remedy::start(dir.path(), &brokers, "second");
     wait_committed(&brokers, &[&first, &second]);
-    let decisions = second.decisions();
+    // Offsets are committed once decisions are journaled; the notify jobs
+    // they started report back a moment later.
+    let mut decisions = Vec::new();
+    wait_for("every notify executed", Duration::from_secs(60), || {
+        decisions = second.decisions();
+        decisions.iter().filter(|d| d["event"] == "action").count() >= valid
+    });
     let opened = opened_once(&decisions);
     assert_eq!(opened.len(), valid, "{}", second.logged());
     let mut actions = BTreeMap::<String, usize>::new();
     for d in decisions.iter().filter(|d| d["event"] == "action") {
+        assert_eq!(d["outcome"], "executed", "{d}");
         *actions
             .entry(d["node"].as_str().unwrap().into())
             .or_default() += 1;

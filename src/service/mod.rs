@@ -293,7 +293,16 @@ impl Decider {
         // Jobs restored from the journal go out at once.
         let _ = self.journal();
         self.guard_metrics();
-        while let Some(command) = rx.blocking_recv() {
+        // A command taken from the queue while gathering job results.
+        let mut next = None;
+        loop {
+            let command = match next.take() {
+                Some(c) => c,
+                None => match rx.blocking_recv() {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
             match command {
                 Command::Tick => {
                     self.out.clear();
@@ -306,18 +315,19 @@ impl Decider {
                     let _ = self.journal();
                 }
                 Command::Finished { id, result } => {
-                    self.out.clear();
-                    if self
-                        .pipeline
-                        .guards
-                        .finished(&id, result, now(), &mut self.out)
-                    {
-                        self.pending.finished.push(id);
+                    self.finish(id, result);
+                    // Jobs finish in bursts: decide every result already
+                    // waiting, then write them in one transaction.
+                    for _ in 0..1024 {
+                        match rx.try_recv() {
+                            Ok(Command::Finished { id, result }) => self.finish(id, result),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
                     }
-                    self.metrics.counted(&self.out);
-                    self.pending
-                        .entries
-                        .extend(self.out.drain(..).map(|d| (d, None)));
                     let _ = self.journal();
                 }
                 Command::Ingest { signals, reply } => {
@@ -352,6 +362,22 @@ impl Decider {
             }
             self.guard_metrics();
         }
+    }
+
+    /// An executor's result becomes a decision (journaled with the next write).
+    fn finish(&mut self, id: String, result: Result<String, String>) {
+        self.out.clear();
+        if self
+            .pipeline
+            .guards
+            .finished(&id, result, now(), &mut self.out)
+        {
+            self.pending.finished.push(id);
+        }
+        self.metrics.counted(&self.out);
+        self.pending
+            .entries
+            .extend(self.out.drain(..).map(|d| (d, None)));
     }
 
     fn guard_metrics(&self) {
