@@ -1447,6 +1447,33 @@ mod tests {
         assert_eq!(batch.marks[1].generation, 3);
     }
 
+    /// Fleets' brokers speak TLS and SASL: librdkafka is built with OpenSSL
+    /// (vendored) and zstd, so these settings are accepted, not refused as
+    /// "not available at build time".
+    #[tokio::test]
+    async fn tls_sasl_and_zstd_are_built_in() {
+        let config: Config = toml::from_str(
+            "brokers = \"127.0.0.1:1\"\nsignals = [\"s\"]\ndead_letter = \"d\"\n\
+             options = { \"security.protocol\" = \"SASL_SSL\", \"sasl.mechanism\" = \"SCRAM-SHA-512\", \
+             \"sasl.username\" = \"remedy\", \"sasl.password\" = \"x\", \"ssl.endpoint.identification.algorithm\" = \"https\" }",
+        )
+        .unwrap();
+        if let Err(e) = Source::new(&config) {
+            panic!("SASL_SSL with SCRAM refused: {e}");
+        }
+        let (version, _) = rdkafka::util::get_rdkafka_version();
+        let features = {
+            let mut c = rdkafka::ClientConfig::new();
+            c.set("compression.codec", "zstd");
+            c.create::<rdkafka::producer::BaseProducer>().map(|_| ())
+        };
+        assert!(
+            features.is_ok(),
+            "zstd refused by librdkafka {version:#x}: {:?}",
+            features.err()
+        );
+    }
+
     #[tokio::test]
     async fn the_next_batch_future_can_move_between_threads() {
         fn sendable<T: Send>(_: &T) {}
