@@ -26,8 +26,12 @@ struct Cli {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// The service: HTTP ingestion -> rules -> fault lifecycle -> guarded
-    /// actions (dry-run), every decision journaled, until SIGINT/SIGTERM.
+    /// The service: signals in, decisions journaled, guarded actions carried out
+    ///
+    /// Signals from HTTP, Alertmanager, Kafka, Prometheus and scrapes -> rules
+    /// -> fault lifecycle -> guarded actions, carried out by their executors
+    /// once `dry_run = false` (dry-run by default); every decision journaled
+    /// (and published to Kafka), until SIGINT/SIGTERM.
     Run {
         /// Configuration file (TOML); without it: 127.0.0.1:9477, ./rules, ./remedy.db.
         #[arg(long, value_name = "FILE")]
