@@ -207,17 +207,27 @@ impl Kubernetes {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
-        let request = Request::new(Node::url_path(&(), None))
-            .patch(name, &params, &Patch::Merge(patch))
-            .map_err(|e| CallError::Request {
-                what: what(),
-                why: e.to_string(),
-            })?;
+        let request =
+            Request::new(Node::url_path(&(), None)).patch(name, &params, &Patch::Merge(patch));
+        self.send(what(), request).await
+    }
+
+    /// Sends a request built for the API server, answering only whether it
+    /// succeeded.
+    async fn send(
+        &self,
+        what: String,
+        request: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+    ) -> Result<(), CallError> {
+        let request = request.map_err(|e| CallError::Request {
+            what: what.clone(),
+            why: e.to_string(),
+        })?;
         self.client
             .request_text(request)
             .await
             .map(drop)
-            .map_err(|e| self.call_error(what(), e))
+            .map_err(|e| self.call_error(what, e))
     }
 
     /// Cordons the node of `job` unless it already is (see the module doc).
@@ -336,22 +346,13 @@ impl Kubernetes {
         if let Some(seconds) = self.grace_period {
             body["deleteOptions"] = json!({ "gracePeriodSeconds": seconds });
         }
-        let request = Request::new(Pod::url_path(&(), Some(&pod.namespace)))
-            .create_subresource(
-                "eviction",
-                &pod.name,
-                &PostParams::default(),
-                body.to_string().into_bytes(),
-            )
-            .map_err(|e| CallError::Request {
-                what: what(),
-                why: e.to_string(),
-            })?;
-        self.client
-            .request_text(request)
-            .await
-            .map(drop)
-            .map_err(|e| self.call_error(what(), e))
+        let request = Request::new(Pod::url_path(&(), Some(&pod.namespace))).create_subresource(
+            "eviction",
+            &pod.name,
+            &PostParams::default(),
+            body.to_string().into_bytes(),
+        );
+        self.send(what(), request).await
     }
 
     /// Cordons, evicts and waits, all before `timeout` (see the module doc).
