@@ -15,7 +15,7 @@
 //!   of one fault opening.
 //! - Retries: a 5xx or 429 answer, a connection error or an attempt that
 //!   gets no answer in time is tried again after a backoff (doubling from
-//!   `backoff`), up to `retries` times, all within `timeout`; each attempt
+//!   `backoff`; longer when the answer's `Retry-After` asks for it), up to `retries` times, all within `timeout`; each attempt
 //!   may use an equal share of the time left. Any other 4xx fails at once.
 //!   Redirects are not followed: a 3xx fails with its status.
 //! - A template renders to valid JSON whatever the values hold: every value
@@ -256,17 +256,20 @@ impl Http {
                 return Err(ExecError::Timeout(self.config.timeout));
             }
             let share = share(left, attempts - attempt + 1, backoff);
-            let why = match self.attempt(headers.clone(), body.clone(), share).await {
+            let (why, after) = match self.attempt(headers.clone(), body.clone(), share).await {
                 Ok(summary) => return Ok(summary),
                 Err(Failure::Final(why)) => return Err(ExecError::Failed(why)),
-                Err(Failure::Retry(why)) => why,
+                Err(Failure::Retry(why, after)) => (why, after),
             };
+            // A server that says when to come back is believed, if that
+            // fits in the time left; otherwise the backoff applies.
+            let wait = after.map_or(backoff, |a| a.max(backoff));
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 // Out of time: the same answer the caller's own timeout gives.
                 return Err(ExecError::Timeout(self.config.timeout));
             }
-            if attempt == attempts || backoff >= left {
+            if attempt == attempts || wait >= left {
                 let tries = if attempt == 1 { "attempt" } else { "attempts" };
                 return Err(ExecError::Failed(format!("{why} ({attempt} {tries})")));
             }
@@ -275,9 +278,9 @@ impl Http {
                 node = %job.intent.node,
                 attempt,
                 "{why}; retrying in {}",
-                millis(backoff)
+                millis(wait)
             );
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(wait).await;
             backoff = backoff.saturating_mul(2);
             attempt += 1;
         }
@@ -321,8 +324,14 @@ impl Http {
             .timeout(limit)
             .send()
             .await
-            .map_err(|e| Failure::Retry(format!("{what}: {}", transport(&e, limit))))?;
+            .map_err(|e| Failure::Retry(format!("{what}: {}", transport(&e, limit)), None))?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
         // An unreadable body does not undo the status: it is only left out.
         let text = read_capped(response).await.unwrap_or_default();
         if status.is_success() {
@@ -335,7 +344,7 @@ impl Http {
             format!("{what}: HTTP {}: {text}", status.as_u16())
         };
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            Err(Failure::Retry(why))
+            Err(Failure::Retry(why, retry_after))
         } else {
             Err(Failure::Final(why))
         }
@@ -354,8 +363,9 @@ impl Executor for Http {
 
 /// Why one attempt failed.
 enum Failure {
-    /// It may succeed later (5xx, 429, no connection, no answer in time).
-    Retry(String),
+    /// It may succeed later (5xx, 429, no connection, no answer in time);
+    /// with the wait the server asked for (`Retry-After`, in seconds).
+    Retry(String, Option<std::time::Duration>),
     /// It will not (any other status).
     Final(String),
 }
@@ -825,6 +835,42 @@ mod tests {
             assert_eq!(s.header("x-remedy-dedup-key"), "node-7/memory_failure");
             assert_eq!(s.body, seen[0].body);
         }
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_is_waited_for() {
+        async fn busy_once(
+            State(calls): State<Arc<Mutex<Vec<std::time::Instant>>>>,
+        ) -> axum::response::Response {
+            use axum::response::IntoResponse;
+            let mut calls = calls.lock().unwrap();
+            calls.push(std::time::Instant::now());
+            if calls.len() == 1 {
+                (Status::SERVICE_UNAVAILABLE, [("retry-after", "1")], "busy").into_response()
+            } else {
+                (Status::CREATED, r#"{"key": "OPS-1"}"#).into_response()
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new()
+            .fallback(busy_once)
+            .with_state(calls.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let c = Config {
+            backoff: "10ms".parse().unwrap(),
+            ..config(&format!("http://{addr}/api/issues"))
+        };
+        let result = executors(c).run(&job("node-7", "ticket")).await;
+        assert_eq!(result, Ok("HTTP 201: ticket OPS-1".to_string()));
+        let calls = calls.lock().unwrap();
+        assert_eq!(calls.len(), 2);
+        let waited = calls[1] - calls[0];
+        assert!(
+            waited >= std::time::Duration::from_millis(950),
+            "the second attempt came after {waited:?}, not the 1s the server asked for"
+        );
     }
 
     #[tokio::test]
