@@ -648,8 +648,8 @@ mod tests {
     use remedy_engine::{Decision, Outcome, Timestamp};
 
     use super::*;
-    use crate::executors::{testing::job, Executors};
-    use crate::{ActionGuards, BreakerConfig, DomainSizes, GuardConfig, Guards};
+    use crate::executors::testing::{breaker_guards, job, run_jobs, Fleet};
+    use crate::executors::Executors;
 
     /// One request as the receiver saw it.
     #[derive(Clone, Debug)]
@@ -1064,14 +1064,6 @@ mod tests {
         assert!(e.to_string().contains("unknown field `token`"), "{e}");
     }
 
-    struct Sizes;
-
-    impl DomainSizes for Sizes {
-        fn known(&self, _label: &str, _value: &str) -> usize {
-            1000
-        }
-    }
-
     fn t(secs: i64) -> Timestamp {
         Timestamp::parse_rfc3339("2026-11-25T00:00:00Z")
             .unwrap()
@@ -1091,34 +1083,13 @@ mod tests {
             retries: 0,
             ..config(&r.url)
         });
-        let mut g = Guards::new(
-            GuardConfig {
-                dry_run: false,
-                max_unhealthy: None,
-                breaker: BreakerConfig {
-                    failures: 2,
-                    window: Duration::from_secs(60),
-                    cooldown: Duration::from_secs(120),
-                },
-                ..GuardConfig::default()
-            },
-            BTreeMap::from([(
-                "ticket".to_string(),
-                ActionGuards {
-                    executor: "http".into(),
-                    ..ActionGuards::default()
-                },
-            )]),
-        );
+        let mut g = breaker_guards("ticket", "http");
         let mut out = Vec::new();
-        g.submit(job("a", "ticket").intent, t(0), &Sizes, &mut out);
-        g.submit(job("b", "ticket").intent, t(1), &Sizes, &mut out);
-        for j in g.take_jobs() {
-            assert_eq!(j.executor, "http");
-            let result = executors.run(&j).await;
-            assert!(g.finished(&j.id, result, t(2), &mut out));
-        }
-        g.submit(job("c", "ticket").intent, t(3), &Sizes, &mut out);
+        g.submit(job("a", "ticket").intent, t(0), &Fleet, &mut out);
+        g.submit(job("b", "ticket").intent, t(1), &Fleet, &mut out);
+        assert!(g.running().all(|j| j.executor == "http"));
+        assert_eq!(run_jobs(&mut g, &executors, t(2), &mut out).await, 2);
+        g.submit(job("c", "ticket").intent, t(3), &Fleet, &mut out);
         assert!(g.take_jobs().is_empty(), "the open breaker holds c back");
         let names = |list: &[(&str, Outcome)]| -> Vec<(String, Outcome)> {
             list.iter().map(|(n, o)| (n.to_string(), *o)).collect()
@@ -1140,17 +1111,20 @@ mod tests {
         // The ticket system is back; the cooldown ends; c is the trial.
         r.answer(201, r#"{"key": "OPS-9"}"#);
         out.clear();
-        g.tick(t(2 + 120 + 1), &Sizes, &mut out);
-        let trial = g.take_jobs();
-        assert_eq!(trial.len(), 1);
-        assert_eq!(trial[0].intent.node, "c");
-        let result = executors.run(&trial[0]).await;
-        assert!(g.finished(&trial[0].id, result, t(124), &mut out));
-        g.submit(job("d", "ticket").intent, t(125), &Sizes, &mut out);
-        let next = g.take_jobs();
-        assert_eq!(next.len(), 1, "closed again: d goes out");
-        let result = executors.run(&next[0]).await;
-        assert!(g.finished(&next[0].id, result, t(126), &mut out));
+        g.tick(t(2 + 120 + 1), &Fleet, &mut out);
+        assert_eq!(
+            g.running()
+                .map(|j| j.intent.node.as_str())
+                .collect::<Vec<_>>(),
+            ["c"]
+        );
+        assert_eq!(run_jobs(&mut g, &executors, t(124), &mut out).await, 1);
+        g.submit(job("d", "ticket").intent, t(125), &Fleet, &mut out);
+        assert_eq!(
+            run_jobs(&mut g, &executors, t(126), &mut out).await,
+            1,
+            "closed again: d goes out"
+        );
         assert_eq!(
             outcomes(&out),
             names(&[("c", Outcome::Executed), ("d", Outcome::Executed)])

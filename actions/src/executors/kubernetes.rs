@@ -883,8 +883,8 @@ mod tests {
     use remedy_engine::{Decision, Outcome, Timestamp};
 
     use super::*;
-    use crate::executors::{settings, testing::job, Executors};
-    use crate::{ActionGuards, BreakerConfig, DomainSizes, GuardConfig, Guards};
+    use crate::executors::testing::{breaker_guards, job, run_jobs, Fleet};
+    use crate::executors::{settings, Executors};
 
     /// The bearer token of the test kubeconfig: it must never show up.
     const TOKEN: &str = "sekret-token-4711";
@@ -1398,14 +1398,6 @@ mod tests {
         assert_eq!(api.lines().len(), 3);
     }
 
-    struct Fleet;
-
-    impl DomainSizes for Fleet {
-        fn known(&self, _: &str, _: &str) -> usize {
-            1000
-        }
-    }
-
     #[tokio::test]
     async fn server_errors_fail_cordons_and_open_the_breaker() {
         let api =
@@ -1413,33 +1405,12 @@ mod tests {
                 .await;
         let cordon: Arc<dyn Executor> = Arc::new(api.executor("cordon", "").await);
         let executors = Executors::from_map(BTreeMap::from([("cordon".to_string(), cordon)]));
-        let mut guards = Guards::new(
-            GuardConfig {
-                dry_run: false,
-                max_unhealthy: None,
-                breaker: BreakerConfig {
-                    failures: 2,
-                    window: Duration::from_secs(60),
-                    cooldown: Duration::from_secs(120),
-                },
-                ..GuardConfig::default()
-            },
-            BTreeMap::from([(
-                "cordon".to_string(),
-                ActionGuards {
-                    executor: "kubernetes".into(),
-                    ..ActionGuards::default()
-                },
-            )]),
-        );
+        let mut guards = breaker_guards("cordon", "kubernetes");
         let at = |secs: i64| Timestamp(job("a", "cordon").at.0 + secs * 1000);
         let mut out: Vec<Decision> = Vec::new();
         for (i, node) in ["node-a", "node-b"].into_iter().enumerate() {
             guards.submit(job(node, "cordon").intent, at(i as i64), &Fleet, &mut out);
-            for j in guards.take_jobs() {
-                let result = executors.run(&j).await;
-                assert!(guards.finished(&j.id, result, at(i as i64), &mut out));
-            }
+            run_jobs(&mut guards, &executors, at(i as i64), &mut out).await;
         }
         guards.submit(job("node-c", "cordon").intent, at(2), &Fleet, &mut out);
         assert!(guards.take_jobs().is_empty());

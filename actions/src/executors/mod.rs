@@ -193,10 +193,64 @@ pub fn job_json(job: &Job) -> serde_json::Value {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    //! A job to hand executors in tests.
-    use remedy_engine::{Intent, Timestamp, Trigger};
+    //! A job to hand executors in tests, and a guard chain that executes.
+    use std::collections::BTreeMap;
 
-    use crate::guards::Job;
+    use remedy_engine::{Decision, Duration, Intent, Timestamp, Trigger};
+
+    use super::Executors;
+    use crate::breaker::BreakerConfig;
+    use crate::guards::{ActionGuards, DomainSizes, GuardConfig, Guards, Job};
+
+    /// Every failure domain knows 1,000 nodes.
+    pub struct Fleet;
+
+    impl DomainSizes for Fleet {
+        fn known(&self, _: &str, _: &str) -> usize {
+            1000
+        }
+    }
+
+    /// Guards that execute (no dry-run, no budget), sending `action` to
+    /// `executor`, whose breaker opens after 2 failures within 60s and
+    /// half-opens after a 120s cooldown.
+    pub fn breaker_guards(action: &str, executor: &str) -> Guards {
+        Guards::new(
+            GuardConfig {
+                dry_run: false,
+                max_unhealthy: None,
+                breaker: BreakerConfig {
+                    failures: 2,
+                    window: Duration::from_secs(60),
+                    cooldown: Duration::from_secs(120),
+                },
+                ..GuardConfig::default()
+            },
+            BTreeMap::from([(
+                action.to_string(),
+                ActionGuards {
+                    executor: executor.into(),
+                    ..ActionGuards::default()
+                },
+            )]),
+        )
+    }
+
+    /// Runs every job the guards hand out and reports each result at `now`;
+    /// answers how many ran.
+    pub async fn run_jobs(
+        guards: &mut Guards,
+        executors: &Executors,
+        now: Timestamp,
+        out: &mut Vec<Decision>,
+    ) -> usize {
+        let jobs = guards.take_jobs();
+        for j in &jobs {
+            let result = executors.run(j).await;
+            assert!(guards.finished(&j.id, result, now, out));
+        }
+        jobs.len()
+    }
 
     /// A cordon of `node` for a memory failure opened at 2026-11-24T23:58:07Z.
     pub fn job(node: &str, action: &str) -> Job {
