@@ -231,6 +231,20 @@ fn reader_config(brokers: &str) -> ClientConfig {
     config
 }
 
+/// Assigns `consumer` every partition of `topic` from its beginning (no
+/// consumer group); answers how many partitions there are.
+fn assign_from_beginning(consumer: &impl Consumer, topic: &str) -> i32 {
+    let partitions =
+        partition_count(consumer, topic).unwrap_or_else(|e| panic!("cannot read {topic}: {e}"));
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("a partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    partitions
+}
+
 /// How many partitions the metadata shows for a topic.
 fn partition_count(consumer: &impl Consumer, topic: &str) -> Result<i32, String> {
     let metadata = consumer
@@ -357,14 +371,7 @@ pub async fn produce_with_headers(
 /// fewer did. Messages of one partition are in order; partitions interleave.
 pub async fn read(brokers: &str, topic: &str, count: usize, within: Duration) -> Vec<OwnedMessage> {
     let consumer: StreamConsumer = reader_config(brokers).create().expect("a reader");
-    let partitions =
-        partition_count(&consumer, topic).unwrap_or_else(|e| panic!("cannot read {topic}: {e}"));
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("a partition");
-    }
-    consumer.assign(&tpl).expect("assign");
+    assign_from_beginning(&consumer, topic);
     let deadline = tokio::time::Instant::now() + within;
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
@@ -419,14 +426,7 @@ pub fn end_offsets(brokers: &str, topic: &str) -> Vec<i64> {
         .set("enable.partition.eof", "true")
         .create()
         .expect("a client");
-    let partitions =
-        partition_count(&consumer, topic).unwrap_or_else(|e| panic!("cannot look up {topic}: {e}"));
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("a partition");
-    }
-    consumer.assign(&tpl).expect("assign");
+    let partitions = assign_from_beginning(&consumer, topic);
     let mut ends = vec![0i64; partitions as usize];
     let mut done = vec![false; partitions as usize];
     let deadline = Instant::now() + Duration::from_secs(30);
