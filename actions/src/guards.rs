@@ -523,7 +523,7 @@ impl Guards {
         out: &mut Vec<Decision>,
         previously: Option<Outcome>,
     ) {
-        if self.running.contains_key(&request.key()) {
+        if !self.running.is_empty() && self.running.contains_key(&request.key()) {
             return; // already with its executor (asked again after a restart)
         }
         if let Some(other) = self.still_needed(&request) {
