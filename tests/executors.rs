@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 mod common;
-use common::{copy_tree, free_port, request};
+use common::{copy_tree, free_port, request, Alertmanager};
 
 /// One request a fake server saw.
 #[derive(Clone, Debug)]
@@ -203,10 +203,6 @@ fn alert(status: &str) -> String {
 
 #[test]
 fn a_real_alert_cordons_and_tickets_and_its_resolution_uncordons() {
-    let am_binary = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
-        .into_iter()
-        .find(|b| Path::new(b).exists())
-        .expect("prometheus-alertmanager is not installed: run tests/run.sh, which installs it");
     let dir = tempfile::tempdir().unwrap();
     let (fake, fake_port) = start_fakes("node-7");
     let kubeconfig = dir.path().join("kubeconfig");
@@ -273,37 +269,10 @@ url = "http://127.0.0.1:{fake_port}/tickets"
         http(port, "GET", "/healthz", "").0 == 200
     });
 
-    let am_port = free_port();
-    let am_config = dir.path().join("alertmanager.yml");
-    std::fs::write(
-        &am_config,
-        format!(
-            "route:\n  receiver: remedy\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
-             receivers:\n  - name: remedy\n    webhook_configs:\n      - url: http://127.0.0.1:{port}/v1/alertmanager\n        send_resolved: true\n"
-        ),
-    )
-    .unwrap();
-    let _am = Running(
-        Command::new(am_binary)
-            .arg(format!("--config.file={}", am_config.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("am").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("alertmanager starts"),
-    );
-    wait_for("alertmanager to be ready", Duration::from_secs(20), || {
-        http(am_port, "GET", "/-/ready", "").0 == 200
-    });
+    let am = Alertmanager::start(dir.path(), port);
 
     // The alert fires: the fault opens, the node is cordoned and a ticket filed.
-    let (status, body) = http(am_port, "POST", "/api/v2/alerts", &alert("firing"));
-    assert_eq!(status, 200, "{body}");
+    am.post(&alert("firing"));
     let executed = |action: &str| {
         decisions(port)
             .iter()
@@ -357,8 +326,7 @@ url = "http://127.0.0.1:{fake_port}/tickets"
     );
 
     // The alert resolves: the fault closes and remedy uncordons what it cordoned.
-    let (status, body) = http(am_port, "POST", "/api/v2/alerts", &alert("resolved"));
-    assert_eq!(status, 200, "{body}");
+    am.post(&alert("resolved"));
     wait_for("uncordon executed", Duration::from_secs(40), || {
         executed("uncordon")
     });

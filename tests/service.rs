@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{copy_tree, free_port, request};
+use common::{copy_tree, free_port, request, Alertmanager};
 
 struct Service {
     child: Child,
@@ -453,46 +453,11 @@ fn a_broken_rule_is_reported_and_the_old_rules_keep_running() {
 /// it arrives and opens the fault it names.
 #[test]
 fn a_real_alertmanager_delivers_to_remedy() {
-    let binary = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
-        .into_iter()
-        .find(|b| Path::new(b).exists())
-        .expect("prometheus-alertmanager is not installed: run tests/run.sh, which installs it");
     let dir = tempfile::tempdir().expect("temp dir");
     let s = Service::start(dir.path(), &[]);
-    let am_port = free_port();
-    let config = dir.path().join("alertmanager.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "route:\n  receiver: remedy\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
-             receivers:\n  - name: remedy\n    webhook_configs:\n      - url: http://127.0.0.1:{}/v1/alertmanager\n",
-            s.port
-        ),
-    )
-    .unwrap();
-    let mut am = Command::new(binary)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.path={}",
-            dir.path().join("am").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("alertmanager starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http(am_port, "GET", "/-/ready", "", None).0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "alertmanager did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let am = Alertmanager::start(dir.path(), s.port);
     let alert = r#"[{"labels":{"alertname":"NodeHighLoad","instance":"10.1.2.3:9100","fault_class":"resource","cluster":"c7"},"annotations":{"summary":"load 9.1 on 10.1.2.3"}}]"#;
-    let (status, body) = http(am_port, "POST", "/api/v2/alerts", alert, None);
-    assert_eq!(status, 200, "{body}");
+    am.post(alert);
     let deadline = Instant::now() + Duration::from_secs(30);
     let faults = loop {
         let f = s.json("/v1/faults?node=10.1.2.3");
@@ -501,8 +466,7 @@ fn a_real_alertmanager_delivers_to_remedy() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    let _ = am.kill();
-    let _ = am.wait();
+    drop(am);
     assert_eq!(faults[0]["fault"], "high_load", "{faults}");
     assert!(faults[0]["reason"]
         .as_str()

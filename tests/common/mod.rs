@@ -5,7 +5,8 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A loopback port free right now.
 pub fn free_port() -> u16 {
@@ -62,5 +63,69 @@ pub fn copy_tree(from: &Path, to: &Path) {
         } else {
             std::fs::copy(&path, &target).expect("copy file");
         }
+    }
+}
+
+/// A real Alertmanager (Debian's prometheus-alertmanager, which tests/run.sh
+/// installs) on a free loopback port, sending every alert, firing and
+/// resolved, to remedy's webhook on `remedy_port` within about a second.
+/// Killed when dropped.
+pub struct Alertmanager {
+    child: Child,
+    /// Its API port.
+    pub port: u16,
+}
+
+impl Alertmanager {
+    /// Starts it with its config and storage under `dir` and waits until it is ready.
+    pub fn start(dir: &Path, remedy_port: u16) -> Alertmanager {
+        let binary = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
+            .into_iter()
+            .find(|b| Path::new(b).exists())
+            .expect(
+                "prometheus-alertmanager is not installed: run tests/run.sh, which installs it",
+            );
+        let port = free_port();
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "route:\n  receiver: remedy\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+                 receivers:\n  - name: remedy\n    webhook_configs:\n      - url: http://127.0.0.1:{remedy_port}/v1/alertmanager\n        send_resolved: true\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.join("am").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("alertmanager starts");
+        let am = Alertmanager { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while request(port, "GET", "/-/ready", "", None).0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "alertmanager did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        am
+    }
+
+    /// Posts alerts (a JSON array, API v2) to it.
+    pub fn post(&self, alerts: &str) {
+        let (status, body) = request(self.port, "POST", "/api/v2/alerts", alerts, None);
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
