@@ -21,24 +21,92 @@ use crate::time::Timestamp;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sym(u32);
 
-/// Interns strings so each distinct one is stored once and compared as an integer.
-///
-/// The index is an open-addressing table whose slots hold the string itself
-/// next to a 32-bit hash: a lookup reads one slot and the string it compares,
-/// instead of control bytes, a bucket and then the string.
+/// Strings stored once each and numbered: the names sit back to back in one
+/// buffer, and the index is an open-addressing table of `(hash, symbol)`
+/// pairs packed in eight bytes. A lookup reads one slot and compares against
+/// the compact buffer, which stays in cache, instead of chasing a pointer per
+/// name into the heap.
 #[derive(Default, Debug)]
-pub struct Interner {
-    /// Power-of-two many slots (or none), at most three quarters used; linear probing.
-    slots: Vec<Option<Slot>>,
-    names: Vec<ImmutableString>,
+struct Strings {
+    /// `hash << 32 | symbol + 1`, zero when empty; a power of two many (or
+    /// none), at most three quarters used; linear probing.
+    slots: Vec<u64>,
+    /// Every string, back to back.
+    text: String,
+    /// Where each string ends in `text` (it starts where the one before ends).
+    ends: Vec<u32>,
 }
 
-/// One entry of the [`Interner`] index.
-#[derive(Clone, Debug)]
-struct Slot {
-    name: ImmutableString,
-    hash: u32,
-    sym: Sym,
+impl Strings {
+    fn find(&self, text: &str, hash: u32) -> Option<Sym> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return None;
+            }
+            let sym = Sym((slot as u32) - 1);
+            if (slot >> 32) as u32 == hash && self.get(sym) == text {
+                return Some(sym);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn place(slots: &mut [u64], slot: u64) {
+        let mask = slots.len() - 1;
+        let mut i = (slot >> 32) as usize & mask;
+        while slots[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        slots[i] = slot;
+    }
+
+    /// The symbol of `text`, and whether it is new.
+    fn intern(&mut self, text: &str) -> (Sym, bool) {
+        let hash = hash_str(text);
+        if let Some(sym) = self.find(text, hash) {
+            return (sym, false);
+        }
+        let sym = Sym(u32::try_from(self.ends.len())
+            .ok()
+            .filter(|&n| n < u32::MAX)
+            .expect("fewer than 2^32 - 1 distinct strings"));
+        if (self.ends.len() + 1) * 4 > self.slots.len() * 3 {
+            let cap = (self.slots.len() * 2).max(16);
+            let old = std::mem::replace(&mut self.slots, vec![0; cap]);
+            for slot in old.into_iter().filter(|&s| s != 0) {
+                Self::place(&mut self.slots, slot);
+            }
+        }
+        self.text.push_str(text);
+        self.ends
+            .push(u32::try_from(self.text.len()).expect("interned strings fit in 4 GiB"));
+        Self::place(
+            &mut self.slots,
+            u64::from(hash) << 32 | u64::from(sym.0 + 1),
+        );
+        (sym, true)
+    }
+
+    fn get(&self, sym: Sym) -> &str {
+        let i = sym.0 as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+}
+
+/// Interns strings so each distinct one is stored once and compared as an
+/// integer, and handed to rules as a shared Rhai string without a copy.
+#[derive(Default, Debug)]
+pub struct Interner {
+    strings: Strings,
+    /// Each name as a shared Rhai string.
+    shared: Vec<ImmutableString>,
 }
 
 fn hash_str(text: &str) -> u32 {
@@ -49,80 +117,34 @@ fn hash_str(text: &str) -> u32 {
 }
 
 impl Interner {
-    fn find(&self, text: &str, hash: u32) -> Option<&Slot> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
-        loop {
-            match &self.slots[i] {
-                None => return None,
-                Some(slot) if slot.hash == hash && slot.name.as_str() == text => return Some(slot),
-                Some(_) => i = (i + 1) & mask,
-            }
-        }
-    }
-
-    fn place(slots: &mut [Option<Slot>], slot: Slot) {
-        let mask = slots.len() - 1;
-        let mut i = slot.hash as usize & mask;
-        while slots[i].is_some() {
-            i = (i + 1) & mask;
-        }
-        slots[i] = Some(slot);
-    }
-
-    fn grow(&mut self) {
-        let cap = (self.slots.len() * 2).max(16);
-        let old = std::mem::replace(&mut self.slots, vec![None; cap]);
-        for slot in old.into_iter().flatten() {
-            Self::place(&mut self.slots, slot);
-        }
-    }
-
     /// The symbol for `name`, creating it on first sight.
     pub fn intern(&mut self, name: &str) -> Sym {
-        let hash = hash_str(name);
-        if let Some(slot) = self.find(name, hash) {
-            return slot.sym;
+        let (sym, new) = self.strings.intern(name);
+        if new {
+            self.shared.push(ImmutableString::from(name));
         }
-        let sym = Sym(u32::try_from(self.names.len()).expect("fewer than 2^32 distinct names"));
-        if (self.names.len() + 1) * 4 > self.slots.len() * 3 {
-            self.grow();
-        }
-        let shared = ImmutableString::from(name);
-        self.names.push(shared.clone());
-        Self::place(
-            &mut self.slots,
-            Slot {
-                name: shared,
-                hash,
-                sym,
-            },
-        );
         sym
     }
 
     /// The symbol for `name`, if it was ever interned.
     pub fn get(&self, name: &str) -> Option<Sym> {
-        self.find(name, hash_str(name)).map(|slot| slot.sym)
+        self.strings.find(name, hash_str(name))
     }
 
     /// The text of a symbol.
     pub fn name(&self, sym: Sym) -> &str {
-        &self.names[sym.0 as usize]
+        self.strings.get(sym)
     }
 
     /// The interned Rhai string for `text`, or a new one if it was never interned.
     pub fn shared_or_new(&self, text: &str) -> ImmutableString {
-        self.find(text, hash_str(text))
-            .map_or_else(|| text.into(), |slot| slot.name.clone())
+        self.get(text)
+            .map_or_else(|| text.into(), |sym| self.shared(sym).clone())
     }
 
     /// The text of a symbol as a shared Rhai string (no copy).
     pub fn shared(&self, sym: Sym) -> &ImmutableString {
-        &self.names[sym.0 as usize]
+        &self.shared[sym.0 as usize]
     }
 }
 
@@ -157,9 +179,14 @@ fn offset_secs(t: Timestamp) -> u32 {
 
 /// Recent signal times of one node, per signal type, in one flat buffer: a
 /// run of `[type, count, time, time, ...]` per type, times sorted ascending.
-/// One heap block per node, so recording or counting reads one place.
+/// A node's first few dozen entries live inside its [`NodeState`], so
+/// recording or counting reads the cache lines the node's lookup already
+/// brought in; a busier node spills to one heap block.
 #[derive(Debug, Default)]
-struct History(Vec<u32>);
+struct History(SmallVec<[u32; HISTORY_INLINE]>);
+
+/// History entries kept inside the node state (see [`NodeState`]'s size).
+const HISTORY_INLINE: usize = 22;
 
 impl History {
     /// Where the times of `type` start, and how many there are.
@@ -225,22 +252,204 @@ pub struct OpenFault {
     pub types: SmallVec<[Sym; 2]>,
 }
 
-/// Everything known about one node.
+/// A node name as the index compares it: inline when it is short (most
+/// are), so a lookup reads no other memory than the node state it returns.
+#[derive(Clone, Copy, Debug)]
+struct NameKey {
+    bytes: [u8; NAME_INLINE],
+    /// The name's length when it is inline, [`NameKey::LONG`] when it is not.
+    len: u8,
+}
+
+/// Name bytes kept inline in a [`NameKey`].
+const NAME_INLINE: usize = 23;
+
+impl NameKey {
+    const LONG: u8 = u8::MAX;
+
+    fn new(name: &str) -> Self {
+        let mut bytes = [0; NAME_INLINE];
+        match bytes.get_mut(..name.len()) {
+            Some(head) => {
+                head.copy_from_slice(name.as_bytes());
+                NameKey {
+                    bytes,
+                    len: name.len() as u8,
+                }
+            }
+            None => NameKey {
+                bytes,
+                len: Self::LONG,
+            },
+        }
+    }
+}
+
+/// Everything known about one node, laid out so that handling a signal
+/// touches three adjacent cache lines of it and nothing else: the fleet has
+/// hundreds of thousands of nodes, so every other place a signal would read
+/// is a cache miss.
 #[derive(Debug)]
+#[repr(C, align(64))]
 struct NodeState {
-    /// The node's name, kept here too so the hot path finds it next to the rest.
-    name: ImmutableString,
+    key: NameKey,
     labels: SmallVec<[(Sym, Sym); 3]>,
     last_seen: i64,
+    /// The node's name as rules see it (shared, never copied per signal).
+    name: ImmutableString,
     history: History,
     faults: Vec<OpenFault>,
+}
+
+impl NodeState {
+    fn new(name: ImmutableString) -> Self {
+        NodeState {
+            key: NameKey::new(&name),
+            labels: SmallVec::new(),
+            last_seen: 0,
+            name,
+            history: History::default(),
+            faults: Vec::new(),
+        }
+    }
+
+    fn is_named(&self, name: &str) -> bool {
+        if self.key.len == NameKey::LONG {
+            self.name.as_str() == name
+        } else {
+            self.key.bytes.get(..self.key.len as usize) == Some(name.as_bytes())
+        }
+    }
+}
+
+/// Finds a node by name: open addressing over `(hash, node)` pairs packed in
+/// eight bytes, the name itself compared in the node's state. The whole index
+/// of 100k nodes is 2 MiB, and a lookup reads one slot of it.
+#[derive(Debug, Default)]
+struct NodeIndex {
+    /// `hash << 32 | node + 1`, zero when empty; a power of two many (or
+    /// none), at most seven eighths used; linear probing.
+    slots: Vec<u64>,
+}
+
+impl NodeIndex {
+    fn find(&self, states: &[NodeState], name: &str, hash: u32) -> Option<NodeId> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return None;
+            }
+            if (slot >> 32) as u32 == hash {
+                let id = (slot as u32) - 1;
+                if states[id as usize].is_named(name) {
+                    return Some(NodeId(id));
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn place(slots: &mut [u64], slot: u64) {
+        let mask = slots.len() - 1;
+        let mut i = (slot >> 32) as usize & mask;
+        while slots[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        slots[i] = slot;
+    }
+
+    /// Adds node `id`, known not to be in the index yet.
+    fn insert(&mut self, id: NodeId, hash: u32, nodes: usize) {
+        if nodes * 8 > self.slots.len() * 7 {
+            let cap = (self.slots.len() * 2).max(16);
+            let old = std::mem::replace(&mut self.slots, vec![0; cap]);
+            huge_pages(&self.slots);
+            for slot in old.into_iter().filter(|&s| s != 0) {
+                Self::place(&mut self.slots, slot);
+            }
+        }
+        Self::place(&mut self.slots, u64::from(hash) << 32 | u64::from(id.0 + 1));
+    }
+
+    /// Asks the CPU to start loading the slot a lookup of `hash` reads first.
+    fn prefetch(&self, hash: u32) {
+        if !self.slots.is_empty() {
+            prefetch(&self.slots[hash as usize & (self.slots.len() - 1)]);
+        }
+    }
+
+    /// The node a lookup of `hash` most likely ends at, without comparing
+    /// names (which would wait for the node state to load).
+    fn probable(&self, hash: u32) -> Option<NodeId> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return None;
+            }
+            if (slot >> 32) as u32 == hash {
+                return Some(NodeId((slot as u32) - 1));
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+/// Asks Linux to back `buffer`'s spare capacity and contents with 2 MiB
+/// pages where it can, before they are first written. The node states of
+/// 100k nodes span 19 MB: in 4 KiB pages that is more than the TLB covers, so
+/// every signal would also wait for a page-table walk. Only a hint: where
+/// huge pages are off or unavailable nothing changes.
+fn huge_pages<T>(buffer: &Vec<T>) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = buffer.as_ptr() as usize;
+        let end = start + buffer.capacity() * std::mem::size_of::<T>();
+        let (first, last) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+        if last > first {
+            // SAFETY: the range lies inside `buffer`'s allocation; MADV_HUGEPAGE
+            // changes how memory is backed, never what it holds.
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buffer;
+}
+
+/// A hint to load `value`'s cache line; nothing happens where the CPU has no such hint.
+#[inline(always)]
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and does not change memory.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (value as *const T).cast(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 /// The engine's memory of the fleet.
 #[derive(Debug, Default)]
 pub struct Fleet {
-    /// Node names.
-    pub nodes: Interner,
+    nodes: NodeIndex,
     /// Signal types, fault classes, label keys and values.
     pub symbols: Interner,
     states: Vec<NodeState>,
@@ -276,7 +485,12 @@ impl Fleet {
                 return Some(last);
             }
         }
-        self.nodes.get(node).map(|sym| NodeId(sym.0))
+        self.node_id(node)
+    }
+
+    /// The node named `node`, if it is known.
+    fn node_id(&self, node: &str) -> Option<NodeId> {
+        self.nodes.find(&self.states, node, hash_str(node))
     }
 
     /// The symbol of signal type `type`, trying the one last recorded first.
@@ -289,19 +503,52 @@ impl Fleet {
         self.symbols.get(r#type)
     }
 
+    /// Asks the CPU to start loading what handling a signal from `node` will
+    /// read first: the node's index slot. Together with
+    /// [`Fleet::prefetch_state`] a few signals later, this lets a caller that
+    /// knows the next signals overlap their cache misses instead of waiting
+    /// for each in turn. Only a hint: nothing changes.
+    pub fn prefetch_index(&self, node: &str) {
+        self.nodes.prefetch(hash_str(node));
+    }
+
+    /// Asks the CPU to start loading the state of `node` (its index slot
+    /// should be loaded by now, see [`Fleet::prefetch_index`]).
+    pub fn prefetch_state(&self, node: &str) {
+        if let Some(id) = self.nodes.probable(hash_str(node)) {
+            let state = &self.states[id.0 as usize];
+            let lines: *const [u8; 64] = (state as *const NodeState).cast();
+            for line in 0..std::mem::size_of::<NodeState>() / 64 {
+                // SAFETY: the state is `NodeState`-sized and 64-aligned, so each line is inside it.
+                prefetch(unsafe { &*lines.add(line) });
+            }
+        }
+    }
+
     /// Registers a node (or finds it), merges its labels and notes when it was seen.
     pub fn touch(&mut self, node: &str, labels: &Labels, at: Timestamp) -> NodeId {
-        let sym = self.nodes.intern(node);
-        let id = NodeId(sym.0);
-        if id.0 as usize == self.states.len() {
-            self.states.push(NodeState {
-                name: self.nodes.shared(sym).clone(),
-                labels: SmallVec::new(),
-                last_seen: 0,
-                history: History::default(),
-                faults: Vec::new(),
-            });
-        }
+        let hash = hash_str(node);
+        let id = match self.nodes.find(&self.states, node, hash) {
+            Some(id) => id,
+            None => {
+                let id = NodeId(
+                    u32::try_from(self.states.len())
+                        .ok()
+                        .filter(|&n| n < u32::MAX)
+                        .expect("fewer than 2^32 - 1 nodes"),
+                );
+                if self.states.len() == self.states.capacity() {
+                    // Grown by hand so the new buffer can ask for huge pages before it is written.
+                    let mut grown = Vec::with_capacity((self.states.len() * 2).max(64));
+                    huge_pages(&grown);
+                    grown.append(&mut self.states);
+                    self.states = grown;
+                }
+                self.states.push(NodeState::new(node.into()));
+                self.nodes.insert(id, hash, self.states.len());
+                id
+            }
+        };
         self.last_node = Some(id);
         let state = &mut self.states[id.0 as usize];
         state.last_seen = state.last_seen.max(at.millis());
@@ -479,7 +726,7 @@ impl Fleet {
 
     /// The value of one label of the node named `node`, as last seen.
     pub fn label_value(&self, node: &str, key: &str) -> Option<String> {
-        let node = self.nodes.get(node)?;
+        let node = self.node_id(node)?;
         let key = self.symbols.get(key)?;
         self.states[node.0 as usize]
             .labels
@@ -490,8 +737,7 @@ impl Fleet {
 
     /// The labels of the node named `node`, as last seen.
     pub fn labels_named(&self, node: &str) -> Option<Vec<(String, String)>> {
-        let id = self.nodes.get(node)?;
-        Some(self.labels_of(NodeId(id.0)))
+        Some(self.labels_of(self.node_id(node)?))
     }
 
     /// The node's labels as last seen.
@@ -597,6 +843,39 @@ mod tests {
     }
 
     #[test]
+    fn node_state_is_three_cache_lines() {
+        assert_eq!(std::mem::size_of::<NodeState>(), 192);
+    }
+
+    #[test]
+    fn nodes_are_found_by_short_and_long_names_across_growth() {
+        let mut fleet = Fleet::default();
+        let long = "a-node-name-longer-than-the-inline-key.example.internal";
+        let names: Vec<String> = (0..5000)
+            .map(|i| {
+                if i % 3 == 0 {
+                    format!("{long}-{i}")
+                } else {
+                    format!("n{i}")
+                }
+            })
+            .collect();
+        let ids: Vec<NodeId> = names
+            .iter()
+            .map(|n| fleet.touch(n, &Labels::default(), at(0)))
+            .collect();
+        for (name, id) in names.iter().zip(&ids) {
+            assert_eq!(fleet.touch(name, &Labels::default(), at(1)), *id);
+            assert_eq!(fleet.node_id(name), Some(*id));
+            assert_eq!(fleet.node_name(*id), name.as_str());
+        }
+        assert_eq!(fleet.known_nodes(), 5000);
+        assert_eq!(fleet.node_id("n5000"), None);
+        assert_eq!(fleet.node_id(&format!("{long}-1")), None);
+        assert_eq!(fleet.node_id(""), None);
+    }
+
+    #[test]
     fn interner_finds_every_name_across_growth() {
         let mut names = Interner::default();
         assert_eq!(names.get("n0"), None);
@@ -670,6 +949,42 @@ mod tests {
             0
         );
         assert_eq!(fleet.known_nodes(), 1);
+    }
+
+    #[test]
+    fn label_lists_merge_exactly_in_any_order_and_length() {
+        let mut f = Fleet::default();
+        let mut l = Labels::default();
+        l.insert("rack", "r1");
+        l.insert("cluster", "c1");
+        let n = f.touch("n1", &l, at(0));
+        f.touch("n2", &l, at(0));
+        assert_eq!(f.touch("n1", &l, at(1)), n);
+        assert_eq!(f.known_in("rack", "r1"), 2);
+        // Same keys in another order, a value with a control character, a
+        // long key: all merge exactly.
+        let mut reordered = Labels::default();
+        reordered.insert("cluster", "c1");
+        reordered.insert("rack", "r1");
+        f.touch("n1", &reordered, at(2));
+        let mut tricky = Labels::default();
+        tricky.insert("rack", "r1\u{2}cl");
+        f.touch("n1", &tricky, at(3));
+        assert_eq!(f.label_value("n1", "rack").as_deref(), Some("r1\u{2}cl"));
+        let long = "k".repeat(200);
+        let mut big = Labels::default();
+        big.insert(long.as_str(), "v");
+        big.insert("rack", "r2");
+        f.touch("n1", &big, at(4));
+        f.touch("n1", &big, at(5));
+        assert_eq!(f.label_value("n1", &long).as_deref(), Some("v"));
+        assert_eq!(f.label_value("n1", "rack").as_deref(), Some("r2"));
+        // Back to the first list: the rack moves back.
+        f.touch("n1", &l, at(6));
+        assert_eq!(f.label_value("n1", "rack").as_deref(), Some("r1"));
+        assert_eq!(f.known_in("rack", "r1"), 2);
+        assert_eq!(f.known_in("rack", "r2"), 0);
+        assert_eq!(f.label_value("n1", "cluster").as_deref(), Some("c1"));
     }
 
     #[test]
