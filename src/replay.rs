@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use remedy_collectors::JsonLines;
-use remedy_engine::{Decision, Event, Step, Timestamp};
+use remedy_engine::{Decision, Event, Lookahead, Step, Timestamp};
 
 use crate::pipeline::Pipeline;
 
@@ -161,17 +161,37 @@ pub fn replay<R: BufRead>(
     let mut step = Step::default();
     let mut decisions = Vec::new();
     let mut seen = 0_u64;
-    while let Some(line) = lines.next() {
-        let line = line?;
-        seen += 1;
-        if seen % PROGRESS_EVERY == 0 {
-            let rate = summary.signals as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_position(lines.bytes_read());
-            bar.set_message(format!(
-                "{} signals, {:.0}/s, {} rejected",
-                summary.signals, rate, summary.rejected
-            ));
-        }
+    // Lines are decoded a few ahead of their turn so the engine can start
+    // loading their nodes' state early; they are handled in input order.
+    let mut ahead = Lookahead::default();
+    let mut read_error = None;
+    loop {
+        let line = match read_error.is_none().then(|| lines.next()).flatten() {
+            Some(Ok(line)) => {
+                seen += 1;
+                if seen % PROGRESS_EVERY == 0 {
+                    let rate = summary.signals as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                    bar.set_position(lines.bytes_read());
+                    bar.set_message(format!(
+                        "{} signals, {:.0}/s, {} rejected",
+                        summary.signals, rate, summary.rejected
+                    ));
+                }
+                match ahead.push(&pipeline.engine, line, |l| l.signal.as_ref().ok()) {
+                    Some(line) => line,
+                    None => continue,
+                }
+            }
+            // The lines read before the error are still handled, then it is reported.
+            Some(Err(e)) => {
+                read_error = Some(e);
+                continue;
+            }
+            None => match ahead.pop() {
+                Some(line) => line,
+                None => break,
+            },
+        };
         let signal = match line.signal {
             Ok(s) => s,
             Err(reason) => {
@@ -232,6 +252,10 @@ pub fn replay<R: BufRead>(
     match out.flush() {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(e),
         _ => {}
+    }
+    if let Some(e) = read_error {
+        bar.finish_and_clear();
+        return Err(e);
     }
     bar.finish_and_clear();
     summary.elapsed = started.elapsed();

@@ -9,6 +9,7 @@
 pub mod decision;
 pub mod fleet;
 pub mod lifecycle;
+pub mod lookahead;
 pub mod policy;
 pub mod rules;
 pub mod signal;
@@ -16,6 +17,7 @@ pub mod time;
 
 pub use decision::{Decision, Event, Intent, Outcome, Severity, Trigger};
 pub use lifecycle::{Engine, Options, Output, Step};
+pub use lookahead::Lookahead;
 pub use policy::{Escalation, Flap, Policies, Policy};
 pub use rules::{Classification, LoadError, Problem, RuleError, RuleSet, Sandbox, Sources};
 pub use signal::{DecodeError, Kind, Labels, Signal};

@@ -251,6 +251,17 @@ impl Engine {
         f(&self.world.borrow().fleet)
     }
 
+    /// Hints that `signal` comes soon: its node's index slot starts loading
+    /// (see [`crate::Lookahead`], which calls this and the next one).
+    pub fn prefetch_index(&self, signal: &Signal) {
+        self.world.borrow().fleet.prefetch_index(&signal.node);
+    }
+
+    /// Hints that `signal` comes very soon: its node's state starts loading.
+    pub fn prefetch_state(&self, signal: &Signal) {
+        self.world.borrow().fleet.prefetch_state(&signal.node);
+    }
+
     /// Processes one signal at event time `now` (used when the signal has no `ts`).
     pub fn on_signal(&mut self, signal: Signal, now: Timestamp) -> Step {
         let mut step = Step::default();
