@@ -592,6 +592,11 @@ impl Fleet {
         let (Some(node), Some(r#type)) = (self.find_node(node), self.find_type(r#type)) else {
             return 0;
         };
+        self.count_within(node, r#type, seconds, now)
+    }
+
+    /// Signals of `type` from `node` within the last `seconds` before `now`, as [`Fleet::events_within`].
+    pub fn count_within(&self, node: NodeId, r#type: Sym, seconds: i64, now: Timestamp) -> usize {
         self.states[node.0 as usize]
             .history
             .count_within(r#type, offset_secs(now), seconds)

@@ -298,14 +298,21 @@ impl Engine {
         }
 
         let all = self.rules.rules_for(r#type);
-        // `VALUE_ABOVE` gates: a rule that declared one is not asked about a
-        // signal whose value does not exceed it (or that has no value).
+        // Gates: a rule that declared `VALUE_ABOVE` is not asked about a
+        // signal whose value does not exceed it (or that has no value), one
+        // that declared `EVENTS_AT_LEAST` not until the node sent that many.
         let mut gated: SmallVec<[usize; 4]> = SmallVec::new();
         let rules: &[usize] = match self.rules.gates_for(r#type) {
             None => all,
             Some(gates) => {
+                let w = self.world.borrow();
                 gated.extend(all.iter().zip(gates).filter_map(|(&i, gate)| {
-                    let pass = gate.is_none_or(|g| signal.value.is_some_and(|v| v > g));
+                    let pass = gate
+                        .value_above
+                        .is_none_or(|g| signal.value.is_some_and(|v| v > g))
+                        && gate.events_at_least.is_none_or(|(count, seconds)| {
+                            w.fleet.count_within(node, r#type, seconds, at) >= count
+                        });
                     pass.then_some(i)
                 }));
                 &gated
@@ -822,6 +829,25 @@ mod tests {
         let asked = load(Some(2.5), 2);
         assert_eq!(asked.prints, ["asked about 2.5"]);
         assert_eq!(first_decision(&asked).fault, "high_load");
+    }
+
+    #[test]
+    fn an_events_at_least_gate_asks_the_rule_only_from_the_nth_signal_in_its_window() {
+        let mut e = engine(&[(
+            "g.rhai",
+            r#"const TYPES = ["crash"]; const EVENTS_AT_LEAST = #{ "crash": [3, 600] };
+               fn classify(s) { print(`asked at ${events_within(s.node, s.type, 600)}`); #{ fault: "crashing" } }"#,
+        )]);
+        let mut crash = |node, secs| e.on_signal(sig(node, "crash", secs), Timestamp::default());
+        // Spread wider than the window: never three within 600 s.
+        for secs in [0, 400, 800, 1200] {
+            assert!(crash("n1", secs).evaluated.is_empty(), "at {secs}");
+        }
+        assert!(crash("n2", 1300).evaluated.is_empty());
+        let third = crash("n1", 1300);
+        assert_eq!(third.prints, ["asked at 3"]);
+        assert_eq!(first_decision(&third).fault, "crashing");
+        assert!(crash("n2", 1301).evaluated.is_empty(), "counted per node");
     }
 
     #[test]

@@ -338,6 +338,25 @@ struct Rule {
     types: Option<Vec<String>>,
     /// `VALUE_ABOVE`: per type, the value a signal must exceed to be asked about.
     value_above: Vec<(String, f64)>,
+    /// `EVENTS_AT_LEAST`: per type, how many signals of it the node must
+    /// have sent within how many seconds for this one to be asked about.
+    events_at_least: Vec<(String, (usize, i64))>,
+}
+
+/// What a signal of one type must show before one rule is asked about it:
+/// the rule's own declaration that it has nothing to say otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Gate {
+    /// `VALUE_ABOVE`: the signal's value must exceed this.
+    pub value_above: Option<f64>,
+    /// `EVENTS_AT_LEAST`: `events_within(node, type, seconds)` must reach this count.
+    pub events_at_least: Option<(usize, i64)>,
+}
+
+impl Gate {
+    fn is_open(&self) -> bool {
+        self.value_above.is_none() && self.events_at_least.is_none()
+    }
 }
 
 /// Every rule of a directory, compiled and indexed by signal type.
@@ -345,9 +364,9 @@ pub struct RuleSet {
     rhai: Rhai,
     rules: Vec<Rule>,
     by_type: FxHashMap<Sym, Vec<usize>>,
-    /// For types some rule gates with `VALUE_ABOVE`: one entry per rule in
-    /// `by_type`'s list, the value to exceed (None: no gate).
-    gates: FxHashMap<Sym, Vec<Option<f64>>>,
+    /// For types some rule gates (`VALUE_ABOVE`, `EVENTS_AT_LEAST`): one
+    /// entry per rule in `by_type`'s list.
+    gates: FxHashMap<Sym, Vec<Gate>>,
     catch_all: Vec<usize>,
     scope: RefCell<Scope<'static>>,
     world: Rc<RefCell<World>>,
@@ -684,17 +703,14 @@ impl RuleSet {
             let symbols = &w.fleet.symbols;
             for (&t, list) in &by_type {
                 let name = symbols.name(t).to_string();
-                let gate: Vec<Option<f64>> = list
+                let gate: Vec<Gate> = list
                     .iter()
-                    .map(|&i| {
-                        rules[i]
-                            .value_above
-                            .iter()
-                            .find(|(ty, _)| *ty == name)
-                            .map(|&(_, v)| v)
+                    .map(|&i| Gate {
+                        value_above: find_gate(&rules[i].value_above, &name),
+                        events_at_least: find_gate(&rules[i].events_at_least, &name),
                     })
                     .collect();
-                if gate.iter().any(Option::is_some) {
+                if gate.iter().any(|g| !g.is_open()) {
                     gates.insert(t, gate);
                 }
             }
@@ -747,9 +763,9 @@ impl RuleSet {
             .map_or(&self.catch_all, Vec::as_slice)
     }
 
-    /// The `VALUE_ABOVE` gates of [`RuleSet::rules_for`]'s list, one per rule,
-    /// when any rule gates this type.
-    pub fn gates_for(&self, r#type: Sym) -> Option<&[Option<f64>]> {
+    /// The gates of [`RuleSet::rules_for`]'s list, one per rule, when any
+    /// rule gates this type.
+    pub fn gates_for(&self, r#type: Sym) -> Option<&[Gate]> {
         self.gates.get(&r#type).map(Vec::as_slice)
     }
 
@@ -853,43 +869,20 @@ fn compile_one(rhai: &Rhai, name: &str, source: &str) -> Result<Rule, (usize, us
             Some(types)
         }
     };
-    let value_above = match scope.get("VALUE_ABOVE") {
-        None => Vec::new(),
-        Some(value) => {
-            let (line, column) = locate(source, "VALUE_ABOVE");
-            let bad = |what: String| (line, column, what);
-            let map = value.clone().try_cast::<Map>().ok_or_else(|| {
-                bad(format!(
-                    "`VALUE_ABOVE` must be a map of signal type to number, got {}",
-                    value.type_name()
-                ))
-            })?;
-            let Some(types) = &types else {
-                return Err(bad(
-                    "`VALUE_ABOVE` needs `TYPES`: it gates types the rule declares".into(),
-                ));
-            };
-            let mut gates = Vec::with_capacity(map.len());
-            for (t, v) in map {
-                let t = t.to_string();
-                if !types.contains(&t) {
-                    return Err(bad(format!(
-                        "`VALUE_ABOVE` names {t:?}, which is not in `TYPES`"
-                    )));
-                }
-                let v = v
-                    .as_float()
-                    .or_else(|_| v.as_int().map(|i| i as f64))
-                    .map_err(|got| {
-                        bad(format!(
-                            "`VALUE_ABOVE` for {t:?} must be a number, got {got}"
-                        ))
-                    })?;
-                gates.push((t, v));
-            }
-            gates
+    let value_above = gate_map(&scope, source, types.as_ref(), "VALUE_ABOVE", |v| {
+        v.as_float()
+            .or_else(|_| v.as_int().map(|i| i as f64))
+            .map_err(|got| format!("must be a number, got {got}"))
+    })?;
+    let events_at_least = gate_map(&scope, source, types.as_ref(), "EVENTS_AT_LEAST", |v| {
+        let pair = v.clone().into_typed_array::<i64>().ok();
+        match pair.as_deref() {
+            Some(&[count, seconds]) if count > 0 && seconds > 0 => Ok((count as usize, seconds)),
+            _ => Err(format!(
+                "must be [count, seconds], two positive whole numbers, got {v}"
+            )),
         }
-    };
+    })?;
     let mut constants = Scope::new();
     for (var, is_constant, value) in scope.iter() {
         if is_constant {
@@ -903,7 +896,52 @@ fn compile_one(rhai: &Rhai, name: &str, source: &str) -> Result<Rule, (usize, us
         ast,
         types,
         value_above,
+        events_at_least,
     })
+}
+
+/// The threshold a gate declaration sets for signal type `name`.
+fn find_gate<T: Copy>(gates: &[(String, T)], name: &str) -> Option<T> {
+    gates.iter().find(|(ty, _)| ty == name).map(|&(_, g)| g)
+}
+
+/// A rule's optional gate declaration `NAME`: a map from signal types the
+/// rule declares in `TYPES` to a threshold `parse` reads.
+fn gate_map<T>(
+    scope: &Scope,
+    source: &str,
+    types: Option<&Vec<String>>,
+    name: &str,
+    parse: impl Fn(&Dynamic) -> Result<T, String>,
+) -> Result<Vec<(String, T)>, (usize, usize, String)> {
+    let Some(value) = scope.get(name) else {
+        return Ok(Vec::new());
+    };
+    let (line, column) = locate(source, name);
+    let bad = |what: String| (line, column, what);
+    let map = value.clone().try_cast::<Map>().ok_or_else(|| {
+        bad(format!(
+            "`{name}` must be a map of signal type to threshold, got {}",
+            value.type_name()
+        ))
+    })?;
+    let Some(types) = types else {
+        return Err(bad(format!(
+            "`{name}` needs `TYPES`: it gates types the rule declares"
+        )));
+    };
+    let mut gates = Vec::with_capacity(map.len());
+    for (t, v) in map {
+        let t = t.to_string();
+        if !types.contains(&t) {
+            return Err(bad(format!(
+                "`{name}` names {t:?}, which is not in `TYPES`"
+            )));
+        }
+        let v = parse(&v).map_err(|why| bad(format!("`{name}` for {t:?} {why}")))?;
+        gates.push((t, v));
+    }
+    Ok(gates)
 }
 
 #[cfg(test)]
@@ -1087,7 +1125,11 @@ mod tests {
                 w.fleet.symbols.intern("x"),
             )
         };
-        assert_eq!(rules.gates_for(load), Some(&[Some(2.0)][..]));
+        let gate = Gate {
+            value_above: Some(2.0),
+            events_at_least: None,
+        };
+        assert_eq!(rules.gates_for(load), Some(&[gate][..]));
         assert_eq!(
             rules.gates_for(x),
             None,
@@ -1112,6 +1154,48 @@ mod tests {
         );
         assert!(found[2].contains("must be a number"), "{found:?}");
         assert!(found[3].contains("must be a map"), "{found:?}");
+    }
+
+    #[test]
+    fn events_at_least_gates_a_declared_type_and_is_checked() {
+        let rules = set(&[(
+            "g.rhai",
+            r#"const N = 3; const TYPES = ["crash", "x"]; const EVENTS_AT_LEAST = #{ "crash": [N, 600] };
+               fn classify(s) { () }"#,
+        )])
+        .unwrap();
+        let crash = rules.world().borrow_mut().fleet.symbols.intern("crash");
+        let gate = Gate {
+            value_above: None,
+            events_at_least: Some((3, 600)),
+        };
+        assert_eq!(rules.gates_for(crash), Some(&[gate][..]));
+        let found = problems(
+            set(&[
+                ("a.rhai", "const EVENTS_AT_LEAST = #{ \"x\": [1, 60] };\nfn classify(s) { () }"),
+                ("b.rhai", "const TYPES = [\"x\"];\nconst EVENTS_AT_LEAST = #{ \"y\": [1, 60] };\nfn classify(s) { () }"),
+                ("c.rhai", "const TYPES = [\"x\"];\nconst EVENTS_AT_LEAST = #{ \"x\": 3 };\nfn classify(s) { () }"),
+                ("d.rhai", "const TYPES = [\"x\"];\nconst EVENTS_AT_LEAST = #{ \"x\": [0, 60] };\nfn classify(s) { () }"),
+                ("e.rhai", "const TYPES = [\"x\"];\nconst EVENTS_AT_LEAST = #{ \"x\": [2, 60, 1] };\nfn classify(s) { () }"),
+            ])
+            .unwrap_err(),
+        );
+        assert!(
+            found[0].starts_with("a.rhai:1:7: `EVENTS_AT_LEAST` needs `TYPES`"),
+            "{found:?}"
+        );
+        assert!(
+            found[1]
+                .starts_with("b.rhai:2:7: `EVENTS_AT_LEAST` names \"y\", which is not in `TYPES`"),
+            "{found:?}"
+        );
+        for f in &found[2..] {
+            assert!(
+                f.contains("`EVENTS_AT_LEAST` for \"x\" must be [count, seconds]"),
+                "{found:?}"
+            );
+        }
+        assert_eq!(found.len(), 5, "{found:?}");
     }
 
     #[test]
