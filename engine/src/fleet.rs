@@ -21,37 +21,28 @@ use crate::time::Timestamp;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sym(u32);
 
-/// Strings stored once each and numbered: the names sit back to back in one
-/// buffer, and the index is an open-addressing table of `(hash, symbol)`
-/// pairs packed in eight bytes. A lookup reads one slot and compares against
-/// the compact buffer, which stays in cache, instead of chasing a pointer per
-/// name into the heap.
+/// An open-addressing table of `(hash, id)` pairs packed in eight bytes
+/// (`hash << 32 | id + 1`, zero when empty), a power of two many (or none),
+/// linear probing. What an id names is kept elsewhere and compared there.
 #[derive(Default, Debug)]
-struct Strings {
-    /// `hash << 32 | symbol + 1`, zero when empty; a power of two many (or
-    /// none), at most three quarters used; linear probing.
-    slots: Vec<u64>,
-    /// Every string, back to back.
-    text: String,
-    /// Where each string ends in `text` (it starts where the one before ends).
-    ends: Vec<u32>,
-}
+struct Slots(Vec<u64>);
 
-impl Strings {
-    fn find(&self, text: &str, hash: u32) -> Option<Sym> {
-        if self.slots.is_empty() {
+impl Slots {
+    /// The first id under `hash` that `is` accepts.
+    fn find(&self, hash: u32, mut is: impl FnMut(u32) -> bool) -> Option<u32> {
+        if self.0.is_empty() {
             return None;
         }
-        let mask = self.slots.len() - 1;
+        let mask = self.0.len() - 1;
         let mut i = hash as usize & mask;
         loop {
-            let slot = self.slots[i];
+            let slot = self.0[i];
             if slot == 0 {
                 return None;
             }
-            let sym = Sym((slot as u32) - 1);
-            if (slot >> 32) as u32 == hash && self.get(sym) == text {
-                return Some(sym);
+            let id = (slot as u32) - 1;
+            if (slot >> 32) as u32 == hash && is(id) {
+                return Some(id);
             }
             i = (i + 1) & mask;
         }
@@ -66,31 +57,64 @@ impl Strings {
         slots[i] = slot;
     }
 
+    /// Adds `id` (not in the table yet) under `hash`, first growing the
+    /// table if `ids` ids would fill more than `eighths` eighths of it.
+    fn insert(&mut self, hash: u32, id: u32, ids: usize, eighths: usize) {
+        if ids * 8 > self.0.len() * eighths {
+            let cap = (self.0.len() * 2).max(16);
+            let old = std::mem::replace(&mut self.0, vec![0; cap]);
+            huge_pages(&self.0);
+            for slot in old.into_iter().filter(|&s| s != 0) {
+                Self::place(&mut self.0, slot);
+            }
+        }
+        Self::place(&mut self.0, u64::from(hash) << 32 | u64::from(id + 1));
+    }
+
+    /// Asks the CPU to start loading the slot a lookup of `hash` reads first.
+    fn prefetch(&self, hash: u32) {
+        if !self.0.is_empty() {
+            prefetch(&self.0[hash as usize & (self.0.len() - 1)]);
+        }
+    }
+}
+
+/// Strings stored once each and numbered: the names sit back to back in one
+/// buffer, indexed by [`Slots`]. A lookup reads one slot and compares
+/// against the compact buffer, which stays in cache, instead of chasing a
+/// pointer per name into the heap.
+#[derive(Default, Debug)]
+struct Strings {
+    /// At most three quarters used.
+    slots: Slots,
+    /// Every string, back to back.
+    text: String,
+    /// Where each string ends in `text` (it starts where the one before ends).
+    ends: Vec<u32>,
+}
+
+impl Strings {
+    fn find(&self, text: &str, hash: u32) -> Option<Sym> {
+        self.slots
+            .find(hash, |sym| self.get(Sym(sym)) == text)
+            .map(Sym)
+    }
+
     /// The symbol of `text`, and whether it is new.
     fn intern(&mut self, text: &str) -> (Sym, bool) {
         let hash = hash_str(text);
         if let Some(sym) = self.find(text, hash) {
             return (sym, false);
         }
-        let sym = Sym(u32::try_from(self.ends.len())
+        let sym = u32::try_from(self.ends.len())
             .ok()
             .filter(|&n| n < u32::MAX)
-            .expect("fewer than 2^32 - 1 distinct strings"));
-        if (self.ends.len() + 1) * 4 > self.slots.len() * 3 {
-            let cap = (self.slots.len() * 2).max(16);
-            let old = std::mem::replace(&mut self.slots, vec![0; cap]);
-            for slot in old.into_iter().filter(|&s| s != 0) {
-                Self::place(&mut self.slots, slot);
-            }
-        }
+            .expect("fewer than 2^32 - 1 distinct strings");
         self.text.push_str(text);
         self.ends
             .push(u32::try_from(self.text.len()).expect("interned strings fit in 4 GiB"));
-        Self::place(
-            &mut self.slots,
-            u64::from(hash) << 32 | u64::from(sym.0 + 1),
-        );
-        (sym, true)
+        self.slots.insert(hash, sym, self.ends.len(), 6);
+        (Sym(sym), true)
     }
 
     fn get(&self, sym: Sym) -> &str {
@@ -322,85 +346,36 @@ impl NodeState {
     }
 }
 
-/// Finds a node by name: open addressing over `(hash, node)` pairs packed in
-/// eight bytes, the name itself compared in the node's state. The whole index
-/// of 100k nodes is 2 MiB, and a lookup reads one slot of it.
+/// Finds a node by name: [`Slots`] of `(hash, node)`, the name itself
+/// compared in the node's state. The whole index of 100k nodes is 2 MiB,
+/// and a lookup reads one slot of it.
 #[derive(Debug, Default)]
 struct NodeIndex {
-    /// `hash << 32 | node + 1`, zero when empty; a power of two many (or
-    /// none), at most seven eighths used; linear probing.
-    slots: Vec<u64>,
+    /// At most seven eighths used.
+    slots: Slots,
 }
 
 impl NodeIndex {
     fn find(&self, states: &[NodeState], name: &str, hash: u32) -> Option<NodeId> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
-        loop {
-            let slot = self.slots[i];
-            if slot == 0 {
-                return None;
-            }
-            if (slot >> 32) as u32 == hash {
-                let id = (slot as u32) - 1;
-                if states[id as usize].is_named(name) {
-                    return Some(NodeId(id));
-                }
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    fn place(slots: &mut [u64], slot: u64) {
-        let mask = slots.len() - 1;
-        let mut i = (slot >> 32) as usize & mask;
-        while slots[i] != 0 {
-            i = (i + 1) & mask;
-        }
-        slots[i] = slot;
+        self.slots
+            .find(hash, |id| states[id as usize].is_named(name))
+            .map(NodeId)
     }
 
     /// Adds node `id`, known not to be in the index yet.
     fn insert(&mut self, id: NodeId, hash: u32, nodes: usize) {
-        if nodes * 8 > self.slots.len() * 7 {
-            let cap = (self.slots.len() * 2).max(16);
-            let old = std::mem::replace(&mut self.slots, vec![0; cap]);
-            huge_pages(&self.slots);
-            for slot in old.into_iter().filter(|&s| s != 0) {
-                Self::place(&mut self.slots, slot);
-            }
-        }
-        Self::place(&mut self.slots, u64::from(hash) << 32 | u64::from(id.0 + 1));
+        self.slots.insert(hash, id.0, nodes, 7);
     }
 
     /// Asks the CPU to start loading the slot a lookup of `hash` reads first.
     fn prefetch(&self, hash: u32) {
-        if !self.slots.is_empty() {
-            prefetch(&self.slots[hash as usize & (self.slots.len() - 1)]);
-        }
+        self.slots.prefetch(hash);
     }
 
     /// The node a lookup of `hash` most likely ends at, without comparing
     /// names (which would wait for the node state to load).
     fn probable(&self, hash: u32) -> Option<NodeId> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
-        loop {
-            let slot = self.slots[i];
-            if slot == 0 {
-                return None;
-            }
-            if (slot >> 32) as u32 == hash {
-                return Some(NodeId((slot as u32) - 1));
-            }
-            i = (i + 1) & mask;
-        }
+        self.slots.find(hash, |_| true).map(NodeId)
     }
 }
 
