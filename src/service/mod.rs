@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use remedy_actions::{Executors, Job, Silence};
-use remedy_engine::{Decision, Intent, Outcome, Severity, Signal, Step, Timestamp, Trigger};
+use remedy_engine::{
+    Decision, Intent, Lookahead, Outcome, Severity, Signal, Step, Timestamp, Trigger,
+};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -332,7 +334,15 @@ impl Decider {
                 }
                 Command::Ingest { signals, reply } => {
                     let n = signals.len();
+                    // In order, with each node's state loading a few signals ahead (as replay does).
+                    let mut ahead = Lookahead::default();
                     for signal in signals {
+                        if let Some(signal) = ahead.push(&self.pipeline.engine, signal, |s| Some(s))
+                        {
+                            self.decide(signal);
+                        }
+                    }
+                    while let Some(signal) = ahead.pop() {
                         self.decide(signal);
                     }
                     let _ = reply.send(self.journal().map(|()| n));
