@@ -1135,25 +1135,52 @@ mod tests {
             None,
             "only the types it names are gated"
         );
-        let found = problems(
-            set(&[
-                ("a.rhai", "const VALUE_ABOVE = #{ \"x\": 1 };\nfn classify(s) { () }"),
-                ("b.rhai", "const TYPES = [\"x\"];\nconst VALUE_ABOVE = #{ \"y\": 1 };\nfn classify(s) { () }"),
-                ("c.rhai", "const TYPES = [\"x\"];\nconst VALUE_ABOVE = #{ \"x\": \"high\" };\nfn classify(s) { () }"),
-                ("d.rhai", "const TYPES = [\"x\"];\nconst VALUE_ABOVE = 3;\nfn classify(s) { () }"),
-            ])
-            .unwrap_err(),
-        );
+        let found = gate_problems("VALUE_ABOVE", "1", &["\"high\""]);
         assert!(
-            found[0].starts_with("a.rhai:1:7: `VALUE_ABOVE` needs `TYPES`"),
+            found[2].contains("`VALUE_ABOVE` for \"x\" must be a number"),
             "{found:?}"
         );
-        assert!(
-            found[1].starts_with("b.rhai:2:7: `VALUE_ABOVE` names \"y\", which is not in `TYPES`"),
-            "{found:?}"
-        );
-        assert!(found[2].contains("must be a number"), "{found:?}");
         assert!(found[3].contains("must be a map"), "{found:?}");
+    }
+
+    /// The problems of rules declaring gate `name` wrongly: without TYPES,
+    /// for an undeclared type (both with threshold `good`), each of `bad`
+    /// as the threshold, and not as a map.
+    fn gate_problems(name: &str, good: &str, bad: &[&str]) -> Vec<String> {
+        let types = "const TYPES = [\"x\"];\n";
+        let rule = |decl: String| format!("{decl}\nfn classify(s) {{ () }}");
+        let mut sources = vec![
+            (
+                "a.rhai".to_string(),
+                rule(format!("const {name} = #{{ \"x\": {good} }};")),
+            ),
+            (
+                "b.rhai".into(),
+                rule(format!("{types}const {name} = #{{ \"y\": {good} }};")),
+            ),
+        ];
+        for (i, value) in bad.iter().enumerate() {
+            let decl = format!("{types}const {name} = #{{ \"x\": {value} }};");
+            sources.push((format!("c{i}.rhai"), rule(decl)));
+        }
+        sources.push(("d.rhai".into(), rule(format!("{types}const {name} = 3;"))));
+        let list: Vec<(&str, &str)> = sources
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.as_str()))
+            .collect();
+        let found = problems(set(&list).unwrap_err());
+        assert_eq!(found.len(), sources.len(), "{found:?}");
+        assert!(
+            found[0].starts_with(&format!("a.rhai:1:7: `{name}` needs `TYPES`")),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with(&format!(
+                "b.rhai:2:7: `{name}` names \"y\", which is not in `TYPES`"
+            )),
+            "{found:?}"
+        );
+        found
     }
 
     #[test]
@@ -1170,32 +1197,18 @@ mod tests {
             events_at_least: Some((3, 600)),
         };
         assert_eq!(rules.gates_for(crash), Some(&[gate][..]));
-        let found = problems(
-            set(&[
-                ("a.rhai", "const EVENTS_AT_LEAST = #{ \"x\": [1, 60] };\nfn classify(s) { () }"),
-                ("b.rhai", "const TYPES = [\"x\"];\nconst EVENTS_AT_LEAST = #{ \"y\": [1, 60] };\nfn classify(s) { () }"),
-                ("c.rhai", "const TYPES = [\"x\"];\nconst EVENTS_AT_LEAST = #{ \"x\": 3 };\nfn classify(s) { () }"),
-                ("d.rhai", "const TYPES = [\"x\"];\nconst EVENTS_AT_LEAST = #{ \"x\": [0, 60] };\nfn classify(s) { () }"),
-                ("e.rhai", "const TYPES = [\"x\"];\nconst EVENTS_AT_LEAST = #{ \"x\": [2, 60, 1] };\nfn classify(s) { () }"),
-            ])
-            .unwrap_err(),
+        let found = gate_problems(
+            "EVENTS_AT_LEAST",
+            "[1, 60]",
+            &["3", "[0, 60]", "[2, 60, 1]"],
         );
-        assert!(
-            found[0].starts_with("a.rhai:1:7: `EVENTS_AT_LEAST` needs `TYPES`"),
-            "{found:?}"
-        );
-        assert!(
-            found[1]
-                .starts_with("b.rhai:2:7: `EVENTS_AT_LEAST` names \"y\", which is not in `TYPES`"),
-            "{found:?}"
-        );
-        for f in &found[2..] {
+        for f in &found[2..5] {
             assert!(
                 f.contains("`EVENTS_AT_LEAST` for \"x\" must be [count, seconds]"),
                 "{found:?}"
             );
         }
-        assert_eq!(found.len(), 5, "{found:?}");
+        assert!(found[5].contains("must be a map"), "{found:?}");
     }
 
     #[test]
