@@ -10,22 +10,18 @@
 //! is dropped silently; after a retry a decision can appear twice, and a
 //! retried decision can land after a later one of the same node.
 //!
-//! Also here: what the Kafka pieces of this crate share (the `options`
-//! passthrough of librdkafka settings, with secrets kept out of Debug output,
-//! and librdkafka's logs routed to `tracing`).
+//! Also here: the producer both Kafka pieces of this crate use (the
+//! `options` passthrough and secret redaction are `remedy_kafka`'s).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::ConsumerContext;
+use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use remedy_engine::Decision;
-use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
+use remedy_kafka::{describe, KafkaLog};
 
 /// How long a publish keeps retrying by default.
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
@@ -217,136 +213,12 @@ pub(crate) fn producer(
     config.create_with_context(KafkaLog)
 }
 
-/// librdkafka's reason, without the value of a secret setting.
-pub(crate) fn describe(e: &RdKafkaError) -> String {
-    match e {
-        RdKafkaError::ClientConfig(_, _, key, _) if is_secret(key) => {
-            format!("{key}: invalid value (not shown: it is a secret)")
-        }
-        RdKafkaError::ClientConfig(_, why, key, value) => format!("{key} = {value:?}: {why}"),
-        other => other.to_string(),
-    }
-}
-
-/// librdkafka's logs and errors, as `tracing` events of target `librdkafka`.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct KafkaLog;
-
-impl ClientContext for KafkaLog {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility, "{message}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", facility, "{message}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
-        }
-    }
-
-    fn error(&self, error: RdKafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", "{error}: {reason}");
-    }
-}
-
-impl ConsumerContext for KafkaLog {}
-
-/// Reads a table of librdkafka settings (the `options` key) whose values
-/// are strings, numbers or booleans, as librdkafka's strings.
-pub(crate) fn settings<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<BTreeMap<String, String>, D::Error> {
-    struct Setting(String);
-    impl<'de> Deserialize<'de> for Setting {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl Visitor<'_> for V {
-                type Value = Setting;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a string, number or boolean (a librdkafka setting)")
-                }
-                fn visit_str<E: de::Error>(self, v: &str) -> Result<Setting, E> {
-                    Ok(Setting(v.to_string()))
-                }
-                fn visit_i64<E: de::Error>(self, v: i64) -> Result<Setting, E> {
-                    Ok(Setting(v.to_string()))
-                }
-                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Setting, E> {
-                    Ok(Setting(v.to_string()))
-                }
-                fn visit_f64<E: de::Error>(self, v: f64) -> Result<Setting, E> {
-                    Ok(Setting(v.to_string()))
-                }
-                fn visit_bool<E: de::Error>(self, v: bool) -> Result<Setting, E> {
-                    Ok(Setting(v.to_string()))
-                }
-            }
-            d.deserialize_any(V)
-        }
-    }
-    let raw = BTreeMap::<String, Setting>::deserialize(d)?;
-    Ok(raw.into_iter().map(|(k, v)| (k, v.0)).collect())
-}
-
-/// librdkafka settings for Debug output: values of secret settings hidden.
-pub(crate) struct Redacted<'a>(pub &'a BTreeMap<String, String>);
-
-impl fmt::Debug for Redacted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| {
-                let shown = if is_secret(k) {
-                    "<redacted>"
-                } else {
-                    v.as_str()
-                };
-                (k, shown)
-            }))
-            .finish()
-    }
-}
-
-/// Whether a librdkafka setting holds a secret (passwords, keys, tokens).
-fn is_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "token",
-        "key",
-        "sasl.oauthbearer.config",
-    ]
-    .iter()
-    .any(|word| key.contains(word))
-        && !key.ends_with(".location")
-}
-
 #[cfg(test)]
 mod tests {
     use remedy_engine::{Outcome, Severity, Timestamp};
     use remedy_testkit::{read, Tansu};
 
     use super::*;
-
-    #[test]
-    fn secret_options_stay_out_of_debug_output() {
-        let options = BTreeMap::from([
-            ("sasl.password".to_string(), "hunter2".to_string()),
-            ("ssl.key.pem".to_string(), "-----BEGIN".to_string()),
-            ("sasl.username".to_string(), "remedy".to_string()),
-        ]);
-        let shown = format!("{:?}", Redacted(&options));
-        assert!(
-            !shown.contains("hunter2") && !shown.contains("BEGIN"),
-            "{shown}"
-        );
-        assert!(shown.contains("remedy"), "{shown}");
-    }
 
     fn decisions(n: usize) -> Vec<Decision> {
         let ts = Timestamp::parse_rfc3339("2026-11-24T23:58:07Z").unwrap();

@@ -55,7 +55,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use remedy_engine::{DecodeError, Signal, Timestamp};
-use serde::de::{self, Deserializer, Visitor};
+use remedy_kafka::{describe, Redacted};
 use serde::Deserialize;
 
 /// How long a call of [`Source::next_batch`] keeps retrying dead letters the
@@ -97,7 +97,7 @@ pub struct Config {
     /// `{ "security.protocol" = "SASL_SSL", "sasl.mechanism" = "PLAIN" }`;
     /// they override remedy's defaults. Values may be strings, numbers or
     /// booleans. Values of secret settings never appear in logs or errors.
-    #[serde(default, deserialize_with = "settings")]
+    #[serde(default, deserialize_with = "remedy_kafka::options")]
     pub options: BTreeMap<String, String>,
 }
 
@@ -116,86 +116,6 @@ impl fmt::Debug for Config {
             .field("options", &Redacted(&self.options))
             .finish()
     }
-}
-
-/// Options for Debug output: values of secret settings hidden.
-struct Redacted<'a>(&'a BTreeMap<String, String>);
-
-impl fmt::Debug for Redacted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| {
-                let shown = if is_secret(k) {
-                    "<redacted>"
-                } else {
-                    v.as_str()
-                };
-                (k, shown)
-            }))
-            .finish()
-    }
-}
-
-/// Whether a librdkafka setting holds a secret (passwords, keys, tokens).
-fn is_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "token",
-        ".pem",
-        "sasl.oauthbearer.config",
-        "key",
-    ]
-    .iter()
-    .any(|word| key.contains(word))
-        && !key.ends_with(".location")
-}
-
-/// librdkafka's reason, without the value of a secret setting.
-fn describe(e: &RdKafkaError) -> String {
-    match e {
-        RdKafkaError::ClientConfig(_, _, key, _) if is_secret(key) => {
-            format!("{key}: invalid value (not shown: it is a secret)")
-        }
-        RdKafkaError::ClientConfig(_, why, key, value) => format!("{key} = {value:?}: {why}"),
-        other => other.to_string(),
-    }
-}
-
-/// Reads a table of librdkafka settings whose values are strings, numbers
-/// or booleans, as librdkafka's strings.
-fn settings<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
-    struct Setting(String);
-    impl<'de> Deserialize<'de> for Setting {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl Visitor<'_> for V {
-                type Value = Setting;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a string, number or boolean (a librdkafka setting)")
-                }
-                fn visit_str<E: de::Error>(self, v: &str) -> Result<Setting, E> {
-                    Ok(Setting(v.to_string()))
-                }
-                fn visit_i64<E: de::Error>(self, v: i64) -> Result<Setting, E> {
-                    Ok(Setting(v.to_string()))
-                }
-                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Setting, E> {
-                    Ok(Setting(v.to_string()))
-                }
-                fn visit_f64<E: de::Error>(self, v: f64) -> Result<Setting, E> {
-                    Ok(Setting(v.to_string()))
-                }
-                fn visit_bool<E: de::Error>(self, v: bool) -> Result<Setting, E> {
-                    Ok(Setting(v.to_string()))
-                }
-            }
-            d.deserialize_any(V)
-        }
-    }
-    let raw = BTreeMap::<String, Setting>::deserialize(d)?;
-    Ok(raw.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
 /// What went wrong with the Kafka source. Every message names the key,
@@ -474,19 +394,7 @@ impl Context {
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility, "{message}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", facility, "{message}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
-        }
+        remedy_kafka::log(level, facility, message);
     }
 
     fn error(&self, error: RdKafkaError, reason: &str) {

@@ -48,7 +48,9 @@ use tokio::sync::{oneshot, OnceCell};
 
 use super::{BoxFuture, ConfigError, ExecError, Executor};
 use crate::guards::Job;
-use crate::publish::{describe, producer, settings, KafkaLog, Redacted};
+use remedy_kafka::{describe, KafkaLog, Redacted};
+
+use crate::publish::producer;
 
 /// `[actions.NAME] executor = "kafka"`.
 #[derive(Clone, Deserialize)]
@@ -71,7 +73,7 @@ pub struct Config {
     pub brokers: Option<String>,
     /// librdkafka settings passed through as written (e.g. SASL); values
     /// of secret settings never appear in logs or errors.
-    #[serde(default, deserialize_with = "settings")]
+    #[serde(default, deserialize_with = "remedy_kafka::options")]
     pub options: BTreeMap<String, String>,
 }
 
