@@ -11,8 +11,7 @@
 //! machines): its Dockerfile is read and checked instead.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +19,9 @@ use std::time::{Duration, Instant};
 use remedy::config::Config;
 use serde::Deserialize;
 use serde_json::Value;
+
+mod common;
+use common::{free_port, request};
 
 /// What the kubernetes executor (actions/src/executors/kubernetes.rs) calls
 /// on the API server, by resource of the core API group: cordon and
@@ -886,54 +888,9 @@ fn the_dashboard_shows_only_metrics_remedy_exports() {
 // ---------------------------------------------------------------------------
 // The local stack, end to end.
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// (status, body) of a GET to 127.0.0.1:`port`; status 0 when nothing answered.
 fn get(port: u16, path: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    if stream.write_all(head.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let response = String::from_utf8_lossy(&response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    // Prometheus answers chunked: the JSON is between the chunk sizes.
-    let body = if response.contains("Transfer-Encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    request(port, "GET", path, "", None)
 }
 
 fn percent_encode(s: &str) -> String {

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 mod common;
-use common::{copy_tree, free_port, request, Alertmanager};
+use common::{copy_tree, free_port, request, wait_for, Alertmanager};
 
 /// One request a fake server saw.
 #[derive(Clone, Debug)]
@@ -160,14 +160,6 @@ impl Drop for Running {
 /// (status, body) of one request to 127.0.0.1:`port`.
 fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     request(port, method, path, body, None)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// (event, action, outcome) of every journaled decision.

@@ -12,7 +12,7 @@ use remedy_testkit::{committed_offsets, end_offsets, header, read, Tansu};
 use serde_json::Value;
 
 mod common;
-use common::{copy_tree, free_port, request};
+use common::{copy_tree, free_port, request, wait_for};
 
 const GROUP: &str = "remedy";
 
@@ -34,14 +34,6 @@ fn runtime() -> tokio::runtime::Runtime {
 /// (status, body) of a GET to 127.0.0.1:`port`.
 fn http(port: u16, path: &str) -> (u16, String) {
     request(port, "GET", path, "", None)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// One `remedy run` with its own journal, consuming `topic` in the group.
@@ -196,10 +188,28 @@ fn messages(count: usize) -> (Vec<(String, String)>, usize) {
     (out, bad)
 }
 
-fn topics(tansu: &Tansu) {
+/// A broker with the topics the tests use, and its bootstrap address.
+fn broker() -> (Tansu, String) {
+    let tansu = Tansu::start();
     tansu.create_topic("node-signals", 3);
     tansu.create_topic("node-signals.dlq", 1);
     tansu.create_topic("remedy-decisions", 3);
+    let brokers = tansu.brokers();
+    (tansu, brokers)
+}
+
+/// Produces `count` messages of [`messages`] one per record batch (tansu
+/// 0.6 skips the rest of a batch when a fetch starts inside it, as a
+/// restart's or a rebalanced member's may; Kafka does not); returns how
+/// many are valid signals.
+fn produce_one_per_batch(brokers: &str, count: usize) -> usize {
+    let (msgs, bad) = messages(count);
+    runtime().block_on(remedy_testkit::produce_one_per_batch(
+        brokers,
+        "node-signals",
+        &msgs,
+    ));
+    msgs.len() - bad
 }
 
 fn all_committed(brokers: &str) -> bool {
@@ -246,9 +256,7 @@ fn opened_once(decisions: &[Value]) -> BTreeSet<String> {
 
 #[test]
 fn fifty_thousand_signals_are_decided_once_and_malformed_ones_dead_lettered() {
-    let tansu = Tansu::start();
-    let brokers = tansu.brokers();
-    topics(&tansu);
+    let (_tansu, brokers) = broker();
     let rt = runtime();
     let (msgs, bad) = messages(50_000);
     let valid = msgs.len() - bad;
@@ -311,9 +319,7 @@ fn fifty_thousand_signals_are_decided_once_and_malformed_ones_dead_lettered() {
 
 #[test]
 fn batches_without_a_malformed_message_are_committed_too() {
-    let tansu = Tansu::start();
-    let brokers = tansu.brokers();
-    topics(&tansu);
+    let (_tansu, brokers) = broker();
     let rt = runtime();
     let (msgs, bad) = messages(7);
     assert_eq!(bad, 0, "only valid signals");
@@ -326,19 +332,8 @@ fn batches_without_a_malformed_message_are_committed_too() {
 
 #[test]
 fn after_kill_9_halfway_nothing_is_lost_or_doubled() {
-    let tansu = Tansu::start();
-    let brokers = tansu.brokers();
-    topics(&tansu);
-    let rt = runtime();
-    // One message per record batch: tansu 0.6 skips the rest of a batch
-    // when a fetch starts inside it (as the restart's does); Kafka does not.
-    let (msgs, bad) = messages(20_000);
-    let valid = msgs.len() - bad;
-    rt.block_on(remedy_testkit::produce_one_per_batch(
-        &brokers,
-        "node-signals",
-        &msgs,
-    ));
+    let (_tansu, brokers) = broker();
+    let valid = produce_one_per_batch(&brokers, 20_000);
     let dir = tempfile::tempdir().unwrap();
     configure(dir.path(), &brokers, false);
     let mut first = Remedy::start(dir.path(), &brokers, "first");
@@ -386,9 +381,7 @@ fn after_kill_9_halfway_nothing_is_lost_or_doubled() {
 
 #[test]
 fn two_instances_in_one_group_split_the_partitions_and_open_nothing_twice() {
-    let tansu = Tansu::start();
-    let brokers = tansu.brokers();
-    topics(&tansu);
+    let (_tansu, brokers) = broker();
     let a_dir = tempfile::tempdir().unwrap();
     let b_dir = tempfile::tempdir().unwrap();
     let a = Remedy::start(a_dir.path(), &brokers, "a");
@@ -401,14 +394,7 @@ fn two_instances_in_one_group_split_the_partitions_and_open_nothing_twice() {
             !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == 3
         },
     );
-    let rt = runtime();
-    let (msgs, bad) = messages(20_000);
-    let valid = msgs.len() - bad;
-    rt.block_on(remedy_testkit::produce_one_per_batch(
-        &brokers,
-        "node-signals",
-        &msgs,
-    ));
+    let valid = produce_one_per_batch(&brokers, 20_000);
     wait_committed(&brokers, &[&a, &b]);
     let in_a = opened_once(&a.decisions());
     let in_b = opened_once(&b.decisions());

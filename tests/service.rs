@@ -59,13 +59,26 @@ impl Service {
 
     /// (status, body) of one request; status 0 when nothing answered.
     fn request(&self, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
-        http(self.port, method, path, body, token)
+        request(self.port, method, path, body, token)
     }
 
     fn json(&self, path: &str) -> Value {
         let (status, body) = self.request("GET", path, "", None);
         assert_eq!(status, 200, "{path}: {body}");
         serde_json::from_str(&body).expect("JSON")
+    }
+
+    /// The JSON array at `path` once it is not empty, or as it is after
+    /// `timeout` (the caller's assertions say what was missing).
+    fn nonempty_within(&self, path: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.json(path);
+            if !v.as_array().unwrap().is_empty() || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn stop(mut self) -> (i32, String) {
@@ -85,11 +98,6 @@ impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
-}
-
-/// (status, body) of one request to 127.0.0.1:`port`.
-fn http(port: u16, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
-    request(port, method, path, body, token)
 }
 
 /// Sends a signal with kill(1): no libc binding needed.
@@ -458,14 +466,7 @@ fn a_real_alertmanager_delivers_to_remedy() {
     let am = Alertmanager::start(dir.path(), s.port);
     let alert = r#"[{"labels":{"alertname":"NodeHighLoad","instance":"10.1.2.3:9100","fault_class":"resource","cluster":"c7"},"annotations":{"summary":"load 9.1 on 10.1.2.3"}}]"#;
     am.post(alert);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let faults = loop {
-        let f = s.json("/v1/faults?node=10.1.2.3");
-        if !f.as_array().unwrap().is_empty() || Instant::now() > deadline {
-            break f;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let faults = s.nonempty_within("/v1/faults?node=10.1.2.3", Duration::from_secs(30));
     drop(am);
     assert_eq!(faults[0]["fault"], "high_load", "{faults}");
     assert!(faults[0]["reason"]
@@ -544,7 +545,7 @@ fn shutdown_under_load_keeps_every_acknowledged_signal() {
                     let signal = format!(
                         r#"{{"node":"t{t}-{i}","kind":"hardware","type":"memory.ecc.uncorrectable","labels":{{"cluster":"c{t}"}}}}"#
                     );
-                    match http(port, "POST", "/v1/signals", &signal, None).0 {
+                    match request(port, "POST", "/v1/signals", &signal, None).0 {
                         202 => acknowledged += 1,
                         0 => break, // the listener is gone
                         _ => {}
@@ -678,14 +679,7 @@ fn a_scraped_node_exporter_feeds_signals() {
     )
     .unwrap();
     let s = Service::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let faults = loop {
-        let f = s.json("/v1/faults?node=scraped-1");
-        if !f.as_array().unwrap().is_empty() || Instant::now() > deadline {
-            break f;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let faults = s.nonempty_within("/v1/faults?node=scraped-1", Duration::from_secs(20));
     let collector = format!("scrape http://127.0.0.1:{port}/metrics");
     let (_, metrics) = s.request("GET", "/metrics", "", None);
     let up = |v: u8| format!("remedy_collector_up{{collector=\"{collector}\"}} {v}");
@@ -761,14 +755,7 @@ fn a_promql_query_on_a_real_prometheus_opens_and_resolves_a_fault() {
     )
     .unwrap();
     let s = Service::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let faults = loop {
-        let f = s.json("/v1/faults?node=127.0.0.1");
-        if !f.as_array().unwrap().is_empty() || Instant::now() > deadline {
-            break f;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let faults = s.nonempty_within("/v1/faults?node=127.0.0.1", Duration::from_secs(40));
     // The exporter goes away: Prometheus marks its series stale, the query
     // stops returning it, and the fault resolves.
     let _ = exporter.kill();
@@ -776,14 +763,10 @@ fn a_promql_query_on_a_real_prometheus_opens_and_resolves_a_fault() {
     let resolved = if faults.as_array().unwrap().is_empty() {
         Value::Null
     } else {
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            let f = s.json("/v1/faults?state=resolved&node=127.0.0.1");
-            if !f.as_array().unwrap().is_empty() || Instant::now() > deadline {
-                break f;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        s.nonempty_within(
+            "/v1/faults?state=resolved&node=127.0.0.1",
+            Duration::from_secs(40),
+        )
     };
     let _ = prometheus.kill();
     let _ = prometheus.wait();
