@@ -456,7 +456,7 @@ impl Fleet {
     /// The node named `node`, trying the one last touched first.
     fn find_node(&self, node: &str) -> Option<NodeId> {
         if let Some(last) = self.last_node {
-            if self.states[last.0 as usize].name.as_str() == node {
+            if self.states[last.0 as usize].is_named(node) {
                 return Some(last);
             }
         }
