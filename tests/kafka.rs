@@ -241,6 +241,19 @@ fn wait_committed(brokers: &str, instances: &[&Remedy]) {
     }
 }
 
+/// `remedy`'s decisions once there is an action decision for each of the
+/// `valid` signals, checking that each opened its fault, once.
+fn every_fault_acted_on(remedy: &Remedy, valid: usize, what: &str) -> Vec<Value> {
+    let mut decisions = Vec::new();
+    wait_for(what, Duration::from_secs(60), || {
+        decisions = remedy.decisions();
+        decisions.iter().filter(|d| d["event"] == "action").count() >= valid
+    });
+    let opened = opened_once(&decisions);
+    assert_eq!(opened.len(), valid, "{}", remedy.logged());
+    decisions
+}
+
 /// The node of every `fault_opened`, checking none is there twice.
 fn opened_once(decisions: &[Value]) -> BTreeSet<String> {
     let mut seen = BTreeMap::<String, usize>::new();
@@ -264,13 +277,7 @@ fn fifty_thousand_signals_are_decided_once_and_malformed_ones_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
     let remedy = Remedy::start(dir.path(), &brokers, "a");
     wait_committed(&brokers, &[&remedy]);
-    let mut decisions = Vec::new();
-    wait_for("every notify decided", Duration::from_secs(60), || {
-        decisions = remedy.decisions();
-        decisions.iter().filter(|d| d["event"] == "action").count() >= valid
-    });
-    let opened = opened_once(&decisions);
-    assert_eq!(opened.len(), valid, "{}", remedy.logged());
+    let decisions = every_fault_acted_on(&remedy, valid, "every notify decided");
     let notified = decisions
         .iter()
         .filter(|d| d["event"] == "action" && d["outcome"] == "dry_run")
@@ -358,13 +365,7 @@ fn after_kill_9_halfway_nothing_is_lost_or_doubled() {
     wait_committed(&brokers, &[&first, &second]);
     // Offsets are committed once decisions are journaled; the notify jobs
     // they started report back a moment later.
-    let mut decisions = Vec::new();
-    wait_for("every notify executed", Duration::from_secs(60), || {
-        decisions = second.decisions();
-        decisions.iter().filter(|d| d["event"] == "action").count() >= valid
-    });
-    let opened = opened_once(&decisions);
-    assert_eq!(opened.len(), valid, "{}", second.logged());
+    let decisions = every_fault_acted_on(&second, valid, "every notify executed");
     let mut actions = BTreeMap::<String, usize>::new();
     for d in decisions.iter().filter(|d| d["event"] == "action") {
         assert_eq!(d["outcome"], "executed", "{d}");
