@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use remedy_engine::{Decision, Duration, Intent, Outcome, Timestamp, Trigger};
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde::{Deserialize, Serialize};
 
 use crate::breaker::{Breaker, BreakerConfig};
+use crate::executor::{ExecError, Job};
 use crate::rate::{self, Direct, EventClock, Keyed, Rate};
 use crate::silence::Silence;
 
@@ -94,53 +94,79 @@ impl Default for GuardConfig {
     }
 }
 
+/// What an action does to a node, which is what the guards judge it by
+/// (never by its name): `[actions.NAME] disruptive` and `restores`,
+/// defaulting from its `op`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ActionKind {
+    /// Takes the node out of service or changes it: counts against the
+    /// storm budget.
+    pub disruptive: bool,
+    /// Undoes a disruptive action (uncordon-like): skipped while another
+    /// open fault still keeps the node under remediation.
+    pub restores: bool,
+}
+
+impl ActionKind {
+    /// The kind an operation has unless the config says otherwise:
+    /// cordon, drain, reinstall, restart, reboot, power_cycle and upgrade
+    /// are disruptive; uncordon restores; anything else (ticket, notify,
+    /// a webhook) is neither.
+    pub fn of_op(op: &str) -> Self {
+        ActionKind {
+            disruptive: matches!(
+                op,
+                "cordon" | "drain" | "reinstall" | "restart" | "reboot" | "power_cycle" | "upgrade"
+            ),
+            restores: op == "uncordon",
+        }
+    }
+}
+
+/// The actions every config knows without an `[actions.NAME]` section;
+/// without one they are carried out by the `log` executor (they only log),
+/// and their op is their name.
+pub const BUILT_IN: [&str; 10] = [
+    "cordon",
+    "uncordon",
+    "drain",
+    "reinstall",
+    "restart",
+    "reboot",
+    "power_cycle",
+    "upgrade",
+    "ticket",
+    "notify",
+];
+
 /// `[actions.NAME]`: what the guards need to know about one action.
 #[derive(Clone, Debug, Default)]
 pub struct ActionGuards {
-    /// Which executor carries it out (its breaker guards it).
+    /// Which kind of executor carries it out (for reasons and metrics).
     pub executor: String,
+    /// What it does to a node.
+    pub kind: ActionKind,
     /// Fleet-wide quota.
     pub rate: Option<Rate>,
     /// Quota per failure domain: (label, rate).
     pub per: Option<(String, Rate)>,
 }
 
-/// Actions that take a node out of service or change it, and so count
-/// against the storm budget. Tickets, notifications and `uncordon` do not.
-pub fn disruptive(action: &str) -> bool {
-    matches!(
-        action,
-        "cordon" | "drain" | "reinstall" | "restart" | "reboot" | "power_cycle"
-    )
-}
-
-/// Actions that put a node back in service: skipped while another open
-/// fault still keeps the node under remediation.
-pub fn restorative(action: &str) -> bool {
-    matches!(action, "uncordon")
+impl ActionGuards {
+    /// A built-in action without a section: the log executor, the kind of its name.
+    pub fn built_in(name: &str) -> Self {
+        ActionGuards {
+            executor: "log".into(),
+            kind: ActionKind::of_op(name),
+            ..ActionGuards::default()
+        }
+    }
 }
 
 /// How many known nodes a failure domain has (every node that sent a signal).
 pub trait DomainSizes {
     /// Known nodes whose `label` is `value`.
     fn known(&self, label: &str, value: &str) -> usize;
-}
-
-/// An action that passed every guard, for its executor to carry out (not
-/// made in dry-run). Its result comes back through [`Guards::finished`],
-/// which feeds the executor's breaker and makes the `executed` or `failed`
-/// decision: executors run concurrently, the guard chain never waits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Job {
-    /// [`Intent::key`]: the same for a retry of the same action, also
-    /// after a restart, so executors can make it idempotent.
-    pub id: String,
-    /// The executor's name (`[actions.NAME] executor`).
-    pub executor: String,
-    /// Event time it passed the guards.
-    pub at: Timestamp,
-    /// What is asked for.
-    pub intent: Intent,
 }
 
 #[derive(Debug)]
@@ -202,7 +228,12 @@ impl std::fmt::Debug for Guards {
 
 impl Guards {
     /// A chain with `config` and per-action settings.
-    pub fn new(config: GuardConfig, actions: BTreeMap<String, ActionGuards>) -> Self {
+    pub fn new(config: GuardConfig, mut actions: BTreeMap<String, ActionGuards>) -> Self {
+        for name in BUILT_IN {
+            actions
+                .entry(name.to_string())
+                .or_insert_with(|| ActionGuards::built_in(name));
+        }
         let clock = EventClock::default();
         let mut fleet_limits = FxHashMap::default();
         let mut domain_limits = FxHashMap::default();
@@ -270,7 +301,7 @@ impl Guards {
     pub fn finished(
         &mut self,
         id: &str,
-        result: Result<String, String>,
+        result: Result<String, ExecError>,
         now: Timestamp,
         out: &mut Vec<Decision>,
     ) -> bool {
@@ -279,7 +310,7 @@ impl Guards {
         };
         self.outbox.retain(|j| j.id != id);
         self.clock.set(now);
-        let breaker = self.breaker(&job.executor);
+        let breaker = self.breaker(&job.intent.action);
         let mut d = match result {
             Ok(summary) => {
                 breaker.success();
@@ -288,8 +319,8 @@ impl Guards {
                 d
             }
             Err(why) => {
-                breaker.failure(now);
-                decision(&job.intent, now, Outcome::Failed, Some(why))
+                breaker.failure();
+                decision(&job.intent, now, Outcome::Failed, Some(why.to_string()))
             }
         };
         d.ts = d.ts.max(job.at);
@@ -373,11 +404,12 @@ impl Guards {
         }
     }
 
-    /// Every executor that has run something, and whether its breaker is open at `now`.
-    pub fn breakers(&self, now: Timestamp) -> Vec<(String, bool)> {
+    /// Every executor instance (by action) that has run something, and
+    /// whether its breaker is open now.
+    pub fn breakers(&self) -> Vec<(String, bool)> {
         self.breakers
             .iter()
-            .map(|(name, b)| (name.clone(), b.is_open(now)))
+            .map(|(name, b)| (name.clone(), b.is_open()))
             .collect()
     }
 
@@ -526,6 +558,17 @@ impl Guards {
         if !self.running.is_empty() && self.running.contains_key(&request.key()) {
             return; // already with its executor (asked again after a restart)
         }
+        if !self.actions.contains_key(&request.action) {
+            let reason = format!(
+                "unknown action {:?}: define [actions.{}] or use a built-in action ({})",
+                request.action,
+                request.action,
+                BUILT_IN.join(", ")
+            );
+            out.push(decision(&request, now, Outcome::Rejected, Some(reason)));
+            self.recovered_one(&request, now);
+            return;
+        }
         if let Some(other) = self.still_needed(&request) {
             let reason = format!(
                 "{} is still under remediation for {other}: {} would put it back in service too early",
@@ -562,7 +605,7 @@ impl Guards {
         }
         let job = Job {
             id: request.key(),
-            executor: self.executor(&request.action).to_string(),
+            executor: request.action.clone(),
             at: now,
             intent: request,
         };
@@ -574,7 +617,7 @@ impl Guards {
     /// For a restoring action (`uncordon`): another fault that still keeps
     /// the node under remediation.
     fn still_needed(&self, r: &Intent) -> Option<String> {
-        if r.trigger != Trigger::Recover || !restorative(&r.action) {
+        if r.trigger != Trigger::Recover || !self.kind(&r.action).restores {
             return None;
         }
         let domain = self.remediating.get(&r.node)?;
@@ -588,10 +631,17 @@ impl Guards {
             .map_or("log", |a| a.executor.as_str())
     }
 
-    fn breaker(&mut self, executor: &str) -> &mut Breaker {
+    fn kind(&self, action: &str) -> ActionKind {
+        self.actions
+            .get(action)
+            .map_or_else(ActionKind::default, |a| a.kind)
+    }
+
+    /// The breaker of the executor instance of `action`.
+    fn breaker(&mut self, action: &str) -> &mut Breaker {
         let config = self.config.breaker;
         self.breakers
-            .entry(executor.to_string())
+            .entry(action.to_string())
             .or_insert_with(|| Breaker::new(config))
     }
 
@@ -603,7 +653,7 @@ impl Guards {
         retry: bool,
     ) -> Option<(Outcome, String, Option<Timestamp>)> {
         let budget = self.config.max_unhealthy?;
-        if r.trigger != Trigger::Remedy || !disruptive(&r.action) {
+        if r.trigger != Trigger::Remedy || !self.kind(&r.action).disruptive {
             return None;
         }
         if self.remediating.contains_key(&r.node) {
@@ -698,20 +748,28 @@ impl Guards {
             return None; // nothing is executed, so nothing can fail
         }
         let executor = self.executor(&r.action).to_string();
-        match self.breaker(&executor).permit(now) {
+        match self.breaker(&r.action).permit() {
             Ok(()) => None,
-            Err(until) => Some((
-                Outcome::CircuitOpen,
-                format!("executor {executor}: circuit open after repeated failures; half-open at {until}"),
-                Some(until),
-            )),
+            Err(left) => {
+                let until = now.add(Duration(left.as_millis().min(i64::MAX as u128) as i64));
+                Some((
+                    Outcome::CircuitOpen,
+                    format!(
+                        "executor {executor} of {}: circuit open after repeated failures; half-open at {until}",
+                        r.action
+                    ),
+                    Some(until),
+                ))
+            }
         }
     }
 
     /// An action passed (executed or dry-run): budget bookkeeping.
     fn passed(&mut self, r: &Intent, now: Timestamp) {
         match r.trigger {
-            Trigger::Remedy if disruptive(&r.action) && self.config.max_unhealthy.is_some() => {
+            Trigger::Remedy
+                if self.config.max_unhealthy.is_some() && self.kind(&r.action).disruptive =>
+            {
                 let value = r.label(&self.config.domain).unwrap_or("").to_string();
                 let d = self.domains.entry(value.clone()).or_default();
                 d.nodes
@@ -1033,6 +1091,7 @@ mod tests {
                 "cordon",
                 ActionGuards {
                     executor: "kubernetes".into(),
+                    kind: ActionKind::of_op("cordon"),
                     rate: Some("2/min".parse().unwrap()),
                     per: Some(("cluster".into(), "1/hour".parse().unwrap())),
                 },
@@ -1115,66 +1174,84 @@ mod tests {
 
     #[test]
     fn a_failing_executor_opens_its_breaker_and_recovers_half_open() {
-        let mut g = Guards::new(
-            GuardConfig {
-                max_unhealthy: None,
-                dry_run: false,
-                breaker: BreakerConfig {
-                    failures: 2,
-                    window: Duration::from_secs(60),
-                    cooldown: Duration::from_secs(120),
+        // The breaker runs on failsafe's clock, moved here in step with the
+        // decisions' time.
+        failsafe::clock::freeze(|clock| {
+            let mut at = 0;
+            let mut to = |secs: u64| {
+                clock.advance(std::time::Duration::from_secs(secs - at));
+                at = secs;
+                t(secs as i64)
+            };
+            let mut g = Guards::new(
+                GuardConfig {
+                    max_unhealthy: None,
+                    dry_run: false,
+                    breaker: BreakerConfig {
+                        failures: 2,
+                        window: Duration::from_secs(60),
+                        cooldown: Duration::from_secs(120),
+                        max_cooldown: None,
+                    },
+                    ..GuardConfig::default()
                 },
-                ..GuardConfig::default()
-            },
-            BTreeMap::new(),
-        );
-        let sizes = Sizes(1000);
-        let mut out = Vec::new();
-        // Two jobs go out at once; nothing is decided until they report.
-        g.submit(req("a", "cordon"), t(0), &sizes, &mut out);
-        g.submit(req("b", "cordon"), t(1), &sizes, &mut out);
-        assert!(out.is_empty());
-        let jobs = g.take_jobs();
-        assert_eq!(jobs.len(), 2);
-        assert_eq!(jobs[0].executor, "log");
-        assert_eq!(jobs[0].id, format!("a/memory_failure/{}/cordon", t(0)));
-        assert!(g.take_jobs().is_empty(), "a job is handed out once");
-        for j in &jobs {
-            assert!(g.finished(&j.id, Err("API server said 500".into()), t(2), &mut out));
-        }
-        assert!(!g.finished(&jobs[0].id, Ok(String::new()), t(2), &mut out));
-        g.submit(req("c", "cordon"), t(3), &sizes, &mut out);
-        assert_eq!(
-            outcomes(&out),
-            pairs(&[
-                ("a", Outcome::Failed),
-                ("b", Outcome::Failed),
-                ("c", Outcome::CircuitOpen)
-            ])
-        );
-        assert_eq!(out[0].reason.as_deref(), Some("API server said 500"));
-        assert!(out[2]
-            .reason
-            .as_deref()
-            .unwrap()
-            .contains("executor log: circuit open"));
-        out.clear();
-        g.tick(t(121), &sizes, &mut out);
-        assert!(out.is_empty() && g.take_jobs().is_empty(), "still open");
-        // Half-open: one trial goes out; while it runs, nothing else does.
-        g.tick(t(122), &sizes, &mut out);
-        let trial = g.take_jobs();
-        assert_eq!(trial.len(), 1);
-        g.submit(req("d", "cordon"), t(123), &sizes, &mut out);
-        assert!(g.take_jobs().is_empty());
-        assert!(g.finished(&trial[0].id, Ok("node cordoned".into()), t(124), &mut out));
-        g.tick(t(124), &sizes, &mut out);
-        assert_eq!(g.take_jobs().len(), 1, "closed again: d goes out");
-        assert_eq!(
-            outcomes(&out),
-            pairs(&[("d", Outcome::CircuitOpen), ("c", Outcome::Executed)])
-        );
-        assert_eq!(out[1].detail.as_deref(), Some("node cordoned"));
+                BTreeMap::new(),
+            );
+            let sizes = Sizes(1000);
+            let mut out = Vec::new();
+            // Two jobs go out at once; nothing is decided until they report.
+            g.submit(req("a", "cordon"), to(0), &sizes, &mut out);
+            g.submit(req("b", "cordon"), to(1), &sizes, &mut out);
+            assert!(out.is_empty());
+            let jobs = g.take_jobs();
+            assert_eq!(jobs.len(), 2);
+            assert_eq!(
+                jobs[0].executor, "cordon",
+                "the executor instance of the action"
+            );
+            assert_eq!(jobs[0].id, format!("a/memory_failure/{}/cordon", t(0)));
+            assert!(g.take_jobs().is_empty(), "a job is handed out once");
+            let now = to(2);
+            for j in &jobs {
+                let failed = Err(ExecError::Transient("API server said 500".into()));
+                assert!(g.finished(&j.id, failed, now, &mut out));
+            }
+            assert!(!g.finished(&jobs[0].id, Ok(String::new()), now, &mut out));
+            g.submit(req("c", "cordon"), to(3), &sizes, &mut out);
+            assert_eq!(
+                outcomes(&out),
+                pairs(&[
+                    ("a", Outcome::Failed),
+                    ("b", Outcome::Failed),
+                    ("c", Outcome::CircuitOpen)
+                ])
+            );
+            assert_eq!(out[0].reason.as_deref(), Some("API server said 500"));
+            let reason = out[2].reason.clone().unwrap();
+            assert!(
+                reason.contains("executor log of cordon: circuit open")
+                    && reason.ends_with(&format!("half-open at {}", t(122))),
+                "{reason}"
+            );
+            out.clear();
+            g.tick(to(121), &sizes, &mut out);
+            assert!(out.is_empty() && g.take_jobs().is_empty(), "still open");
+            // Half-open: one trial goes out; while it runs, nothing else does.
+            g.tick(to(123), &sizes, &mut out);
+            let trial = g.take_jobs();
+            assert_eq!(trial.len(), 1);
+            g.submit(req("d", "cordon"), to(124), &sizes, &mut out);
+            assert!(g.take_jobs().is_empty());
+            let now = to(125);
+            assert!(g.finished(&trial[0].id, Ok("node cordoned".into()), now, &mut out));
+            g.tick(now, &sizes, &mut out);
+            assert_eq!(g.take_jobs().len(), 1, "closed again: d goes out");
+            assert_eq!(
+                outcomes(&out),
+                pairs(&[("d", Outcome::CircuitOpen), ("c", Outcome::Executed)])
+            );
+            assert_eq!(out[1].detail.as_deref(), Some("node cordoned"));
+        });
     }
 
     #[test]
@@ -1273,6 +1350,7 @@ mod properties {
                 },
                 [("uncordon".to_string(), ActionGuards {
                     executor: "log".into(),
+                    kind: ActionKind::of_op("uncordon"),
                     rate: Some("3/min".parse().unwrap()),
                     per: None,
                 })].into_iter().collect(),

@@ -4,6 +4,7 @@
 //! requests from the engine and answers with decisions.
 
 pub mod breaker;
+pub mod executor;
 pub mod executors;
 pub mod guards;
 pub mod publish;
@@ -11,9 +12,8 @@ pub mod rate;
 pub mod silence;
 
 pub use breaker::{Breaker, BreakerConfig};
-pub use executors::{ExecError, Executor, Executors, Spec};
-pub use guards::{
-    disruptive, restorative, ActionGuards, Budget, DomainSizes, GuardConfig, Guards, Job,
-};
+pub use executor::{ExecError, Executor, Job};
+pub use executors::{ExecutorConfig, ExecutorKind, Executors, Spec};
+pub use guards::{ActionGuards, ActionKind, Budget, DomainSizes, GuardConfig, Guards, BUILT_IN};
 pub use rate::{EventClock, Rate, RateError};
 pub use silence::Silence;

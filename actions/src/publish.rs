@@ -10,18 +10,15 @@
 //! is dropped silently; after a retry a decision can appear twice, and a
 //! retried decision can land after a later one of the same node.
 //!
-//! Also here: the producer both Kafka pieces of this crate use (the
-//! `options` passthrough and secret redaction are `remedy_kafka`'s).
+//! The sending and confirming is `remedy_kafka`'s [`Producer`], shared with
+//! the command executor.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError as RdKafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use remedy_engine::Decision;
-use remedy_kafka::{describe, KafkaLog};
+use remedy_kafka::{describe, Producer, Record};
 
 /// How long a publish keeps retrying by default.
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
@@ -67,7 +64,7 @@ pub enum PublishError {
 
 /// Publishes decisions to one topic.
 pub struct Publisher {
-    producer: FutureProducer<KafkaLog>,
+    producer: Producer,
     topic: String,
     deadline: Duration,
 }
@@ -100,11 +97,12 @@ impl Publisher {
         if brokers.trim().is_empty() {
             return Err(bad("give the bootstrap brokers, e.g. \"127.0.0.1:9092\""));
         }
-        let producer =
-            producer(brokers, "remedy-decisions", options).map_err(|e| PublishError::Client {
+        let producer = Producer::new(brokers, "remedy-decisions", options).map_err(|e| {
+            PublishError::Client {
                 topic: topic.to_string(),
                 why: describe(&e),
-            })?;
+            }
+        })?;
         Ok(Publisher {
             producer,
             topic: topic.to_string(),
@@ -128,89 +126,31 @@ impl Publisher {
     /// again until the deadline. On error, [`PublishError::Undelivered`]
     /// lists which decisions are missing.
     pub async fn publish(&self, decisions: &[Decision]) -> Result<(), PublishError> {
-        let started = tokio::time::Instant::now();
-        let give_up = started + self.deadline;
+        let give_up = tokio::time::Instant::now() + self.deadline;
         let payloads: Vec<String> = decisions.iter().map(Decision::to_json).collect();
-        let mut waiting: Vec<usize> = (0..decisions.len()).collect();
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let mut last_error = String::new();
-            let mut in_flight = Vec::with_capacity(waiting.len());
-            for &i in &waiting {
-                let record = FutureRecord::to(&self.topic)
-                    .key(decisions[i].node.as_str())
-                    .payload(payloads[i].as_str());
-                match self.producer.send_result(record) {
-                    Ok(delivery) => in_flight.push((i, Some(delivery))),
-                    Err((e, _)) => {
-                        last_error = e.to_string();
-                        in_flight.push((i, None));
-                    }
-                }
-            }
-            let mut failed = Vec::new();
-            for (i, delivery) in in_flight {
-                let Some(delivery) = delivery else {
-                    failed.push(i);
-                    continue;
-                };
-                match tokio::time::timeout_at(give_up, delivery).await {
-                    Ok(Ok(Ok(_))) => {}
-                    Ok(Ok(Err((e, _)))) => {
-                        last_error = e.to_string();
-                        failed.push(i);
-                    }
-                    Ok(Err(_canceled)) => {
-                        last_error = "the producer was closed".to_string();
-                        failed.push(i);
-                    }
-                    Err(_elapsed) => {
-                        last_error = "no delivery report".to_string();
-                        failed.push(i);
-                    }
-                }
-            }
-            if failed.is_empty() {
-                return Ok(());
-            }
-            let now = tokio::time::Instant::now();
-            if now >= give_up {
-                return Err(PublishError::Undelivered {
-                    topic: self.topic.clone(),
-                    undelivered: failed,
-                    total: decisions.len(),
-                    within: self.deadline,
-                    why: last_error,
-                });
-            }
-            tracing::warn!(
-                topic = %self.topic,
-                waiting = failed.len(),
-                "decisions refused ({last_error}), retrying in {backoff:?}"
-            );
-            tokio::time::sleep(backoff.min(give_up - now)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-            waiting = failed;
+        let records: Vec<Record<'_>> = decisions
+            .iter()
+            .zip(&payloads)
+            .map(|(d, payload)| Record {
+                key: d.node.as_str(),
+                payload,
+            })
+            .collect();
+        match self
+            .producer
+            .send_confirmed(&self.topic, &records, give_up)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(PublishError::Undelivered {
+                topic: self.topic.clone(),
+                undelivered: e.undelivered,
+                total: e.total,
+                within: self.deadline,
+                why: e.why,
+            }),
         }
     }
-}
-
-/// A producer on `brokers` with remedy's defaults, then `options`.
-pub(crate) fn producer(
-    brokers: &str,
-    client_id: &str,
-    options: &BTreeMap<String, String>,
-) -> Result<FutureProducer<KafkaLog>, RdKafkaError> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("client.id", client_id)
-        // librdkafka gives up on a message after this; remedy retries it.
-        .set("message.timeout.ms", "10000");
-    for (k, v) in options {
-        config.set(k, v);
-    }
-    config.create_with_context(KafkaLog)
 }
 
 #[cfg(test)]

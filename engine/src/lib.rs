@@ -6,6 +6,7 @@
 //! for the actions side to carry out. That is what makes `remedy replay`
 //! deterministic and lets tests drive the exact code the service runs.
 
+pub mod backoff;
 pub mod decision;
 pub mod fleet;
 pub mod lifecycle;
@@ -15,6 +16,7 @@ pub mod rules;
 pub mod signal;
 pub mod time;
 
+pub use backoff::Backoff;
 pub use decision::{Decision, Event, Intent, Outcome, Severity, Trigger};
 pub use lifecycle::{Engine, Options, Output, Step};
 pub use lookahead::Lookahead;

@@ -2,7 +2,12 @@
 //! decisions publisher and the Kafka command executor (actions) all take an
 //! `options` table of librdkafka settings passed through as written, must
 //! never show the value of a secret one, and route librdkafka's logs to
-//! `tracing`. One definition of each, here.
+//! `tracing`. One definition of each, here, and one [`Producer`] whose
+//! sends are confirmed (the publisher and the command executor use it).
+
+pub mod delivery;
+
+pub use delivery::{Delivered, Producer, Record, Undelivered};
 
 use std::collections::BTreeMap;
 use std::fmt;

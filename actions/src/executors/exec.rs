@@ -10,8 +10,7 @@ use remedy_engine::Duration;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
-use super::{job_json, BoxFuture, ConfigError, ExecError, Executor};
-use crate::guards::Job;
+use super::{job_json, BoxFuture, ConfigError, ExecError, Executor, Job};
 
 /// `[actions.NAME] executor = "exec"`.
 #[derive(Clone, Debug, Deserialize)]
@@ -34,15 +33,24 @@ pub struct Exec {
     config: Config,
 }
 
+/// The settings as read, without starting anything.
+pub fn check(action: &str, config: &Config) -> Result<(), ConfigError> {
+    if config.command.first().is_none_or(|p| p.is_empty()) {
+        return Err(ConfigError::new(
+            action,
+            "command: give the program and its arguments, e.g. [\"/usr/local/bin/repair\"]",
+        ));
+    }
+    if config.timeout.0 <= 0 {
+        return Err(ConfigError::new(action, "timeout: must be longer than 0s"));
+    }
+    Ok(())
+}
+
 impl Exec {
     /// Checks the command is given.
     pub fn new(action: &str, config: Config) -> Result<Self, ConfigError> {
-        if config.command.first().is_none_or(|p| p.is_empty()) {
-            return Err(ConfigError::new(
-                action,
-                "command: give the program and its arguments, e.g. [\"/usr/local/bin/repair\"]",
-            ));
-        }
+        check(action, &config)?;
         Ok(Exec { config })
     }
 
@@ -59,7 +67,7 @@ impl Exec {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| ExecError::Failed(format!("cannot start {program}: {e}")))?;
+            .map_err(|e| ExecError::Permanent(format!("cannot start {program}: {e}")))?;
         let input = format!("{}\n", job_json(job));
         if let Some(mut stdin) = child.stdin.take() {
             // A command that does not read its input is its own business.
@@ -68,7 +76,7 @@ impl Exec {
         let output = child
             .wait_with_output()
             .await
-            .map_err(|e| ExecError::Failed(format!("{program}: {e}")))?;
+            .map_err(|e| ExecError::Transient(format!("{program}: {e}")))?;
         if output.status.success() {
             let stdout = String::from_utf8_lossy(&output.stdout);
             let first = stdout.lines().next().unwrap_or("").trim();
@@ -88,7 +96,7 @@ impl Exec {
             Some(code) => format!("exited {code}"),
             None => "killed by a signal".to_string(),
         };
-        Err(ExecError::Failed(if last.is_empty() {
+        Err(ExecError::Permanent(if last.is_empty() {
             format!("{program} {status}")
         } else {
             format!("{program} {status}: {}", clip(last.trim()))
@@ -157,7 +165,12 @@ mod tests {
         let r = executors("echo starting >&2; echo 'no BMC answer' >&2; exit 3", "10s")
             .run(&job("node-7", "repair"))
             .await;
-        assert_eq!(r, Err("/bin/sh exited 3: no BMC answer".to_string()));
+        assert_eq!(
+            r,
+            Err(ExecError::Permanent(
+                "/bin/sh exited 3: no BMC answer".to_string()
+            ))
+        );
     }
 
     #[tokio::test]
@@ -166,7 +179,8 @@ mod tests {
         let r = executors("sleep 30", "300ms")
             .run(&job("node-7", "repair"))
             .await;
-        assert_eq!(r, Err("timed out after 300ms".to_string()));
+        assert_eq!(r, Err(ExecError::Timeout(Duration(300))));
+        assert!(r.unwrap_err().is_transient());
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 

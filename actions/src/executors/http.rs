@@ -30,13 +30,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use remedy_engine::Duration;
+use remedy_engine::{Backoff, Duration};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 
-use super::{job_json, BoxFuture, ConfigError, ExecError, Executor};
-use crate::guards::Job;
+use super::{job_json, BoxFuture, ConfigError, ExecError, Executor, Job};
 
 /// The header that names one opening of one fault on one node.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -165,6 +164,11 @@ impl Http {
     /// Checks the URL, method, headers and template, reads the token and
     /// builds the client; the error names the key at fault.
     pub fn new(action: &str, config: Config) -> Result<Self, ConfigError> {
+        Self::build(action, config, true)
+    }
+
+    /// `new`, reading the token (`secrets`) or not (a check at load).
+    fn build(action: &str, config: Config, secrets: bool) -> Result<Self, ConfigError> {
         let err = |message: String| ConfigError::new(action, message);
         let url = parse_url(&config.url).map_err(|why| err(format!("url: {why}")))?;
         let method = match config.method.to_ascii_uppercase().as_str() {
@@ -185,7 +189,11 @@ impl Http {
             Some(text) => Some(Template::parse(text).map_err(|why| err(format!("body: {why}")))?),
             None => None,
         };
-        let token = read_token(&config).map_err(err)?;
+        let token = if secrets {
+            read_token(&config).map_err(err)?
+        } else {
+            None
+        };
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in &config.headers {
@@ -248,7 +256,8 @@ impl Http {
         let total = std::time::Duration::from_millis(self.config.timeout.0.max(1) as u64);
         let deadline = Instant::now() + total;
         let attempts = self.config.retries.saturating_add(1);
-        let mut backoff = std::time::Duration::from_millis(self.config.backoff.0.max(0) as u64);
+        let mut delays = Backoff::new(self.config.backoff, Duration(i64::MAX)).delays();
+        let mut backoff = delays.next().unwrap_or_default();
         let mut attempt = 1;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -258,7 +267,7 @@ impl Http {
             let share = share(left, attempts - attempt + 1, backoff);
             let (why, after) = match self.attempt(headers.clone(), body.clone(), share).await {
                 Ok(summary) => return Ok(summary),
-                Err(Failure::Final(why)) => return Err(ExecError::Failed(why)),
+                Err(Failure::Final(why)) => return Err(ExecError::Permanent(why)),
                 Err(Failure::Retry(why, after)) => (why, after),
             };
             // A server that says when to come back is believed, if that
@@ -271,7 +280,7 @@ impl Http {
             }
             if attempt == attempts || wait >= left {
                 let tries = if attempt == 1 { "attempt" } else { "attempts" };
-                return Err(ExecError::Failed(format!("{why} ({attempt} {tries})")));
+                return Err(ExecError::Transient(format!("{why} ({attempt} {tries})")));
             }
             tracing::warn!(
                 action = %self.action,
@@ -281,7 +290,7 @@ impl Http {
                 millis(wait)
             );
             tokio::time::sleep(wait).await;
-            backoff = backoff.saturating_mul(2);
+            backoff = delays.next().unwrap_or(backoff);
             attempt += 1;
         }
     }
@@ -299,7 +308,7 @@ impl Http {
             (JOB_ID, job.id.clone()),
         ] {
             let value = HeaderValue::from_str(&value).map_err(|_| {
-                ExecError::Failed(format!(
+                ExecError::Permanent(format!(
                     "{name}: {value:?} holds characters not allowed in an HTTP header"
                 ))
             })?;
@@ -361,6 +370,12 @@ impl Executor for Http {
     }
 }
 
+/// The settings as read, without reading the token: URL, method, body
+/// template, headers and timeout.
+pub fn check(action: &str, config: &Config) -> Result<(), ConfigError> {
+    Http::build(action, config.clone(), false).map(drop)
+}
+
 /// Why one attempt failed.
 enum Failure {
     /// It may succeed later (5xx, 429, no connection, no answer in time);
@@ -380,11 +395,11 @@ fn share(
     planned: u32,
     backoff: std::time::Duration,
 ) -> std::time::Duration {
-    let waits = |retries: u32| {
-        (0..retries).fold(std::time::Duration::ZERO, |sum, k| {
-            sum.saturating_add(backoff.saturating_mul(1u32.checked_shl(k).unwrap_or(u32::MAX)))
-        })
-    };
+    let policy = Backoff::new(
+        Duration(backoff.as_millis().min(i64::MAX as u128) as i64),
+        Duration(i64::MAX),
+    );
+    let waits = |retries: u32| std::time::Duration::from_millis(policy.total(retries).0 as u64);
     let mut planned = planned.max(1);
     while planned > 1 && waits(planned - 1) >= left {
         planned -= 1;
@@ -648,7 +663,7 @@ mod tests {
     use remedy_engine::{Decision, Outcome, Timestamp};
 
     use super::*;
-    use crate::executors::testing::{breaker_guards, job, run_jobs, Fleet};
+    use crate::executors::testing::{breaker_guards, job, run_jobs, Fleet, COOLDOWN};
     use crate::executors::Executors;
 
     /// One request as the receiver saw it.
@@ -883,10 +898,10 @@ mod tests {
         let result = executors(c).run(&job("node-7", "ticket")).await;
         assert_eq!(
             result,
-            Err(format!(
+            Err(ExecError::Transient(format!(
                 "POST {}: HTTP 502: bad gateway (3 attempts)",
                 r.url
-            ))
+            )))
         );
         assert_eq!(r.seen().len(), 3);
     }
@@ -899,10 +914,10 @@ mod tests {
             .await;
         assert_eq!(
             result,
-            Err(format!(
+            Err(ExecError::Permanent(format!(
                 "POST {}: HTTP 400: {{\"error\": \"missing field title\"}}",
                 r.url
-            ))
+            )))
         );
         assert_eq!(r.seen().len(), 1, "not retried");
     }
@@ -919,7 +934,7 @@ mod tests {
         let started = std::time::Instant::now();
         let result = executors(c).run(&job("node-7", "ticket")).await;
         let took = started.elapsed();
-        assert_eq!(result, Err("timed out after 1s".to_string()));
+        assert_eq!(result, Err(ExecError::Timeout(Duration(1000))));
         assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
         assert!(
             *accepted.lock().unwrap() >= 2,
@@ -938,6 +953,8 @@ mod tests {
         };
         let result = executors(c).run(&job("node-7", "ticket")).await;
         let why = result.unwrap_err();
+        assert!(why.is_transient(), "{why:?}");
+        let why = why.to_string();
         assert!(
             why.starts_with(&format!("POST http://{closed}/hook: cannot connect:")),
             "{why}"
@@ -1087,7 +1104,7 @@ mod tests {
         let mut out = Vec::new();
         g.submit(job("a", "ticket").intent, t(0), &Fleet, &mut out);
         g.submit(job("b", "ticket").intent, t(1), &Fleet, &mut out);
-        assert!(g.running().all(|j| j.executor == "http"));
+        assert!(g.running().all(|j| j.executor == "ticket"));
         assert_eq!(run_jobs(&mut g, &executors, t(2), &mut out).await, 2);
         g.submit(job("c", "ticket").intent, t(3), &Fleet, &mut out);
         assert!(g.take_jobs().is_empty(), "the open breaker holds c back");
@@ -1108,9 +1125,11 @@ mod tests {
         );
         assert_eq!(r.seen().len(), 2, "nothing sent while the breaker is open");
 
-        // The ticket system is back; the cooldown ends; c is the trial.
+        // The ticket system is back; the cooldown (on the service's clock)
+        // ends; c is the trial.
         r.answer(201, r#"{"key": "OPS-9"}"#);
         out.clear();
+        tokio::time::sleep(COOLDOWN + std::time::Duration::from_millis(100)).await;
         g.tick(t(2 + 120 + 1), &Fleet, &mut out);
         assert_eq!(
             g.running()

@@ -40,17 +40,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use remedy_engine::{Duration, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, OnceCell};
 
-use super::{BoxFuture, ConfigError, ExecError, Executor};
-use crate::guards::Job;
-use remedy_kafka::{describe, KafkaLog, Redacted};
-
-use crate::publish::producer;
+use super::{BoxFuture, ConfigError, ExecError, Executor, Job};
+use remedy_kafka::{describe, KafkaLog, Producer, Record, Redacted};
 
 /// `[actions.NAME] executor = "kafka"`.
 #[derive(Clone, Deserialize)]
@@ -138,7 +134,7 @@ impl Drop for Reader {
 pub struct Command {
     topic: String,
     timeout: Duration,
-    producer: FutureProducer<KafkaLog>,
+    producer: Producer,
     replies: Option<Replies>,
 }
 
@@ -152,47 +148,59 @@ impl fmt::Debug for Command {
     }
 }
 
+/// The settings as read, without building a client: the topic, the
+/// brokers (this section's or `[kafka]`'s), the reply topic and the timeout.
+pub fn check(action: &str, config: &Config) -> Result<(), ConfigError> {
+    checked(action, config).map(drop)
+}
+
+fn checked(action: &str, config: &Config) -> Result<(String, Duration), ConfigError> {
+    if config.topic.trim().is_empty() {
+        return Err(ConfigError::new(
+            action,
+            "topic: give the command topic, e.g. \"node-commands\"",
+        ));
+    }
+    let brokers = match &config.brokers {
+        Some(b) if !b.trim().is_empty() => b.clone(),
+        _ => {
+            return Err(ConfigError::new(
+                action,
+                "brokers: not set here and no [kafka] brokers to take it from",
+            ))
+        }
+    };
+    if let Some(reply) = &config.reply_topic {
+        if reply.trim().is_empty() || *reply == config.topic {
+            return Err(ConfigError::new(
+                action,
+                "reply_topic: give the topic agents acknowledge on, other than `topic`",
+            ));
+        }
+    }
+    let timeout = config.timeout.unwrap_or(if config.reply_topic.is_some() {
+        Duration::from_secs(600)
+    } else {
+        Duration::from_secs(30)
+    });
+    if timeout.0 <= 0 {
+        return Err(ConfigError::new(action, "timeout: must be longer than 0s"));
+    }
+    Ok((brokers, timeout))
+}
+
 impl Command {
     /// Checks the settings and builds the producer (no network round trip:
     /// the reply topic is looked up at the first job).
     pub fn new(action: &str, config: Config) -> Result<Command, ConfigError> {
-        if config.topic.trim().is_empty() {
-            return Err(ConfigError::new(
-                action,
-                "topic: give the command topic, e.g. \"node-commands\"",
-            ));
-        }
-        let brokers = match &config.brokers {
-            Some(b) if !b.trim().is_empty() => b.clone(),
-            _ => {
-                return Err(ConfigError::new(
+        let (brokers, timeout) = checked(action, &config)?;
+        let producer =
+            Producer::new(&brokers, "remedy-commands", &config.options).map_err(|e| {
+                ConfigError::new(
                     action,
-                    "brokers: not set here and no [kafka] brokers to take it from",
-                ))
-            }
-        };
-        if let Some(reply) = &config.reply_topic {
-            if reply.trim().is_empty() || *reply == config.topic {
-                return Err(ConfigError::new(
-                    action,
-                    "reply_topic: give the topic agents acknowledge on, other than `topic`",
-                ));
-            }
-        }
-        let timeout = config.timeout.unwrap_or(if config.reply_topic.is_some() {
-            Duration::from_secs(600)
-        } else {
-            Duration::from_secs(30)
-        });
-        if timeout.0 <= 0 {
-            return Err(ConfigError::new(action, "timeout: must be longer than 0s"));
-        }
-        let producer = producer(&brokers, "remedy-commands", &config.options).map_err(|e| {
-            ConfigError::new(
-                action,
-                format!("cannot create the producer: {}", describe(&e)),
-            )
-        })?;
+                    format!("cannot create the producer: {}", describe(&e)),
+                )
+            })?;
         let replies = config.reply_topic.as_ref().map(|topic| {
             let mut consumer = ClientConfig::new();
             consumer
@@ -245,7 +253,7 @@ impl Command {
             reason: intent.reason.as_deref(),
             deadline: wall_clock().add(self.timeout),
         })
-        .map_err(|e| ExecError::Failed(format!("cannot encode the command: {e}")))?;
+        .map_err(|e| ExecError::Permanent(format!("cannot encode the command: {e}")))?;
 
         let Some(replies) = &self.replies else {
             let (partition, offset) = self.send(&intent.node, &payload, give_up).await?;
@@ -255,7 +263,7 @@ impl Command {
             ));
         };
         replies.start(give_up).await.map_err(|why| {
-            ExecError::Failed(format!("cannot read reply topic {}: {why}", replies.topic))
+            ExecError::Transient(format!("cannot read reply topic {}: {why}", replies.topic))
         })?;
         // Registered before the command leaves, so no answer can come too early.
         let mut registration = Registration::new(&replies.waiting, &job.id);
@@ -266,15 +274,15 @@ impl Command {
                 Some(m) if !m.trim().is_empty() => format!("acknowledged by agent: {m}"),
                 _ => "acknowledged by agent".to_string(),
             }),
-            Ok(Ok(ack)) => Err(ExecError::Failed(match ack.message {
+            Ok(Ok(ack)) => Err(ExecError::Permanent(match ack.message {
                 Some(m) if !m.trim().is_empty() => m,
                 _ => "the agent answered ok: false without a message".to_string(),
             })),
-            Ok(Err(_)) => Err(ExecError::Failed(format!(
+            Ok(Err(_)) => Err(ExecError::Transient(format!(
                 "the reader of reply topic {} stopped",
                 replies.topic
             ))),
-            Err(_elapsed) => Err(ExecError::Failed(format!(
+            Err(_elapsed) => Err(ExecError::Transient(format!(
                 "no acknowledgement on {} within {}",
                 replies.topic, self.timeout
             ))),
@@ -289,28 +297,17 @@ impl Command {
         payload: &str,
         give_up: tokio::time::Instant,
     ) -> Result<(i32, i64), ExecError> {
-        let mut backoff = std::time::Duration::from_millis(100);
-        loop {
-            let record = FutureRecord::to(&self.topic).key(node).payload(payload);
-            let why = match self.producer.send_result(record) {
-                Ok(delivery) => match tokio::time::timeout_at(give_up, delivery).await {
-                    Ok(Ok(Ok(d))) => return Ok((d.partition, d.offset)),
-                    Ok(Ok(Err((e, _)))) => e.to_string(),
-                    Ok(Err(_canceled)) => "the producer was closed".to_string(),
-                    Err(_elapsed) => "no confirmation from the broker".to_string(),
-                },
-                Err((e, _)) => e.to_string(),
-            };
-            let now = tokio::time::Instant::now();
-            if now >= give_up {
-                return Err(ExecError::Failed(format!(
-                    "cannot publish to {}: {why}",
-                    self.topic
-                )));
-            }
-            tracing::warn!(topic = %self.topic, node, "command refused ({why}), retrying in {backoff:?}");
-            tokio::time::sleep(backoff.min(give_up - now)).await;
-            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+        let record = Record { key: node, payload };
+        match self
+            .producer
+            .send_confirmed(&self.topic, &[record], give_up)
+            .await
+        {
+            Ok(placed) => Ok((placed[0].partition, placed[0].offset)),
+            Err(e) => Err(ExecError::Transient(format!(
+                "cannot publish to {}: {}",
+                self.topic, e.why
+            ))),
         }
     }
 }
@@ -597,7 +594,11 @@ mod tests {
         let result = executors(&tansu, Some(ACKS), Some("30s"))
             .run(&job("node-7", "reinstall"))
             .await;
-        assert_eq!(result, Err("BMC unreachable".to_string()));
+        assert_eq!(
+            result,
+            Err(ExecError::Permanent("BMC unreachable".to_string())),
+            "a refused acknowledgement is final"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -608,7 +609,9 @@ mod tests {
         let result = executors.run(&job("node-7", "reinstall")).await;
         assert_eq!(
             result,
-            Err(format!("no acknowledgement on {ACKS} within 2s"))
+            Err(ExecError::Transient(format!(
+                "no acknowledgement on {ACKS} within 2s"
+            )))
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
         // The command did go out.

@@ -36,8 +36,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::{BoxFuture, ConfigError, ExecError, Executor};
-use crate::guards::Job;
+use super::{BoxFuture, ConfigError, ExecError, Executor, Job};
 
 /// The taint remedy puts on the nodes it cordons (effect `NoSchedule`).
 pub const TAINT: &str = "remedy.io/unhealthy";
@@ -63,9 +62,6 @@ const NAMED_PODS: usize = 20;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `cordon`, `uncordon` or `drain`. Default: the action's name.
-    #[serde(default)]
-    pub op: Option<String>,
     /// Path of a kubeconfig (`~` is the home directory). Default: the
     /// in-cluster service account, then `$KUBECONFIG` or `~/.kube/config`.
     #[serde(default)]
@@ -131,32 +127,37 @@ impl std::fmt::Debug for Kubernetes {
     }
 }
 
+/// The settings as read, without building a client: `op` must be an
+/// operation of this executor, `grace_period` only goes with a drain.
+pub fn check(action: &str, op: &str, config: &Config) -> Result<(), ConfigError> {
+    checked(action, op, config).map(drop)
+}
+
+fn checked(action: &str, op: &str, config: &Config) -> Result<(Op, Duration), ConfigError> {
+    let parsed = Op::parse(op).ok_or_else(|| {
+        ConfigError::new(
+            action,
+            format!("op: {op:?} is not an operation of the kubernetes executor; expected cordon, uncordon or drain"),
+        )
+    })?;
+    if config.grace_period.is_some() && parsed != Op::Drain {
+        return Err(ConfigError::new(
+            action,
+            "grace_period: only a drain evicts pods; remove it or set op = \"drain\"",
+        ));
+    }
+    let timeout = config.timeout.unwrap_or(parsed.default_timeout());
+    if timeout.0 <= 0 {
+        return Err(ConfigError::new(action, "timeout: must be longer than 0s"));
+    }
+    Ok((parsed, timeout))
+}
+
 impl Kubernetes {
     /// Checks the settings and builds the client (reading the kubeconfig or
     /// the in-cluster service account; nothing is sent yet).
-    pub async fn new(action: &str, config: Config) -> Result<Kubernetes, ConfigError> {
-        let name = config.op.as_deref().unwrap_or(action);
-        let op = Op::parse(name).ok_or_else(|| {
-            let given = if config.op.is_some() {
-                format!("{name:?}")
-            } else {
-                format!("{name:?} (the action's name)")
-            };
-            ConfigError::new(
-                action,
-                format!("op: {given} is not an operation; expected cordon, uncordon or drain"),
-            )
-        })?;
-        if config.grace_period.is_some() && op != Op::Drain {
-            return Err(ConfigError::new(
-                action,
-                "grace_period: only a drain evicts pods; remove it or set op = \"drain\"",
-            ));
-        }
-        let timeout = config.timeout.unwrap_or(op.default_timeout());
-        if timeout.0 <= 0 {
-            return Err(ConfigError::new(action, "timeout: must be longer than 0s"));
-        }
+    pub async fn new(action: &str, op: &str, config: Config) -> Result<Kubernetes, ConfigError> {
+        let (op, timeout) = checked(action, op, &config)?;
         let client_config = client_config(action, &config).await?;
         let uri = &client_config.cluster_url;
         let server = format!(
@@ -360,7 +361,7 @@ impl Kubernetes {
         let name = &job.intent.node;
         let deadline = Instant::now() + std_duration(self.timeout);
         let timed_out = |doing: &str| {
-            ExecError::Failed(format!(
+            ExecError::Transient(format!(
                 "drain of {name} timed out after {} while {doing}",
                 self.timeout
             ))
@@ -630,7 +631,7 @@ fn would_not_leave(
     if count > NAMED_PODS {
         named.push(format!("and {} more", count - NAMED_PODS));
     }
-    ExecError::Failed(format!(
+    ExecError::Transient(format!(
         "drain of {node} timed out after {timeout}: {count} {} would not leave: {}",
         plural(count),
         named.join(", ")
@@ -665,7 +666,7 @@ fn plural(n: usize) -> &'static str {
 }
 
 fn changing(node: &str) -> ExecError {
-    ExecError::Failed(format!(
+    ExecError::Transient(format!(
         "node {node} changed between every read and patch ({CONFLICT_RETRIES} conflicts): not patched"
     ))
 }
@@ -716,8 +717,19 @@ impl CallError {
 }
 
 impl From<CallError> for ExecError {
+    /// Busy or unreachable API servers (429, 5xx, no answer) may answer
+    /// later; any other refusal is final.
     fn from(e: CallError) -> Self {
-        ExecError::Failed(e.to_string())
+        let transient = match &e {
+            CallError::Status { code, .. } => *code == 429 || *code >= 500,
+            CallError::Transport { .. } => true,
+            CallError::Request { .. } => false,
+        };
+        if transient {
+            ExecError::Transient(e.to_string())
+        } else {
+            ExecError::Permanent(e.to_string())
+        }
     }
 }
 
@@ -1000,7 +1012,8 @@ mod tests {
                 "kubeconfig".into(),
                 self.kubeconfig.display().to_string().into(),
             );
-            Kubernetes::new(action, settings(action, &table).unwrap())
+            let op = op_of(action, &mut table);
+            Kubernetes::new(action, &op, settings(action, &table).unwrap())
                 .await
                 .unwrap()
         }
@@ -1020,6 +1033,7 @@ mod tests {
         Executors::from_map(BTreeMap::from([(action.to_string(), executor)]))
             .run(&job(node, action))
             .await
+            .map_err(|e| e.to_string())
     }
 
     fn node(unschedulable: bool, annotations: Value, taints: Value) -> Value {
@@ -1437,12 +1451,22 @@ mod tests {
         );
     }
 
+    /// `op` of `[actions.ACTION]` (a common key of every action, read
+    /// before the executor's own): the action's name when not given.
+    fn op_of(action: &str, table: &mut toml::Table) -> String {
+        table
+            .remove("op")
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_else(|| action.to_string())
+    }
+
     /// The error `new` gives for these `[actions.ACTION]` keys.
     async fn config_error(action: &str, keys: &str) -> String {
-        let table: toml::Table = keys.parse().unwrap();
+        let mut table: toml::Table = keys.parse().unwrap();
+        let op = op_of(action, &mut table);
         match settings::<Config>(action, &table) {
             Err(e) => e.to_string(),
-            Ok(config) => Kubernetes::new(action, config)
+            Ok(config) => Kubernetes::new(action, &op, config)
                 .await
                 .unwrap_err()
                 .to_string(),
@@ -1457,12 +1481,13 @@ mod tests {
 
         assert_eq!(
             config_error("restart", &at("")).await,
-            "[actions.restart] op: \"restart\" (the action's name) is not an operation; \
+            "[actions.restart] op: \"restart\" is not an operation of the kubernetes executor; \
              expected cordon, uncordon or drain"
         );
         assert_eq!(
             config_error("cordon", &at("op = \"evict\"")).await,
-            "[actions.cordon] op: \"evict\" is not an operation; expected cordon, uncordon or drain"
+            "[actions.cordon] op: \"evict\" is not an operation of the kubernetes executor; \
+             expected cordon, uncordon or drain"
         );
         assert_eq!(
             config_error("cordon", &at("grace_period = 30")).await,

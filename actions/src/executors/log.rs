@@ -5,8 +5,7 @@
 use remedy_engine::Duration;
 use serde::Deserialize;
 
-use super::{BoxFuture, ExecError, Executor};
-use crate::guards::Job;
+use super::{BoxFuture, ExecError, Executor, Job};
 
 /// `[actions.NAME] executor = "log"`: no settings of its own.
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -1,11 +1,11 @@
-//! Executors: what carries out a [`Job`] that passed the guard chain.
+//! The executor registry: one executor instance per `[actions.NAME]`,
+//! built from the section's typed settings ([`ExecutorConfig`], checked
+//! when the config is loaded, by every command), and the fallback for
+//! built-in actions without a section (the `log` executor).
 //!
-//! Each executor is one module with its own `Config` (read from the
-//! `[actions.NAME]` table, unknown keys refused) and a way to build it.
-//! Every executor is idempotent on the job id ([`Job::id`], the same for a
-//! retry and after a restart), bounded by a timeout, and answers with a
-//! one-line summary of what it did or an error that says why not; the guard
-//! chain turns that into `executed` or `failed` and feeds the breaker.
+//! Each kind of executor is one module with its own `Config` (unknown keys
+//! refused) and a way to build it; the trait they implement, the job and
+//! the error live in [`crate::executor`].
 
 pub mod exec;
 pub mod http;
@@ -14,39 +14,12 @@ pub mod kubernetes;
 pub mod log;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use remedy_engine::Duration;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde::Deserialize;
 
-use crate::guards::Job;
-
-/// A boxed future, as executors return.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Why an executor could not carry out a job (the `failed` decision's reason).
-#[derive(Debug, thiserror::Error)]
-pub enum ExecError {
-    /// It took longer than the executor's timeout.
-    #[error("timed out after {0}")]
-    Timeout(Duration),
-    /// The executor says why.
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// Carries out jobs for one `[actions.NAME]`.
-pub trait Executor: Send + Sync {
-    /// Does it; `Ok` is a one-line summary of the response. Must be
-    /// idempotent on `job.id`.
-    fn execute<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<String, ExecError>>;
-
-    /// The longest a job may take, retries included.
-    fn timeout(&self) -> Duration;
-}
+pub use crate::executor::{job_json, BoxFuture, ExecError, Executor, Job};
 
 /// A configuration problem, naming the action and the key.
 #[derive(Debug, thiserror::Error)]
@@ -68,21 +41,102 @@ impl ConfigError {
     }
 }
 
-/// Reads an executor's `Config` from the rest of an `[actions.NAME]` table.
-pub fn settings<T: DeserializeOwned>(action: &str, table: &toml::Table) -> Result<T, ConfigError> {
-    T::deserialize(toml::Value::Table(table.clone()))
-        .map_err(|e| ConfigError::new(action, e.message().trim().replace('\n', " ")))
+/// `executor = "..."`: which kind of executor carries an action out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// Node operations through the Kubernetes API (cordon, uncordon, drain).
+    Kubernetes,
+    /// A command to the node's agent on a Kafka topic.
+    Kafka,
+    /// An HTTP request (tickets, webhooks).
+    Http,
+    /// A local program.
+    Exec,
+    /// Logs the action and does nothing else. The default.
+    #[default]
+    Log,
 }
 
-/// One `[actions.NAME]`: the executor kind and its settings.
+impl ExecutorKind {
+    /// Its name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::Kubernetes => "kubernetes",
+            ExecutorKind::Kafka => "kafka",
+            ExecutorKind::Http => "http",
+            ExecutorKind::Exec => "exec",
+            ExecutorKind::Log => "log",
+        }
+    }
+}
+
+/// The typed settings of one `[actions.NAME]`, by executor kind.
+#[derive(Clone, Debug)]
+pub enum ExecutorConfig {
+    /// `executor = "kubernetes"`.
+    Kubernetes(kubernetes::Config),
+    /// `executor = "kafka"`.
+    Kafka(kafka::Config),
+    /// `executor = "http"`.
+    Http(http::Config),
+    /// `executor = "exec"`.
+    Exec(exec::Config),
+    /// `executor = "log"`.
+    Log(log::Config),
+}
+
+impl ExecutorConfig {
+    /// Reads the executor's own keys (everything of `[actions.NAME]` but
+    /// the common ones). The error is serde's: it names the key (`unknown
+    /// field `x``, or `... in `timeout``).
+    pub fn from_table(kind: ExecutorKind, table: toml::Table) -> Result<Self, toml::de::Error> {
+        fn read<T: DeserializeOwned>(table: toml::Table) -> Result<T, toml::de::Error> {
+            T::deserialize(toml::Value::Table(table))
+        }
+        Ok(match kind {
+            ExecutorKind::Kubernetes => ExecutorConfig::Kubernetes(read(table)?),
+            ExecutorKind::Kafka => ExecutorConfig::Kafka(read(table)?),
+            ExecutorKind::Http => ExecutorConfig::Http(read(table)?),
+            ExecutorKind::Exec => ExecutorConfig::Exec(read(table)?),
+            ExecutorKind::Log => ExecutorConfig::Log(read(table)?),
+        })
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> ExecutorKind {
+        match self {
+            ExecutorConfig::Kubernetes(_) => ExecutorKind::Kubernetes,
+            ExecutorConfig::Kafka(_) => ExecutorKind::Kafka,
+            ExecutorConfig::Http(_) => ExecutorKind::Http,
+            ExecutorConfig::Exec(_) => ExecutorKind::Exec,
+            ExecutorConfig::Log(_) => ExecutorKind::Log,
+        }
+    }
+
+    /// What can be checked without touching anything outside (no file, no
+    /// network): every command runs this when it loads the config, so a
+    /// wrong setting is found by `replay` as surely as by `run`.
+    pub fn check(&self, action: &str, op: &str) -> Result<(), ConfigError> {
+        match self {
+            ExecutorConfig::Kubernetes(c) => kubernetes::check(action, op, c),
+            ExecutorConfig::Kafka(c) => kafka::check(action, c),
+            ExecutorConfig::Http(c) => http::check(action, c),
+            ExecutorConfig::Exec(c) => exec::check(action, c),
+            ExecutorConfig::Log(_) => Ok(()),
+        }
+    }
+}
+
+/// One `[actions.NAME]`: what it does and how its executor is set up.
 #[derive(Clone, Debug)]
 pub struct Spec {
     /// The action's name.
     pub action: String,
-    /// kubernetes | kafka | http | exec | log.
-    pub executor: String,
-    /// The executor's own keys.
-    pub settings: toml::Table,
+    /// What it does (`op`; default the action's name).
+    pub op: String,
+    /// The executor and its settings.
+    pub config: ExecutorConfig,
 }
 
 /// Every configured executor, by action name; actions without a section
@@ -107,24 +161,14 @@ impl Executors {
         let mut by_action: BTreeMap<String, Arc<dyn Executor>> = BTreeMap::new();
         for spec in specs {
             let action = spec.action.as_str();
-            let executor: Arc<dyn Executor> = match spec.executor.as_str() {
-                "log" => Arc::new(log::Log::new(settings(action, &spec.settings)?)),
-                "exec" => Arc::new(exec::Exec::new(action, settings(action, &spec.settings)?)?),
-                "http" => Arc::new(http::Http::new(action, settings(action, &spec.settings)?)?),
-                "kafka" => Arc::new(kafka::Command::new(
-                    action,
-                    settings(action, &spec.settings)?,
-                )?),
-                "kubernetes" => Arc::new(
-                    kubernetes::Kubernetes::new(action, settings(action, &spec.settings)?).await?,
-                ),
-                other => {
-                    return Err(ConfigError::new(
-                        action,
-                        format!(
-                            "executor {other:?}: expected kubernetes, kafka, http, exec or log"
-                        ),
-                    ))
+            spec.config.check(action, &spec.op)?;
+            let executor: Arc<dyn Executor> = match &spec.config {
+                ExecutorConfig::Log(c) => Arc::new(log::Log::new(c.clone())),
+                ExecutorConfig::Exec(c) => Arc::new(exec::Exec::new(action, c.clone())?),
+                ExecutorConfig::Http(c) => Arc::new(http::Http::new(action, c.clone())?),
+                ExecutorConfig::Kafka(c) => Arc::new(kafka::Command::new(action, c.clone())?),
+                ExecutorConfig::Kubernetes(c) => {
+                    Arc::new(kubernetes::Kubernetes::new(action, &spec.op, c.clone()).await?)
                 }
             };
             by_action.insert(spec.action.clone(), executor);
@@ -152,43 +196,21 @@ impl Executors {
     }
 
     /// Runs a job within its executor's timeout: the summary, or why it failed.
-    pub async fn run(&self, job: &Job) -> Result<String, String> {
+    pub async fn run(&self, job: &Job) -> Result<String, ExecError> {
         let executor = self.get(&job.intent.action);
         let limit = executor.timeout();
         let budget = std::time::Duration::from_millis(limit.0.max(1) as u64);
         match tokio::time::timeout(budget, executor.execute(job)).await {
-            Ok(Ok(summary)) => Ok(summary),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(ExecError::Timeout(limit).to_string()),
+            Ok(result) => result,
+            Err(_) => Err(ExecError::Timeout(limit)),
         }
     }
 }
 
-/// The JSON executors hand on (exec's stdin, http's default body, the log):
-/// the action decision being carried out, with the job id, the fault's
-/// opening time and the node's labels.
-pub fn job_json(job: &Job) -> serde_json::Value {
-    let i = &job.intent;
-    let labels: serde_json::Map<String, serde_json::Value> = i
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    let mut v = json!({
-        "id": job.id,
-        "ts": job.at,
-        "event": "action",
-        "node": i.node,
-        "fault": i.fault,
-        "action": i.action,
-        "opened": i.opened,
-        "trigger": i.trigger,
-        "labels": labels,
-    });
-    if let Some(reason) = &i.reason {
-        v["reason"] = json!(reason);
-    }
-    v
+/// Reads an executor's `Config` from a TOML table (tests and embedding).
+pub fn settings<T: DeserializeOwned>(action: &str, table: &toml::Table) -> Result<T, ConfigError> {
+    T::deserialize(toml::Value::Table(table.clone()))
+        .map_err(|e| ConfigError::new(action, e.message().trim().replace('\n', " ")))
 }
 
 #[cfg(test)]
@@ -198,9 +220,9 @@ pub(crate) mod testing {
 
     use remedy_engine::{Decision, Duration, Intent, Timestamp, Trigger};
 
-    use super::Executors;
+    use super::{Executors, Job};
     use crate::breaker::BreakerConfig;
-    use crate::guards::{ActionGuards, DomainSizes, GuardConfig, Guards, Job};
+    use crate::guards::{ActionGuards, DomainSizes, GuardConfig, Guards};
 
     /// Every failure domain knows 1,000 nodes.
     pub struct Fleet;
@@ -211,9 +233,12 @@ pub(crate) mod testing {
         }
     }
 
+    /// The breaker cooldown of [`breaker_guards`], on the service's clock.
+    pub const COOLDOWN: std::time::Duration = std::time::Duration::from_millis(500);
+
     /// Guards that execute (no dry-run, no budget), sending `action` to
     /// `executor`, whose breaker opens after 2 failures within 60s and
-    /// half-opens after a 120s cooldown.
+    /// half-opens after [`COOLDOWN`].
     pub fn breaker_guards(action: &str, executor: &str) -> Guards {
         Guards::new(
             GuardConfig {
@@ -222,7 +247,8 @@ pub(crate) mod testing {
                 breaker: BreakerConfig {
                     failures: 2,
                     window: Duration::from_secs(60),
-                    cooldown: Duration::from_secs(120),
+                    cooldown: Duration(COOLDOWN.as_millis() as i64),
+                    max_cooldown: None,
                 },
                 ..GuardConfig::default()
             },
