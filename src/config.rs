@@ -1,18 +1,25 @@
-//! The configuration file (TOML, contract section 5).
+//! The configuration file (TOML, contract sections 5 and 8), typed when it
+//! is loaded.
 //!
-//! This struct is the documentation of the file: every field says what it is
-//! for and what it defaults to. `[http]` and `[journal]` are read by `remedy
-//! run` (see `service::Settings`); sections of components still being built
-//! (`[kafka]` and the executor settings of `[actions.*]`) are accepted as written in the contract so that one file
-//! serves every command. A key the contract does not know is an error naming
-//! the key.
+//! Every command (`run`, `replay`, `diff`, `check --config`) reads the
+//! whole file into these structs, dry-run or not: every section refuses
+//! unknown keys, every value is parsed (durations, rates, addresses, URLs,
+//! paths, the executor's own settings), every action a policy names must
+//! be defined in `[actions]` or be built in. An error names the file,
+//! line, column and key. The structs are the documentation of the file:
+//! each field says what it is for and what it defaults to.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use remedy_actions::{ActionGuards, BreakerConfig, Budget, GuardConfig, Rate, Silence};
+use remedy_actions::{
+    ActionGuards, ActionKind, BreakerConfig, Budget, ExecutorConfig, ExecutorKind, GuardConfig,
+    Rate, Silence, Spec, BUILT_IN,
+};
 use remedy_engine::{Duration, Flap, Policy};
 use serde::Deserialize;
+use toml::Spanned;
 
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
@@ -25,54 +32,169 @@ pub struct Config {
     /// Carry out no action, only report `dry_run`. Default: true.
     #[serde(default = "default_true")]
     pub dry_run: bool,
+    /// `[faults.NAME]` as written, with where each is (read into `faults`).
+    #[serde(default, rename = "faults")]
+    raw_faults: BTreeMap<String, Spanned<Policy>>,
     /// Policy per fault class; `"*"` is the default for classes not listed.
-    #[serde(default)]
+    #[serde(skip)]
     pub faults: BTreeMap<String, Policy>,
     /// HTTP API (used by `remedy run`).
     #[serde(default)]
-    pub http: Option<toml::Table>,
+    pub http: HttpSection,
     /// Journal (used by `remedy run`).
     #[serde(default)]
-    pub journal: Option<toml::Table>,
+    pub journal: JournalSection,
     /// Kafka source and decisions topic (used by `remedy run`).
     #[serde(default)]
-    pub kafka: Option<toml::Table>,
+    pub kafka: Option<remedy_collectors::kafka::Config>,
     /// PromQL queries polled as signals by `remedy run`.
     #[serde(default)]
     pub prometheus: Vec<remedy_collectors::promql::Config>,
     /// Exposition endpoints scraped as signals by `remedy run`.
     #[serde(default)]
     pub scrape: Vec<remedy_collectors::scrape::Config>,
-    /// Executors and quotas, by action name.
-    #[serde(default)]
-    pub actions: BTreeMap<String, ActionSection>,
-    /// Storm protection, circuit breakers, flap detection.
+    /// `[actions.NAME]` as written, with where each key is (read into `actions`).
+    #[serde(default, rename = "actions")]
+    raw_actions: BTreeMap<String, Spanned<RawTable>>,
+    /// Every `[actions.NAME]`, typed: what it does, its executor, its quotas.
+    #[serde(skip)]
+    pub actions: BTreeMap<String, Action>,
+    /// Storm protection and circuit breakers.
     #[serde(default)]
     pub guards: GuardsSection,
+    /// The fault lifecycle.
+    #[serde(default)]
+    pub lifecycle: LifecycleSection,
     /// Silences known from the start (replay uses them as the service does).
     #[serde(default)]
     pub silences: Vec<Silence>,
 }
 
-/// `[actions.NAME]`.
-#[derive(Debug, Deserialize)]
+/// The keys of one table, each with where it is in the file.
+type RawTable = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+
+/// `[http]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address to listen on. Default `127.0.0.1:9477`; listening beyond
+    /// loopback needs a token. `REMEDY_LISTEN` overrides it.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// File holding the bearer token `/v1/*` then requires.
+    /// `REMEDY_TOKEN` (the token itself) takes precedence.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: default_listen(),
+            token_file: None,
+        }
+    }
+}
+
+/// `[journal]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSection {
+    /// Where decisions are journaled: `sqlite://PATH` (relative paths are
+    /// relative to the working directory). Default `sqlite://remedy.db`.
+    /// `REMEDY_JOURNAL` overrides it.
+    #[serde(default)]
+    pub url: JournalUrl,
+}
+
+/// A journal's URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalUrl {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+}
+
+impl Default for JournalUrl {
+    fn default() -> Self {
+        JournalUrl::Sqlite(PathBuf::from("remedy.db"))
+    }
+}
+
+impl std::str::FromStr for JournalUrl {
+    type Err = String;
+    fn from_str(url: &str) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(format!("{url:?}: give the file, e.g. sqlite://remedy.db"));
+            }
+            return Ok(JournalUrl::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Err(format!(
+                "{:?}: PostgreSQL journals are not supported yet; use sqlite://PATH",
+                url.split('@').next_back().unwrap_or(url)
+            ));
+        }
+        Err(format!("{url:?}: expected sqlite://PATH"))
+    }
+}
+
+impl<'de> Deserialize<'de> for JournalUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The keys every `[actions.NAME]` has, whatever its executor.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ActionSection {
     /// kubernetes | kafka | http | exec | log. Default: log.
-    #[serde(default = "default_executor")]
-    pub executor: String,
+    #[serde(default)]
+    pub executor: ExecutorKind,
+    /// What the action does: for the kubernetes executor `cordon`,
+    /// `uncordon` or `drain`; for any executor it sets the defaults of
+    /// `disruptive` and `restores`. Default: the action's name.
+    #[serde(default)]
+    pub op: Option<String>,
+    /// Counts against the storm budgets. Default: true for the ops cordon,
+    /// drain, reinstall, restart, reboot, power_cycle and upgrade.
+    #[serde(default)]
+    pub disruptive: Option<bool>,
+    /// Undoes a disruptive action (uncordon-like): waits while another
+    /// fault keeps the node out. Default: true for the op uncordon.
+    #[serde(default)]
+    pub restores: Option<bool>,
     /// Fleet-wide quota, e.g. `20/min` (burst = the count).
     #[serde(default)]
     pub rate: Option<Rate>,
     /// Quota per failure domain: `{ label = "rack", rate = "2/hour" }`.
     #[serde(default)]
     pub per: Option<PerDomain>,
-    /// The executor's own settings (op, kubeconfig, topic, url, ...).
-    #[serde(flatten)]
-    pub settings: toml::Table,
+}
+
+/// The keys of [`ActionSection`]; every other key is the executor's.
+const COMMON_ACTION_KEYS: [&str; 6] = ["executor", "op", "disruptive", "restores", "rate", "per"];
+
+/// One `[actions.NAME]`, typed.
+#[derive(Clone, Debug)]
+pub struct Action {
+    /// What it does (`op`).
+    pub op: String,
+    /// Whether it counts against budgets or undoes a disruptive action.
+    pub kind: ActionKind,
+    /// Its executor and the executor's settings.
+    pub executor: ExecutorConfig,
+    /// Fleet-wide quota.
+    pub rate: Option<Rate>,
+    /// Quota per failure domain.
+    pub per: Option<PerDomain>,
 }
 
 /// `per = { label, rate }`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PerDomain {
     /// The label naming the domain.
@@ -96,12 +218,14 @@ pub struct GuardsSection {
     /// has stayed under budget this long. Default `0s`.
     #[serde(default)]
     pub storm_recovery: Duration,
-    /// Circuit breaker per executor. Default 5 failures in 60s, 120s cooldown.
+    /// Circuit breaker per executor instance (failsafe). Default 5
+    /// failures in 60s, 120s cooldown.
     #[serde(default)]
     pub breaker: BreakerConfig,
-    /// Flap detection. Default: more than 3 opens within 1h.
+    /// Flap detection, read here as well for configs written before
+    /// `[lifecycle] flap` (where it acts); give it in one place only.
     #[serde(default)]
-    pub flap: Flap,
+    pub flap: Option<Flap>,
 }
 
 impl Default for GuardsSection {
@@ -110,8 +234,18 @@ impl Default for GuardsSection {
     }
 }
 
-fn default_executor() -> String {
-    "log".to_string()
+/// `[lifecycle]`: how faults open, flap and resolve.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleSection {
+    /// A fault that opens more than `opens` times within `window` is
+    /// flapping: held open, flagged. Default: more than 3 opens within 1h.
+    #[serde(default)]
+    pub flap: Option<Flap>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9477))
 }
 
 fn default_domain() -> String {
@@ -149,11 +283,11 @@ impl Default for Config {
     /// The embedded default: rules from `./rules`, everything dry-run, the
     /// engine's built-in policies.
     fn default() -> Self {
-        toml::from_str("").expect("the empty config is valid")
+        Config::parse("").expect("the empty config is valid")
     }
 }
 
-/// Why a config file could not be used. The message names the file and the key.
+/// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -164,27 +298,60 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file is not valid TOML or not a valid config.
-    #[error("config {}: {message}", path.display())]
+    /// A key or value is wrong.
+    #[error("config {}:{line}:{column}: {key}: {message}", path.display())]
     Invalid {
         /// The file.
         path: PathBuf,
-        /// What is wrong, and where.
+        /// Where (from 1).
+        line: usize,
+        /// Where (from 1).
+        column: usize,
+        /// The key, as a dotted path (`actions.cordon.rate`).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An environment override is wrong.
+    #[error("{var}: {message}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong.
         message: String,
     },
 }
 
+/// A problem at a byte range of the text, before it is placed.
+struct Problem {
+    at: std::ops::Range<usize>,
+    key: Option<String>,
+    message: String,
+}
+
+impl Problem {
+    fn place(self, path: &Path, text: &str) -> ConfigError {
+        let (line, column) = line_col(text, self.at.start);
+        let key = self.key.unwrap_or_else(|| key_at(text, self.at.start));
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            key,
+            message: self.message,
+        }
+    }
+}
+
 impl Config {
-    /// Reads and validates a config file; `rules` is resolved against its directory.
+    /// Reads, types and checks a config file; `rules` is resolved against
+    /// its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config = Self::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        })?;
+        let mut config = Self::parse_from(&text, path)?;
         if config.rules.is_relative() {
             if let Some(dir) = path.parent() {
                 config.rules = dir.join(&config.rules);
@@ -193,9 +360,129 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses config text; the error is one line naming the key and position.
+    /// Types and checks config text; the error is one line naming line,
+    /// column and key (the file shows as `<config>`).
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| one_line(&e))
+        Self::parse_from(text, Path::new("<config>")).map_err(|e| e.to_string())
+    }
+
+    fn parse_from(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            Problem {
+                at: e.span().unwrap_or(0..0),
+                key: None,
+                message: e.message().trim().replace('\n', " "),
+            }
+            .place(path, text)
+        })?;
+        config.resolve().map_err(|p| p.place(path, text))?;
+        Ok(config)
+    }
+
+    /// Types what serde could not on its own: each action's executor
+    /// settings, and the action names policies use.
+    fn resolve(&mut self) -> Result<(), Problem> {
+        if let (Some(_), Some(_)) = (&self.guards.flap, &self.lifecycle.flap) {
+            return Err(Problem {
+                at: 0..0,
+                key: Some("guards.flap".into()),
+                message:
+                    "flap is given in [guards] and in [lifecycle]: keep it in [lifecycle] only"
+                        .into(),
+            });
+        }
+        let brokers = self.kafka.as_ref().map(|k| k.brokers.clone());
+        for (name, raw) in std::mem::take(&mut self.raw_actions) {
+            let action = resolve_action(&name, raw, brokers.as_deref())?;
+            self.actions.insert(name, action);
+        }
+        for c in &self.prometheus {
+            check_url(&c.url).map_err(|message| Problem {
+                at: 0..0,
+                key: Some("prometheus.url".into()),
+                message,
+            })?;
+        }
+        for c in &self.scrape {
+            check_url(&c.url).map_err(|message| Problem {
+                at: 0..0,
+                key: Some("scrape.url".into()),
+                message,
+            })?;
+        }
+        for (fault, policy) in std::mem::take(&mut self.raw_faults) {
+            let at = policy.span();
+            let policy = policy.into_inner();
+            let named = policy
+                .actions
+                .iter()
+                .map(|a| ("actions", a))
+                .chain(
+                    policy
+                        .escalate
+                        .iter()
+                        .flat_map(|e| e.actions.iter().map(|a| ("escalate", a))),
+                )
+                .chain(policy.on_resolve.iter().map(|a| ("on_resolve", a)));
+            for (key, action) in named {
+                if !self.actions.contains_key(action) && !BUILT_IN.contains(&action.as_str()) {
+                    return Err(Problem {
+                        at: at.clone(),
+                        key: Some(format!("faults.{fault}.{key}")),
+                        message: format!(
+                            "unknown action {action:?}: define [actions.{action}] or use a built-in action ({})",
+                            BUILT_IN.join(", ")
+                        ),
+                    });
+                }
+            }
+            self.faults.insert(fault, policy);
+        }
+        Ok(())
+    }
+
+    /// Applies the `REMEDY_*` environment overrides the service honours:
+    /// `REMEDY_RULES`, `REMEDY_LISTEN`, `REMEDY_JOURNAL` (and
+    /// `REMEDY_TOKEN`, read by [`Config::token`]).
+    pub fn with_env(mut self) -> Result<Self, ConfigError> {
+        if let Some(rules) = std::env::var_os("REMEDY_RULES") {
+            self.rules = PathBuf::from(rules);
+        }
+        if let Ok(listen) = std::env::var("REMEDY_LISTEN") {
+            self.http.listen = listen.parse().map_err(|_| ConfigError::Env {
+                var: "REMEDY_LISTEN",
+                message: format!("{listen:?} is not an address like 127.0.0.1:9477"),
+            })?;
+        }
+        if let Ok(url) = std::env::var("REMEDY_JOURNAL") {
+            self.journal.url = url.parse().map_err(|message| ConfigError::Env {
+                var: "REMEDY_JOURNAL",
+                message,
+            })?;
+        }
+        Ok(self)
+    }
+
+    /// The bearer token `/v1/*` requires: `REMEDY_TOKEN`, else the
+    /// contents of `[http] token_file`; `None` when neither is set.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(t) = std::env::var("REMEDY_TOKEN").ok().filter(|t| !t.is_empty()) {
+            return Ok(Some(t));
+        }
+        let Some(path) = &self.http.token_file else {
+            return Ok(None);
+        };
+        let bad = |message: String| ConfigError::Env {
+            var: "[http] token_file",
+            message,
+        };
+        let t =
+            std::fs::read_to_string(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let t = t.trim().to_string();
+        if t.is_empty() {
+            return Err(bad(format!("{} is empty", path.display())));
+        }
+        Ok(Some(t))
     }
 
     /// The engine's policies: the embedded ones, with `[faults.*]` replacing per class.
@@ -203,7 +490,16 @@ impl Config {
         remedy_engine::Policies::from_config(self.faults.clone())
     }
 
-    /// The guard chain's settings and per-action quotas.
+    /// The engine's options: flap detection from `[lifecycle]` (or the
+    /// older `[guards] flap`).
+    pub fn engine_options(&self) -> remedy_engine::Options {
+        remedy_engine::Options {
+            flap: self.lifecycle.flap.or(self.guards.flap).unwrap_or_default(),
+            ..remedy_engine::Options::default()
+        }
+    }
+
+    /// The guard chain's settings and what it knows of each action.
     pub fn guards(&self) -> (GuardConfig, BTreeMap<String, ActionGuards>) {
         let g = &self.guards;
         let config = GuardConfig {
@@ -218,7 +514,8 @@ impl Config {
             .iter()
             .map(|(name, a)| {
                 let guards = ActionGuards {
-                    executor: a.executor.clone(),
+                    executor: a.executor.kind().as_str().to_string(),
+                    kind: a.kind,
                     rate: a.rate,
                     per: a.per.as_ref().map(|p| (p.label.clone(), p.rate)),
                 };
@@ -228,48 +525,153 @@ impl Config {
         (config, actions)
     }
 
-    /// The executor of every `[actions.NAME]`. A kafka executor without its
-    /// own `brokers` uses `[kafka] brokers`.
-    pub fn executor_specs(&self) -> Vec<remedy_actions::Spec> {
-        let brokers = self.kafka.as_ref().and_then(|k| k.get("brokers")).cloned();
+    /// The executor of every `[actions.NAME]`.
+    pub fn executor_specs(&self) -> Vec<Spec> {
         self.actions
             .iter()
-            .map(|(name, a)| {
-                let mut settings = a.settings.clone();
-                if a.executor == "kafka" && !settings.contains_key("brokers") {
-                    if let Some(b) = &brokers {
-                        settings.insert("brokers".into(), b.clone());
-                    }
-                }
-                remedy_actions::Spec {
-                    action: name.clone(),
-                    executor: a.executor.clone(),
-                    settings,
-                }
+            .map(|(name, a)| Spec {
+                action: name.clone(),
+                op: a.op.clone(),
+                config: a.executor.clone(),
             })
             .collect()
     }
 }
 
-/// TOML errors span several lines with a source excerpt; keep the position and the message.
-fn one_line(e: &toml::de::Error) -> String {
-    let message = e.message().trim().to_string();
-    match e.span() {
-        Some(_) => {
-            let first = e.to_string();
-            let position = first
-                .lines()
+/// Types one `[actions.NAME]`: its common keys, then its executor's own.
+fn resolve_action(
+    name: &str,
+    raw: Spanned<RawTable>,
+    brokers: Option<&str>,
+) -> Result<Action, Problem> {
+    let header = raw.span();
+    let raw = raw.into_inner();
+    let spans: BTreeMap<String, std::ops::Range<usize>> = raw
+        .iter()
+        .map(|(k, v)| (k.get_ref().clone(), k.span().start..v.span().end))
+        .collect();
+    let (mut common, mut own) = (toml::Table::new(), toml::Table::new());
+    for (k, v) in raw {
+        let (k, v) = (k.into_inner(), v.into_inner());
+        if COMMON_ACTION_KEYS.contains(&k.as_str()) {
+            common.insert(k, v);
+        } else {
+            own.insert(k, v);
+        }
+    }
+    // serde names the key in its message (`unknown field `x`` or `... in `x``).
+    let problem = |message: String, fallback: Option<&str>| {
+        let key = spans
+            .keys()
+            .find(|k| message.contains(&format!("`{k}`")))
+            .map(String::as_str)
+            .or(fallback);
+        Problem {
+            at: key
+                .and_then(|k| spans.get(k))
+                .cloned()
+                .unwrap_or(header.clone()),
+            key: Some(match key {
+                Some(k) => format!("actions.{name}.{k}"),
+                None => format!("actions.{name}"),
+            }),
+            message: first_line(&message),
+        }
+    };
+    let section = ActionSection::deserialize(toml::Value::Table(common))
+        .map_err(|e| problem(e.to_string(), None))?;
+    if section.executor == ExecutorKind::Kafka && !own.contains_key("brokers") {
+        if let Some(b) = brokers {
+            own.insert("brokers".into(), toml::Value::String(b.to_string()));
+        }
+    }
+    let executor = ExecutorConfig::from_table(section.executor, own)
+        .map_err(|e| problem(e.to_string(), None))?;
+    let op = section.op.clone().unwrap_or_else(|| name.to_string());
+    executor.check(name, &op).map_err(|e| {
+        let key = e.message.split(':').next().unwrap_or("").trim().to_string();
+        let known = spans.contains_key(&key) || COMMON_ACTION_KEYS.contains(&key.as_str());
+        problem(
+            e.message.clone(),
+            if known { Some(key.as_str()) } else { None },
+        )
+    })?;
+    let defaults = ActionKind::of_op(&op);
+    Ok(Action {
+        kind: ActionKind {
+            disruptive: section.disruptive.unwrap_or(defaults.disruptive),
+            restores: section.restores.unwrap_or(defaults.restores),
+        },
+        op,
+        executor,
+        rate: section.rate,
+        per: section.per,
+    })
+}
+
+/// An absolute http(s) URL with a host.
+fn check_url(url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(u) => Err(format!(
+            "{url:?}: expected an http:// or https:// URL with a host, not {}:",
+            u.scheme()
+        )),
+        Err(e) => Err(format!("{url:?} is not a URL: {e}")),
+    }
+}
+
+fn first_line(message: &str) -> String {
+    message.trim().lines().next().unwrap_or("").to_string()
+}
+
+/// Line and column (from 1) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, column)
+}
+
+/// The dotted key at a byte offset: the table header above it and the key
+/// on its line (`faults.disk_failure.for`).
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let mut table = String::new();
+    for l in text[..line_start].lines().rev() {
+        let l = l.trim();
+        if l.starts_with('[') {
+            table = l
+                .trim_start_matches('[')
+                .split(']')
                 .next()
                 .unwrap_or("")
-                .trim_start_matches("TOML parse error ")
-                .to_string();
-            if position.is_empty() {
-                message
-            } else {
-                format!("{position}: {message}")
-            }
+                .trim()
+                .replace('"', "");
+            break;
         }
-        None => message,
+    }
+    let line = line.trim();
+    if line.starts_with('[') {
+        return line
+            .trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .replace('"', "");
+    }
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .unwrap_or_default();
+    match (table.is_empty(), key.is_empty()) {
+        (true, _) => key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
     }
 }
 
@@ -294,23 +696,176 @@ mod tests {
         );
         assert_eq!(c.scrape[0].every, "15s".parse().unwrap());
         assert_eq!(c.policies().get("memory_failure").on_resolve, ["uncordon"]);
+        assert_eq!(
+            c.actions["cordon"].executor.kind(),
+            ExecutorKind::Kubernetes
+        );
+        assert_eq!(c.actions["reinstall"].executor.kind(), ExecutorKind::Kafka);
+        assert_eq!(
+            c.journal.url,
+            JournalUrl::Sqlite(PathBuf::from("remedy.db"))
+        );
+        assert_eq!(c.http.listen, default_listen());
     }
 
     #[test]
-    fn unknown_keys_and_bad_values_name_the_key() {
+    fn unknown_keys_and_bad_values_name_line_column_and_key() {
         let e = Config::parse("rulez = \"x\"").unwrap_err();
-        assert!(
-            e.contains("line 1") && e.contains("unknown field `rulez`"),
-            "{e}"
-        );
+        assert!(e.contains(":1:1: rulez: unknown field `rulez`"), "{e}");
         let e = Config::parse("[faults.disk_failure]\nfor = \"ten minutes\"").unwrap_err();
         assert!(
-            e.contains("line 2") && e.contains("invalid duration"),
+            e.contains(":2:7: faults.disk_failure.for: invalid duration"),
             "{e}"
         );
         let e = Config::parse("[faults.disk_failure]\nactons = []").unwrap_err();
         assert!(e.contains("unknown field `actons`"), "{e}");
         assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    /// One unknown key in every section: each is refused, naming its line and key.
+    #[test]
+    fn an_unknown_key_in_any_section_is_refused() {
+        let cases = [
+            ("[http]\ntokn_file = \"t\"", "2:1: http.tokn_file"),
+            ("[journal]\nulr = \"sqlite://x.db\"", "2:1: journal.ulr"),
+            (
+                "[kafka]\nbrokers = \"b:9092\"\ngroupp = \"g\"",
+                "3:1: kafka.groupp",
+            ),
+            (
+                "[[prometheus]]\nurl = \"http://p:9090\"\nquery = \"up\"\ntype = \"t\"\nevery = \"1m\"\nqury = \"x\"",
+                "6:1: prometheus.qury",
+            ),
+            (
+                "[[scrape]]\nurl = \"http://n:9100/metrics\"\nevery = \"15s\"\nnode = \"n\"\nmetrics = {}\nnod = \"x\"",
+                "6:1: scrape.nod",
+            ),
+            ("[faults.x]\nactons = []", "2:1: faults.x.actons"),
+            ("[actions.cordon]\nratee = \"20/min\"", "2:1: actions.cordon.ratee"),
+            (
+                "[actions.t]\nexecutor = \"http\"\nurl = \"http://t/\"\nheader = {}",
+                "4:1: actions.t.header",
+            ),
+            ("[guards]\nbudget = 5", "2:1: guards.budget"),
+            ("[lifecycle]\nflapp = {}", "2:1: lifecycle.flapp"),
+            (
+                "[[silences]]\nuntil = \"2026-12-01T00:00:00Z\"\nnod = \"n1\"",
+                "3:1: silences.nod",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = Config::parse(text).unwrap_err();
+            assert!(
+                e.contains(expected) && e.contains("unknown field"),
+                "{text:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_key() {
+        let cases = [
+            (
+                "[actions.cordon]\nrate = \"20 a minute\"",
+                "actions.cordon.rate",
+                "invalid rate",
+            ),
+            (
+                "[actions.t]\nexecutor = \"http\"\nurl = \"not a url\"",
+                "actions.t.url",
+                "not a URL",
+            ),
+            (
+                "[actions.t]\nexecutor = \"exec\"\ncommand = [\"x\"]\ntimeout = \"soon\"",
+                "actions.t.timeout",
+                "invalid duration",
+            ),
+            (
+                "[http]\nlisten = \"everywhere\"",
+                "http.listen",
+                "invalid socket address",
+            ),
+            (
+                "[journal]\nurl = \"remedy.db\"",
+                "journal.url",
+                "expected sqlite://PATH",
+            ),
+            (
+                "[[prometheus]]\nurl = \"ftp://p\"\nquery = \"up\"\ntype = \"t\"\nevery = \"1m\"",
+                "prometheus.url",
+                "expected an http",
+            ),
+            (
+                "[actions.x]\nexecutor = \"kubernets\"",
+                "actions.x.executor",
+                "unknown variant",
+            ),
+            (
+                "[actions.evacuate]\nexecutor = \"kubernetes\"\nop = \"evict\"",
+                "actions.evacuate.op",
+                "not an operation",
+            ),
+            (
+                "[faults.disk_failure]\nactions = [\"cordn\"]",
+                "faults.disk_failure.actions",
+                "unknown action \"cordn\"",
+            ),
+            (
+                "[faults.disk_failure]\nescalate = [{ after = \"1h\", actions = [\"reimage\"] }]",
+                "faults.disk_failure.escalate",
+                "unknown action \"reimage\"",
+            ),
+        ];
+        for (text, key, message) in cases {
+            let e = Config::parse(text).unwrap_err();
+            assert!(
+                e.contains(&format!(": {key}: ")) && e.contains(message),
+                "{text:?}: {e}"
+            );
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn an_actions_kind_comes_from_its_op_and_its_own_keys_never_its_name() {
+        let c = Config::parse(
+            "[actions.evacuate]\nexecutor = \"kubernetes\"\nop = \"drain\"\n\
+             [actions.back]\nexecutor = \"kubernetes\"\nop = \"uncordon\"\n\
+             [actions.cordon]\nexecutor = \"http\"\nurl = \"http://t/\"\nop = \"ticket\"\n\
+             [actions.reimage]\nexecutor = \"kafka\"\ntopic = \"c\"\nbrokers = \"b:9092\"\nop = \"reinstall\"\n\
+             [actions.page]\nexecutor = \"http\"\nurl = \"http://t/\"\ndisruptive = true\n\
+             [actions.restart]\nexecutor = \"exec\"\ncommand = [\"x\"]\ndisruptive = false",
+        )
+        .unwrap();
+        let kind = |a: &str| c.actions[a].kind;
+        assert_eq!(
+            kind("evacuate"),
+            ActionKind {
+                disruptive: true,
+                restores: false
+            }
+        );
+        assert_eq!(
+            kind("back"),
+            ActionKind {
+                disruptive: false,
+                restores: true
+            }
+        );
+        assert_eq!(
+            kind("cordon"),
+            ActionKind::default(),
+            "named cordon, does a ticket"
+        );
+        assert_eq!(kind("reimage").disruptive, true);
+        assert_eq!(kind("page").disruptive, true, "said so explicitly");
+        assert_eq!(kind("restart").disruptive, false, "said so explicitly");
+        let (_, guards) = c.guards();
+        assert_eq!(guards["evacuate"].kind, kind("evacuate"));
+        assert_eq!(guards["evacuate"].executor, "kubernetes");
+        // Built-ins without a section: the kind of their name, the log executor.
+        assert_eq!(ActionKind::of_op("drain").disruptive, true);
+        assert_eq!(ActionKind::of_op("notify"), ActionKind::default());
     }
 
     #[test]
@@ -319,13 +874,15 @@ mod tests {
         assert_eq!(c.rules, PathBuf::from("rules"));
         assert!(c.dry_run);
         assert_eq!(c.policies(), remedy_engine::Policies::default());
+        assert!(c.actions.is_empty());
     }
 
     #[test]
-    fn guards_and_actions_parse_and_bad_values_name_the_key() {
+    fn guards_and_actions_parse_and_unset_keys_keep_their_defaults() {
         let c = Config::parse(
             "[guards]\nmax_unhealthy = 25\ndomain = \"rack\"\nstorm_recovery = \"5m\"\n\
-             breaker = { failures = 3 }\nflap = { opens = 5 }\n\
+             breaker = { failures = 3 }\n\
+             [lifecycle]\nflap = { opens = 5 }\n\
              [actions.cordon]\nexecutor = \"kubernetes\"\nrate = \"20/min\"\n\
              per = { label = \"rack\", rate = \"2/hour\" }\nkubeconfig = \"~/.kube/config\"\n\
              [[silences]]\nnode = \"n1\"\nuntil = \"2026-12-01T00:00:00Z\"\ncomment = \"BIOS update\"",
@@ -343,13 +900,21 @@ mod tests {
             "120s".parse().unwrap(),
             "unset keys keep their default"
         );
-        assert_eq!(
-            (c.guards.flap.opens, c.guards.flap.window),
-            (5, "1h".parse().unwrap())
-        );
+        let flap = c.engine_options().flap;
+        assert_eq!((flap.opens, flap.window), (5, "1h".parse().unwrap()));
         assert_eq!(actions["cordon"].rate.unwrap().to_string(), "20/min");
         assert_eq!(actions["cordon"].per.as_ref().unwrap().0, "rack");
         assert_eq!(c.silences[0].node.as_deref(), Some("n1"));
+
+        let old = Config::parse("[guards]\nflap = { opens = 7 }").unwrap();
+        assert_eq!(
+            old.engine_options().flap.opens,
+            7,
+            "the older place still works"
+        );
+        let both =
+            Config::parse("[guards]\nflap = { opens = 7 }\n[lifecycle]\nflap = { opens = 2 }");
+        assert!(both.unwrap_err().contains("keep it in [lifecycle] only"));
 
         assert_eq!(
             Config::default().guards().0.max_unhealthy,
@@ -357,17 +922,30 @@ mod tests {
         );
         let off = Config::parse("[guards]\nmax_unhealthy = \"none\"").unwrap();
         assert_eq!(off.guards().0.max_unhealthy, None);
-
         let e = Config::parse("[guards]\nmax_unhealthy = \"five percent\"").unwrap_err();
         assert!(
-            e.contains("line 2") && e.contains("invalid max_unhealthy"),
+            e.contains(":2:17: guards.max_unhealthy: invalid max_unhealthy"),
             "{e}"
         );
-        let e = Config::parse("[actions.cordon]\nrate = \"20 a minute\"").unwrap_err();
-        assert!(e.contains("line 2") && e.contains("invalid rate"), "{e}");
-        let e = Config::parse("[guards]\nbudget = 5").unwrap_err();
-        assert!(e.contains("unknown field `budget`"), "{e}");
         let e = Config::parse("[[silences]]\nnode = \"n1\"").unwrap_err();
         assert!(e.contains("missing field `until`"), "{e}");
+    }
+
+    #[test]
+    fn a_kafka_action_takes_the_brokers_of_the_kafka_section() {
+        let c = Config::parse(
+            "[kafka]\nbrokers = \"k:9092\"\n[actions.reinstall]\nexecutor = \"kafka\"\ntopic = \"cmd\"",
+        )
+        .unwrap();
+        match &c.actions["reinstall"].executor {
+            ExecutorConfig::Kafka(k) => assert_eq!(k.brokers.as_deref(), Some("k:9092")),
+            other => panic!("{other:?}"),
+        }
+        let e = Config::parse("[actions.reinstall]\nexecutor = \"kafka\"\ntopic = \"cmd\"")
+            .unwrap_err();
+        assert!(
+            e.contains("actions.reinstall: brokers: not set here"),
+            "{e}"
+        );
     }
 }

@@ -6,11 +6,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use remedy::config::Config;
-use remedy::pipeline::Pipeline;
+use remedy::pipeline::{Mode, Pipeline};
 use remedy::replay::{self, Display};
 use remedy::ruletest;
 use remedy::simulate::{Scenario, Spec};
-use remedy_actions::Guards;
 use remedy_engine::{Engine, LoadError, Options, RuleSet};
 
 /// Signals in, rules classify, guarded actions out.
@@ -41,10 +40,17 @@ enum Command {
         log_format: remedy::service::LogFormat,
     },
     /// Compile every rule; print `path:line:col: message` for each problem.
+    ///
+    /// With `--config`, first check the whole config file as every command
+    /// reads it (unknown keys, bad values, undefined actions: exit 2 naming
+    /// file, line, column and key), then the rules it names.
     Check {
-        /// Directory of *.rhai rules.
-        #[arg(value_name = "RULES_DIR", default_value = "rules")]
-        rules_dir: PathBuf,
+        /// Directory of *.rhai rules (default: the config's `rules`, else `rules`).
+        #[arg(value_name = "RULES_DIR")]
+        rules_dir: Option<PathBuf>,
+        /// Configuration file (TOML) to check, with its rules.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Run the rule test cases (`X.test.yaml` beside `X.rhai`).
     Test {
@@ -135,9 +141,26 @@ fn invalid_rules(e: LoadError, code: u8) -> Failure {
     }
 }
 
-fn check(dir: &Path) -> Result<(), Failure> {
-    let options = Options::default();
-    let rules = RuleSet::load(dir, &options.sandbox, Engine::world(&options))
+fn check(dir: Option<&Path>, config: Option<&Path>) -> Result<(), Failure> {
+    let options = match config {
+        Some(path) => {
+            let config = load_config(Some(path))?;
+            println!(
+                "{}: valid ({} actions, {} fault policies)",
+                path.display(),
+                config.actions.len(),
+                config.faults.len()
+            );
+            let dir = dir.map_or_else(|| config.rules.clone(), Path::to_path_buf);
+            return check_rules(&dir, &config.engine_options());
+        }
+        None => Options::default(),
+    };
+    check_rules(dir.unwrap_or(Path::new("rules")), &options)
+}
+
+fn check_rules(dir: &Path, options: &Options) -> Result<(), Failure> {
+    let rules = RuleSet::load(dir, &options.sandbox, Engine::world(options))
         .map_err(|e| invalid_rules(e, 1))?;
     println!("{}: {} rules valid", dir.display(), rules.len());
     Ok(())
@@ -169,20 +192,8 @@ fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
 /// Rules, lifecycle and guard chain as `config` says; `rules` overrides its
 /// rules. Only the service (`live`) acts: offline commands are always dry-run.
 fn pipeline(config: &Config, rules: Option<&Path>, live: bool) -> Result<Pipeline, Failure> {
-    let rules_dir = rules.map_or_else(|| config.rules.clone(), Path::to_path_buf);
-    let options = Options {
-        flap: config.guards.flap,
-        ..Options::default()
-    };
-    let engine =
-        Engine::load(&rules_dir, config.policies(), &options).map_err(|e| invalid_rules(e, 2))?;
-    let (mut guard_config, actions) = config.guards();
-    guard_config.dry_run |= !live;
-    let mut guards = Guards::new(guard_config, actions);
-    for silence in &config.silences {
-        guards.silence(silence.clone());
-    }
-    Ok(Pipeline::new(engine, guards))
+    let mode = if live { Mode::Live } else { Mode::Offline };
+    Pipeline::from_config(config, rules, mode).map_err(|e| invalid_rules(e, 2))
 }
 
 /// An opened input: the reader, its name in diagnostics, its size if known.
@@ -309,11 +320,11 @@ fn diff(
 }
 
 fn run(config: Option<&Path>) -> Result<(), Failure> {
-    let mut config = load_config(config)?;
-    if let Some(rules) = std::env::var_os("REMEDY_RULES") {
-        config.rules = PathBuf::from(rules);
-    }
-    let settings = remedy::service::Settings::from_config(&config).map_err(usage)?;
+    let config = load_config(config)?
+        .with_env()
+        .map_err(|e| usage(e.to_string()))?;
+    let settings =
+        remedy::service::Settings::from_config(&config).map_err(|e| usage(e.to_string()))?;
     let build: remedy::service::Build =
         Box::new(move || pipeline(&config, None, true).map_err(|f| f.message));
     // Whatever stops the start (rules, journal, address) is a usage error.
@@ -364,7 +375,7 @@ fn main() -> ExitCode {
             remedy::service::init_logs(log_format);
             run(config.as_deref())
         }
-        Command::Check { rules_dir } => check(&rules_dir),
+        Command::Check { rules_dir, config } => check(rules_dir.as_deref(), config.as_deref()),
         Command::Test { rules_dir } => test(&rules_dir),
         Command::Replay {
             file,

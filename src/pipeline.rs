@@ -1,10 +1,25 @@
-//! Engine and guard chain together: what `replay` runs and what the service
-//! will run. The engine says which faults open and which actions they want;
-//! the guard chain decides what becomes of each action. Both run on the
-//! signal's event time.
+//! Engine and guard chain together: what `run`, `replay`, `diff` and the
+//! tests run, built in one place from the typed config
+//! ([`Pipeline::from_config`]). The engine says which faults open and which
+//! actions they want; the guard chain decides what becomes of each action.
+//! Both run on the time they are handed.
+
+use std::path::Path;
 
 use remedy_actions::{DomainSizes, Guards};
-use remedy_engine::{Decision, Engine, Output, Signal, Step, Timestamp};
+use remedy_engine::{Decision, Engine, LoadError, Output, Signal, Step, Timestamp};
+
+use crate::config::Config;
+
+/// Who runs the pipeline: only the service acts; offline commands
+/// (`replay`, `diff`) are always dry-run, whatever the config says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `remedy run`: actions are carried out unless `dry_run`.
+    Live,
+    /// `replay`, `diff`, tests: nothing is carried out.
+    Offline,
+}
 
 /// Known nodes per failure domain, from the engine's fleet.
 pub struct Known<'a>(pub &'a remedy_engine::fleet::Fleet);
@@ -25,6 +40,24 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Rules, policies, lifecycle options, guards, action kinds and
+    /// silences, all as `config` says; `rules` overrides its rules directory.
+    pub fn from_config(
+        config: &Config,
+        rules: Option<&Path>,
+        mode: Mode,
+    ) -> Result<Self, LoadError> {
+        let dir = rules.unwrap_or(&config.rules);
+        let engine = Engine::load(dir, config.policies(), &config.engine_options())?;
+        let (mut guard_config, actions) = config.guards();
+        guard_config.dry_run |= mode == Mode::Offline;
+        let mut guards = Guards::new(guard_config, actions);
+        for silence in &config.silences {
+            guards.silence(silence.clone());
+        }
+        Ok(Pipeline::new(engine, guards))
+    }
+
     /// Joins an engine and a guard chain.
     pub fn new(engine: Engine, guards: Guards) -> Self {
         Pipeline { engine, guards }
@@ -84,7 +117,7 @@ mod properties {
     use std::path::Path;
 
     use proptest::prelude::*;
-    use remedy_actions::{ActionGuards, Budget, GuardConfig, Rate};
+    use remedy_actions::{ActionGuards, ActionKind, Budget, GuardConfig, Rate};
     use remedy_engine::{Kind, Options, Policies};
 
     use super::*;
@@ -103,6 +136,7 @@ mod properties {
             "uncordon".to_string(),
             ActionGuards {
                 executor: "kubernetes".into(),
+                kind: ActionKind::of_op("uncordon"),
                 rate: Some(uncordon),
                 per: None,
             },

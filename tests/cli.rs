@@ -693,3 +693,133 @@ fn replay_without_a_file_names_the_missing_argument() {
     assert_eq!(lines.len(), 1, "{}", out.dump());
     assert!(lines[0].contains("FILE"), "{}", out.dump());
 }
+
+// ---------------------------------------------------------------------------
+// The config as typed at load: what an action is, not what it is called
+// ---------------------------------------------------------------------------
+
+/// Three nodes of one cluster lose a DIMM, one minute apart, with a budget
+/// of one node under remediation: the outcomes of `action` for each.
+fn budget_outcomes(actions_section: &str, action: &str) -> Vec<String> {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("remedy.toml");
+    fs::write(
+        &config,
+        format!(
+            "rules = {:?}\n[guards]\nmax_unhealthy = 1\n\
+             [faults.memory_failure]\nactions = [\"{action}\"]\n{actions_section}",
+            repo().join("rules").display().to_string()
+        ),
+    )
+    .unwrap();
+    let signals: String = (1..=3)
+        .map(|i| {
+            format!(
+                "{{\"node\":\"n{i}\",\"kind\":\"hardware\",\"type\":\"memory.ecc.uncorrectable\",\
+                 \"ts\":\"2026-11-24T00:0{i}:00Z\",\"labels\":{{\"cluster\":\"c1\"}}}}\n"
+            )
+        })
+        .collect();
+    let out = run_with_stdin(
+        remedy()
+            .args(["replay", "-", "--quiet", "--config"])
+            .arg(&config),
+        signals.as_bytes(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    decisions(&out)
+        .iter()
+        .filter(|d| d["action"] == action)
+        .map(|d| d["outcome"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_drain_under_another_name_is_held_by_the_budget_like_drain() {
+    let drain = budget_outcomes("", "drain");
+    assert_eq!(drain, ["dry_run", "budget_exhausted", "budget_exhausted"]);
+    let evacuate = budget_outcomes(
+        "[actions.evacuate]\nexecutor = \"kubernetes\"\nop = \"drain\"\n",
+        "evacuate",
+    );
+    assert_eq!(evacuate, drain, "op = drain counts against the budget");
+    // And the other way round: a ticket called `cordon` takes nobody out.
+    let ticket = budget_outcomes(
+        "[actions.cordon]\nexecutor = \"http\"\nurl = \"http://127.0.0.1:1/t\"\nop = \"ticket\"\n",
+        "cordon",
+    );
+    assert_eq!(ticket, ["dry_run", "dry_run", "dry_run"]);
+}
+
+/// `remedy replay` and `remedy run` refuse the same bad config the same
+/// way: exit 2 and one line naming file, line, column and key.
+#[test]
+fn a_bad_config_is_refused_by_replay_and_run_alike_naming_line_and_key() {
+    let dir = TempDir::new().unwrap();
+    let cases = [
+        (
+            "[actions.cordon]\nratee = \"20/min\"\n",
+            ":2:1: actions.cordon.ratee: unknown field `ratee`",
+        ),
+        (
+            "[http]\ntokn_file = \"/t\"\n",
+            ":2:1: http.tokn_file: unknown field `tokn_file`",
+        ),
+        (
+            "[journal]\nulr = \"sqlite://x.db\"\n",
+            ":2:1: journal.ulr: unknown field `ulr`",
+        ),
+        (
+            "[faults.disk_failure]\nfor = \"ten minutes\"\n",
+            ":2:7: faults.disk_failure.for: invalid duration",
+        ),
+        (
+            "[actions.cordon]\nrate = \"20 a minute\"\n",
+            ":2:1: actions.cordon.rate: invalid rate",
+        ),
+        (
+            "[actions.ticket]\nexecutor = \"http\"\nurl = \"tickets\"\n",
+            ":3:1: actions.ticket.url: url: not a URL",
+        ),
+        (
+            "[actions.cordon]\nexecutor = \"kubernets\"\n",
+            "actions.cordon.executor: unknown variant `kubernets`",
+        ),
+        (
+            "[faults.disk_failure]\nactions = [\"cordn\"]\n",
+            "faults.disk_failure.actions: unknown action \"cordn\"",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let config = dir.path().join(format!("bad-{i}.toml"));
+        fs::write(&config, text).unwrap();
+        let shown = config.display().to_string();
+        for args in [
+            vec!["replay", "examples/signals.jsonl", "--config", &shown],
+            vec!["run", "--config", &shown],
+            vec!["check", "--config", &shown],
+        ] {
+            let out = run(remedy().args(&args));
+            assert_eq!(out.code, 2, "{args:?} {text:?}: {}", out.stderr);
+            let line = out.stderr.trim();
+            assert!(
+                line.starts_with(&format!("error: config {shown}:"))
+                    && line.contains(expected)
+                    && !line.contains('\n'),
+                "{args:?} {text:?}: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn check_with_a_config_checks_the_config_and_its_rules() {
+    let out = run(remedy().args(["check", "--config", "examples/storm.toml"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("examples/storm.toml: valid"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("rules valid"), "{}", out.stdout);
+}

@@ -116,28 +116,14 @@ fn configmap_config(objects: &[(String, Value)]) -> Config {
 }
 
 /// A string key of a `[section]` table of the config, if set.
-fn section_key(table: &Option<toml::Table>, key: &str) -> Option<String> {
-    table
-        .as_ref()
-        .and_then(|t| t.get(key))
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
-}
-
-/// The journal file of a config's `[journal] url = "sqlite://PATH"`.
 fn journal_path(config: &Config) -> PathBuf {
-    let url = section_key(&config.journal, "url").expect("[journal] url is set");
-    PathBuf::from(
-        url.strip_prefix("sqlite://")
-            .unwrap_or_else(|| panic!("[journal] url {url} is not sqlite://PATH")),
-    )
+    let remedy::config::JournalUrl::Sqlite(path) = config.journal.url.clone();
+    path
 }
 
 /// Whether `[http] listen` stays on loopback.
 fn listens_on_loopback(config: &Config) -> bool {
-    let listen = section_key(&config.http, "listen").unwrap_or("127.0.0.1:9477".into());
-    let addr: std::net::SocketAddr = listen.parse().expect("[http] listen is an address");
-    addr.ip().is_loopback()
+    config.http.listen.ip().is_loopback()
 }
 
 /// The shipped rule library: rule name (path under rules/) -> source.
@@ -340,10 +326,11 @@ fn the_deployment_probes_health_limits_resources_and_runs_locked_down() {
 
     // Beyond loopback, so a token, from a Secret.
     assert!(!listens_on_loopback(&config));
-    let token = PathBuf::from(
-        section_key(&config.http, "token_file")
-            .expect("listening beyond loopback needs [http] token_file"),
-    );
+    let token = config
+        .http
+        .token_file
+        .clone()
+        .expect("listening beyond loopback needs [http] token_file");
     let (v, _) = mounted_at(token.parent().unwrap());
     assert!(
         v["secret"]["secretName"].is_string(),
@@ -360,13 +347,13 @@ fn the_configmap_config_is_one_remedy_accepts_with_kubernetes_node_actions() {
             .actions
             .get(op)
             .unwrap_or_else(|| panic!("[actions.{op}] is not configured"));
-        assert_eq!(action.executor, "kubernetes", "[actions.{op}]");
-        // The executor's own settings, as the service would read them.
-        remedy_actions::executors::settings::<remedy_actions::executors::kubernetes::Config>(
-            op,
-            &action.settings,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        // Typed and checked when the config was read, as the service reads it.
+        assert_eq!(
+            action.executor.kind(),
+            remedy_actions::ExecutorKind::Kubernetes,
+            "[actions.{op}]"
+        );
+        assert_eq!(action.op, op, "[actions.{op}]");
     }
     assert!(
         config.dry_run,
@@ -666,7 +653,7 @@ fn the_image_is_built_in_one_stage_and_runs_unprivileged_in_another() {
     assert_eq!(config.rules, Path::new("/etc/remedy/rules"));
     assert!(!listens_on_loopback(&config));
     assert!(
-        section_key(&config.http, "token_file").is_some(),
+        config.http.token_file.is_some(),
         "{config_src}: beyond loopback, a token is required"
     );
     let volume: Vec<String> = serde_json::from_str(last("VOLUME")).expect("VOLUME [...]");
@@ -766,8 +753,10 @@ fn the_systemd_unit_is_hardened_and_its_config_matches_it() {
         .split_once(':')
         .expect("LoadCredential=NAME:PATH");
     assert_eq!(
-        section_key(&config.http, "token_file").as_deref(),
-        Some(format!("/run/credentials/remedy.service/{name}").as_str())
+        config.http.token_file,
+        Some(PathBuf::from(format!(
+            "/run/credentials/remedy.service/{name}"
+        )))
     );
 }
 

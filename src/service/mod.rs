@@ -25,10 +25,9 @@ use remedy_actions::{Executors, Job, Silence};
 use remedy_engine::{
     Decision, Intent, Lookahead, Outcome, Severity, Signal, Step, Timestamp, Trigger,
 };
-use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, JournalUrl};
 use crate::pipeline::Pipeline;
 use journal::{Journal, Sqlite, Write};
 use metrics::Metrics;
@@ -61,55 +60,19 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// From the config and the environment; the error names the key.
-    pub fn from_config(config: &Config) -> Result<Self, String> {
-        let http = config.http.clone().unwrap_or_default();
-        let text = |t: &toml::Table, key: &str, section: &str| -> Result<Option<String>, String> {
-            match t.get(key) {
-                None => Ok(None),
-                Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(format!("[{section}] {key} must be a string")),
-            }
-        };
-        let listen = std::env::var("REMEDY_LISTEN")
-            .ok()
-            .or(text(&http, "listen", "http")?)
-            .unwrap_or_else(|| "127.0.0.1:9477".into());
-        let listen: SocketAddr = listen.parse().map_err(|_| {
-            format!("[http] listen: {listen:?} is not an address like 127.0.0.1:9477")
-        })?;
-        let token = match std::env::var("REMEDY_TOKEN").ok().filter(|t| !t.is_empty()) {
-            Some(t) => Some(t),
-            None => match text(&http, "token_file", "http")? {
-                Some(path) => {
-                    let t = std::fs::read_to_string(&path)
-                        .map_err(|e| format!("[http] token_file {path}: {e}"))?;
-                    let t = t.trim().to_string();
-                    if t.is_empty() {
-                        return Err(format!("[http] token_file {path} is empty"));
-                    }
-                    Some(t)
-                }
-                None => None,
-            },
-        };
-        let journal_table = config.journal.clone().unwrap_or_default();
-        let url = std::env::var("REMEDY_JOURNAL")
-            .ok()
-            .or(text(&journal_table, "url", "journal")?)
-            .unwrap_or_else(|| "sqlite://remedy.db".into());
-        let journal = match url.strip_prefix("sqlite://") {
-            Some(path) => PathBuf::from(path),
-            None => {
-                return Err(format!(
-                    "[journal] url {url:?}: only sqlite://PATH is supported so far"
-                ))
-            }
-        };
+    /// From the typed config (with its `REMEDY_*` overrides applied);
+    /// reads the token file. The error names the key.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        let listen = config.http.listen;
+        let token = config.token()?;
+        let JournalUrl::Sqlite(journal) = config.journal.url.clone();
         if !listen.ip().is_loopback() && token.is_none() {
-            return Err(format!(
-                "refusing to listen on {listen} without a token: set [http] token_file or REMEDY_TOKEN, or listen on 127.0.0.1"
-            ));
+            return Err(ConfigError::Env {
+                var: "[http] listen",
+                message: format!(
+                    "refusing to listen on {listen} without a token: set [http] token_file or REMEDY_TOKEN, or listen on 127.0.0.1"
+                ),
+            });
         }
         Ok(Settings {
             listen,
@@ -122,15 +85,7 @@ impl Settings {
             prometheus: config.prometheus.clone(),
             executors: config.executor_specs(),
             dry_run: config.dry_run,
-            kafka: match &config.kafka {
-                None => None,
-                Some(table) => Some(
-                    remedy_collectors::kafka::Config::deserialize(toml::Value::Table(
-                        table.clone(),
-                    ))
-                    .map_err(|e| format!("[kafka] {}", e.message().trim()))?,
-                ),
-            },
+            kafka: config.kafka.clone(),
         })
     }
 }
@@ -164,7 +119,7 @@ enum Command {
     /// An executor finished a job: a summary of its response, or why it failed.
     Finished {
         id: String,
-        result: Result<String, String>,
+        result: Result<String, remedy_actions::ExecError>,
     },
 }
 
@@ -375,7 +330,7 @@ impl Decider {
     }
 
     /// An executor's result becomes a decision (journaled with the next write).
-    fn finish(&mut self, id: String, result: Result<String, String>) {
+    fn finish(&mut self, id: String, result: Result<String, remedy_actions::ExecError>) {
         self.out.clear();
         if self
             .pipeline
@@ -393,7 +348,7 @@ impl Decider {
     fn guard_metrics(&self) {
         let guards = &self.pipeline.guards;
         self.metrics
-            .guards(guards.held(), guards.domains(), guards.breakers(now()));
+            .guards(guards.held(), guards.domains(), guards.breakers());
     }
 
     fn decide(&mut self, signal: Signal) {
