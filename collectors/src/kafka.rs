@@ -58,6 +58,8 @@ use remedy_engine::{DecodeError, Signal, Timestamp};
 use remedy_kafka::{describe, Redacted};
 use serde::Deserialize;
 
+use crate::intake::{Intake, IntakeError, Report, Reporter, SourceStatus};
+
 /// How long a call of [`Source::next_batch`] keeps retrying dead letters the
 /// broker refuses before it gives up for now (they are kept for the next call).
 const DEAD_LETTER_PATIENCE: Duration = Duration::from_secs(30);
@@ -1000,6 +1002,113 @@ fn send(producer: &FutureProducer, topic: &str, letter: &mut DeadLetter) {
             letter.last_error = e.to_string();
         }
     }
+}
+
+/// The Kafka source's loop: consumes the signal topics in batches; each
+/// batch is decided and journaled before its offsets are committed
+/// (at-least-once; a redelivered signal meets an open fault or a known id
+/// and changes nothing). While the decider's queue is full the assigned
+/// partitions are paused, so nothing piles up in memory. Stops between
+/// batches once `stop` says so.
+pub async fn run(
+    mut source: Source,
+    intake: Intake,
+    report: Reporter,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const NAME: &str = "kafka";
+    let mut last_report = std::time::Instant::now();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let batch = tokio::select! {
+            b = source.next_batch(1000, Duration::from_millis(200)) => b,
+            _ = stop.changed() => break,
+        };
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("kafka: {e}");
+                report_status(report.as_ref(), NAME, &source);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for r in &batch.dead_lettered {
+            tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, "not a signal, dead-lettered: {}", r.reason);
+        }
+        // Counted before the signals are taken out: a batch of valid signals
+        // only is empty afterwards, and it must be committed all the same.
+        let read = batch.len();
+        let signals: Vec<Signal> = batch
+            .signals
+            .drain(..)
+            .map(|mut r| {
+                // A signal without its own time takes the message's.
+                if r.signal.ts.is_none() {
+                    r.signal.ts = r.timestamp;
+                }
+                r.signal
+            })
+            .collect();
+        report.received(NAME, signals.len(), batch.dead_lettered.len());
+        if !signals.is_empty() {
+            let paused = intake.is_full() && source.pause().is_ok();
+            let delivered = intake.deliver(signals).await;
+            if paused {
+                let _ = source.resume();
+            }
+            match delivered {
+                Ok(_) => {}
+                // Not journaled: no commit. The decider keeps the decisions
+                // and writes them with its next write; the offsets of a later
+                // batch cover these.
+                Err(IntakeError::NotJournaled(e)) => {
+                    tracing::warn!("kafka: batch not journaled yet, offsets not committed: {e}");
+                    continue;
+                }
+                Err(_) => break,
+            }
+        }
+        if read > 0 {
+            if let Err(e) = source.commit(&batch) {
+                tracing::warn!("kafka: commit failed (the messages will be redelivered): {e}");
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            report_status(report.as_ref(), NAME, &source);
+            last_report = std::time::Instant::now();
+        }
+    }
+    report_status(report.as_ref(), NAME, &source);
+}
+
+/// The Kafka source's health in `/metrics` and `/readyz`.
+fn report_status(report: &dyn Report, name: &str, source: &Source) {
+    let status = source.status();
+    let lag = status
+        .partitions
+        .iter()
+        .filter_map(|p| p.lag)
+        .reduce(|a, b| a + b);
+    report.status(
+        name,
+        SourceStatus {
+            up: status.connected,
+            last_success: status.last_success.map(|t| t.secs()),
+            errors: status.errors,
+            last_error: status.last_error,
+            lag,
+            partitions: Some(
+                status
+                    .partitions
+                    .iter()
+                    .map(|p| format!("{}/{}", p.topic, p.partition))
+                    .collect(),
+            ),
+        },
+    );
 }
 
 #[cfg(test)]

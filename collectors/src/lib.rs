@@ -1,12 +1,26 @@
-//! Sources of signals. Each source turns some transport into decoded
-//! [`Signal`](remedy_engine::Signal)s or rejections with a reason, and knows
-//! nothing of rules: the engine classifies, the source only delivers.
+//! Sources of signals. Each source owns its run loop: it turns some
+//! transport into decoded [`Signal`](remedy_engine::Signal)s or rejections
+//! with a reason, delivers them through an [`Intake`] handle and reports
+//! its own health through a [`Report`]. None knows a rule: the engine
+//! classifies, the source only delivers.
+//!
+//! | source | module | loop |
+//! | --- | --- | --- |
+//! | `POST /v1/signals`, `POST /v1/alertmanager` | [`http`], [`alertmanager`] | [`http::routes`] |
+//! | Kafka topics | [`kafka`] | [`kafka::run`] |
+//! | PromQL queries | [`promql`] | [`promql::run`] |
+//! | exposition text | [`scrape`] | [`scrape::run`] |
+//! | recorded JSON lines (`replay`) | [`lines`] | the caller's |
 
+pub mod alertmanager;
+pub mod http;
+pub mod intake;
 pub mod kafka;
 pub mod lines;
 pub mod promql;
 pub mod scrape;
 
+pub use intake::{Batch, Intake, IntakeError, NoReport, Report, Reporter, SourceStatus};
 pub use lines::{JsonLines, Line};
 pub use promql::{instance_host, Poller};
 pub use scrape::Scraper;

@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use remedy_engine::{Duration, Kind, Signal, Timestamp};
 use serde::Deserialize;
 
+use crate::intake::{http_client, now, Intake, IntakeError, Reporter};
+
 /// `[[prometheus]]` in the config.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +161,63 @@ impl Poller {
             s.labels.insert(k.clone(), v.clone());
         }
         s
+    }
+}
+
+/// Polls one PromQL query every `every` and delivers its signals; a failed
+/// query is reported and tried again next time. Ends when the intake closes.
+pub async fn run(config: Config, intake: Intake, report: Reporter) {
+    let client = match http_client() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(url = %config.url, "cannot build an HTTP client: {e}");
+            return;
+        }
+    };
+    let every = std::time::Duration::from_millis(config.every.0.max(100) as u64);
+    let endpoint = format!("{}/api/v1/query", config.url.trim_end_matches('/'));
+    let mut poller = Poller::new(config);
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let query = poller.config().query.clone();
+        let url = match reqwest::Url::parse_with_params(&endpoint, [("query", query.as_str())]) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(%endpoint, "not a URL: {e}");
+                return;
+            }
+        };
+        let body = client
+            .get(url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        let body: Result<String, String> = match body {
+            Ok(r) => r.text().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let name = format!("prometheus {query}");
+        let signals = match body.and_then(|b| poller.signals(&b, now()).map_err(|e| e.to_string()))
+        {
+            Ok((signals, skipped)) => {
+                for why in &skipped {
+                    tracing::warn!(%query, "series skipped: {why}");
+                }
+                report.received("prometheus", signals.len(), skipped.len());
+                report.collected(&name, Ok(now().secs()));
+                signals
+            }
+            Err(e) => {
+                tracing::warn!(%query, "query failed: {e}");
+                report.received("prometheus", 0, 1);
+                report.collected(&name, Err(e));
+                continue;
+            }
+        };
+        if let Err(IntakeError::Closed) = intake.deliver(signals).await {
+            break;
+        }
     }
 }
 

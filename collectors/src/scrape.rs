@@ -3,12 +3,14 @@
 //! sections 2 and 5), and a series that was there last time and is gone now
 //! becomes a `resolved: true` signal, so pressure faults close.
 //!
-//! This is the parser and the series bookkeeping; fetching the endpoint
-//! every `every` belongs to the service's collector loop.
+//! [`Scraper`] is the parser and the series bookkeeping; [`run`] is the
+//! source's loop: fetch the endpoint every `every`, deliver its signals.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use remedy_engine::{Duration, Kind, Signal, Timestamp};
+
+use crate::intake::{http_client, now, Intake, IntakeError, Reporter};
 use serde::Deserialize;
 
 /// `[[scrape]]` in the config.
@@ -111,6 +113,46 @@ impl Scraper {
             s.labels.insert(k.clone(), v.clone());
         }
         s
+    }
+}
+
+/// Scrapes one endpoint every `every` and delivers its signals; a failed
+/// scrape is reported and tried again next time. Ends when the intake closes.
+pub async fn run(config: Config, intake: Intake, report: Reporter) {
+    let client = match http_client() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(url = %config.url, "cannot build an HTTP client: {e}");
+            return;
+        }
+    };
+    let name = format!("scrape {}", config.url);
+    let every = std::time::Duration::from_millis(config.every.0.max(100) as u64);
+    let mut scraper = Scraper::new(config);
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let url = scraper.config().url.clone();
+        let text = match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => r.text().await.map_err(|e| e.to_string()),
+            Ok(r) => Err(format!("HTTP {}", r.status())),
+            Err(e) => Err(e.to_string()),
+        };
+        let signals = text.and_then(|t| scraper.signals(&t, now()).map_err(|e| e.to_string()));
+        let signals = match signals {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%url, "scrape failed: {e}");
+                report.received("scrape", 0, 1);
+                report.collected(&name, Err(e));
+                continue;
+            }
+        };
+        report.received("scrape", signals.len(), 0);
+        report.collected(&name, Ok(now().secs()));
+        if let Err(IntakeError::Closed) = intake.deliver(signals).await {
+            break;
+        }
     }
 }
 

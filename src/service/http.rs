@@ -1,8 +1,9 @@
-//! The HTTP API (contract section 6): ingestion, faults, decisions, health.
+//! The HTTP API (contract section 6): faults, decisions, silences,
+//! approvals, health and metrics; the sources' intake routes
+//! (`remedy_collectors::http`) are mounted beside them under `/v1`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -10,20 +11,18 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use remedy_engine::Signal;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::journal::Journal;
 use super::{Command, Shared};
 
 type AppState = Arc<Shared>;
 
-pub(super) fn router(shared: Arc<Shared>, max_body: usize) -> Router {
+/// The API, with the sources' intake routes (`sources`) under `/v1` too.
+pub(super) fn router(shared: Arc<Shared>, sources: Router, max_body: usize) -> Router {
     let v1 = Router::new()
-        .route("/signals", post(signals))
-        .route("/alertmanager", post(alertmanager))
         .route("/faults", get(faults))
         .route("/decisions", get(decisions))
         .route("/silences", get(silences).post(add_silence))
@@ -31,14 +30,16 @@ pub(super) fn router(shared: Arc<Shared>, max_body: usize) -> Router {
         .route("/approvals", get(approvals))
         .route("/approvals/{id}/approve", post(approve))
         .route("/approvals/{id}/reject", post(reject))
+        .with_state(shared.clone())
+        .merge(sources)
         .layer(middleware::from_fn_with_state(shared.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .with_state(shared)
         .nest("/v1", v1)
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(shared)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -80,110 +81,6 @@ async fn readyz(State(s): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body)).into_response()
-}
-
-/// One JSON object, or JSON lines: every valid signal is decided; bad lines
-/// are listed with their reasons (400), the valid ones around them still count.
-async fn signals(State(s): State<AppState>, body: String) -> Response {
-    let mut valid = Vec::new();
-    let mut errors = Vec::new();
-    match Signal::from_json(body.trim()) {
-        Ok(one) => valid.push(one),
-        Err(_) => {
-            for (i, line) in body.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match Signal::from_json(line) {
-                    Ok(sig) => valid.push(sig),
-                    Err(e) => errors.push(json!({ "line": i + 1, "reason": e.to_string() })),
-                }
-            }
-        }
-    }
-    let accepted = valid.len();
-    s.metrics.received("http", accepted, errors.len());
-    if let Err(r) = ingest(&s, valid).await {
-        return r;
-    }
-    let rejected = errors.len();
-    if rejected == 0 && accepted == 0 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "empty body: send a JSON signal or JSON lines",
-        );
-    }
-    let status = if rejected > 0 {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::ACCEPTED
-    };
-    let mut body = json!({ "accepted": accepted, "rejected": rejected });
-    if rejected > 0 {
-        body["errors"] = serde_json::Value::Array(errors);
-    }
-    (status, Json(body)).into_response()
-}
-
-/// Hands signals to the decider and waits until they are journaled.
-async fn ingest(s: &Shared, signals: Vec<Signal>) -> Result<(), Response> {
-    if signals.is_empty() {
-        return Ok(());
-    }
-    let (reply, answer) = oneshot::channel();
-    match s.tx.try_send(Command::Ingest { signals, reply }) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "overloaded: the decision queue is full; retry later",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return Err(r);
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            return Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
-        }
-    }
-    match tokio::time::timeout(Duration::from_secs(30), answer).await {
-        Ok(Ok(Ok(_))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e)),
-        _ => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the decider did not answer",
-        )),
-    }
-}
-
-/// The Alertmanager webhook: each alert becomes a signal (contract section 2).
-async fn alertmanager(State(s): State<AppState>, body: String) -> Response {
-    let (signals, skipped) = match super::alertmanager::signals(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            s.metrics.received("alertmanager", 0, 1);
-            return error(StatusCode::BAD_REQUEST, e);
-        }
-    };
-    let accepted = signals.len();
-    s.metrics.received("alertmanager", accepted, skipped.len());
-    if let Err(r) = ingest(&s, signals).await {
-        return r;
-    }
-    let status = if skipped.is_empty() {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::BAD_REQUEST
-    };
-    let errors: Vec<_> = skipped
-        .iter()
-        .map(|k| json!({ "alert": k.index, "reason": k.reason }))
-        .collect();
-    let mut body = json!({ "accepted": accepted, "rejected": skipped.len() });
-    if !errors.is_empty() {
-        body["errors"] = serde_json::Value::Array(errors);
-    }
     (status, Json(body)).into_response()
 }
 

@@ -31,23 +31,20 @@ struct State {
     collectors: BTreeMap<String, Collector>,
 }
 
-/// What one collector (a scrape endpoint or a PromQL query) last did.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct Collector {
-    /// Whether the last attempt succeeded.
-    pub up: bool,
-    /// When it last succeeded (Unix seconds), if ever.
-    pub last_success: Option<i64>,
-    /// Failed attempts so far.
-    pub errors: u64,
-    /// Why the last attempt failed, if it did.
-    pub last_error: Option<String>,
-    /// Messages not yet consumed (Kafka: summed over the assigned partitions).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lag: Option<i64>,
-    /// Kafka: the partitions assigned to this instance, as `topic/partition`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub partitions: Option<Vec<String>>,
+/// What one source (a scrape endpoint, a PromQL query, Kafka) last did.
+pub use remedy_collectors::SourceStatus as Collector;
+
+/// The sources report into the metrics.
+impl remedy_collectors::Report for Metrics {
+    fn received(&self, source: &'static str, accepted: usize, rejected: usize) {
+        Metrics::received(self, source, accepted, rejected);
+    }
+    fn collected(&self, name: &str, result: Result<i64, String>) {
+        Metrics::collected(self, name, result);
+    }
+    fn status(&self, name: &str, status: Collector) {
+        self.collector(name, status);
+    }
 }
 
 /// Counters and gauges, shared by the HTTP handlers and the decider.

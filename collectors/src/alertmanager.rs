@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use remedy_collectors::instance_host;
+use crate::promql::instance_host;
 use remedy_engine::{Kind, Signal, Timestamp};
 use serde::Deserialize;
 

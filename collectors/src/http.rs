@@ -1,0 +1,126 @@
+//! The HTTP intake sources: `POST /v1/signals` (a JSON signal or JSON
+//! lines, contract section 2) and `POST /v1/alertmanager` (webhook version
+//! 4). Each answers once the valid signals are journaled: 202 with counts,
+//! 400 with a reason per bad line or alert (the valid ones around them
+//! still count), 429 when the decider's queue is full, 503 when the
+//! journal did not take them.
+//!
+//! The service mounts these routes under `/v1` behind its auth layer.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use remedy_engine::Signal;
+use serde_json::json;
+
+use crate::intake::{Intake, IntakeError, Reporter};
+
+/// How long a request waits for its signals to be journaled.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Clone)]
+struct Sources {
+    intake: Intake,
+    report: Reporter,
+}
+
+/// `/signals` and `/alertmanager`, delivering to `intake`.
+pub fn routes(intake: Intake, report: Reporter) -> Router {
+    Router::new()
+        .route("/signals", post(signals))
+        .route("/alertmanager", post(alertmanager))
+        .with_state(Sources { intake, report })
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// One JSON object, or JSON lines: every valid signal is decided; bad lines
+/// are listed with their reasons (400), the valid ones around them still count.
+async fn signals(State(s): State<Sources>, body: String) -> Response {
+    let mut valid = Vec::new();
+    let mut errors = Vec::new();
+    match Signal::from_json(body.trim()) {
+        Ok(one) => valid.push(one),
+        Err(_) => {
+            for (i, line) in body.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match Signal::from_json(line) {
+                    Ok(sig) => valid.push(sig),
+                    Err(e) => errors.push(json!({ "line": i + 1, "reason": e.to_string() })),
+                }
+            }
+        }
+    }
+    let accepted = valid.len();
+    s.report.received("http", accepted, errors.len());
+    if let Err(r) = ingest(&s.intake, valid).await {
+        return r;
+    }
+    let rejected = errors.len();
+    if rejected == 0 && accepted == 0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "empty body: send a JSON signal or JSON lines",
+        );
+    }
+    let status = if rejected > 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut body = json!({ "accepted": accepted, "rejected": rejected });
+    if rejected > 0 {
+        body["errors"] = serde_json::Value::Array(errors);
+    }
+    (status, Json(body)).into_response()
+}
+
+/// Hands signals to the decider and waits until they are journaled.
+async fn ingest(intake: &Intake, signals: Vec<Signal>) -> Result<(), Response> {
+    match intake.offer(signals, WAIT).await {
+        Ok(_) => Ok(()),
+        Err(IntakeError::Full) => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, IntakeError::Full.to_string());
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Err(r)
+        }
+        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+/// The Alertmanager webhook: each alert becomes a signal (contract section 2).
+async fn alertmanager(State(s): State<Sources>, body: String) -> Response {
+    let (signals, skipped) = match crate::alertmanager::signals(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            s.report.received("alertmanager", 0, 1);
+            return error(StatusCode::BAD_REQUEST, e);
+        }
+    };
+    let accepted = signals.len();
+    s.report.received("alertmanager", accepted, skipped.len());
+    if let Err(r) = ingest(&s.intake, signals).await {
+        return r;
+    }
+    let status = if skipped.is_empty() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let errors: Vec<_> = skipped
+        .iter()
+        .map(|k| json!({ "alert": k.index, "reason": k.reason }))
+        .collect();
+    let mut body = json!({ "accepted": accepted, "rejected": skipped.len() });
+    if !errors.is_empty() {
+        body["errors"] = serde_json::Value::Array(errors);
+    }
+    (status, Json(body)).into_response()
+}

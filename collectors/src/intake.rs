@@ -1,0 +1,165 @@
+//! The one way a source hands signals on: an [`Intake`] handle to the
+//! decider's queue, and a [`Report`] of its own health.
+//!
+//! Every source (HTTP and Alertmanager intake, Kafka, PromQL, scrapes)
+//! owns its run loop, turns its transport into [`Signal`]s and delivers
+//! them in batches through the intake, waiting until the batch is
+//! journaled: a slow journal slows the source, not memory. The decider
+//! behind the queue is the service's; a source knows no rule and no journal.
+
+use std::sync::Arc;
+
+use remedy_engine::{Signal, Timestamp};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// Signals on their way to the decider, with where to say how it went.
+#[derive(Debug)]
+pub struct Batch {
+    /// The signals, in the order they arrived.
+    pub signals: Vec<Signal>,
+    /// Answered once the batch's decisions are journaled (how many
+    /// signals), or with why they are not yet.
+    pub reply: oneshot::Sender<Result<usize, String>>,
+}
+
+/// Why a batch was not taken in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntakeError {
+    /// The decider's queue is full (HTTP answers 429).
+    #[error("overloaded: the decision queue is full; retry later")]
+    Full,
+    /// The service is stopping.
+    #[error("shutting down")]
+    Closed,
+    /// Decided, but the journal write failed: not acknowledged.
+    #[error("{0}")]
+    NotJournaled(String),
+    /// No answer within the wait.
+    #[error("the decider did not answer")]
+    NoAnswer,
+}
+
+/// A handle to the decider's queue; cheap to clone, one per source.
+#[derive(Clone, Debug)]
+pub struct Intake {
+    tx: mpsc::Sender<Batch>,
+}
+
+impl Intake {
+    /// A queue of `capacity` batches: the handle and the decider's end.
+    pub fn new(capacity: usize) -> (Intake, mpsc::Receiver<Batch>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Intake { tx }, rx)
+    }
+
+    /// Whether the queue has no room (a Kafka source then pauses its
+    /// partitions rather than hold messages in memory).
+    pub fn is_full(&self) -> bool {
+        self.tx.capacity() == 0
+    }
+
+    /// Waits for room, hands the signals on and waits until they are
+    /// journaled: how many were.
+    pub async fn deliver(&self, signals: Vec<Signal>) -> Result<usize, IntakeError> {
+        if signals.is_empty() {
+            return Ok(0);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Batch { signals, reply })
+            .await
+            .map_err(|_| IntakeError::Closed)?;
+        Self::answer(answer).await
+    }
+
+    /// Hands the signals on only if there is room now (an HTTP client is
+    /// told to come back instead of waiting), then waits up to `wait` for
+    /// them to be journaled.
+    pub async fn offer(
+        &self,
+        signals: Vec<Signal>,
+        wait: std::time::Duration,
+    ) -> Result<usize, IntakeError> {
+        if signals.is_empty() {
+            return Ok(0);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .try_send(Batch { signals, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => IntakeError::Full,
+                mpsc::error::TrySendError::Closed(_) => IntakeError::Closed,
+            })?;
+        match tokio::time::timeout(wait, Self::answer(answer)).await {
+            Ok(result) => result,
+            Err(_) => Err(IntakeError::NoAnswer),
+        }
+    }
+
+    async fn answer(
+        answer: oneshot::Receiver<Result<usize, String>>,
+    ) -> Result<usize, IntakeError> {
+        match answer.await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(IntakeError::NotJournaled(e)),
+            Err(_) => Err(IntakeError::NoAnswer),
+        }
+    }
+}
+
+/// A source's health, as `/readyz` and `/metrics` show it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SourceStatus {
+    /// Whether the last attempt succeeded.
+    pub up: bool,
+    /// When it last succeeded (Unix seconds), if ever.
+    pub last_success: Option<i64>,
+    /// Failed attempts so far.
+    pub errors: u64,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// Messages not yet consumed (Kafka: summed over the assigned partitions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
+    /// Kafka: the partitions assigned to this instance, as `topic/partition`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<String>>,
+}
+
+/// Where sources report what they took in and how they are doing (the
+/// service's metrics).
+pub trait Report: Send + Sync {
+    /// Signals taken in and input rejected, by source kind (`http`,
+    /// `alertmanager`, `kafka`, `scrape`, `prometheus`).
+    fn received(&self, source: &'static str, accepted: usize, rejected: usize);
+    /// One attempt of the source `name`: `Ok(unix seconds)` or why it failed.
+    fn collected(&self, name: &str, result: Result<i64, String>);
+    /// The whole status of the source `name` (Kafka reports lag and partitions).
+    fn status(&self, name: &str, status: SourceStatus);
+}
+
+/// A report that keeps nothing (tests, embedding).
+#[derive(Debug, Default)]
+pub struct NoReport;
+
+impl Report for NoReport {
+    fn received(&self, _: &'static str, _: usize, _: usize) {}
+    fn collected(&self, _: &str, _: Result<i64, String>) {}
+    fn status(&self, _: &str, _: SourceStatus) {}
+}
+
+/// A shared report.
+pub type Reporter = Arc<dyn Report>;
+
+/// The service's clock, for signals without `ts` and for scrape times.
+pub fn now() -> Timestamp {
+    Timestamp(chrono::Utc::now().timestamp_millis())
+}
+
+/// The HTTP client pollers and scrapers use (10 s timeout).
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+}

@@ -1,0 +1,587 @@
+//! The decider: one thread that owns the pipeline (rules, lifecycle,
+//! guards) and the journal, and takes one command at a time: batches of
+//! signals from the sources, the clock's ticks, executor results, operator
+//! commands. Every decision is journaled before the command that caused it
+//! is answered; a job goes to its executor only once it is journaled.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use remedy_actions::{Executors, Job, Silence};
+use remedy_engine::{
+    Decision, Intent, Lookahead, Outcome, Severity, Signal, Step, Timestamp, Trigger,
+};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::journal::{self, Journal, Write};
+use super::metrics::Metrics;
+use crate::pipeline::Pipeline;
+
+/// The wall clock, for signals without `ts` and for timers.
+pub(super) fn now() -> Timestamp {
+    Timestamp(chrono::Utc::now().timestamp_millis())
+}
+
+/// What the decider is asked to do.
+pub(super) enum Command {
+    /// Decide on these signals, journal, then answer with how many.
+    Ingest {
+        signals: Vec<Signal>,
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
+    /// Let time pass: escalations and held-back actions.
+    Tick,
+    /// Load the rules again (file change, SIGHUP); the old ones stay on error.
+    Reload,
+    /// Add a silence; answers its id.
+    Silence(Silence, oneshot::Sender<u64>),
+    /// Remove a silence; answers whether there was one.
+    Unsilence(u64, oneshot::Sender<bool>),
+    /// The silences.
+    Silences(oneshot::Sender<Vec<Silence>>),
+    /// Actions awaiting approval.
+    Awaiting(oneshot::Sender<Vec<(u64, Intent)>>),
+    /// Approve (true) or reject (false) one; answers whether it was waiting.
+    Decide(u64, bool, oneshot::Sender<Result<bool, String>>),
+    /// An executor finished a job: a summary of its response, or why it failed.
+    Finished {
+        id: String,
+        result: Result<String, remedy_actions::ExecError>,
+    },
+}
+
+/// Puts the journal's open faults back into the engine so nothing reopens,
+/// and what became of their actions back into the guard chain: nodes under
+/// remediation stay so, held-back actions wait again, approvals await again.
+pub(super) fn recover(
+    pipeline: &mut Pipeline,
+    journal: &dyn Journal,
+    metrics: &Metrics,
+) -> Result<usize, String> {
+    let err = |e: journal::JournalError| e.to_string();
+    for id in journal.recent_ids(journal::KEPT_IDS).map_err(err)? {
+        pipeline.engine.remember_id(&id);
+    }
+    let open = journal.faults(Some(true), None).map_err(err)?;
+    let restarted = now();
+    for f in &open {
+        metrics.recovered(&f.fault);
+        let severity = f
+            .severity
+            .as_deref()
+            .and_then(Severity::parse)
+            .unwrap_or(Severity::Warning);
+        let labels = journal.node_labels(&f.node).map_err(err)?;
+        let mut known = remedy_engine::Labels::default();
+        for (k, v) in &labels {
+            known.insert(k.clone(), v.clone());
+        }
+        pipeline.engine.restore_node(&f.node, &known, f.opened_at);
+        let types: Vec<String> = f.signal_type.iter().cloned().collect();
+        let states = journal
+            .action_states(&f.node, &f.fault, f.opened_at)
+            .map_err(err)?;
+        let done: Vec<String> = states.iter().map(|(action, ..)| action.clone()).collect();
+        pipeline.engine.restore_open(
+            &f.node,
+            &f.fault,
+            severity,
+            f.rule.as_deref().unwrap_or(""),
+            f.opened_at,
+            &types,
+            &done,
+        );
+        let approval = pipeline.engine.policy(&f.fault).approval;
+        for (action, last, passed) in states {
+            let outcome = if passed {
+                Outcome::DryRun
+            } else {
+                match serde_json::from_value::<Outcome>(serde_json::Value::String(last)) {
+                    Ok(o) => o,
+                    Err(_) => continue,
+                }
+            };
+            let intent = Intent {
+                at: restarted,
+                node: f.node.clone(),
+                fault: f.fault.clone(),
+                opened: f.opened_at,
+                reason: None,
+                action,
+                labels: labels.clone(),
+                trigger: Trigger::Remedy,
+                approval,
+            };
+            pipeline.guards.restore(intent, outcome, restarted);
+        }
+    }
+    // Jobs that were with an executor when the service stopped run again
+    // (idempotent on their id); their result has not been decided yet.
+    for job in journal.running_jobs().map_err(err)? {
+        tracing::info!(id = %job.id, executor = %job.executor, "job was running at the last stop: running it again");
+        pipeline.guards.restore_job(job);
+    }
+    Ok(open.len())
+}
+
+/// The decider: owns the pipeline and the journal, one command at a time.
+pub(super) struct Decider {
+    pipeline: Pipeline,
+    journal: Box<dyn Journal>,
+    metrics: Arc<Metrics>,
+    rules: PathBuf,
+    step: Step,
+    out: Vec<Decision>,
+    /// What the next journal write records: empty unless the last write
+    /// failed, when it goes out with the next command's.
+    pending: Write,
+    /// Jobs journaled as started but not yet handed to the executors.
+    unsent: Vec<Job>,
+    /// Where jobs go to be executed; `None` in tests that only decide.
+    pub(super) runner: Option<mpsc::UnboundedSender<Job>>,
+    /// Woken after each journal write (the decisions topic follows the journal).
+    pub(super) written: Arc<Notify>,
+}
+
+impl Decider {
+    pub(super) fn new(
+        pipeline: Pipeline,
+        journal: Box<dyn Journal>,
+        metrics: Arc<Metrics>,
+        rules: PathBuf,
+    ) -> Self {
+        Decider {
+            pipeline,
+            journal,
+            metrics,
+            rules,
+            step: Step::default(),
+            out: Vec::new(),
+            pending: Write::default(),
+            unsent: Vec::new(),
+            runner: None,
+            written: Arc::new(Notify::new()),
+        }
+    }
+
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        // Jobs restored from the journal go out at once.
+        let _ = self.journal();
+        self.guard_metrics();
+        // A command taken from the queue while gathering job results.
+        let mut next = None;
+        loop {
+            let command = match next.take() {
+                Some(c) => c,
+                None => match rx.blocking_recv() {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
+            match command {
+                Command::Tick => {
+                    self.out.clear();
+                    self.pipeline.advance(now(), &mut self.step, &mut self.out);
+                    self.metrics.counted(&self.out);
+                    self.pending
+                        .entries
+                        .extend(self.out.drain(..).map(|d| (d, None)));
+                    // A failed write is logged, and /readyz reports the journal.
+                    let _ = self.journal();
+                }
+                Command::Finished { id, result } => {
+                    self.finish(id, result);
+                    // Jobs finish in bursts: decide every result already
+                    // waiting, then write them in one transaction.
+                    for _ in 0..1024 {
+                        match rx.try_recv() {
+                            Ok(Command::Finished { id, result }) => self.finish(id, result),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let _ = self.journal();
+                }
+                Command::Ingest { signals, reply } => {
+                    let n = signals.len();
+                    // In order, with each node's state loading a few signals ahead (as replay does).
+                    let mut ahead = Lookahead::default();
+                    for signal in signals {
+                        if let Some(signal) = ahead.push(&self.pipeline.engine, signal, |s| Some(s))
+                        {
+                            self.decide(signal);
+                        }
+                    }
+                    while let Some(signal) = ahead.pop() {
+                        self.decide(signal);
+                    }
+                    let _ = reply.send(self.journal().map(|()| n));
+                }
+                Command::Reload => self.reload(),
+                Command::Silence(silence, reply) => {
+                    let _ = reply.send(self.pipeline.guards.silence(silence));
+                }
+                Command::Unsilence(id, reply) => {
+                    let _ = reply.send(self.pipeline.guards.unsilence(id));
+                }
+                Command::Silences(reply) => {
+                    let _ = reply.send(self.pipeline.guards.silences().to_vec());
+                }
+                Command::Awaiting(reply) => {
+                    let list = self
+                        .pipeline
+                        .guards
+                        .awaiting()
+                        .map(|(id, i)| (id, i.clone()));
+                    let _ = reply.send(list.collect());
+                }
+                Command::Decide(id, approve, reply) => {
+                    let found = self.approve(id, approve);
+                    let _ = reply.send(self.journal().map(|()| found));
+                }
+            }
+            self.guard_metrics();
+        }
+    }
+
+    /// An executor's result becomes a decision (journaled with the next write).
+    fn finish(&mut self, id: String, result: Result<String, remedy_actions::ExecError>) {
+        self.out.clear();
+        if self
+            .pipeline
+            .guards
+            .finished(&id, result, now(), &mut self.out)
+        {
+            self.pending.finished.push(id);
+        }
+        self.metrics.counted(&self.out);
+        self.pending
+            .entries
+            .extend(self.out.drain(..).map(|d| (d, None)));
+    }
+
+    fn guard_metrics(&self) {
+        let guards = &self.pipeline.guards;
+        self.metrics
+            .guards(guards.held(), guards.domains(), guards.breakers());
+    }
+
+    fn decide(&mut self, signal: Signal) {
+        let started = std::time::Instant::now();
+        let r#type = signal.r#type.clone();
+        let id = signal.id.clone();
+        // One span per signal: node, type, and the rules that matched.
+        let span = tracing::info_span!(
+            "signal",
+            node = %signal.node,
+            r#type = %r#type,
+            rules = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        self.out.clear();
+        self.pipeline
+            .on_signal(signal, now(), &mut self.step, &mut self.out);
+        if let (Some(id), false) = (id, self.step.duplicate) {
+            self.pending.ids.push(id);
+        }
+        for e in &self.step.errors {
+            tracing::warn!(rule = %e.rule, "rule error: {e}");
+        }
+        let rules = self.pipeline.engine.rules();
+        if !self.step.answers.is_empty() {
+            let matched: Vec<&str> = self
+                .step
+                .answers
+                .iter()
+                .map(|(i, _)| rules.name(*i))
+                .collect();
+            span.record("rules", tracing::field::display(matched.join(",")));
+        }
+        for d in &self.out {
+            match (d.action.as_deref(), d.outcome) {
+                (Some(action), Some(outcome)) => {
+                    tracing::debug!(fault = %d.fault, action, outcome = outcome.as_str(), "action")
+                }
+                _ => {
+                    tracing::info!(fault = %d.fault, event = ?d.event, reason = d.reason.as_deref(), "fault")
+                }
+            }
+        }
+        self.metrics.decided(
+            self.step.evaluated.iter().map(|&i| rules.name(i)),
+            self.step.errors.iter().map(|e| e.rule.as_str()),
+            &self.out,
+            started.elapsed().as_secs_f64(),
+        );
+        self.pending
+            .entries
+            .extend(self.out.drain(..).map(|d| (d, Some(r#type.clone()))));
+    }
+
+    fn approve(&mut self, id: u64, approve: bool) -> bool {
+        self.out.clear();
+        let found = if approve {
+            let guards = &mut self.pipeline.guards;
+            self.pipeline.engine.with_fleet(|fleet| {
+                guards.approve(id, now(), &crate::pipeline::Known(fleet), &mut self.out)
+            })
+        } else {
+            self.pipeline.guards.reject(id, now(), &mut self.out)
+        };
+        self.metrics.counted(&self.out);
+        self.pending
+            .entries
+            .extend(self.out.drain(..).map(|d| (d, None)));
+        found
+    }
+
+    fn reload(&mut self) {
+        match self.pipeline.engine.reload(&self.rules) {
+            Ok(n) => {
+                tracing::info!(rules = n, dir = %self.rules.display(), "rules reloaded");
+                self.metrics.reloaded(None);
+            }
+            Err(e) => {
+                let e = e.to_string().replace('\n', "; ");
+                tracing::error!("rules reload failed, the previous rules keep running: {e}");
+                self.metrics.reloaded(Some(e));
+            }
+        }
+    }
+
+    /// Writes what the last command decided, with the jobs it started,
+    /// then hands those jobs to the executors: a job runs only once it is
+    /// journaled, so a restart finds every job that may have run.
+    fn journal(&mut self) -> Result<(), String> {
+        let jobs = self.pipeline.guards.take_jobs();
+        self.pending.started.extend(jobs.iter().cloned());
+        self.unsent.extend(jobs);
+        // The failure domains of nodes with actions, for a restart.
+        let nodes: BTreeMap<&str, Vec<(String, String)>> = self
+            .pending
+            .entries
+            .iter()
+            .filter(|(d, _)| d.action.is_some())
+            .map(|(d, _)| {
+                let labels = self.pipeline.engine.with_fleet(|f| f.labels_named(&d.node));
+                (d.node.as_str(), labels.unwrap_or_default())
+            })
+            .collect();
+        self.pending.nodes = nodes.into_iter().map(|(n, l)| (n.to_string(), l)).collect();
+        let pending = self.pending.entries.len();
+        let journaled = self
+            .journal
+            .record(&mut self.pending)
+            .map_err(|e| e.to_string());
+        match &journaled {
+            Ok(()) => {
+                if pending > 0 {
+                    self.written.notify_one();
+                }
+                if let Some(runner) = &self.runner {
+                    for job in self.unsent.drain(..) {
+                        // The runner goes only at shutdown; the job stays journaled.
+                        let _ = runner.send(job);
+                    }
+                }
+            }
+            // The engine has already moved on: keep what it decided and write
+            // it with the next command, or it would never be journaled.
+            Err(e) => tracing::error!(
+                pending,
+                "journal write failed, will retry with the next write: {e}"
+            ),
+        }
+        journaled
+    }
+}
+
+/// Runs jobs as they come, at most `limit` at once, and reports each result
+/// to the decider. Dropping this task (at shutdown) aborts the jobs still
+/// running; they stay journaled and run again at the next start.
+pub(super) async fn execute(
+    executors: Arc<Executors>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    tx: mpsc::Sender<Command>,
+    limit: usize,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limit));
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            job = jobs.recv() => {
+                let Some(job) = job else { break };
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let executors = executors.clone();
+                let tx = tx.clone();
+                running.spawn(async move {
+                    let _slot = slot;
+                    let result = executors.run(&job).await;
+                    match &result {
+                        Ok(summary) => tracing::info!(id = %job.id, executor = %job.executor, summary, "executed"),
+                        Err(why) => tracing::warn!(id = %job.id, executor = %job.executor, "failed: {why}"),
+                    }
+                    let _ = tx.send(Command::Finished { id: job.id, result }).await;
+                });
+            }
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+        }
+    }
+}
+
+/// Lets time pass every second: escalations fall due, held actions retry.
+/// Under load the queue is busy with signals, which move time on anyway: a
+/// tick that finds it full is skipped rather than taking a request's place.
+/// Moves the sources' batches into the decider's queue, in order.
+pub(super) async fn forward(
+    mut batches: mpsc::Receiver<remedy_collectors::Batch>,
+    tx: mpsc::Sender<Command>,
+) {
+    while let Some(b) = batches.recv().await {
+        let command = Command::Ingest {
+            signals: b.signals,
+            reply: b.reply,
+        };
+        if tx.send(command).await.is_err() {
+            break;
+        }
+    }
+}
+
+pub(super) async fn tick(tx: mpsc::Sender<Command>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        match tx.try_send(Command::Tick) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::journal::{FaultRow, JournalError, Journaled};
+    use super::*;
+    use crate::config::Config;
+
+    /// Fails its first write, then keeps what it is given.
+    struct Flaky {
+        failed: bool,
+        kept: Arc<Mutex<Vec<Decision>>>,
+    }
+
+    impl Journal for Flaky {
+        fn record(&mut self, write: &mut Write) -> Result<(), JournalError> {
+            if write.is_empty() {
+                return Ok(());
+            }
+            if !self.failed {
+                self.failed = true;
+                return Err(JournalError::Sqlite(rusqlite::Error::InvalidQuery));
+            }
+            self.kept
+                .lock()
+                .unwrap()
+                .extend(write.entries.drain(..).map(|(d, _)| d));
+            *write = Write::default();
+            Ok(())
+        }
+        fn running_jobs(&self) -> Result<Vec<Job>, JournalError> {
+            Ok(Vec::new())
+        }
+        fn faults(&self, _: Option<bool>, _: Option<&str>) -> Result<Vec<FaultRow>, JournalError> {
+            Ok(Vec::new())
+        }
+        fn decisions(&self, _: i64, _: usize) -> Result<Vec<Journaled>, JournalError> {
+            Ok(Vec::new())
+        }
+        fn writable(&self) -> bool {
+            true
+        }
+        fn recent_ids(&self, _: usize) -> Result<Vec<String>, JournalError> {
+            Ok(Vec::new())
+        }
+        fn action_states(
+            &self,
+            _: &str,
+            _: &str,
+            _: Timestamp,
+        ) -> Result<Vec<(String, String, bool)>, JournalError> {
+            Ok(Vec::new())
+        }
+        fn node_labels(&self, _: &str) -> Result<Vec<(String, String)>, JournalError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn decisions_of_a_failed_journal_write_go_out_with_the_next_one() {
+        let config = Config::default();
+        let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let engine = remedy_engine::Engine::load(
+            &rules,
+            config.policies(),
+            &remedy_engine::Options::default(),
+        )
+        .unwrap();
+        let (guards, actions) = config.guards();
+        let pipeline = Pipeline::new(engine, remedy_actions::Guards::new(guards, actions));
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let decider = Decider::new(
+            pipeline,
+            Box::new(Flaky {
+                failed: false,
+                kept: kept.clone(),
+            }),
+            Arc::new(Metrics::default()),
+            rules,
+        );
+        let (tx, rx) = mpsc::channel(4);
+        let (r1, a1) = oneshot::channel();
+        let (r2, a2) = oneshot::channel();
+        let signal = |node: &str| {
+            Signal::from_json(&format!(
+                r#"{{"node":"{node}","kind":"hardware","type":"memory.ecc.uncorrectable"}}"#
+            ))
+            .unwrap()
+        };
+        tx.try_send(Command::Ingest {
+            signals: vec![signal("n1")],
+            reply: r1,
+        })
+        .ok()
+        .unwrap();
+        tx.try_send(Command::Ingest {
+            signals: vec![signal("n2")],
+            reply: r2,
+        })
+        .ok()
+        .unwrap();
+        drop(tx);
+        decider.run(rx);
+        assert!(
+            a1.blocking_recv().unwrap().is_err(),
+            "the first write failed and says so"
+        );
+        assert_eq!(a2.blocking_recv().unwrap(), Ok(1));
+        let kept = kept.lock().unwrap();
+        let opened: Vec<&str> = kept
+            .iter()
+            .filter(|d| d.event == remedy_engine::Event::FaultOpened)
+            .map(|d| d.node.as_str())
+            .collect();
+        assert_eq!(
+            opened,
+            ["n1", "n2"],
+            "n1's fault was not lost with the failed write"
+        );
+    }
+}
