@@ -91,7 +91,15 @@ impl Default for Policies {
     /// | power, disk, memory, motherboard failure | cordon, ticket | reinstall after 4h | uncordon |
     /// | memory_degraded | ticket | | |
     /// | component_crash | restart | cordon, ticket after 30m | uncordon |
-    /// | anything else (misconfiguration, pressure, rack power) | notify | | |
+    /// | runtime_storage_corrupt (Ready, but cannot start containers) | cordon, ticket | | uncordon |
+    /// | node_not_ready, network_degraded, kernel_deadlock, kernel_fault, certificate_expiry | ticket | | |
+    /// | clock_skew | notify | ticket after 1h | |
+    /// | anything else (misconfiguration, pressure, saturation, rack power) | notify | | |
+    ///
+    /// No cordon for node_not_ready: Kubernetes already keeps pods off a
+    /// NotReady node, and the mixin's alerts fire only for schedulable
+    /// nodes, so a cordon would clear the alert and the uncordon bring it
+    /// back, in a loop.
     fn default() -> Self {
         let failed = Policy {
             escalate: vec![Escalation {
@@ -114,6 +122,25 @@ impl Default for Policies {
             ("motherboard_failure", failed),
             ("memory_degraded", policy(&["ticket"], &[])),
             ("component_crash", crash),
+            (
+                "runtime_storage_corrupt",
+                policy(&["cordon", "ticket"], &["uncordon"]),
+            ),
+            ("node_not_ready", policy(&["ticket"], &[])),
+            ("network_degraded", policy(&["ticket"], &[])),
+            ("kernel_deadlock", policy(&["ticket"], &[])),
+            ("kernel_fault", policy(&["ticket"], &[])),
+            ("certificate_expiry", policy(&["ticket"], &[])),
+            (
+                "clock_skew",
+                Policy {
+                    escalate: vec![Escalation {
+                        after: Duration::from_secs(3600),
+                        actions: names(&["ticket"]),
+                    }],
+                    ..policy(&["notify"], &[])
+                },
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
