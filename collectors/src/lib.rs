@@ -4,9 +4,11 @@
 
 pub mod kafka;
 pub mod lines;
+pub mod presets;
 pub mod promql;
 pub mod scrape;
 
 pub use lines::{JsonLines, Line};
+pub use presets::{Preset, PresetState, UnknownPreset};
 pub use promql::{instance_host, Poller};
 pub use scrape::Scraper;
