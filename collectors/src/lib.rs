@@ -17,10 +17,12 @@ pub mod http;
 pub mod intake;
 pub mod kafka;
 pub mod lines;
+pub mod presets;
 pub mod promql;
 pub mod scrape;
 
 pub use intake::{Batch, Intake, IntakeError, NoReport, Report, Reporter, SourceStatus};
 pub use lines::{JsonLines, Line};
+pub use presets::{Preset, PresetState, UnknownPreset};
 pub use promql::{instance_host, Poller};
 pub use scrape::Scraper;
