@@ -857,14 +857,14 @@ mod tests {
             ActionKind::default(),
             "named cordon, does a ticket"
         );
-        assert_eq!(kind("reimage").disruptive, true);
-        assert_eq!(kind("page").disruptive, true, "said so explicitly");
-        assert_eq!(kind("restart").disruptive, false, "said so explicitly");
+        assert!(kind("reimage").disruptive);
+        assert!(kind("page").disruptive, "said so explicitly");
+        assert!(!kind("restart").disruptive, "said so explicitly");
         let (_, guards) = c.guards();
         assert_eq!(guards["evacuate"].kind, kind("evacuate"));
         assert_eq!(guards["evacuate"].executor, "kubernetes");
         // Built-ins without a section: the kind of their name, the log executor.
-        assert_eq!(ActionKind::of_op("drain").disruptive, true);
+        assert!(ActionKind::of_op("drain").disruptive);
         assert_eq!(ActionKind::of_op("notify"), ActionKind::default());
     }
 
