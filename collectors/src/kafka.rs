@@ -719,7 +719,7 @@ impl Source {
     /// ones with backoff, for up to [`DEAD_LETTER_PATIENCE`].
     async fn confirm_dead_letters(&mut self) -> Result<(), KafkaError> {
         let give_up = tokio::time::Instant::now() + DEAD_LETTER_PATIENCE;
-        let mut backoff = Duration::from_millis(100);
+        let mut delays = remedy_kafka::delivery::RESEND.delays();
         loop {
             let mut delivered = 0u64;
             for letter in &mut self.unconfirmed {
@@ -761,6 +761,7 @@ impl Source {
                 self.consumer.context().failed(e.to_string());
                 return Err(e);
             }
+            let backoff = delays.next().unwrap_or_default();
             tracing::warn!(
                 topic = %self.dead_letter,
                 waiting = self.unconfirmed.len(),
@@ -768,7 +769,6 @@ impl Source {
                 first.last_error
             );
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
             for letter in &mut self.unconfirmed {
                 send(&self.producer, &self.dead_letter, letter);
             }

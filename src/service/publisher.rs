@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use remedy_engine::Decision;
+use remedy_engine::{Backoff, Decision, Duration};
 use tokio::sync::Notify;
 
 use super::decider::now;
@@ -33,7 +33,9 @@ pub(super) async fn publish(
         }
     };
     let mut since = store.cursor(&cursor).unwrap_or(0);
-    let mut backoff = std::time::Duration::from_millis(200);
+    // A refused publish waits 200 ms doubling up to 30 s, then again from the start once one succeeds.
+    const RETRY: Backoff = Backoff::new(Duration(200), Duration(30_000));
+    let mut delays = RETRY.delays();
     loop {
         let batch = match store.decisions(since, 5000) {
             Ok(b) => b,
@@ -59,16 +61,16 @@ pub(super) async fn publish(
                     tracing::warn!("decisions topic: saving the position: {e}");
                 }
                 metrics.collected(&name, Ok(now().secs()));
-                backoff = std::time::Duration::from_millis(200);
+                delays = RETRY.delays();
             }
             Err(e) => {
+                let backoff = delays.next().unwrap_or_default();
                 tracing::warn!("decisions topic: {e}; retrying in {backoff:?}");
                 metrics.collected(&name, Err(e.to_string()));
                 if *stop.borrow() {
                     break;
                 }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
             }
         }
     }

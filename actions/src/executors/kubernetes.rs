@@ -31,7 +31,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::core::Request;
 use kube::{Api, Client, Resource};
-use remedy_engine::Duration;
+use remedy_engine::{Backoff, Duration};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -385,7 +385,7 @@ impl Kubernetes {
         let evicted = pending.len();
         // Evicted and still on the node.
         let mut leaving: Vec<Target> = Vec::new();
-        let mut backoff = Backoff::new();
+        let mut backoff = EVICTION_RETRY.delays();
         loop {
             pending = self.evict_all(pending, &mut leaving, deadline).await?;
             leaving = self.still_leaving(leaving, deadline).await?;
@@ -396,7 +396,8 @@ impl Kubernetes {
             if now >= deadline {
                 return Err(would_not_leave(name, self.timeout, &pending, &leaving));
             }
-            tokio::time::sleep(backoff.next().min(deadline - now)).await;
+            let wait = backoff.next().unwrap_or_default();
+            tokio::time::sleep(wait.min(deadline - now)).await;
         }
 
         let by = match cordon {
@@ -773,27 +774,9 @@ fn std_duration(d: Duration) -> std::time::Duration {
     std::time::Duration::from_millis(d.0.max(0) as u64)
 }
 
-/// Pauses between rounds of a drain: short at first (most pods leave
-/// quickly), doubling up to a few seconds (a budget may hold for minutes).
-#[derive(Debug)]
-struct Backoff {
-    next: std::time::Duration,
-}
-
-impl Backoff {
-    const FIRST: std::time::Duration = std::time::Duration::from_millis(200);
-    const MOST: std::time::Duration = std::time::Duration::from_secs(2);
-
-    fn new() -> Self {
-        Backoff { next: Self::FIRST }
-    }
-
-    fn next(&mut self) -> std::time::Duration {
-        let now = self.next;
-        self.next = (now * 2).min(Self::MOST);
-        now
-    }
-}
+/// Waits between rounds of evictions refused by a disruption budget (429)
+/// and checks of pods still leaving: 200 ms doubling up to 2 s.
+const EVICTION_RETRY: Backoff = Backoff::new(Duration(200), Duration(2_000));
 
 /// The client configuration `config` asks for; errors name the kubeconfig.
 async fn client_config(action: &str, config: &Config) -> Result<kube::Config, ConfigError> {
