@@ -396,17 +396,12 @@ impl Config {
             let action = resolve_action(&name, raw, brokers.as_deref())?;
             self.actions.insert(name, action);
         }
-        for c in &self.prometheus {
-            check_url(&c.url).map_err(|message| Problem {
+        let urls = (self.prometheus.iter().map(|c| ("prometheus.url", &c.url)))
+            .chain(self.scrape.iter().map(|c| ("scrape.url", &c.url)));
+        for (key, url) in urls {
+            check_url(url).map_err(|message| Problem {
                 at: 0..0,
-                key: Some("prometheus.url".into()),
-                message,
-            })?;
-        }
-        for c in &self.scrape {
-            check_url(&c.url).map_err(|message| Problem {
-                at: 0..0,
-                key: Some("scrape.url".into()),
+                key: Some(key.into()),
                 message,
             })?;
         }
