@@ -6,6 +6,9 @@
 //! and the engine keeps them all. Names are interned once, labels are stored
 //! as pairs of small symbols, and each history is a short sorted ring of
 //! 32-bit second offsets that ages out by time and by count.
+// The one module with unsafe code: huge-page hints (madvise) and cache
+// prefetches for the node index and states; each block says why it is sound.
+#![allow(unsafe_code)]
 
 use std::hash::Hasher;
 
