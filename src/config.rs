@@ -629,6 +629,18 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// The table a header line names (`[faults."x"]` is `faults.x`, `[[scrape]]` is `scrape`).
+fn header(line: &str) -> Option<String> {
+    line.starts_with('[').then(|| {
+        line.trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .replace('"', "")
+    })
+}
+
 /// The dotted key at a byte offset: the table header above it and the key
 /// on its line (`faults.disk_failure.for`).
 fn key_at(text: &str, offset: usize) -> String {
@@ -638,26 +650,14 @@ fn key_at(text: &str, offset: usize) -> String {
     let mut table = String::new();
     for l in text[..line_start].lines().rev() {
         let l = l.trim();
-        if l.starts_with('[') {
-            table = l
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .replace('"', "");
+        if let Some(name) = header(l) {
+            table = name;
             break;
         }
     }
     let line = line.trim();
-    if line.starts_with('[') {
-        return line
-            .trim_start_matches('[')
-            .split(']')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .replace('"', "");
+    if let Some(name) = header(line) {
+        return name;
     }
     let key = line
         .split_once('=')

@@ -157,9 +157,17 @@ pub fn now() -> Timestamp {
     Timestamp(chrono::Utc::now().timestamp_millis())
 }
 
-/// The HTTP client pollers and scrapers use (10 s timeout).
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// The HTTP client pollers and scrapers use (10 s timeout); `None`, logged
+/// naming `url`, when none can be built.
+pub fn http_client(url: &str) -> Option<reqwest::Client> {
+    match reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()
+    {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(%url, "cannot build an HTTP client: {e}");
+            None
+        }
+    }
 }

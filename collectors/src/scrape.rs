@@ -119,12 +119,8 @@ impl Scraper {
 /// Scrapes one endpoint every `every` and delivers its signals; a failed
 /// scrape is reported and tried again next time. Ends when the intake closes.
 pub async fn run(config: Config, intake: Intake, report: Reporter) {
-    let client = match http_client() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(url = %config.url, "cannot build an HTTP client: {e}");
-            return;
-        }
+    let Some(client) = http_client(&config.url) else {
+        return;
     };
     let name = format!("scrape {}", config.url);
     let every = std::time::Duration::from_millis(config.every.0.max(100) as u64);

@@ -9,19 +9,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use remedy_actions::{Executors, Job, Silence};
-use remedy_engine::{
-    Decision, Intent, Lookahead, Outcome, Severity, Signal, Step, Timestamp, Trigger,
-};
+use remedy_engine::{Decision, Intent, Lookahead, Outcome, Severity, Signal, Step, Trigger};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::journal::{self, Journal, Write};
 use super::metrics::Metrics;
 use crate::pipeline::Pipeline;
 
-/// The wall clock, for signals without `ts` and for timers.
-pub(super) fn now() -> Timestamp {
-    Timestamp(chrono::Utc::now().timestamp_millis())
-}
+/// The service's clock (for timers and signals without `ts`), the one the sources read.
+pub(super) use remedy_collectors::intake::now;
 
 /// What the decider is asked to do.
 pub(super) enum Command {
@@ -513,7 +509,7 @@ mod tests {
             &self,
             _: &str,
             _: &str,
-            _: Timestamp,
+            _: remedy_engine::Timestamp,
         ) -> Result<Vec<(String, String, bool)>, JournalError> {
             Ok(Vec::new())
         }
