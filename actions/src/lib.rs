@@ -3,6 +3,8 @@
 //! behind it, the executors. Nothing here knows a rule: it receives action
 //! requests from the engine and answers with decisions.
 
+#![warn(missing_docs)]
+
 pub mod breaker;
 pub mod executor;
 pub mod executors;

@@ -12,6 +12,8 @@
 //! | exposition text | [`scrape`] | [`scrape::run`] |
 //! | recorded JSON lines (`replay`) | [`lines`] | the caller's |
 
+#![warn(missing_docs)]
+
 pub mod alertmanager;
 pub mod http;
 pub mod intake;

@@ -6,6 +6,8 @@
 //! for the actions side to carry out. That is what makes `remedy replay`
 //! deterministic and lets tests drive the exact code the service runs.
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod decision;
 pub mod fleet;

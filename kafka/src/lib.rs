@@ -5,6 +5,8 @@
 //! `tracing`. One definition of each, here, and one [`Producer`] whose
 //! sends are confirmed (the publisher and the command executor use it).
 
+#![warn(missing_docs)]
+
 pub mod delivery;
 
 pub use delivery::{Delivered, Producer, Record, Undelivered};

@@ -11,6 +11,8 @@
 //! `$HOME/.cache/remedy/tools/bin/tansu`; install it with
 //! `cargo install tansu --features dynostore --root ~/.cache/remedy/tools`.
 
+#![warn(missing_docs)]
+
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
