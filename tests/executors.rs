@@ -5,8 +5,6 @@
 //! uncordon.
 
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +17,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 mod common;
-use common::{copy_tree, free_port, request, wait_for, Alertmanager};
+use common::{free_port, request, wait_for, Alertmanager, Remedy};
 
 /// One request a fake server saw.
 #[derive(Clone, Debug)]
@@ -148,15 +146,6 @@ fn start_fakes(node: &str) -> (Arc<Fake>, u16) {
     (fake, port)
 }
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// (status, body) of one request to 127.0.0.1:`port`.
 fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     request(port, method, path, body, None)
@@ -234,32 +223,9 @@ url = "http://127.0.0.1:{fake_port}/tickets"
         ),
     )
     .unwrap();
-    copy_tree(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
-        &dir.path().join("rules"),
-    );
-    let port = free_port();
-    let log = dir.path().join("remedy.log");
-    let _remedy = Running(
-        Command::new(env!("CARGO_BIN_EXE_remedy"))
-            .current_dir(dir.path())
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("REMEDY_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "REMEDY_JOURNAL",
-                format!("sqlite://{}", dir.path().join("remedy.db").display()),
-            )
-            .env_remove("REMEDY_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("remedy starts"),
-    );
-    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_for("remedy to listen", Duration::from_secs(20), || {
-        http(port, "GET", "/healthz", "").0 == 200
-    });
+    let remedy = Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let port = remedy.port;
+    let logged = || remedy.logged();
 
     let am = Alertmanager::start(dir.path(), port);
 
@@ -367,33 +333,8 @@ fn a_job_running_at_a_crash_runs_again_with_its_id_and_is_decided_once() {
         ),
     )
     .unwrap();
-    copy_tree(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
-        &dir.path().join("rules"),
-    );
     let port = free_port();
-    let start = || {
-        Running(
-            Command::new(env!("CARGO_BIN_EXE_remedy"))
-                .current_dir(dir.path())
-                .args(["run", "--config", "remedy.toml"])
-                .env("REMEDY_LISTEN", format!("127.0.0.1:{port}"))
-                .env(
-                    "REMEDY_JOURNAL",
-                    format!("sqlite://{}", dir.path().join("remedy.db").display()),
-                )
-                .env_remove("REMEDY_TOKEN")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("remedy starts"),
-        )
-    };
-    let up = || {
-        wait_for("remedy to listen", Duration::from_secs(20), || {
-            http(port, "GET", "/healthz", "").0 == 200
-        })
-    };
+    let start = || Remedy::start_on(port, dir.path(), &[], &["--config", "remedy.toml"]);
     let lines = || {
         std::fs::read_to_string(&runs)
             .unwrap_or_default()
@@ -402,7 +343,6 @@ fn a_job_running_at_a_crash_runs_again_with_its_id_and_is_decided_once() {
             .collect::<Vec<_>>()
     };
     let first = start();
-    up();
     let ue = r#"{"node":"n1","kind":"hardware","type":"memory.ecc.uncorrectable","ts":"2026-11-24T23:58:07Z","labels":{"cluster":"c1"}}"#;
     assert_eq!(http(port, "POST", "/v1/signals", ue).0, 202);
     wait_for("the repair to start", Duration::from_secs(20), || {
@@ -412,7 +352,6 @@ fn a_job_running_at_a_crash_runs_again_with_its_id_and_is_decided_once() {
     assert_eq!(http(port, "GET", "/healthz", "").0, 0, "remedy is gone");
 
     let _second = start();
-    up();
     let executed = || {
         decisions(port)
             .iter()

@@ -5,14 +5,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use remedy_testkit::{committed_offsets, end_offsets, header, read, Tansu};
 use serde_json::Value;
 
 mod common;
-use common::{copy_tree, free_port, request, wait_for};
+use common::{copy_tree, wait_for, Remedy};
 
 const GROUP: &str = "remedy";
 
@@ -29,19 +28,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// (status, body) of a GET to 127.0.0.1:`port`.
-fn http(port: u16, path: &str) -> (u16, String) {
-    request(port, "GET", path, "", None)
-}
-
-/// One `remedy run` with its own journal, consuming `topic` in the group.
-struct Remedy {
-    child: Option<Child>,
-    port: u16,
-    dir: std::path::PathBuf,
-    log: std::path::PathBuf,
 }
 
 /// Writes remedy.toml (and copies the rules) into `dir`. With `dry_run`
@@ -68,81 +54,34 @@ fn configure(dir: &Path, brokers: &str, dry_run: bool) {
     );
 }
 
-impl Remedy {
-    fn start(dir: &Path, brokers: &str, name: &str) -> Remedy {
-        if !dir.join("remedy.toml").exists() {
-            configure(dir, brokers, true);
-        }
-        let port = free_port();
-        let log = dir.join(format!("remedy-{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_remedy"))
-            .current_dir(dir)
-            .args(["run", "--config", "remedy.toml"])
-            .env("REMEDY_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "REMEDY_JOURNAL",
-                format!("sqlite://{}", dir.join("remedy.db").display()),
-            )
-            .env_remove("REMEDY_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("remedy starts");
-        let r = Remedy {
-            child: Some(child),
-            port,
-            dir: dir.to_path_buf(),
-            log,
-        };
-        wait_for("remedy to listen", Duration::from_secs(30), || {
-            http(port, "/healthz").0 == 200
-        });
-        r
+/// `remedy run` in `dir` with the config [`configure`] writes (dry-run
+/// unless the test wrote its own first), consuming from `brokers`.
+fn start(dir: &Path, brokers: &str) -> Remedy {
+    if !dir.join("remedy.toml").exists() {
+        configure(dir, brokers, true);
     }
+    Remedy::start_with(dir, &[], &["--config", "remedy.toml"])
+}
 
-    fn logged(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill_9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Every journaled decision, in order.
-    fn decisions(&self) -> Vec<Value> {
-        let mut all = Vec::new();
-        let mut since = 0;
-        loop {
-            let (status, body) = http(
-                self.port,
-                &format!("/v1/decisions?since={since}&limit=10000"),
-            );
-            assert_eq!(status, 200, "{body}");
-            let v: Value = serde_json::from_str(&body).unwrap();
-            let batch = v["decisions"].as_array().unwrap();
-            if batch.is_empty() {
-                return all;
-            }
-            all.extend(batch.iter().cloned());
-            since = v["next"].as_i64().unwrap();
-        }
-    }
-
+/// What the Kafka source reports of itself.
+trait KafkaSource {
     /// Signals taken in from Kafka so far (from /metrics).
+    fn consumed(&self) -> u64;
+    /// The Kafka collector's assigned partitions, from /readyz.
+    fn partitions(&self) -> Vec<String>;
+}
+
+impl KafkaSource for Remedy {
     fn consumed(&self) -> u64 {
-        let (_, text) = http(self.port, "/metrics");
+        let (_, text) = self.get("/metrics");
         text.lines()
             .find_map(|l| l.strip_prefix("remedy_signals_total{source=\"kafka\"} "))
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0)
     }
 
-    /// The Kafka collector's assigned partitions, from /readyz.
     fn partitions(&self) -> Vec<String> {
-        let (_, body) = http(self.port, "/readyz");
+        let (_, body) = self.get("/readyz");
         let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         v["collectors"]["kafka"]["partitions"]
             .as_array()
@@ -152,13 +91,6 @@ impl Remedy {
                     .collect()
             })
             .unwrap_or_default()
-    }
-}
-
-impl Drop for Remedy {
-    fn drop(&mut self) {
-        self.kill_9();
-        let _ = &self.dir;
     }
 }
 
@@ -275,7 +207,7 @@ fn fifty_thousand_signals_are_decided_once_and_malformed_ones_dead_lettered() {
     let valid = msgs.len() - bad;
     rt.block_on(remedy_testkit::produce(&brokers, "node-signals", &msgs));
     let dir = tempfile::tempdir().unwrap();
-    let remedy = Remedy::start(dir.path(), &brokers, "a");
+    let remedy = start(dir.path(), &brokers);
     wait_committed(&brokers, &[&remedy]);
     let decisions = every_fault_acted_on(&remedy, valid, "every notify decided");
     let notified = decisions
@@ -332,7 +264,7 @@ fn batches_without_a_malformed_message_are_committed_too() {
     assert_eq!(bad, 0, "only valid signals");
     rt.block_on(remedy_testkit::produce(&brokers, "node-signals", &msgs));
     let dir = tempfile::tempdir().unwrap();
-    let remedy = Remedy::start(dir.path(), &brokers, "a");
+    let remedy = start(dir.path(), &brokers);
     wait_committed(&brokers, &[&remedy]);
     assert_eq!(opened_once(&remedy.decisions()).len(), msgs.len());
 }
@@ -343,7 +275,7 @@ fn after_kill_9_halfway_nothing_is_lost_or_doubled() {
     let valid = produce_one_per_batch(&brokers, 20_000);
     let dir = tempfile::tempdir().unwrap();
     configure(dir.path(), &brokers, false);
-    let mut first = Remedy::start(dir.path(), &brokers, "first");
+    let mut first = start(dir.path(), &brokers);
     wait_for("a third consumed", Duration::from_secs(60), || {
         first.consumed() > 6_000
     });
@@ -361,7 +293,7 @@ fn after_kill_9_halfway_nothing_is_lost_or_doubled() {
     // again. Kafka would make the member join again instead.
     let expired = killed + SESSION_TIMEOUT + Duration::from_millis(500);
     std::thread::sleep(expired.saturating_duration_since(Instant::now()));
-    let second = Remedy::start(dir.path(), &brokers, "second");
+    let second = start(dir.path(), &brokers);
     wait_committed(&brokers, &[&first, &second]);
     // Offsets are committed once decisions are journaled; the notify jobs
     // they started report back a moment later.
@@ -385,8 +317,8 @@ fn two_instances_in_one_group_split_the_partitions_and_open_nothing_twice() {
     let (_tansu, brokers) = broker();
     let a_dir = tempfile::tempdir().unwrap();
     let b_dir = tempfile::tempdir().unwrap();
-    let a = Remedy::start(a_dir.path(), &brokers, "a");
-    let b = Remedy::start(b_dir.path(), &brokers, "b");
+    let a = start(a_dir.path(), &brokers);
+    let b = start(b_dir.path(), &brokers);
     wait_for(
         "the group to settle: 3 partitions between the two",
         Duration::from_secs(60),

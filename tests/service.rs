@@ -2,111 +2,13 @@
 //! journal in a temp directory, requests over plain HTTP/1.1.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::{copy_tree, free_port, request, Alertmanager};
-
-struct Service {
-    child: Child,
-    port: u16,
-    /// The service's stderr goes to a file: a pipe nobody reads would fill
-    /// up and block its logging.
-    log: std::path::PathBuf,
-}
-
-impl Service {
-    fn start(dir: &Path, env: &[(&str, &str)]) -> Service {
-        Service::start_with(dir, env, &[])
-    }
-
-    fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Service {
-        let port = free_port();
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_remedy"));
-        cmd.current_dir(dir)
-            .arg("run")
-            .args(args)
-            .env("REMEDY_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "REMEDY_JOURNAL",
-                format!("sqlite://{}", dir.join("remedy.db").display()),
-            )
-            .env_remove("REMEDY_TOKEN")
-            .stdout(Stdio::null());
-        let log = dir.join(format!("remedy-{port}.log"));
-        cmd.stderr(std::fs::File::create(&log).expect("log file"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        if !dir.join("rules").exists() {
-            copy_tree(&repo.join("rules"), &dir.join("rules"));
-        }
-        let child = cmd.spawn().expect("remedy starts");
-        let s = Service { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if s.request("GET", "/healthz", "", None).0 == 200 {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("remedy run did not come up on port {port}");
-    }
-
-    /// (status, body) of one request; status 0 when nothing answered.
-    fn request(&self, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
-        request(self.port, method, path, body, token)
-    }
-
-    fn json(&self, path: &str) -> Value {
-        let (status, body) = self.request("GET", path, "", None);
-        assert_eq!(status, 200, "{path}: {body}");
-        serde_json::from_str(&body).expect("JSON")
-    }
-
-    /// The JSON array at `path` once it is not empty, or as it is after
-    /// `timeout` (the caller's assertions say what was missing).
-    fn nonempty_within(&self, path: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let v = self.json(path);
-            if !v.as_array().unwrap().is_empty() || Instant::now() > deadline {
-                return v;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn stop(mut self) -> (i32, String) {
-        unsafe_kill(self.child.id(), "TERM");
-        let status = self.child.wait().expect("remedy exits");
-        let err = std::fs::read_to_string(&self.log).unwrap_or_default();
-        (status.code().unwrap_or(-1), err)
-    }
-
-    fn kill_9(mut self) {
-        unsafe_kill(self.child.id(), "KILL");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-/// Sends a signal with kill(1): no libc binding needed.
-fn unsafe_kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status();
-}
+use common::{free_port, request, Alertmanager, Remedy};
 
 const UE: &str = r#"{"node":"n1","kind":"hardware","type":"memory.ecc.uncorrectable","ts":"2026-11-24T23:58:07Z","labels":{"cluster":"c1"}}"#;
 const DISK: &str = r#"{"node":"n2","kind":"hardware","type":"disk.smart.failing","ts":"2026-11-24T23:58:09Z","labels":{"cluster":"c1"}}"#;
@@ -129,7 +31,7 @@ fn events(decisions: &Value) -> Vec<(String, String, String)> {
 #[test]
 fn signals_are_decided_journaled_and_bad_lines_named() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = Service::start(dir.path(), &[]);
+    let s = Remedy::start(dir.path(), &[]);
     let body = format!("{UE}\n{{\"node\":\"n9\"}}\nnot json\n{DISK}\n");
     let (status, answer) = s.request("POST", "/v1/signals", &body, None);
     assert_eq!(status, 400, "{answer}");
@@ -177,7 +79,7 @@ fn signals_are_decided_journaled_and_bad_lines_named() {
 #[test]
 fn after_kill_9_a_restart_reopens_nothing_and_repeats_no_action() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = Service::start(dir.path(), &[]);
+    let mut s = Remedy::start(dir.path(), &[]);
     assert_eq!(
         s.request("POST", "/v1/signals", &format!("{UE}\n{DISK}"), None)
             .0,
@@ -187,7 +89,7 @@ fn after_kill_9_a_restart_reopens_nothing_and_repeats_no_action() {
     let faults_before = s.json("/v1/faults");
     s.kill_9();
 
-    let s = Service::start(dir.path(), &[]);
+    let s = Remedy::start(dir.path(), &[]);
     assert_eq!(
         s.json("/v1/faults"),
         faults_before,
@@ -210,7 +112,7 @@ fn after_kill_9_a_restart_reopens_nothing_and_repeats_no_action() {
     // Restart once more: the reinstall escalation is not asked for again.
     let (code, _) = s.stop();
     assert_eq!(code, 0);
-    let s = Service::start(dir.path(), &[]);
+    let s = Remedy::start(dir.path(), &[]);
     std::thread::sleep(Duration::from_millis(1500)); // a timer tick or two
     let later = events(&s.json(&format!("/v1/decisions?since={next}")));
     assert_eq!(
@@ -223,7 +125,7 @@ fn after_kill_9_a_restart_reopens_nothing_and_repeats_no_action() {
 #[test]
 fn a_token_guards_the_api_and_big_bodies_are_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = Service::start(dir.path(), &[("REMEDY_TOKEN", "s3cret-token")]);
+    let s = Remedy::start(dir.path(), &[("REMEDY_TOKEN", "s3cret-token")]);
     assert_eq!(s.request("POST", "/v1/signals", UE, None).0, 401);
     assert_eq!(s.request("POST", "/v1/signals", UE, Some("wrong")).0, 401);
     assert_eq!(
@@ -274,7 +176,7 @@ fn listening_beyond_loopback_without_a_token_is_refused() {
 #[test]
 fn the_real_alertmanager_webhook_opens_the_faults_it_names() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = Service::start(dir.path(), &[]);
+    let s = Remedy::start(dir.path(), &[]);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/real/alertmanager_0.25_webhook.jsonl");
     for body in std::fs::read_to_string(fixture).expect("fixture").lines() {
@@ -313,7 +215,7 @@ fn silences_and_approvals_are_operated_over_the_api() {
         "[faults.disk_failure]\nactions = [\"cordon\"]\napproval = true\n",
     )
     .unwrap();
-    let s = Service::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let s = Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
     // Silence memory failures on n1 until far in the future.
     let (status, answer) = s.request(
         "POST",
@@ -387,7 +289,7 @@ fn silences_and_approvals_are_operated_over_the_api() {
 #[test]
 fn metrics_speak_prometheus_text() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = Service::start(dir.path(), &[]);
+    let s = Remedy::start(dir.path(), &[]);
     assert_eq!(
         s.request("POST", "/v1/signals", &format!("{UE}\nnot json"), None)
             .0,
@@ -415,7 +317,7 @@ fn metrics_speak_prometheus_text() {
 #[test]
 fn a_broken_rule_is_reported_and_the_old_rules_keep_running() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = Service::start(dir.path(), &[]);
+    let s = Remedy::start(dir.path(), &[]);
     let rule = dir.path().join("rules/hardware/memory.rhai");
     let good = std::fs::read_to_string(&rule).unwrap();
     std::fs::write(&rule, "fn classify(s) { let x = ; }").unwrap();
@@ -462,7 +364,7 @@ fn a_broken_rule_is_reported_and_the_old_rules_keep_running() {
 #[test]
 fn a_real_alertmanager_delivers_to_remedy() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = Service::start(dir.path(), &[]);
+    let s = Remedy::start(dir.path(), &[]);
     let am = Alertmanager::start(dir.path(), s.port);
     let alert = r#"[{"labels":{"alertname":"NodeHighLoad","instance":"10.1.2.3:9100","fault_class":"resource","cluster":"c7"},"annotations":{"summary":"load 9.1 on 10.1.2.3"}}]"#;
     am.post(alert);
@@ -480,7 +382,7 @@ fn a_real_alertmanager_delivers_to_remedy() {
 #[test]
 fn ten_thousand_malformed_bodies_cost_no_valid_signal() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = Service::start(dir.path(), &[]);
+    let s = Remedy::start(dir.path(), &[]);
     let deep = format!(
         r#"{{"node":"d","kind":"hardware","type":"x","nested":{}1{}}}"#,
         "[".repeat(10_000),
@@ -535,7 +437,7 @@ fn ten_thousand_malformed_bodies_cost_no_valid_signal() {
 #[test]
 fn shutdown_under_load_keeps_every_acknowledged_signal() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = Service::start(dir.path(), &[]);
+    let s = Remedy::start(dir.path(), &[]);
     let port = s.port;
     let senders: Vec<_> = (0..4)
         .map(|t| {
@@ -564,7 +466,7 @@ fn shutdown_under_load_keeps_every_acknowledged_signal() {
     assert!(took < Duration::from_secs(10), "stopping took {took:?}");
     assert!(acknowledged > 0);
 
-    let s = Service::start(dir.path(), &[]);
+    let s = Remedy::start(dir.path(), &[]);
     let open = s.json("/v1/faults?state=open").as_array().unwrap().len();
     assert!(
         open >= acknowledged,
@@ -586,7 +488,7 @@ fn a_held_back_action_is_not_forgotten_across_a_crash() {
     )
     .unwrap();
     let args = ["--config", "remedy.toml"];
-    let s = Service::start_with(dir.path(), &[], &args);
+    let mut s = Remedy::start_with(dir.path(), &[], &args);
     assert_eq!(
         s.request("POST", "/v1/signals", &format!("{UE}\n{DISK}"), None)
             .0,
@@ -614,7 +516,7 @@ fn a_held_back_action_is_not_forgotten_across_a_crash() {
     );
     s.kill_9();
 
-    let s = Service::start_with(dir.path(), &[], &args);
+    let s = Remedy::start_with(dir.path(), &[], &args);
     let (_, metrics) = s.request("GET", "/metrics", "", None);
     assert!(metrics.contains("remedy_guard_held_actions 1"), "{metrics}");
     assert!(
@@ -678,7 +580,7 @@ fn a_scraped_node_exporter_feeds_signals() {
         ),
     )
     .unwrap();
-    let s = Service::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let s = Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
     let faults = s.nonempty_within("/v1/faults?node=scraped-1", Duration::from_secs(20));
     let collector = format!("scrape http://127.0.0.1:{port}/metrics");
     let (_, metrics) = s.request("GET", "/metrics", "", None);
@@ -754,7 +656,7 @@ fn a_promql_query_on_a_real_prometheus_opens_and_resolves_a_fault() {
         ),
     )
     .unwrap();
-    let s = Service::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let s = Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
     let faults = s.nonempty_within("/v1/faults?node=127.0.0.1", Duration::from_secs(40));
     // The exporter goes away: Prometheus marks its series stale, the query
     // stops returning it, and the fault resolves.
@@ -787,7 +689,7 @@ fn a_promql_query_on_a_real_prometheus_opens_and_resolves_a_fault() {
 #[test]
 fn a_resent_signal_id_is_ignored_across_a_crash() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = Service::start(dir.path(), &[]);
+    let mut s = Remedy::start(dir.path(), &[]);
     let open = r#"{"node":"n1","kind":"hardware","type":"memory.ecc.uncorrectable","ts":"2026-11-24T23:58:07Z","id":"ue-1","labels":{"cluster":"c1"}}"#;
     let clear = r#"{"node":"n1","kind":"hardware","type":"memory.ecc.uncorrectable","ts":"2026-11-24T23:59:07Z","resolved":true,"id":"ue-1-clear","labels":{"cluster":"c1"}}"#;
     assert_eq!(
@@ -798,7 +700,7 @@ fn a_resent_signal_id_is_ignored_across_a_crash() {
     assert_eq!(s.json("/v1/faults?state=open").as_array().unwrap().len(), 0);
     s.kill_9();
 
-    let s = Service::start(dir.path(), &[]);
+    let s = Remedy::start(dir.path(), &[]);
     // The at-least-once producer resends the first one: not a new fault.
     assert_eq!(s.request("POST", "/v1/signals", open, None).0, 202);
     assert_eq!(

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,162 @@ pub fn copy_tree(from: &Path, to: &Path) {
         } else {
             std::fs::copy(&path, &target).expect("copy file");
         }
+    }
+}
+
+/// One `remedy run`: the real binary in `dir` (the rules copied there
+/// unless `dir/rules` exists), on a free loopback port (or the one given, so
+/// a restart keeps its address), with its journal in `dir/remedy.db`, no
+/// token, and its stderr in a log file (a pipe nobody reads would block its
+/// logging). Killed when dropped. Every end-to-end test starts remedy
+/// through this.
+pub struct Remedy {
+    child: Option<Child>,
+    /// The port its HTTP API listens on.
+    pub port: u16,
+    /// The file its stderr goes to.
+    pub log: PathBuf,
+}
+
+impl Remedy {
+    /// `remedy run` in `dir` with `env` added.
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Remedy {
+        Remedy::start_with(dir, env, &[])
+    }
+
+    /// `remedy run ARGS` in `dir` with `env` added.
+    pub fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Remedy {
+        Remedy::start_on(free_port(), dir, env, args)
+    }
+
+    /// `remedy run ARGS` in `dir` listening on `port`; waits until it
+    /// answers /healthz.
+    pub fn start_on(port: u16, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Remedy {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        if !dir.join("rules").exists() {
+            copy_tree(&repo.join("rules"), &dir.join("rules"));
+        }
+        let log = dir.join(format!("remedy-{port}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_remedy"));
+        cmd.current_dir(dir)
+            .arg("run")
+            .args(args)
+            .env("REMEDY_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "REMEDY_JOURNAL",
+                format!("sqlite://{}", dir.join("remedy.db").display()),
+            )
+            .env_remove("REMEDY_TOKEN")
+            .env_remove("REMEDY_RULES")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("remedy starts");
+        let mut remedy = Remedy {
+            child: Some(child),
+            port,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while remedy.request("GET", "/healthz", "", None).0 != 200 {
+            if let Some(Ok(Some(status))) = remedy.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "remedy run exited with {status} before listening on {port}:\n{}",
+                    remedy.logged()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "remedy run did not come up on port {port}:\n{}",
+                remedy.logged()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        remedy
+    }
+
+    /// (status, body) of one request; status 0 when nothing answered.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> (u16, String) {
+        request(self.port, method, path, body, token)
+    }
+
+    /// (status, body) of a GET.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, "", None)
+    }
+
+    /// The JSON a GET of `path` answers; fails the test unless it is a 200.
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+
+    /// The JSON array at `path` once it is not empty, or as it is after
+    /// `timeout` (the caller's assertions say what was missing).
+    pub fn nonempty_within(&self, path: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.json(path);
+            if !v.as_array().expect("an array").is_empty() || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every journaled decision, in order (all pages of /v1/decisions).
+    pub fn decisions(&self) -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        let mut since = 0;
+        loop {
+            let v = self.json(&format!("/v1/decisions?since={since}&limit=10000"));
+            let batch = v["decisions"].as_array().expect("decisions");
+            if batch.is_empty() {
+                return all;
+            }
+            all.extend(batch.iter().cloned());
+            since = v["next"].as_i64().expect("next");
+        }
+    }
+
+    /// What it has written to stderr so far.
+    pub fn logged(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops it with SIGTERM, as a service manager would, and waits: (exit
+    /// code, stderr).
+    pub fn stop(mut self) -> (i32, String) {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let status = child.wait().expect("remedy exits");
+        (status.code().unwrap_or(-1), self.logged())
+    }
+
+    /// Kills it with SIGKILL, as a crash would, and waits.
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Remedy {
+    fn drop(&mut self) {
+        self.kill_9();
     }
 }
 
