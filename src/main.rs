@@ -326,9 +326,12 @@ fn run(config: Option<&Path>) -> Result<(), Failure> {
     let settings =
         remedy::service::Settings::from_config(&config).map_err(|e| usage(e.to_string()))?;
     let build: remedy::service::Build =
-        Box::new(move || pipeline(&config, None, true).map_err(|f| f.message));
+        Box::new(move || Pipeline::from_config(&config, None, Mode::Live));
     // Whatever stops the start (rules, journal, address) is a usage error.
-    remedy::service::run(settings, build).map_err(usage)
+    remedy::service::run(settings, build).map_err(|e| match e {
+        remedy::service::ServiceError::Rules(e) => invalid_rules(e, 2),
+        e => usage(e.to_string()),
+    })
 }
 
 fn simulate(scenario: Scenario, spec: &Spec) -> Result<(), Failure> {

@@ -54,12 +54,11 @@ pub(super) fn recover(
     pipeline: &mut Pipeline,
     journal: &dyn Journal,
     metrics: &Metrics,
-) -> Result<usize, String> {
-    let err = |e: journal::JournalError| e.to_string();
-    for id in journal.recent_ids(journal::KEPT_IDS).map_err(err)? {
+) -> Result<usize, journal::JournalError> {
+    for id in journal.recent_ids(journal::KEPT_IDS)? {
         pipeline.engine.remember_id(&id);
     }
-    let open = journal.faults(Some(true), None).map_err(err)?;
+    let open = journal.faults(Some(true), None)?;
     let restarted = now();
     for f in &open {
         metrics.recovered(&f.fault);
@@ -68,16 +67,14 @@ pub(super) fn recover(
             .as_deref()
             .and_then(Severity::parse)
             .unwrap_or(Severity::Warning);
-        let labels = journal.node_labels(&f.node).map_err(err)?;
+        let labels = journal.node_labels(&f.node)?;
         let mut known = remedy_engine::Labels::default();
         for (k, v) in &labels {
             known.insert(k.clone(), v.clone());
         }
         pipeline.engine.restore_node(&f.node, &known, f.opened_at);
         let types: Vec<String> = f.signal_type.iter().cloned().collect();
-        let states = journal
-            .action_states(&f.node, &f.fault, f.opened_at)
-            .map_err(err)?;
+        let states = journal.action_states(&f.node, &f.fault, f.opened_at)?;
         let done: Vec<String> = states.iter().map(|(action, ..)| action.clone()).collect();
         pipeline.engine.restore_open(
             &f.node,
@@ -114,7 +111,7 @@ pub(super) fn recover(
     }
     // Jobs that were with an executor when the service stopped run again
     // (idempotent on their id); their result has not been decided yet.
-    for job in journal.running_jobs().map_err(err)? {
+    for job in journal.running_jobs()? {
         tracing::info!(id = %job.id, executor = %job.executor, "job was running at the last stop: running it again");
         pipeline.guards.restore_job(job);
     }
@@ -215,7 +212,9 @@ impl Decider {
                     while let Some(signal) = ahead.pop() {
                         self.decide(signal);
                     }
-                    let _ = reply.send(self.journal().map(|()| n));
+                    // The source tells its client (an HTTP answer, a
+                    // Kafka offset not committed) why it is not acknowledged.
+                    let _ = reply.send(self.journal().map(|()| n).map_err(|e| e.to_string()));
                 }
                 Command::Reload => self.reload(),
                 Command::Silence(silence, reply) => {
@@ -237,7 +236,7 @@ impl Decider {
                 }
                 Command::Decide(id, approve, reply) => {
                     let found = self.approve(id, approve);
-                    let _ = reply.send(self.journal().map(|()| found));
+                    let _ = reply.send(self.journal().map(|()| found).map_err(|e| e.to_string()));
                 }
             }
             self.guard_metrics();
@@ -352,7 +351,7 @@ impl Decider {
     /// Writes what the last command decided, with the jobs it started,
     /// then hands those jobs to the executors: a job runs only once it is
     /// journaled, so a restart finds every job that may have run.
-    fn journal(&mut self) -> Result<(), String> {
+    fn journal(&mut self) -> Result<(), journal::JournalError> {
         let jobs = self.pipeline.guards.take_jobs();
         self.pending.started.extend(jobs.iter().cloned());
         self.unsent.extend(jobs);
@@ -369,10 +368,7 @@ impl Decider {
             .collect();
         self.pending.nodes = nodes.into_iter().map(|(n, l)| (n.to_string(), l)).collect();
         let pending = self.pending.entries.len();
-        let journaled = self
-            .journal
-            .record(&mut self.pending)
-            .map_err(|e| e.to_string());
+        let journaled = self.journal.record(&mut self.pending);
         match &journaled {
             Ok(()) => {
                 if pending > 0 {

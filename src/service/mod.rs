@@ -31,8 +31,10 @@ use tokio::sync::{mpsc, Notify};
 use crate::config::{Config, ConfigError, JournalUrl};
 use crate::pipeline::Pipeline;
 use decider::{execute, recover, tick, Command, Decider};
+use journal::JournalError;
 use journal::Sqlite;
 use metrics::Metrics;
+use remedy_engine::LoadError;
 
 /// Where and how the service listens and journals.
 #[derive(Clone, Debug)]
@@ -102,7 +104,52 @@ struct Shared {
 }
 
 /// Builds the pipeline on the decider thread (the engine is not `Send`).
-pub type Build = Box<dyn FnOnce() -> Result<Pipeline, String> + Send>;
+pub type Build = Box<dyn FnOnce() -> Result<Pipeline, LoadError> + Send>;
+
+/// What stops `remedy run` from starting, or ends it: each says what a user
+/// must look at (the file, the address, the `[section]`).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The rules do not load (every problem listed).
+    #[error(transparent)]
+    Rules(#[from] LoadError),
+    /// The journal cannot be opened, read back at the start, or written.
+    #[error("{}: {source}", path.display())]
+    Journal {
+        /// The journal file.
+        path: PathBuf,
+        /// Why.
+        source: JournalError,
+    },
+    /// An `[actions.*]` executor cannot be built (credentials, kubeconfig).
+    #[error(transparent)]
+    Executor(#[from] remedy_actions::executors::ConfigError),
+    /// The `[kafka]` source cannot be built.
+    #[error(transparent)]
+    Kafka(#[from] remedy_collectors::kafka::KafkaError),
+    /// The decisions topic's producer cannot be built.
+    #[error(transparent)]
+    Publisher(#[from] remedy_actions::publish::PublishError),
+    /// The address cannot be listened on.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// `[http] listen`.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The process could not start a thread or the async runtime, or serve.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The decider thread ended without an answer (it panicked).
+    #[error("the decider stopped unexpectedly")]
+    Decider,
+}
 
 /// How the service logs: human-readable, or one JSON object per line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -129,16 +176,21 @@ pub fn init_logs(format: LogFormat) {
 
 /// Runs the service until SIGINT or SIGTERM. `build` makes the pipeline;
 /// its error (e.g. rules that do not compile) stops the start.
-pub fn run(settings: Settings, build: Build) -> Result<(), String> {
-    let journal = Sqlite::open(&settings.journal)
-        .map_err(|e| format!("{}: {e}", settings.journal.display()))?;
-    let reader = Sqlite::reader(&settings.journal)
-        .map_err(|e| format!("{}: {e}", settings.journal.display()))?;
+pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
+    let journal_error = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| ServiceError::Journal { path, source }
+    };
+    let journal = Sqlite::open(&settings.journal).map_err(journal_error(&settings.journal))?;
+    let reader = Sqlite::reader(&settings.journal).map_err(journal_error(&settings.journal))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
+        .map_err(|source| ServiceError::Io {
+            what: "starting the runtime",
+            source,
+        })?;
     // Executors connect their clients and read their credentials now, so a
     // wrong [actions.*] stops the start instead of the first action. In
     // dry-run nothing is executed, so none is built (no cluster needed).
@@ -147,11 +199,7 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
     } else {
         &settings.executors
     };
-    let executors = Arc::new(
-        runtime
-            .block_on(Executors::build(specs))
-            .map_err(|e| e.to_string())?,
-    );
+    let executors = Arc::new(runtime.block_on(Executors::build(specs))?);
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
     // Kafka clients are built before the start too: a wrong [kafka] stops it.
     // They belong to the runtime (the consumer's stream needs its reactor).
@@ -164,14 +212,13 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
             let source = if k.signals.is_empty() {
                 None
             } else {
-                Some(remedy_collectors::kafka::Source::new(k).map_err(|e| e.to_string())?)
+                Some(remedy_collectors::kafka::Source::new(k)?)
             };
             let publisher = match &k.decisions {
                 None => None,
-                Some(topic) => Some(
-                    remedy_actions::publish::Publisher::new(&k.brokers, topic, &k.options)
-                        .map_err(|e| e.to_string())?,
-                ),
+                Some(topic) => Some(remedy_actions::publish::Publisher::new(
+                    &k.brokers, topic, &k.options,
+                )?),
             };
             (source, publisher)
         }
@@ -182,13 +229,17 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     let decider_metrics = metrics.clone();
     let rules = settings.rules.clone();
+    let recover_error = journal_error(&settings.journal);
     let decider = thread::Builder::new()
         .name("decider".into())
         .spawn(move || {
-            let started = build().and_then(|mut pipeline| {
-                let recovered = recover(&mut pipeline, &journal, &decider_metrics)?;
-                Ok((pipeline, recovered))
-            });
+            let started = build()
+                .map_err(ServiceError::from)
+                .and_then(|mut pipeline| {
+                    let recovered = recover(&mut pipeline, &journal, &decider_metrics)
+                        .map_err(recover_error)?;
+                    Ok((pipeline, recovered))
+                });
             match started {
                 Ok((pipeline, recovered)) => {
                     let _ = started_tx.send(Ok(recovered));
@@ -203,14 +254,18 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
                 }
             }
         })
-        .map_err(|e| format!("starting the decider: {e}"))?;
-    let recovered = started_rx
-        .recv()
-        .map_err(|_| "the decider did not start".to_string())??;
+        .map_err(|source| ServiceError::Io {
+            what: "starting the decider",
+            source,
+        })?;
+    let recovered = started_rx.recv().map_err(|_| ServiceError::Decider)??;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+            .map_err(|source| ServiceError::Listen {
+                addr: settings.listen,
+                source,
+            })?;
         let shared = Arc::new(Shared {
             tx: tx.clone(),
             reader: Mutex::new(reader),
@@ -266,7 +321,10 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown())
             .await
-            .map_err(|e| format!("serving: {e}"))?;
+            .map_err(|source| ServiceError::Io {
+                what: "serving",
+                source,
+            })?;
         // Intake has stopped: the Kafka consumer finishes and commits the
         // batch it has, then the decider finishes what is queued.
         let _ = stop.send(true);
@@ -287,8 +345,8 @@ pub fn run(settings: Settings, build: Build) -> Result<(), String> {
         drop(shared);
         tokio::task::spawn_blocking(move || decider.join())
             .await
-            .map_err(|e| format!("stopping: {e}"))?
-            .map_err(|_| "the decider panicked".to_string())?;
+            .map_err(|_| ServiceError::Decider)?
+            .map_err(|_| ServiceError::Decider)?;
         // The last decisions go out to the topic (what does not make it
         // within the grace period goes at the next start: the journal keeps it).
         if let Some(p) = publisher {
