@@ -405,6 +405,15 @@ impl Config {
                 message,
             })?;
         }
+        let sources = (self.prometheus.iter().map(|c| ("prometheus", c.check())))
+            .chain(self.scrape.iter().map(|c| ("scrape", c.check())));
+        for (key, checked) in sources {
+            checked.map_err(|message| Problem {
+                at: 0..0,
+                key: Some(key.into()),
+                message,
+            })?;
+        }
         for (fault, policy) in std::mem::take(&mut self.raw_faults) {
             let at = policy.span();
             let policy = policy.into_inner();
@@ -789,6 +798,31 @@ mod tests {
                 "[[prometheus]]\nurl = \"ftp://p\"\nquery = \"up\"\ntype = \"t\"\nevery = \"1m\"",
                 "prometheus.url",
                 "expected an http",
+            ),
+            (
+                "[[scrape]]\nurl = \"http://n:9100/metrics\"\nevery = \"1m\"\nnode = \"n\"\npreset = \"smartctl\"",
+                "scrape.preset",
+                "unknown preset \"smartctl\" (known presets: node-edac, node-mdraid, node-hwmon, smartmon, nvme, ipmi)",
+            ),
+            (
+                "[[scrape]]\nurl = \"http://n:9100/metrics\"\nevery = \"1m\"\nnode = \"n\"",
+                "scrape",
+                "give `metrics` (metric name -> signal type) or `preset`",
+            ),
+            (
+                "[[scrape]]\nurl = \"http://n:9100/metrics\"\nevery = \"1m\"\nnode = \"n\"\npreset = \"ipmi\"\nmetrics = { up = \"x\" }",
+                "scrape",
+                "not both",
+            ),
+            (
+                "[[prometheus]]\nurl = \"http://p:9090\"\nevery = \"1m\"\npreset = \"node-edac\"\nquery = \"up\"",
+                "prometheus",
+                "brings its own query",
+            ),
+            (
+                "[[prometheus]]\nurl = \"http://p:9090\"\nevery = \"1m\"\nquery = \"up\"",
+                "prometheus",
+                "`type` is missing",
             ),
             (
                 "[actions.x]\nexecutor = \"kubernets\"",

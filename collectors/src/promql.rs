@@ -1,7 +1,9 @@
 //! `[[prometheus]]`: a PromQL query polled over Prometheus's HTTP API; each
-//! series of the result becomes a `resource` signal (contract section 2:
-//! node from the `node` label, else the host of `instance`; `value` the
-//! sample), and a series that leaves the result becomes `resolved: true`.
+//! series of the result becomes a `resource` signal (its node where
+//! [`node_of`] finds it; `value` the sample), and a series that leaves the
+//! result becomes `resolved: true`. With `preset = "NAME"` instead of
+//! `query` and `type`, the preset's own query is polled and the [`Preset`]
+//! reads the series into hardware signals, per node.
 //!
 //! This is the response mapping and the series bookkeeping; polling on a
 //! schedule belongs to the service's collector loop.
@@ -12,6 +14,7 @@ use remedy_engine::{Duration, Kind, Signal, Timestamp};
 use serde::Deserialize;
 
 use crate::intake::{http_client, now, Intake, IntakeError, Reporter};
+use crate::presets::{Preset, PresetState, Sample};
 
 /// `[[prometheus]]` in the config.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -20,11 +23,63 @@ pub struct Config {
     /// The Prometheus server, e.g. `http://127.0.0.1:9090`.
     pub url: String,
     /// An instant-vector PromQL expression.
-    pub query: String,
+    #[serde(default)]
+    pub query: Option<String>,
     /// The signal type of its series.
-    pub r#type: String,
+    #[serde(default)]
+    pub r#type: Option<String>,
+    /// Or a known exporter whose hardware metrics need no query and no type.
+    #[serde(default)]
+    pub preset: Option<Preset>,
     /// How often to query.
     pub every: Duration,
+}
+
+impl Config {
+    /// What serde cannot say: `query` and `type`, or `preset` alone.
+    pub fn check(&self) -> Result<(), String> {
+        match (&self.query, &self.r#type, self.preset) {
+            (Some(_), Some(_), None) | (None, None, Some(_)) => Ok(()),
+            (_, _, Some(p)) => Err(format!(
+                "preset = \"{p}\" brings its own query and types: drop `query` and `type`"
+            )),
+            (None, _, None) => Err(format!(
+                "give `query` and `type`, or `preset` (one of {})",
+                Preset::known()
+            )),
+            (Some(_), None, None) => {
+                Err("`type` is missing: the signal type of the query's series".into())
+            }
+        }
+    }
+
+    /// The PromQL expression polled: `query`, or the preset's.
+    pub fn expression(&self) -> String {
+        match (self.preset, &self.query) {
+            (Some(p), _) => p.promql(),
+            (None, Some(q)) => q.clone(),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// The labels that name a node, in the order they are looked at (contract
+/// section 7); after them the host part of `instance`.
+pub const NODE_LABELS: [&str; 4] = ["node", "nodename", "kubernetes_node", "hostname"];
+
+/// The node a label set is about: `node`, else `nodename`,
+/// `kubernetes_node`, `hostname`, else the host part of `instance`; `None`
+/// when none is there (a cluster-wide series or alert).
+pub fn node_of<'a>(label: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+    NODE_LABELS
+        .iter()
+        .find_map(|name| label(name).filter(|v| !v.is_empty()))
+        .or_else(|| {
+            label("instance")
+                .map(instance_host)
+                .filter(|h| !h.is_empty())
+        })
+        .map(str::to_string)
 }
 
 /// Why a response could not be used.
@@ -73,12 +128,14 @@ pub fn instance_host(instance: &str) -> &str {
 pub struct Poller {
     config: Config,
     present: BTreeSet<(String, Vec<(String, String)>)>,
+    preset: Option<PresetState>,
 }
 
 impl Poller {
     /// A poller for one `[[prometheus]]` entry.
     pub fn new(config: Config) -> Self {
         Poller {
+            preset: config.preset.map(PresetState::new),
             config,
             present: BTreeSet::new(),
         }
@@ -97,7 +154,7 @@ impl Poller {
         at: Timestamp,
     ) -> Result<(Vec<Signal>, Vec<String>), QueryError> {
         let err = |why: String| QueryError {
-            query: self.config.query.clone(),
+            query: self.config.expression(),
             why,
         };
         let response: Response = serde_json::from_str(body)
@@ -117,17 +174,31 @@ impl Poller {
             )));
         }
         let (mut out, mut skipped) = (Vec::new(), Vec::new());
+        if let Some(state) = &mut self.preset {
+            let mut samples = Vec::with_capacity(data.result.len());
+            for series in data.result {
+                let node = node_of(|k| series.metric.get(k).map(String::as_str));
+                let value = series.value.1.parse::<f64>().ok();
+                match (
+                    node,
+                    value,
+                    Sample::from_series(&series.metric, value.unwrap_or(0.0)),
+                ) {
+                    (Some(node), Some(_), Some(sample)) => samples.push((node, sample)),
+                    _ => skipped.push(format!(
+                        "series {:?} = {:?}: no node, no metric name or not a number",
+                        series.metric, series.value.1
+                    )),
+                }
+            }
+            return Ok((state.signals_per_node(&samples, at), skipped));
+        }
         let mut now = BTreeSet::new();
         for series in data.result {
-            let node = series.metric.get("node").cloned().or_else(|| {
-                series
-                    .metric
-                    .get("instance")
-                    .map(|i| instance_host(i).to_string())
-            });
-            let Some(node) = node.filter(|n| !n.is_empty()) else {
+            let node = node_of(|k| series.metric.get(k).map(String::as_str));
+            let Some(node) = node else {
                 skipped.push(format!(
-                    "series {:?} has neither a node nor an instance label",
+                    "series {:?} names no node (node, nodename, kubernetes_node, hostname or instance label)",
                     series.metric
                 ));
                 continue;
@@ -155,7 +226,8 @@ impl Poller {
     }
 
     fn signal(&self, node: &str, labels: &[(String, String)], at: Timestamp) -> Signal {
-        let mut s = Signal::new(node, Kind::Resource, self.config.r#type.clone());
+        let r#type = self.config.r#type.clone().unwrap_or_default();
+        let mut s = Signal::new(node, Kind::Resource, r#type);
         s.ts = Some(at);
         for (k, v) in labels {
             s.labels.insert(k.clone(), v.clone());
@@ -176,7 +248,7 @@ pub async fn run(config: Config, intake: Intake, report: Reporter) {
     let mut ticks = tokio::time::interval(every);
     loop {
         ticks.tick().await;
-        let query = poller.config().query.clone();
+        let query = poller.config().expression();
         let url = match reqwest::Url::parse_with_params(&endpoint, [("query", query.as_str())]) {
             Ok(u) => u,
             Err(e) => {
@@ -224,10 +296,59 @@ mod tests {
     fn poller() -> Poller {
         Poller::new(Config {
             url: "http://127.0.0.1:9090".into(),
-            query: "node_load15 > 2".into(),
-            r#type: "load.high".into(),
+            query: Some("node_load15 > 2".into()),
+            r#type: Some("load.high".into()),
+            preset: None,
             every: Duration::from_secs(30),
         })
+    }
+
+    /// `preset = "node-edac"`: the preset's own query, its series read per
+    /// node (found as the contract orders it), counter increases as events.
+    #[test]
+    fn a_preset_polls_its_own_query_and_reads_the_series_per_node() {
+        let mut p = Poller::new(Config {
+            url: "http://127.0.0.1:9090".into(),
+            query: None,
+            r#type: None,
+            preset: Some(Preset::NodeEdac),
+            every: Duration::from_secs(30),
+        });
+        assert!(p.config().check().is_ok());
+        assert!(p
+            .config()
+            .expression()
+            .contains("node_edac_correctable_errors_total"));
+        let body = |ce: u32| {
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[
+                {{"metric":{{"__name__":"node_edac_correctable_errors_total","controller":"0","instance":"10.0.0.7:9100","job":"node"}},"value":[1,"{ce}"]}},
+                {{"metric":{{"__name__":"node_edac_correctable_errors_total","controller":"0","nodename":"web-1","instance":"10.0.0.8:9100"}},"value":[1,"{ce}"]}},
+                {{"metric":{{"controller":"0"}},"value":[1,"1"]}}]}}}}"#
+            )
+        };
+        let at = Timestamp::from_secs(1_800_000_000);
+        let (first, skipped) = p.signals(&body(5), at).unwrap();
+        assert!(
+            first.is_empty(),
+            "the first sample is a baseline: {first:?}"
+        );
+        assert_eq!(skipped.len(), 1, "no node, no name: {skipped:?}");
+        let (next, _) = p.signals(&body(7), at).unwrap();
+        let seen: Vec<(&str, &str)> = next
+            .iter()
+            .map(|s| (s.node.as_str(), s.r#type.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("10.0.0.7", "memory.ecc.correctable"),
+                ("10.0.0.7", "memory.ecc.correctable"),
+                ("web-1", "memory.ecc.correctable"),
+                ("web-1", "memory.ecc.correctable"),
+            ],
+            "two new errors on each node"
+        );
     }
 
     #[test]

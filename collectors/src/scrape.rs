@@ -1,7 +1,9 @@
 //! `[[scrape]]`: an exporter's exposition text, parsed with prometheus-parse;
 //! each sample of a configured metric becomes a `resource` signal (contract
 //! sections 2 and 5), and a series that was there last time and is gone now
-//! becomes a `resolved: true` signal, so pressure faults close.
+//! becomes a `resolved: true` signal, so pressure faults close. With
+//! `preset = "NAME"` instead of `metrics`, a [`Preset`] reads the exporter's
+//! hardware metrics into hardware signals (contract section 7).
 //!
 //! [`Scraper`] is the parser and the series bookkeeping; [`run`] is the
 //! source's loop: fetch the endpoint every `every`, deliver its signals.
@@ -11,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use remedy_engine::{Duration, Kind, Signal, Timestamp};
 
 use crate::intake::{http_client, now, Intake, IntakeError, Reporter};
+use crate::presets::{Preset, PresetState, Sample};
 use serde::Deserialize;
 
 /// `[[scrape]]` in the config.
@@ -23,8 +26,26 @@ pub struct Config {
     pub every: Duration,
     /// The node the endpoint describes.
     pub node: String,
-    /// Metric name -> signal type.
+    /// Metric name -> signal type (`resource` signals, the sample's value).
+    #[serde(default)]
     pub metrics: BTreeMap<String, String>,
+    /// Or a known exporter whose hardware metrics need no mapping.
+    #[serde(default)]
+    pub preset: Option<Preset>,
+}
+
+impl Config {
+    /// What serde cannot say: exactly one of `metrics` and `preset`.
+    pub fn check(&self) -> Result<(), String> {
+        match (self.metrics.is_empty(), self.preset) {
+            (true, None) => Err(format!(
+                "give `metrics` (metric name -> signal type) or `preset` (one of {})",
+                Preset::known()
+            )),
+            (false, Some(p)) => Err(format!("give `metrics` or `preset = \"{p}\"`, not both")),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Why a scrape could not be read.
@@ -43,12 +64,14 @@ type Series = (String, Vec<(String, String)>);
 pub struct Scraper {
     config: Config,
     present: BTreeSet<Series>,
+    preset: Option<PresetState>,
 }
 
 impl Scraper {
     /// A scraper for one `[[scrape]]` entry.
     pub fn new(config: Config) -> Self {
         Scraper {
+            preset: config.preset.map(PresetState::new),
             config,
             present: BTreeSet::new(),
         }
@@ -59,11 +82,20 @@ impl Scraper {
         &self.config
     }
 
-    /// The signals of one scrape taken at `at`: one per sample of a
+    /// The signals of one scrape taken at `at`. With a preset, what the
+    /// preset makes of it ([`PresetState::signals`]). Else one per sample of a
     /// configured metric, in a stable order, then a resolved signal for each
     /// series of the previous scrape that is gone. Histograms and summaries
     /// are not single values and are skipped.
     pub fn signals(&mut self, text: &str, at: Timestamp) -> Result<Vec<Signal>, ScrapeError> {
+        if let Some(state) = &mut self.preset {
+            let samples =
+                Sample::parse_text(text, state.preset()).map_err(|source| ScrapeError {
+                    url: self.config.url.clone(),
+                    source,
+                })?;
+            return Ok(state.signals(&samples, &self.config.node, at));
+        }
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let when = chrono::DateTime::from_timestamp_millis(at.0).unwrap_or_default();
         let scrape =
