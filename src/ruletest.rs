@@ -140,7 +140,17 @@ fn expand(raw: &Value, clock: &mut Timestamp, index: usize) -> Result<Vec<Signal
             .parse::<Duration>()
             .map_err(|e| where_(e.to_string()))?,
     };
-    let signal = Signal::from_value(Value::Object(object)).map_err(|e| where_(e.to_string()))?;
+    // A signal without `node` is a domain signal (a cluster-wide alert), as
+    // the Alertmanager intake makes one.
+    let domain = !object.contains_key("node");
+    if domain {
+        object.insert("node".into(), Value::String("domain".into()));
+    }
+    let mut signal =
+        Signal::from_value(Value::Object(object)).map_err(|e| where_(e.to_string()))?;
+    if domain {
+        signal.node.clear();
+    }
     let start = signal
         .ts
         .unwrap_or_else(|| clock.add(Duration::from_secs(1)));

@@ -713,3 +713,144 @@ fn a_resent_signal_id_is_ignored_across_a_crash() {
     assert_eq!(s.request("POST", "/v1/signals", &again, None).0, 202);
     assert_eq!(s.json("/v1/faults?state=open").as_array().unwrap().len(), 1);
 }
+
+/// A cluster-wide alert (kubernetes-mixin's KubeletDown carries only
+/// `{cluster, severity}`) is taken in as a domain signal: a rule sees
+/// `s.node == ()` and `s.domain`, the fault it opens is kept under the
+/// domain, and nothing that acts on one node is done to a domain.
+#[test]
+fn a_cluster_wide_alert_is_a_domain_signal_and_no_node_is_cordoned_for_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = dir.path().join("rules");
+    common::copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"), &rules);
+    std::fs::write(
+        rules.join("component/cluster_kubelets.rhai"),
+        r#"const TYPES = ["KubeletDown"];
+fn classify(s) {
+    if s.node != () { return (); }
+    #{ fault: "component_crash", severity: "critical",
+       reason: `no kubelet answers in cluster ${s.domain.cluster}` }
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        "[faults.component_crash]\nactions = [\"cordon\", \"notify\"]\n",
+    )
+    .unwrap();
+    let s = Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let body = r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"KubeletDown","cluster":"c1","severity":"critical"},"annotations":{"summary":"Target disappeared from Prometheus target discovery."},"startsAt":"2026-11-24T10:00:00Z","fingerprint":"a1"}]}"#;
+    let (status, answer) = s.request("POST", "/v1/alertmanager", body, None);
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap()["accepted"],
+        1
+    );
+    let decisions = s.decisions();
+    let summary: Vec<(&str, &str, &str, &str)> = decisions
+        .iter()
+        .map(|d| {
+            let f = |k: &str| d[k].as_str().unwrap_or("");
+            (f("event"), f("node"), f("action"), f("outcome"))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("fault_opened", "cluster=c1", "", ""),
+            ("action", "cluster=c1", "cordon", "rejected"),
+            ("action", "cluster=c1", "notify", "dry_run"),
+        ],
+        "{decisions:?}"
+    );
+    assert_eq!(decisions[0]["reason"], "no kubelet answers in cluster c1");
+    assert!(
+        decisions[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("failure domain"),
+        "{}",
+        decisions[1]
+    );
+    // The shipped rules leave the cluster-wide alert alone: no node fault.
+    let faults = s.json("/v1/faults?state=open");
+    assert_eq!(faults.as_array().unwrap().len(), 1, "{faults}");
+}
+
+/// `preset = "smartmon"`: a real node exporter serves the smartmon textfile
+/// collector's output (tests/fixtures/exporters/smartmon.prom, in the
+/// format of Debian's smartmon.sh) and remedy maps it with no `metrics`
+/// table: failing disks open a disk failure on the configured node, and the
+/// fault resolves once the collector reports the disks healthy again.
+#[test]
+fn a_smartmon_preset_over_a_real_node_exporter_opens_and_resolves_a_disk_failure() {
+    let binary = "/usr/bin/prometheus-node-exporter";
+    assert!(
+        Path::new(binary).exists(),
+        "prometheus-node-exporter is not installed: run tests/run.sh, which installs it"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let textfiles = dir.path().join("textfile");
+    std::fs::create_dir(&textfiles).unwrap();
+    let recorded = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/exporters/smartmon.prom"),
+    )
+    .unwrap();
+    // The collector writes to a temp file and renames it, as smartmon's timer does.
+    let publish = |text: &str| {
+        let tmp = textfiles.join("smartmon.prom.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, textfiles.join("smartmon.prom")).unwrap();
+    };
+    publish(&recorded);
+    let port = free_port();
+    let mut exporter = Command::new(binary)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!(
+            "--collector.textfile.directory={}",
+            textfiles.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node exporter starts");
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        format!(
+            "[[scrape]]\nurl = \"http://127.0.0.1:{port}/metrics\"\nevery = \"500ms\"\nnode = \"node-a\"\npreset = \"smartmon\"\n"
+        ),
+    )
+    .unwrap();
+    let s = Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let faults = s.nonempty_within("/v1/faults?node=node-a&state=open", Duration::from_secs(20));
+    assert_eq!(faults[0]["fault"], "disk_failure", "{faults}");
+    assert_eq!(faults[0]["severity"], "critical", "{faults}");
+    let reason = faults[0]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("node-a"), "{faults}");
+
+    // Only the healthy disk is left: the failing ones' conditions clear.
+    let healthy: String = recorded
+        .lines()
+        .filter(|l| !l.contains("/dev/sdb") && !l.contains("/dev/sdc"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    publish(&healthy);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let open = s.json("/v1/faults?node=node-a&state=open");
+        if open.as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never resolved: {open}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+    let resolved = s
+        .decisions()
+        .iter()
+        .filter(|d| d["event"] == "fault_resolved" && d["node"] == "node-a")
+        .count();
+    assert_eq!(resolved, 1);
+}

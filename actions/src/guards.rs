@@ -569,6 +569,17 @@ impl Guards {
             self.recovered_one(&request, now);
             return;
         }
+        let kind = self.kind(&request.action);
+        if request.domain && (kind.disruptive || kind.restores) {
+            let reason = format!(
+                "{} is a failure domain (a cluster-wide alert), not a node: {} acts on one node; \
+                 notify or ticket instead",
+                request.node, request.action
+            );
+            out.push(decision(&request, now, Outcome::Rejected, Some(reason)));
+            self.recovered_one(&request, now);
+            return;
+        }
         if let Some(other) = self.still_needed(&request) {
             let reason = format!(
                 "{} is still under remediation for {other}: {} would put it back in service too early",
@@ -869,6 +880,7 @@ mod tests {
 
     fn req(node: &str, action: &str) -> Intent {
         Intent {
+            domain: false,
             at: t(0),
             node: node.into(),
             fault: "memory_failure".into(),
@@ -1316,6 +1328,7 @@ mod properties {
 
     fn request(node: u8, action: &str, trigger: Trigger, at: Timestamp) -> Intent {
         Intent {
+            domain: false,
             at,
             node: format!("n{node}"),
             fault: "disk_failure".into(),

@@ -1,13 +1,16 @@
 //! The Alertmanager webhook (payload version 4) as signals, per contract
-//! section 2: `type` is `alertname`; `node` the `node` label, else the host
-//! part of `instance`; `kind` the `fault_class` label, else `resource`;
+//! sections 2 and 7: `type` is `alertname`; `node` where
+//! [`node_of`](crate::promql::node_of) finds it (`node`, `nodename`,
+//! `kubernetes_node`, `hostname`, the host part of `instance`), and an alert
+//! that names none (a cluster-wide alert) is a domain signal about the
+//! failure domain its labels name; `kind` the `fault_class` label, else `resource`;
 //! `labels` the alert's labels; `resolved` follows the alert's status; `id`
 //! is fingerprint + status + startsAt. `ts` is `startsAt` while firing and
 //! `endsAt` once resolved; `message` the `summary` annotation.
 
 use std::collections::BTreeMap;
 
-use crate::promql::instance_host;
+use crate::promql::node_of;
 use remedy_engine::{Kind, Signal, Timestamp};
 use serde::Deserialize;
 
@@ -40,8 +43,8 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// The signals of one webhook body; alerts that name no node or no
-/// alertname are skipped with a reason. An unreadable body is an error.
+/// The signals of one webhook body; alerts without an alertname or with an
+/// unknown `fault_class` are skipped with a reason. An unreadable body is an error.
 pub fn signals(body: &str) -> Result<(Vec<Signal>, Vec<Skipped>), String> {
     let payload: Payload = serde_json::from_str(body)
         .map_err(|e| format!("not an Alertmanager webhook payload: {e}"))?;
@@ -61,18 +64,8 @@ pub fn signals(body: &str) -> Result<(Vec<Signal>, Vec<Skipped>), String> {
             });
             continue;
         };
-        let node = a.labels.get("node").cloned().or_else(|| {
-            a.labels
-                .get("instance")
-                .map(|i| instance_host(i).to_string())
-        });
-        let Some(node) = node.filter(|n| !n.is_empty()) else {
-            skipped.push(Skipped {
-                index,
-                reason: format!("{alertname}: neither a node label nor an instance label"),
-            });
-            continue;
-        };
+        // No node: a domain signal (empty node), about its failure domain.
+        let node = node_of(|k| a.labels.get(k).map(String::as_str)).unwrap_or_default();
         let kind = match a.labels.get("fault_class") {
             Some(k) => {
                 match Kind::parse(k) {
@@ -151,6 +144,53 @@ mod tests {
         assert_eq!(all[1].r#type, "NodeFilesystemAlmostFull");
     }
 
+    /// The label sets of the public alert sets: node-mixin's alerts carry
+    /// `instance`, kubernetes-mixin's kubelet alerts `node`, kube-state-metrics
+    /// relabelled ones `kubernetes_node`, and its cluster-wide KubeletDown
+    /// only `{cluster, severity}`.
+    #[test]
+    fn the_node_is_found_in_the_contract_order_and_a_cluster_wide_alert_is_a_domain_signal() {
+        let one = |labels: &str| {
+            let body = format!(
+                r#"{{"version":"4","alerts":[{{"status":"firing","labels":{labels},"startsAt":"2026-11-24T10:00:00Z","fingerprint":"f"}}]}}"#
+            );
+            let (mut signals, skipped) = signals(&body).unwrap();
+            assert!(skipped.is_empty(), "{skipped:?}");
+            signals.remove(0)
+        };
+        let cases = [
+            (
+                r#"{"alertname":"A","nodename":"web-1","instance":"10.0.0.1:9100","hostname":"h"}"#,
+                "web-1",
+            ),
+            (
+                r#"{"alertname":"A","kubernetes_node":"worker-3","hostname":"h","instance":"10.0.0.3:9100"}"#,
+                "worker-3",
+            ),
+            (
+                r#"{"alertname":"A","hostname":"db-2","instance":"10.0.0.2:9100"}"#,
+                "db-2",
+            ),
+            (
+                r#"{"alertname":"NodeFilesystemAlmostOutOfSpace","instance":"10.0.0.4:9100","job":"node","device":"/dev/sda1","fstype":"ext4","mountpoint":"/"}"#,
+                "10.0.0.4",
+            ),
+            (
+                r#"{"alertname":"KubeNodeNotReady","node":"worker-5","instance":"10.0.0.9:8080","condition":"Ready"}"#,
+                "worker-5",
+            ),
+            (r#"{"alertname":"A","node":"","nodename":"web-9"}"#, "web-9"),
+        ];
+        for (labels, node) in cases {
+            assert_eq!(one(labels).node, node, "{labels}");
+        }
+        let down = one(r#"{"alertname":"KubeletDown","cluster":"c1","severity":"critical"}"#);
+        assert!(down.is_domain());
+        assert_eq!(down.domain(), [("cluster", "c1")]);
+        assert_eq!(down.domain_key(), "cluster=c1");
+        assert_eq!(down.r#type, "KubeletDown");
+    }
+
     #[test]
     fn node_label_wins_resolved_follows_status_and_bad_alerts_are_named() {
         let body = r#"{"version":"4","status":"resolved","alerts":[
@@ -159,16 +199,17 @@ mod tests {
             {"status":"firing","labels":{"alertname":"X"},"startsAt":"2026-11-24T10:00:00Z","fingerprint":"cd"},
             {"status":"firing","labels":{"alertname":"Y","instance":"[::1]:9100","fault_class":"weather"},"fingerprint":"ef"}]}"#;
         let (signals, skipped) = signals(body).unwrap();
-        assert_eq!(signals.len(), 1);
+        assert_eq!(signals.len(), 2);
         let s = &signals[0];
         assert_eq!(
             (s.node.as_str(), s.kind, s.resolved),
             ("node-7", Kind::Component, true)
         );
         assert_eq!(s.ts, Timestamp::parse_rfc3339("2026-11-24T10:05:00Z").ok());
-        assert_eq!(skipped[0].index, 1);
-        assert!(skipped[0].reason.contains("neither a node label"));
-        assert!(skipped[1].reason.contains("weather"));
+        assert!(signals[1].is_domain(), "X names no node: a domain signal");
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].index, 2);
+        assert!(skipped[0].reason.contains("weather"));
         assert!(super::signals("{}")
             .unwrap_err()
             .contains("not an Alertmanager"));

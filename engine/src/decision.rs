@@ -227,6 +227,10 @@ pub struct Intent {
     pub at: Timestamp,
     /// The node.
     pub node: String,
+    /// `node` names a failure domain (a cluster-wide alert's fault), not a
+    /// machine: nothing disruptive can be done to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub domain: bool,
     /// The fault class.
     pub fault: String,
     /// When the fault asking for it opened: with node and fault, what

@@ -13,7 +13,7 @@
 use std::hash::Hasher;
 
 use rhai::ImmutableString;
-use rustc_hash::{FxHashMap, FxHasher};
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 use smallvec::SmallVec;
 
 use crate::decision::Severity;
@@ -440,6 +440,10 @@ pub struct Fleet {
     last_type: Option<Sym>,
     /// Known nodes per (label, value): failure domain sizes for storm budgets.
     domains: FxHashMap<(Sym, Sym), u32>,
+    /// The entries that are failure domains (a cluster-wide alert's faults),
+    /// not machines: never counted in a domain's size, never acted on
+    /// disruptively. Kept apart so a node's state stays three cache lines.
+    domain_entries: FxHashSet<NodeId>,
 }
 
 impl Fleet {
@@ -505,6 +509,23 @@ impl Fleet {
 
     /// Registers a node (or finds it), merges its labels and notes when it was seen.
     pub fn touch(&mut self, node: &str, labels: &Labels, at: Timestamp) -> NodeId {
+        self.touch_as(node, labels, at, false)
+    }
+
+    /// Like [`Fleet::touch`], for the entry of a failure domain named `name`
+    /// (a domain signal's [`Signal::domain_key`](crate::Signal::domain_key)):
+    /// its labels are kept for silences and reasons but count in no
+    /// domain's size.
+    pub fn touch_domain(&mut self, name: &str, labels: &Labels, at: Timestamp) -> NodeId {
+        self.touch_as(name, labels, at, true)
+    }
+
+    /// Whether `node` is a failure domain's entry, not a machine.
+    pub fn is_domain(&self, node: NodeId) -> bool {
+        !self.domain_entries.is_empty() && self.domain_entries.contains(&node)
+    }
+
+    fn touch_as(&mut self, node: &str, labels: &Labels, at: Timestamp, domain: bool) -> NodeId {
         let hash = hash_str(node);
         let id = match self.nodes.find(&self.states, node, hash) {
             Some(id) => id,
@@ -523,11 +544,15 @@ impl Fleet {
                     self.states = grown;
                 }
                 self.states.push(NodeState::new(node.into()));
+                if domain {
+                    self.domain_entries.insert(id);
+                }
                 self.nodes.insert(id, hash, self.states.len());
                 id
             }
         };
         self.last_node = Some(id);
+        let counted = u32::from(!self.is_domain(id));
         let state = &mut self.states[id.0 as usize];
         state.last_seen = state.last_seen.max(at.millis());
         for (key, value) in labels.iter() {
@@ -543,14 +568,14 @@ impl Fleet {
                     *v = self.symbols.intern(value);
                     let new = *v;
                     if let Some(n) = self.domains.get_mut(&(k, old)) {
-                        *n -= 1;
+                        *n -= counted;
                     }
-                    *self.domains.entry((k, new)).or_default() += 1;
+                    *self.domains.entry((k, new)).or_default() += counted;
                 }
                 None => {
                     let pair = (self.symbols.intern(key), self.symbols.intern(value));
                     state.labels.push(pair);
-                    *self.domains.entry(pair).or_default() += 1;
+                    *self.domains.entry(pair).or_default() += counted;
                 }
             }
         }
@@ -673,7 +698,7 @@ impl Fleet {
 
     /// How many nodes have ever sent a signal.
     pub fn known_nodes(&self) -> usize {
-        self.states.len()
+        self.states.len() - self.domain_entries.len()
     }
 
     /// How many faults are open across the fleet.
@@ -718,6 +743,11 @@ impl Fleet {
             .map(|&(_, v)| self.symbols.name(v).to_string())
     }
 
+    /// Whether the entry named `node` is a failure domain's, not a machine's.
+    pub fn is_domain_named(&self, node: &str) -> bool {
+        self.node_id(node).is_some_and(|id| self.is_domain(id))
+    }
+
     /// The labels of the node named `node`, as last seen.
     pub fn labels_named(&self, node: &str) -> Option<Vec<(String, String)>> {
         Some(self.labels_of(self.node_id(node)?))
@@ -743,7 +773,7 @@ impl Fleet {
         let Some(k) = self.symbols.get(label) else {
             // Nobody carries the label: every node is in the "without it" domain.
             return if value.is_empty() {
-                self.states.len()
+                self.known_nodes()
             } else {
                 0
             };
@@ -755,7 +785,7 @@ impl Fleet {
                 .filter(|((key, _), _)| *key == k)
                 .map(|(_, n)| *n)
                 .sum();
-            return self.states.len() - with as usize;
+            return self.known_nodes() - with as usize;
         }
         self.symbols
             .get(value)
@@ -996,6 +1026,12 @@ mod tests {
             (f.known_in("cluster", "c1"), f.known_in("cluster", "c2")),
             (1, 2)
         );
+        // A cluster-wide alert's entry is no machine: no domain grows by it.
+        let d = f.touch_domain("cluster=c1", &labels(&[("cluster", "c1")]), t);
+        assert!(f.is_domain(d) && f.is_domain_named("cluster=c1") && !f.is_domain_named("a"));
+        assert_eq!(f.known_in("cluster", "c1"), 1);
+        assert_eq!(f.known_in("zone", ""), 4);
+        assert_eq!(f.known_nodes(), 4);
         assert_eq!(
             f.labels_of(NodeId(0)),
             [

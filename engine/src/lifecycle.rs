@@ -237,8 +237,19 @@ impl Engine {
 
     /// Tells the engine a node's labels (after a restart, from the journal),
     /// so its failure domain is known before it sends again.
-    pub fn restore_node(&mut self, node: &str, labels: &crate::signal::Labels, at: Timestamp) {
-        self.world.borrow_mut().fleet.touch(node, labels, at);
+    pub fn restore_node(
+        &mut self,
+        node: &str,
+        labels: &crate::signal::Labels,
+        at: Timestamp,
+        domain: bool,
+    ) {
+        let fleet = &mut self.world.borrow_mut().fleet;
+        if domain {
+            fleet.touch_domain(node, labels, at);
+        } else {
+            fleet.touch(node, labels, at);
+        }
     }
 
     /// The rules in use.
@@ -280,11 +291,29 @@ impl Engine {
                 return;
             }
         }
+        // A domain signal (a cluster-wide alert) is kept under its domain's
+        // name; rules see `s.node == ()` and `s.domain`.
+        let domain = signal.is_domain();
+        if domain {
+            let labels = signal
+                .domain()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+                .collect();
+            signal.node = signal.domain_key();
+            signal
+                .extra
+                .push(("domain".into(), serde_json::Value::Object(labels)));
+        }
         let (node, r#type) = {
             let mut w = self.world.borrow_mut();
             w.now = at;
             let fleet = &mut w.fleet;
-            let node = fleet.touch(&signal.node, &signal.labels, at);
+            let node = if domain {
+                fleet.touch_domain(&signal.node, &signal.labels, at)
+            } else {
+                fleet.touch(&signal.node, &signal.labels, at)
+            };
             let r#type = fleet.symbols.intern(&signal.r#type);
             if !signal.resolved {
                 fleet.record(node, r#type, at);
@@ -326,7 +355,7 @@ impl Engine {
             let fleet = &w.fleet;
             self.arg.fill(
                 &signal,
-                fleet.node_name(node).clone(),
+                (!domain).then(|| fleet.node_name(node).clone()),
                 fleet.symbols.shared(r#type).clone(),
                 |v| fleet.symbols.shared_or_new(v),
             );
@@ -518,6 +547,7 @@ impl Engine {
     ) -> Intent {
         self.with_fleet(|f| Intent {
             at,
+            domain: f.is_domain(node),
             node: f.node_name(node).to_string(),
             fault: fault.to_string(),
             opened: at,

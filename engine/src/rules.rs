@@ -121,11 +121,12 @@ impl Default for SignalArg {
 
 impl SignalArg {
     /// Makes `s` show `signal`. `node` and `type_name` are its node and type as
-    /// (cached) Rhai strings; `label_value` gives a label value as one.
+    /// (cached) Rhai strings (no node: a domain signal, `s.node == ()`);
+    /// `label_value` gives a label value as one.
     pub fn fill(
         &mut self,
         signal: &Signal,
-        node: ImmutableString,
+        node: Option<ImmutableString>,
         type_name: ImmutableString,
         mut label_value: impl FnMut(&str) -> ImmutableString,
     ) {
@@ -151,7 +152,7 @@ impl SignalArg {
         put(slots.next(), self.kinds[kind].clone().into());
         let labels = fill_labels(slots.next(), signal, &mut label_value);
         put(slots.next(), opt_text(&signal.message));
-        put(slots.next(), node.into());
+        put(slots.next(), node.map_or(Dynamic::UNIT, Into::into));
         put(slots.next(), signal.resolved.into());
         put(slots.next(), signal.ts.map_or(0, Timestamp::secs).into());
         put(slots.next(), type_name.into());
@@ -967,9 +968,12 @@ mod tests {
 
     fn bind(s: &Signal) -> SignalArg {
         let mut arg = SignalArg::default();
-        arg.fill(s, s.node.as_str().into(), s.r#type.as_str().into(), |v| {
-            v.into()
-        });
+        arg.fill(
+            s,
+            Some(s.node.as_str().into()),
+            s.r#type.as_str().into(),
+            |v| v.into(),
+        );
         arg
     }
 

@@ -97,6 +97,10 @@ impl Labels {
     }
 }
 
+/// The labels that name a failure domain, outermost first: a signal that
+/// names no node (a cluster-wide alert) is about the domain these say.
+pub const DOMAIN_LABELS: [&str; 6] = ["region", "zone", "datacenter", "idc", "cluster", "rack"];
+
 /// One observation about one node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Signal {
@@ -123,6 +127,35 @@ pub struct Signal {
 }
 
 impl Signal {
+    /// A domain signal (contract section 7): about no node, about the
+    /// failure domain its labels name (an alert that names no node).
+    pub fn is_domain(&self) -> bool {
+        self.node.is_empty()
+    }
+
+    /// A domain signal's failure-domain labels, in [`DOMAIN_LABELS`] order.
+    pub fn domain(&self) -> Vec<(&'static str, &str)> {
+        DOMAIN_LABELS
+            .iter()
+            .filter_map(|&k| self.labels.get(k).map(|v| (k, v)))
+            .collect()
+    }
+
+    /// The name a domain signal's faults are kept under: its domain as
+    /// `cluster=c1` (`zone=z1,cluster=c1` for several labels), `fleet` when it
+    /// carries none. Never a Kubernetes node name (those have no `=`).
+    pub fn domain_key(&self) -> String {
+        let domain = self.domain();
+        if domain.is_empty() {
+            return "fleet".to_string();
+        }
+        domain
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// A signal with only the required fields set.
     pub fn new(node: impl Into<String>, kind: Kind, r#type: impl Into<String>) -> Self {
         Signal {

@@ -67,12 +67,15 @@ pub(super) fn recover(
             .as_deref()
             .and_then(Severity::parse)
             .unwrap_or(Severity::Warning);
-        let labels = journal.node_labels(&f.node)?;
+        let node = journal.node(&f.node)?;
+        let labels = node.labels;
         let mut known = remedy_engine::Labels::default();
         for (k, v) in &labels {
             known.insert(k.clone(), v.clone());
         }
-        pipeline.engine.restore_node(&f.node, &known, f.opened_at);
+        pipeline
+            .engine
+            .restore_node(&f.node, &known, f.opened_at, node.domain);
         let types: Vec<String> = f.signal_type.iter().cloned().collect();
         let states = journal.action_states(&f.node, &f.fault, f.opened_at)?;
         let done: Vec<String> = states.iter().map(|(action, ..)| action.clone()).collect();
@@ -97,6 +100,7 @@ pub(super) fn recover(
             };
             let intent = Intent {
                 at: restarted,
+                domain: node.domain,
                 node: f.node.clone(),
                 fault: f.fault.clone(),
                 opened: f.opened_at,
@@ -355,18 +359,27 @@ impl Decider {
         let jobs = self.pipeline.guards.take_jobs();
         self.pending.started.extend(jobs.iter().cloned());
         self.unsent.extend(jobs);
-        // The failure domains of nodes with actions, for a restart.
-        let nodes: BTreeMap<&str, Vec<(String, String)>> = self
+        // The failure domains of nodes with actions, and which entries are
+        // domains (cluster-wide alerts), for a restart.
+        let nodes: BTreeMap<&str, journal::KnownNode> = self
             .pending
             .entries
             .iter()
-            .filter(|(d, _)| d.action.is_some())
-            .map(|(d, _)| {
-                let labels = self.pipeline.engine.with_fleet(|f| f.labels_named(&d.node));
-                (d.node.as_str(), labels.unwrap_or_default())
+            .filter_map(|(d, _)| {
+                self.pipeline.engine.with_fleet(|f| {
+                    let domain = f.is_domain_named(&d.node);
+                    (d.action.is_some() || domain).then(|| {
+                        let node = journal::KnownNode {
+                            node: d.node.clone(),
+                            labels: f.labels_named(&d.node).unwrap_or_default(),
+                            domain,
+                        };
+                        (d.node.as_str(), node)
+                    })
+                })
             })
             .collect();
-        self.pending.nodes = nodes.into_iter().map(|(n, l)| (n.to_string(), l)).collect();
+        self.pending.nodes = nodes.into_values().collect();
         let pending = self.pending.entries.len();
         let journaled = self.journal.record(&mut self.pending);
         match &journaled {
@@ -509,8 +522,8 @@ mod tests {
         ) -> Result<Vec<(String, String, bool)>, JournalError> {
             Ok(Vec::new())
         }
-        fn node_labels(&self, _: &str) -> Result<Vec<(String, String)>, JournalError> {
-            Ok(Vec::new())
+        fn node(&self, _: &str) -> Result<journal::KnownNode, JournalError> {
+            Ok(journal::KnownNode::default())
         }
     }
 

@@ -78,9 +78,9 @@ pub struct Write {
     pub entries: Vec<(Decision, Option<String>)>,
     /// The `id`s of the signals decided.
     pub ids: Vec<String>,
-    /// The labels of the nodes acted on: a restart knows their failure
-    /// domains before they send again.
-    pub nodes: Vec<(String, Vec<(String, String)>)>,
+    /// The nodes acted on, and the failure domains with faults: a restart
+    /// knows their labels before they send again, and which are domains.
+    pub nodes: Vec<KnownNode>,
     /// Jobs handed to executors: kept until they finish, so a restart runs
     /// again what was running (executors are idempotent on the job id).
     pub started: Vec<Job>,
@@ -105,6 +105,17 @@ impl Write {
         self.started.clear();
         self.finished.clear();
     }
+}
+
+/// What the journal keeps of a node between restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KnownNode {
+    /// Its name.
+    pub node: String,
+    /// Its labels as last seen (its failure domains).
+    pub labels: Vec<(String, String)>,
+    /// A failure domain's entry (a cluster-wide alert's faults), not a machine.
+    pub domain: bool,
 }
 
 /// Where decisions and faults are kept.
@@ -132,7 +143,7 @@ pub trait Journal: Send {
         since: Timestamp,
     ) -> Result<Vec<(String, String, bool)>, JournalError>;
     /// A node's remembered labels.
-    fn node_labels(&self, node: &str) -> Result<Vec<(String, String)>, JournalError>;
+    fn node(&self, node: &str) -> Result<KnownNode, JournalError>;
 }
 
 fn migrations() -> Migrations<'static> {
@@ -176,6 +187,8 @@ fn migrations() -> Migrations<'static> {
         ),
         // v5: how far followers of the journal (the decisions topic) got.
         M::up("CREATE TABLE cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);"),
+        // v6: which entries are failure domains (cluster-wide alerts), not machines.
+        M::up("ALTER TABLE nodes ADD COLUMN domain INTEGER NOT NULL DEFAULT 0;"),
     ])
 }
 
@@ -257,16 +270,21 @@ impl Journal for Sqlite {
         }
         if !nodes.is_empty() {
             let mut remember = tx.prepare_cached(
-                "INSERT INTO nodes (node, labels) VALUES (?1, ?2)
-                 ON CONFLICT (node) DO UPDATE SET labels = excluded.labels",
+                "INSERT INTO nodes (node, labels, domain) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (node) DO UPDATE SET labels = excluded.labels, domain = excluded.domain",
             )?;
-            for (node, labels) in nodes {
+            for KnownNode {
+                node,
+                labels,
+                domain,
+            } in nodes
+            {
                 let labels: BTreeMap<&str, &str> = labels
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
                 let text = serde_json::to_string(&labels).unwrap_or_default();
-                remember.execute(params![node, text])?;
+                remember.execute(params![node, text, domain])?;
             }
         }
         if !ids.is_empty() {
@@ -420,19 +438,22 @@ impl Journal for Sqlite {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn node_labels(&self, node: &str) -> Result<Vec<(String, String)>, JournalError> {
-        let text: Option<String> = self
+    fn node(&self, node: &str) -> Result<KnownNode, JournalError> {
+        let row: Option<(String, bool)> = self
             .conn
             .query_row(
-                "SELECT labels FROM nodes WHERE node = ?1",
+                "SELECT labels, domain FROM nodes WHERE node = ?1",
                 params![node],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let map: BTreeMap<String, String> = text
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
-        Ok(map.into_iter().collect())
+        let (text, domain) = row.unwrap_or_default();
+        let map: BTreeMap<String, String> = serde_json::from_str(&text).unwrap_or_default();
+        Ok(KnownNode {
+            node: node.to_string(),
+            labels: map.into_iter().collect(),
+            domain,
+        })
     }
 
     fn writable(&self) -> bool {
@@ -484,7 +505,18 @@ mod tests {
                         None,
                     )),
                 ],
-                nodes: vec![("n1".into(), vec![("cluster".into(), "c1".into())])],
+                nodes: vec![
+                    KnownNode {
+                        node: "n1".into(),
+                        labels: vec![("cluster".into(), "c1".into())],
+                        domain: false,
+                    },
+                    KnownNode {
+                        node: "cluster=c1".into(),
+                        labels: vec![("cluster".into(), "c1".into())],
+                        domain: true,
+                    },
+                ],
                 ..Write::default()
             })
             .unwrap();
@@ -517,11 +549,11 @@ mod tests {
         assert!(j.writable());
         assert_eq!(j.recent_ids(10).unwrap(), ["k1", "k2"]);
         assert_eq!(j.recent_ids(1).unwrap(), ["k2"]);
-        assert_eq!(
-            j.node_labels("n1").unwrap(),
-            [("cluster".to_string(), "c1".to_string())]
-        );
-        assert!(j.node_labels("n2").unwrap().is_empty());
+        let n1 = j.node("n1").unwrap();
+        assert_eq!(n1.labels, [("cluster".to_string(), "c1".to_string())]);
+        assert!(!n1.domain);
+        assert!(j.node("cluster=c1").unwrap().domain, "a domain stays one");
+        assert!(j.node("n2").unwrap().labels.is_empty());
         assert!(j.running_jobs().unwrap().is_empty());
         let states = j.action_states("n1", "memory_failure", t(0)).unwrap();
         assert_eq!(
@@ -537,6 +569,7 @@ mod tests {
         let at = Timestamp::from_secs(1_800_000_000);
         let job = |node: &str| {
             let intent = remedy_engine::Intent {
+                domain: false,
                 at,
                 node: node.into(),
                 fault: "memory_failure".into(),

@@ -282,6 +282,7 @@ pub(crate) mod testing {
     pub fn job(node: &str, action: &str) -> Job {
         let opened = Timestamp::parse_rfc3339("2026-11-24T23:58:07Z").unwrap();
         let intent = Intent {
+            domain: false,
             at: opened,
             node: node.into(),
             fault: "memory_failure".into(),
