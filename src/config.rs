@@ -68,6 +68,33 @@ pub struct Config {
     /// Silences known from the start (replay uses them as the service does).
     #[serde(default)]
     pub silences: Vec<Silence>,
+    /// Node identity: which names are one machine.
+    #[serde(default)]
+    pub identity: IdentitySection,
+}
+
+/// `[identity]`: one machine is one node, whichever name a source uses for
+/// it (contract section 7). Faults and decisions carry the canonical name.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    /// Labels whose value, on a signal that also names its node, is another
+    /// name of that node (the value and, for an address, its host part).
+    /// List only labels that name the machine itself: `instance` is the
+    /// scrape target, the node for node_exporter's and the kubelet's
+    /// alerts but kube-state-metrics' own pod for its alerts. Default: none.
+    #[serde(default)]
+    pub alias_labels: Vec<String>,
+    /// A file of `alias,node` lines (`#` comments), relative to the config.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Learn InternalIP and Hostname -> name from the API server's node
+    /// list. Not supported yet: refused at load.
+    #[serde(default)]
+    pub kubernetes: bool,
+    /// The aliases read from `file`, in file order.
+    #[serde(skip)]
+    pub aliases: Vec<(String, String)>,
 }
 
 /// The keys of one table, each with where it is in the file.
@@ -312,6 +339,16 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A line of the `[identity] file` is wrong.
+    #[error("aliases {}:{line}: {message}", path.display())]
+    Aliases {
+        /// The file.
+        path: PathBuf,
+        /// Where (from 1; 0 when the file cannot be read).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// An environment override is wrong.
     #[error("{var}: {message}")]
     Env {
@@ -320,6 +357,38 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// The `alias,node` lines of an alias file; blank lines and `#` comments
+/// are skipped. An error names the file and line.
+fn read_aliases(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let bad = |line: usize, message: String| ConfigError::Aliases {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(0, e.to_string()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        match fields[..] {
+            [alias, node] if !alias.is_empty() && !node.is_empty() && alias != node => {
+                out.push((alias.to_string(), node.to_string()));
+            }
+            [alias, node] if alias == node && !alias.is_empty() => {
+                return Err(bad(
+                    i + 1,
+                    format!("{alias:?} is given as an alias of itself"),
+                ))
+            }
+            _ => return Err(bad(i + 1, format!("expected `alias,node`, found {line:?}"))),
+        }
+    }
+    Ok(out)
 }
 
 /// A problem at a byte range of the text, before it is placed.
@@ -352,10 +421,15 @@ impl Config {
             source,
         })?;
         let mut config = Self::parse_from(&text, path)?;
+        let dir = path.parent().unwrap_or(Path::new(""));
         if config.rules.is_relative() {
-            if let Some(dir) = path.parent() {
-                config.rules = dir.join(&config.rules);
+            config.rules = dir.join(&config.rules);
+        }
+        if let Some(file) = &mut config.identity.file {
+            if file.is_relative() {
+                *file = dir.join(&*file);
             }
+            config.identity.aliases = read_aliases(file)?;
         }
         Ok(config)
     }
@@ -404,6 +478,15 @@ impl Config {
                 key: Some(key.into()),
                 message,
             })?;
+        }
+        if self.identity.kubernetes {
+            return Err(Problem {
+                at: 0..0,
+                key: Some("identity.kubernetes".into()),
+                message: "learning aliases from the Kubernetes node list is not supported yet: \
+                          list them in [identity] file (alias,node per line)"
+                    .into(),
+            });
         }
         let sources = (self.prometheus.iter().map(|c| ("prometheus", c.check())))
             .chain(self.scrape.iter().map(|c| ("scrape", c.check())));
@@ -499,6 +582,7 @@ impl Config {
     pub fn engine_options(&self) -> remedy_engine::Options {
         remedy_engine::Options {
             flap: self.lifecycle.flap.or(self.guards.flap).unwrap_or_default(),
+            alias_labels: self.identity.alias_labels.clone(),
             ..remedy_engine::Options::default()
         }
     }
@@ -767,6 +851,39 @@ mod tests {
     }
 
     #[test]
+    fn an_alias_file_is_read_beside_the_config_and_a_bad_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("remedy.toml");
+        std::fs::write(&config, "[identity]\nfile = \"nodes.csv\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("nodes.csv"),
+            "# alias,node\n\n10.0.0.7, worker-7\nbmc-7,worker-7\n",
+        )
+        .unwrap();
+        let c = Config::load(&config).unwrap();
+        assert_eq!(
+            c.identity.aliases,
+            [
+                ("10.0.0.7".to_string(), "worker-7".to_string()),
+                ("bmc-7".into(), "worker-7".into())
+            ]
+        );
+        std::fs::write(
+            dir.path().join("nodes.csv"),
+            "10.0.0.7,worker-7\nworker-8\n",
+        )
+        .unwrap();
+        let e = Config::load(&config).unwrap_err().to_string();
+        assert!(
+            e.starts_with("aliases ") && e.contains("nodes.csv:2: expected `alias,node`"),
+            "{e}"
+        );
+        std::fs::remove_file(dir.path().join("nodes.csv")).unwrap();
+        let e = Config::load(&config).unwrap_err().to_string();
+        assert!(e.contains("nodes.csv:0:"), "{e}");
+    }
+
+    #[test]
     fn bad_values_are_refused_with_their_key() {
         let cases = [
             (
@@ -823,6 +940,16 @@ mod tests {
                 "[[prometheus]]\nurl = \"http://p:9090\"\nevery = \"1m\"\nquery = \"up\"",
                 "prometheus",
                 "`type` is missing",
+            ),
+            (
+                "[identity]\nkubernetes = true",
+                "identity.kubernetes",
+                "not supported yet",
+            ),
+            (
+                "[identity]\nalias_label = [\"instance\"]",
+                "identity.alias_label",
+                "unknown field",
             ),
             (
                 "[actions.x]\nexecutor = \"kubernets\"",

@@ -48,7 +48,10 @@ impl Pipeline {
         mode: Mode,
     ) -> Result<Self, LoadError> {
         let dir = rules.unwrap_or(&config.rules);
-        let engine = Engine::load(dir, config.policies(), &config.engine_options())?;
+        let mut engine = Engine::load(dir, config.policies(), &config.engine_options())?;
+        for (alias, node) in &config.identity.aliases {
+            engine.restore_alias(alias, node);
+        }
         let (mut guard_config, actions) = config.guards();
         guard_config.dry_run |= mode == Mode::Offline;
         let mut guards = Guards::new(guard_config, actions);

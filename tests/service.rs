@@ -854,3 +854,88 @@ fn a_smartmon_preset_over_a_real_node_exporter_opens_and_resolves_a_disk_failure
         .count();
     assert_eq!(resolved, 1);
 }
+
+/// One machine, one node (`[identity]`): the kubelet's alerts name it
+/// `worker-7` with `instance` 10.0.0.7:10250, node_exporter's alerts only by
+/// `instance` 10.0.0.7:9100. With `alias_labels = ["instance"]` the disk
+/// alert opens its fault on worker-7, and after a restart (the alias comes
+/// back from the journal) the address's resolved alert closes it there.
+/// An alias from `[identity] file` works from the first signal.
+#[test]
+fn one_machine_named_by_address_and_by_node_name_is_one_node_across_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("nodes.csv"),
+        "# alias,node\n10.0.0.8,worker-8\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        "[identity]\nalias_labels = [\"instance\"]\nfile = \"nodes.csv\"\n",
+    )
+    .unwrap();
+    let alert = |status: &str, labels: &str| {
+        format!(
+            r#"{{"version":"4","status":"{status}","alerts":[{{"status":"{status}","labels":{labels},"startsAt":"2026-11-24T10:00:00Z","endsAt":"2026-11-24T10:30:00Z","fingerprint":"{:x}"}}]}}"#,
+            labels
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+        )
+    };
+    let kubelet = r#"{"alertname":"KubeletTooManyPods","node":"worker-7","instance":"10.0.0.7:10250","job":"kubelet","metrics_path":"/metrics","namespace":"kube-system","service":"kubelet","endpoint":"https-metrics","severity":"info"}"#;
+    let disk = |host: &str| {
+        format!(
+            r#"{{"alertname":"NodeFilesystemAlmostOutOfSpace","instance":"{host}:9100","job":"node","device":"/dev/sda1","fstype":"ext4","mountpoint":"/","severity":"warning"}}"#
+        )
+    };
+    let args = ["--config", "remedy.toml"];
+    let mut s = Remedy::start_with(dir.path(), &[], &args);
+    for body in [
+        alert("firing", kubelet),
+        alert("firing", &disk("10.0.0.7")),
+        alert("firing", &disk("10.0.0.8")),
+    ] {
+        let (status, answer) = s.request("POST", "/v1/alertmanager", &body, None);
+        assert_eq!(status, 202, "{answer}");
+    }
+    let open: Vec<(String, String)> = s
+        .json("/v1/faults?state=open")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["node"].as_str().unwrap().into(),
+                f["fault"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        open,
+        [
+            ("worker-7".to_string(), "disk_pressure".to_string()),
+            ("worker-8".into(), "disk_pressure".into())
+        ]
+    );
+    s.kill_9();
+    let s = Remedy::start_with(dir.path(), &[], &args);
+    let (status, answer) = s.request(
+        "POST",
+        "/v1/alertmanager",
+        &alert("resolved", &disk("10.0.0.7")),
+        None,
+    );
+    assert_eq!(status, 202, "{answer}");
+    let open = s.json("/v1/faults?state=open");
+    let nodes: Vec<&str> = open
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["worker-8"], "worker-7's fault closed: {open}");
+    assert!(
+        s.decisions().iter().all(|d| d["node"] != "10.0.0.7"),
+        "nothing is decided under the address"
+    );
+}

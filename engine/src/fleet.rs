@@ -743,6 +743,12 @@ impl Fleet {
             .map(|&(_, v)| self.symbols.name(v).to_string())
     }
 
+    /// The node named `node` and its open faults, if it is known.
+    pub fn open_faults_named(&self, node: &str) -> Option<(NodeId, Vec<OpenFault>)> {
+        let id = self.node_id(node)?;
+        Some((id, self.states[id.0 as usize].faults.clone()))
+    }
+
     /// Whether the entry named `node` is a failure domain's, not a machine's.
     pub fn is_domain_named(&self, node: &str) -> bool {
         self.node_id(node).is_some_and(|id| self.is_domain(id))

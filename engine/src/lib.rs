@@ -11,6 +11,7 @@
 pub mod backoff;
 pub mod decision;
 pub mod fleet;
+pub mod identity;
 pub mod lifecycle;
 pub mod lookahead;
 pub mod policy;

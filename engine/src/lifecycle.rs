@@ -24,13 +24,14 @@ use smallvec::{smallvec, SmallVec};
 
 use crate::decision::{Decision, Intent, Trigger};
 use crate::fleet::{Fleet, HistoryLimits, NodeId, OpenFault, Sym};
+use crate::identity::Identity;
 use crate::policy::{Flap, Policies, Policy};
 use crate::rules::{Classification, LoadError, RuleError, RuleSet, Sandbox, SignalArg, World};
 use crate::signal::Signal;
 use crate::time::{Duration, Timestamp};
 
 /// Tunables of the engine itself (not of any rule).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Bounds on per-node history.
     pub history: HistoryLimits,
@@ -40,6 +41,9 @@ pub struct Options {
     pub dedup_ids: usize,
     /// When a fault that keeps opening and resolving is held open.
     pub flap: Flap,
+    /// Labels whose value, on a signal that names its node, is an alias of
+    /// that node (`[identity] alias_labels`).
+    pub alias_labels: Vec<String>,
 }
 
 impl Default for Options {
@@ -49,6 +53,7 @@ impl Default for Options {
             sandbox: Sandbox::default(),
             dedup_ids: 100_000,
             flap: Flap::default(),
+            alias_labels: Vec::new(),
         }
     }
 }
@@ -89,6 +94,8 @@ pub struct Step {
     pub duplicate: bool,
     /// Faults held open by flap detection instead of resolving.
     pub held_open: usize,
+    /// Aliases the signal taught: (alias, canonical node), to journal.
+    pub learned: Vec<(String, String)>,
 }
 
 impl Step {
@@ -100,6 +107,7 @@ impl Step {
         self.prints.clear();
         self.duplicate = false;
         self.held_open = 0;
+        self.learned.clear();
     }
 
     /// The fault decisions only.
@@ -180,6 +188,8 @@ pub struct Engine {
     timers: BinaryHeap<Timer>,
     /// Bookkeeping sweeps of `pending`/`flaps`, by event time.
     next_sweep: Timestamp,
+    /// Aliases -> canonical node names.
+    identity: Identity,
 }
 
 impl Engine {
@@ -212,6 +222,7 @@ impl Engine {
             flaps: FxHashMap::default(),
             timers: BinaryHeap::new(),
             next_sweep: Timestamp(i64::MIN),
+            identity: Identity::new(options.alias_labels.clone()),
         }
     }
 
@@ -290,6 +301,18 @@ impl Engine {
                 step.duplicate = true;
                 return;
             }
+        }
+        // One machine, one node: an alias becomes the canonical name, and a
+        // signal naming its node and an alias label teaches that alias.
+        if !self.identity.is_idle() && !signal.is_domain() {
+            if let Some(node) = self.identity.canonical(&signal.node) {
+                signal.node = node.to_string();
+            }
+            let learned = self.identity.learn(&signal);
+            for (alias, node) in &learned {
+                self.merge(alias, node, at, step);
+            }
+            step.learned.extend(learned);
         }
         // A domain signal (a cluster-wide alert) is kept under its domain's
         // name; rules see `s.node == ()` and `s.domain`.
@@ -372,6 +395,84 @@ impl Engine {
         for (index, answer) in std::mem::take(&mut step.answers) {
             self.assert_fault(node, r#type, at, index, &answer, step);
             step.answers.push((index, answer));
+        }
+    }
+
+    /// Declares `alias` a name of `node` (a static alias file, the
+    /// Kubernetes node list): what is open under the alias moves to the node.
+    pub fn alias(&mut self, alias: &str, node: &str, at: Timestamp, step: &mut Step) {
+        step.clear();
+        if self.identity.insert(alias, node) {
+            let node = self.identity.canonical(alias).unwrap_or(node).to_string();
+            self.merge(alias, &node, at, step);
+            step.learned.push((alias.to_string(), node));
+        }
+    }
+
+    /// An alias known from before (the journal at a restart): no decisions.
+    pub fn restore_alias(&mut self, alias: &str, node: &str) {
+        self.identity.insert(alias, node);
+    }
+
+    /// Every known alias and its node, sorted.
+    pub fn aliases(&self) -> Vec<(String, String)> {
+        self.identity.pairs()
+    }
+
+    /// `alias` turned out to be `node`: faults open under the alias resolve
+    /// there (no `on_resolve` actions: the alias is no machine to act on)
+    /// and open on the node, unless already open there. Count windows stay
+    /// where they were recorded.
+    fn merge(&mut self, alias: &str, node: &str, at: Timestamp, step: &mut Step) {
+        let Some((from, open)) = self.with_fleet(|f| f.open_faults_named(alias)) else {
+            return;
+        };
+        if open.is_empty() {
+            return;
+        }
+        let labels = self.with_fleet(|f| f.labels_of(from));
+        let mut known = crate::signal::Labels::default();
+        for (k, v) in labels {
+            known.insert(k, v);
+        }
+        let to = self.world.borrow_mut().fleet.touch(node, &known, at);
+        for fault in open {
+            let name = self.with_fleet(|f| f.symbols.name(fault.fault).to_string());
+            if self
+                .world
+                .borrow_mut()
+                .fleet
+                .close(from, fault.fault)
+                .is_none()
+            {
+                continue;
+            }
+            self.pending.retain(|&(n, _), _| n != from);
+            let mut resolved = Decision::resolved(at, alias, &name);
+            resolved.reason = Some(format!("{alias} is {node}: the fault moves there"));
+            step.out.push(Output::Decision(resolved));
+            step.out.push(Output::Released {
+                node: alias.to_string(),
+                fault: name.clone(),
+                on_resolve: 0,
+            });
+            let answer = Classification {
+                fault: name,
+                severity: fault.severity,
+                reason: Some(format!(
+                    "{alias} is {node}: fault open under {alias} since {}",
+                    fault.opened_at
+                )),
+                actions: None,
+            };
+            let r#type = fault.types.first().copied().unwrap_or(fault.fault);
+            self.assert_fault(to, r#type, at, fault.rule, &answer, step);
+            for &t in fault.types.iter().skip(1) {
+                self.world
+                    .borrow_mut()
+                    .fleet
+                    .add_fault_type(to, fault.fault, t);
+            }
         }
     }
 
@@ -694,6 +795,72 @@ mod tests {
 
     fn first_decision(step: &Step) -> &Decision {
         step.decisions().next().expect("a decision")
+    }
+
+    /// One machine named by its address first and by its node name later:
+    /// once a signal carries both, the fault open under the address moves
+    /// to the node, and the address's signals are the node's from then on.
+    #[test]
+    fn an_alias_learned_late_moves_the_open_fault_to_the_node() {
+        let options = Options {
+            alias_labels: vec!["instance".into()],
+            ..Options::default()
+        };
+        let mut e = build(
+            &[("hardware/memory.rhai", MEMORY)],
+            Policies::default(),
+            options,
+        );
+        let t0 = Timestamp::default();
+        let opened = e.on_signal(sig("10.0.0.7", "memory.ecc.uncorrectable", 0), t0);
+        assert_eq!(first_decision(&opened).node, "10.0.0.7");
+        let mut taught = sig("worker-7", "memory.ecc.correctable", 60);
+        taught.labels.insert("instance", "10.0.0.7:9100");
+        let step = e.on_signal(taught, t0);
+        assert_eq!(
+            step.learned,
+            [
+                ("10.0.0.7:9100".to_string(), "worker-7".to_string()),
+                ("10.0.0.7".into(), "worker-7".into())
+            ]
+        );
+        let moved: Vec<(Event, &str, &str)> = step
+            .decisions()
+            .map(|d| (d.event, d.node.as_str(), d.fault.as_str()))
+            .collect();
+        assert_eq!(
+            moved,
+            [
+                (Event::FaultResolved, "10.0.0.7", "memory_failure"),
+                (Event::FaultOpened, "worker-7", "memory_failure"),
+            ]
+        );
+        let resolved = step.decisions().next().unwrap();
+        assert_eq!(
+            resolved.reason.as_deref(),
+            Some("10.0.0.7 is worker-7: the fault moves there")
+        );
+        assert!(
+            step.out
+                .iter()
+                .any(|o| matches!(o, Output::Act(i) if i.node == "worker-7")),
+            "the node's policy actions are asked for on the node"
+        );
+        // The address again: the node's fault, already open, is not reopened.
+        let again = e.on_signal(sig("10.0.0.7", "memory.ecc.uncorrectable", 120), t0);
+        assert_eq!(again.decisions().count(), 0);
+        let mut clear = sig("10.0.0.7", "memory.ecc.uncorrectable", 180);
+        clear.resolved = true;
+        let cleared = e.on_signal(clear, t0);
+        assert_eq!(
+            cleared
+                .decisions()
+                .map(|d| (d.event, d.node.as_str()))
+                .collect::<Vec<_>>(),
+            [(Event::FaultResolved, "worker-7")]
+        );
+        assert_eq!(e.with_fleet(|f| f.open_faults()), 0);
+        assert_eq!(e.aliases().len(), 2);
     }
 
     #[test]

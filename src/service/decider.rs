@@ -58,6 +58,9 @@ pub(super) fn recover(
     for id in journal.recent_ids(journal::KEPT_IDS)? {
         pipeline.engine.remember_id(&id);
     }
+    for (alias, node) in journal.aliases()? {
+        pipeline.engine.restore_alias(&alias, &node);
+    }
     let open = journal.faults(Some(true), None)?;
     let restarted = now();
     for f in &open {
@@ -287,6 +290,7 @@ impl Decider {
         if let (Some(id), false) = (id, self.step.duplicate) {
             self.pending.ids.push(id);
         }
+        self.pending.aliases.append(&mut self.step.learned);
         for e in &self.step.errors {
             tracing::warn!(rule = %e.rule, "rule error: {e}");
         }
@@ -520,6 +524,9 @@ mod tests {
             _: &str,
             _: remedy_engine::Timestamp,
         ) -> Result<Vec<(String, String, bool)>, JournalError> {
+            Ok(Vec::new())
+        }
+        fn aliases(&self) -> Result<Vec<(String, String)>, JournalError> {
             Ok(Vec::new())
         }
         fn node(&self, _: &str) -> Result<journal::KnownNode, JournalError> {

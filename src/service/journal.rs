@@ -86,6 +86,8 @@ pub struct Write {
     pub started: Vec<Job>,
     /// Jobs that finished (their decision is among `entries`).
     pub finished: Vec<String>,
+    /// Aliases learned: (alias, canonical node).
+    pub aliases: Vec<(String, String)>,
 }
 
 impl Write {
@@ -96,6 +98,7 @@ impl Write {
             && self.nodes.is_empty()
             && self.started.is_empty()
             && self.finished.is_empty()
+            && self.aliases.is_empty()
     }
 
     fn clear(&mut self) {
@@ -104,6 +107,7 @@ impl Write {
         self.nodes.clear();
         self.started.clear();
         self.finished.clear();
+        self.aliases.clear();
     }
 }
 
@@ -127,6 +131,8 @@ pub trait Journal: Send {
     fn running_jobs(&self) -> Result<Vec<Job>, JournalError>;
     /// The most recent signal `id`s, oldest first, at most `limit`.
     fn recent_ids(&self, limit: usize) -> Result<Vec<String>, JournalError>;
+    /// Every alias learned, with its canonical node, in the order learned.
+    fn aliases(&self) -> Result<Vec<(String, String)>, JournalError>;
     /// Faults, open or resolved or both, optionally of one node.
     fn faults(&self, open: Option<bool>, node: Option<&str>)
         -> Result<Vec<FaultRow>, JournalError>;
@@ -189,6 +195,10 @@ fn migrations() -> Migrations<'static> {
         M::up("CREATE TABLE cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);"),
         // v6: which entries are failure domains (cluster-wide alerts), not machines.
         M::up("ALTER TABLE nodes ADD COLUMN domain INTEGER NOT NULL DEFAULT 0;"),
+        // v7: node aliases learned from signals ([identity] alias_labels).
+        M::up(
+            "CREATE TABLE aliases (seq INTEGER PRIMARY KEY AUTOINCREMENT, alias TEXT NOT NULL UNIQUE, node TEXT NOT NULL);",
+        ),
     ])
 }
 
@@ -254,6 +264,7 @@ impl Journal for Sqlite {
             nodes,
             started,
             finished,
+            aliases,
         } = &*write;
         let tx = self.conn.transaction()?;
         if !started.is_empty() || !finished.is_empty() {
@@ -285,6 +296,17 @@ impl Journal for Sqlite {
                     .collect();
                 let text = serde_json::to_string(&labels).unwrap_or_default();
                 remember.execute(params![node, text, domain])?;
+            }
+        }
+        if !aliases.is_empty() {
+            // A re-learned alias moves to the end: the newest word counts at a restart.
+            let mut learn = tx.prepare_cached(
+                "INSERT INTO aliases (alias, node) VALUES (?1, ?2)
+                 ON CONFLICT (alias) DO UPDATE SET node = excluded.node,
+                 seq = (SELECT COALESCE(MAX(seq), 0) + 1 FROM aliases)",
+            )?;
+            for (alias, node) in aliases {
+                learn.execute(params![alias, node])?;
             }
         }
         if !ids.is_empty() {
@@ -417,6 +439,14 @@ impl Journal for Sqlite {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn aliases(&self) -> Result<Vec<(String, String)>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT alias, node FROM aliases ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn action_states(
         &self,
         node: &str,
@@ -521,6 +551,22 @@ mod tests {
             })
             .unwrap();
             j.record(&mut Write {
+                aliases: vec![
+                    ("10.0.0.1".into(), "n1".into()),
+                    ("10.0.0.2".into(), "n1".into()),
+                ],
+                ..Write::default()
+            })
+            .unwrap();
+            j.record(&mut Write {
+                aliases: vec![
+                    ("10.0.0.2".into(), "n1".into()),
+                    ("10.0.0.1".into(), "n2".into()),
+                ],
+                ..Write::default()
+            })
+            .unwrap();
+            j.record(&mut Write {
                 entries: vec![(Decision::resolved(t(5), "n1", "memory_failure"), None)],
                 ids: vec!["k1".into(), "k2".into()],
                 ..Write::default()
@@ -554,6 +600,14 @@ mod tests {
         assert!(!n1.domain);
         assert!(j.node("cluster=c1").unwrap().domain, "a domain stays one");
         assert!(j.node("n2").unwrap().labels.is_empty());
+        assert_eq!(
+            j.aliases().unwrap(),
+            [
+                ("10.0.0.2".to_string(), "n1".to_string()),
+                ("10.0.0.1".into(), "n2".into())
+            ],
+            "in the order last learned: 10.0.0.1 now names n2"
+        );
         assert!(j.running_jobs().unwrap().is_empty());
         let states = j.action_states("n1", "memory_failure", t(0)).unwrap();
         assert_eq!(
