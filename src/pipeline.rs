@@ -87,6 +87,7 @@ impl Pipeline {
                         fault,
                         on_resolve,
                     } => guards.resolved(&node, &fault, on_resolve, at),
+                    Output::Stale { node, fault, stale } => guards.stale(&node, &fault, stale),
                     Output::Act(intent) => {
                         let when = intent.at;
                         guards.submit(intent, when, &known, out);

@@ -939,3 +939,68 @@ fn one_machine_named_by_address_and_by_node_name_is_one_node_across_a_restart() 
         "nothing is decided under the address"
     );
 }
+
+/// Condition hygiene: an alert neither repeated nor resolved within the
+/// fault's `stale_after` makes its fault stale (`fault_stale`), and the
+/// escalation to a drain that falls due meanwhile waits; Alertmanager's
+/// repeat of the same alert (same fingerprint and startsAt) makes it fresh
+/// and the drain goes.
+#[test]
+fn a_stale_alert_is_marked_stale_and_its_drain_waits_for_the_alert_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        "[faults.disk_pressure]\nactions = [\"notify\"]\nstale_after = \"2s\"\n\
+         escalate = [{ after = \"3s\", actions = [\"drain\"] }]\n",
+    )
+    .unwrap();
+    let s = Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let starts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let body = format!(
+        r#"{{"version":"4","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"NodeFilesystemAlmostOutOfSpace","instance":"10.0.0.7:9100","job":"node","device":"/dev/sda1","fstype":"ext4","mountpoint":"/","severity":"critical"}},"startsAt":"{starts}","fingerprint":"5e1f"}}]}}"#
+    );
+    let sent = Instant::now();
+    assert_eq!(s.request("POST", "/v1/alertmanager", &body, None).0, 202);
+    let events = |s: &Remedy| -> Vec<(String, String)> {
+        s.decisions()
+            .iter()
+            .map(|d| {
+                let f = |k: &str| d[k].as_str().unwrap_or("").to_string();
+                (f("event"), f("action"))
+            })
+            .collect()
+    };
+    common::wait_for("fault_stale", Duration::from_secs(15), || {
+        events(&s).iter().any(|(e, _)| e == "fault_stale")
+    });
+    assert!(
+        sent.elapsed() >= Duration::from_secs(2),
+        "stale after its 2s"
+    );
+    // Past the escalation's 3s: the drain has not gone on old evidence.
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(sent.elapsed()));
+    let before = events(&s);
+    assert!(
+        !before.iter().any(|(_, a)| a == "drain"),
+        "drain waits while stale: {before:?}"
+    );
+    // Alertmanager repeats the alert as it was: the drain goes.
+    assert_eq!(s.request("POST", "/v1/alertmanager", &body, None).0, 202);
+    common::wait_for("the drain", Duration::from_secs(10), || {
+        events(&s).iter().any(|(_, a)| a == "drain")
+    });
+    let after = events(&s);
+    let kinds: Vec<(&str, &str)> = after
+        .iter()
+        .map(|(e, a)| (e.as_str(), a.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("fault_opened", ""),
+            ("action", "notify"),
+            ("fault_stale", ""),
+            ("action", "drain")
+        ]
+    );
+}

@@ -215,6 +215,9 @@ pub struct Guards {
     running: BTreeMap<String, Job>,
     /// Jobs not yet taken.
     outbox: Vec<Job>,
+    /// (node, fault) of condition faults whose evidence is stale: their
+    /// held-back disruptive actions wait until it is asserted again.
+    stale: FxHashSet<(String, String)>,
 }
 
 impl std::fmt::Debug for Guards {
@@ -265,6 +268,7 @@ impl Guards {
             next_approval: 1,
             running: BTreeMap::new(),
             outbox: Vec::new(),
+            stale: FxHashSet::default(),
         }
     }
 
@@ -482,10 +486,22 @@ impl Guards {
         true
     }
 
+    /// A condition fault went stale (`true`) or its condition was asserted
+    /// again (`false`): its held-back disruptive actions wait, or may go.
+    pub fn stale(&mut self, node: &str, fault: &str, stale: bool) {
+        let key = (node.to_string(), fault.to_string());
+        if stale {
+            self.stale.insert(key);
+        } else if self.stale.remove(&key) {
+            self.released = true;
+        }
+    }
+
     /// The fault resolved on the node: forget what it still had held back or
     /// awaiting approval, and release the node from the budget once
     /// `on_resolve` (that many actions, submitted next) has passed.
     pub fn resolved(&mut self, node: &str, fault: &str, on_resolve: usize, now: Timestamp) {
+        self.stale.remove(&(node.to_string(), fault.to_string()));
         let domain = &self.config.domain;
         let domains = &mut self.domains;
         self.held.retain(|h| {
@@ -523,6 +539,16 @@ impl Guards {
         for h in held {
             if h.wake.is_some_and(|w| w > now) {
                 self.wake_at(h.wake);
+                self.held.push_back(h);
+                continue;
+            }
+            if !self.stale.is_empty()
+                && self.kind(&h.request.action).disruptive
+                && self
+                    .stale
+                    .contains(&(h.request.node.clone(), h.request.fault.clone()))
+            {
+                // Not on old evidence: it waits for the condition again.
                 self.held.push_back(h);
                 continue;
             }
@@ -1038,6 +1064,34 @@ mod tests {
         );
         assert_eq!(out[1].ts, t(21), "the retry is a new decision");
         assert_eq!(g.under_remediation("c1"), 2);
+        assert_eq!(g.held(), 0);
+    }
+
+    /// A cordon held by the budget whose fault's evidence went stale does
+    /// not go when the budget frees: it waits until the condition is
+    /// asserted again. A ticket is not disruptive and does not wait.
+    #[test]
+    fn a_held_disruptive_action_of_a_stale_fault_waits_for_fresh_evidence() {
+        let mut g = guards(budget(Budget::Count(1)), &[]);
+        let sizes = Sizes(20);
+        let mut out = Vec::new();
+        g.submit(req("a", "cordon"), t(0), &sizes, &mut out);
+        g.submit(req("b", "cordon"), t(0), &sizes, &mut out);
+        assert_eq!(
+            outcomes(&out),
+            pairs(&[("a", Outcome::DryRun), ("b", Outcome::BudgetExhausted)])
+        );
+        g.stale("b", "memory_failure", true);
+        // a recovers: the budget frees, but b's evidence is old.
+        g.resolved("a", "memory_failure", 0, t(10));
+        out.clear();
+        g.tick(t(11), &sizes, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(g.held(), 1);
+        // b's alert is repeated: fresh again, its cordon goes.
+        g.stale("b", "memory_failure", false);
+        g.tick(t(12), &sizes, &mut out);
+        assert_eq!(outcomes(&out), pairs(&[("b", Outcome::DryRun)]));
         assert_eq!(g.held(), 0);
     }
 

@@ -84,6 +84,8 @@ pub fn signals(body: &str) -> Result<(Vec<Signal>, Vec<Skipped>), String> {
         let resolved = a.status == "resolved";
         let mut s = Signal::new(node, kind, alertname);
         s.resolved = resolved;
+        // Alertmanager repeats a firing alert every repeat_interval.
+        s.condition = true;
         let when = if resolved {
             a.ends_at.as_deref()
         } else {

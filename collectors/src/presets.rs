@@ -1339,6 +1339,7 @@ fn step<'a>(
             continue; // Two readings of one bad state: the first says it.
         }
         let mut s = signal(r#type, &key.1, &extra);
+        s.condition = true;
         let labels = s.labels.0.clone();
         s.value = Some(value);
         s.message = Some(message);
@@ -1358,6 +1359,7 @@ fn step<'a>(
         s.ts = Some(at);
         s.labels.0 = was.labels;
         s.resolved = true;
+        s.condition = true;
         out.push(s);
     }
     state.counters = counters;

@@ -229,6 +229,8 @@ impl Poller {
         let r#type = self.config.r#type.clone().unwrap_or_default();
         let mut s = Signal::new(node, Kind::Resource, r#type);
         s.ts = Some(at);
+        // Every scrape or poll repeats it while it holds.
+        s.condition = true;
         for (k, v) in labels {
             s.labels.insert(k.clone(), v.clone());
         }

@@ -141,6 +141,8 @@ impl Scraper {
     fn signal(&self, r#type: &str, labels: &[(String, String)], at: Timestamp) -> Signal {
         let mut s = Signal::new(self.config.node.clone(), Kind::Resource, r#type);
         s.ts = Some(at);
+        // Every scrape or poll repeats it while it holds.
+        s.condition = true;
         for (k, v) in labels {
             s.labels.insert(k.clone(), v.clone());
         }

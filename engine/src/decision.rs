@@ -55,6 +55,9 @@ pub enum Event {
     FaultOpened,
     /// A fault on a node cleared.
     FaultResolved,
+    /// A condition fault was neither re-asserted nor resolved within its
+    /// `stale_after`: its evidence is old, disruptive actions for it wait.
+    FaultStale,
     /// An action was attempted, held back or refused.
     Action,
 }
@@ -138,6 +141,14 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A `fault_stale` decision.
+    pub fn stale(ts: Timestamp, node: &str, fault: &str, reason: String) -> Self {
+        let mut d = Decision::resolved(ts, node, fault);
+        d.event = Event::FaultStale;
+        d.reason = Some(reason);
+        d
+    }
+
     /// A `fault_opened` decision.
     pub fn opened(
         ts: Timestamp,

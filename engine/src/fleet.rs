@@ -277,6 +277,19 @@ pub struct OpenFault {
     pub opened_at: Timestamp,
     /// Signal types that classified into it; a resolved signal of any of them clears it.
     pub types: SmallVec<[Sym; 2]>,
+    /// Opened (or re-asserted) by a condition that its source repeats (a
+    /// firing alert, a gauge): when it last did, and whether that is too
+    /// long ago (stale). `None` for faults opened by events.
+    pub condition: Option<Freshness>,
+}
+
+/// How fresh the evidence of a condition fault is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Freshness {
+    /// When its condition was last asserted (event time).
+    pub asserted: Timestamp,
+    /// Neither re-asserted nor resolved within `stale_after`.
+    pub stale: bool,
 }
 
 /// A node name as the index compares it: inline when it is short (most
@@ -461,7 +474,7 @@ impl Fleet {
     }
 
     /// The node named `node`, trying the one last touched first.
-    fn find_node(&self, node: &str) -> Option<NodeId> {
+    pub fn find_node(&self, node: &str) -> Option<NodeId> {
         if let Some(last) = self.last_node {
             if self.states[last.0 as usize].is_named(node) {
                 return Some(last);
@@ -642,6 +655,14 @@ impl Fleet {
         self.states[node.0 as usize]
             .faults
             .iter()
+            .find(|f| f.fault == fault)
+    }
+
+    /// The open fault of this class on `node`, to change.
+    pub fn open_fault_mut(&mut self, node: NodeId, fault: Sym) -> Option<&mut OpenFault> {
+        self.states[node.0 as usize]
+            .faults
+            .iter_mut()
             .find(|f| f.fault == fault)
     }
 
@@ -949,6 +970,7 @@ mod tests {
                 rule: 0,
                 opened_at: at(1),
                 types: SmallVec::new(),
+                condition: None,
             },
         );
         assert_eq!(

@@ -23,7 +23,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::{smallvec, SmallVec};
 
 use crate::decision::{Decision, Intent, Trigger};
-use crate::fleet::{Fleet, HistoryLimits, NodeId, OpenFault, Sym};
+use crate::fleet::{Fleet, Freshness, HistoryLimits, NodeId, OpenFault, Sym};
 use crate::identity::Identity;
 use crate::policy::{Flap, Policies, Policy};
 use crate::rules::{Classification, LoadError, RuleError, RuleSet, Sandbox, SignalArg, World};
@@ -65,6 +65,16 @@ pub enum Output {
     Decision(Decision),
     /// An action the fault wants; the guard chain turns it into a decision.
     Act(Intent),
+    /// A condition fault went stale (`true`) or was asserted again
+    /// (`false`): disruptive actions held back for it wait, or may go.
+    Stale {
+        /// The node.
+        node: String,
+        /// The fault class.
+        fault: String,
+        /// Stale now.
+        stale: bool,
+    },
     /// The fault resolved: held-back actions for it are void, and the node
     /// leaves the storm budget once `on_resolve` actions (the next `Act`s) pass.
     Released {
@@ -190,6 +200,11 @@ pub struct Engine {
     next_sweep: Timestamp,
     /// Aliases -> canonical node names.
     identity: Identity,
+    /// (due, node, fault, opened_at): when a condition fault may go stale.
+    stale_timers: BinaryHeap<Reverse<(Timestamp, NodeId, Sym, Timestamp)>>,
+    /// Escalation rungs that fell due while their fault was stale: they
+    /// run once its condition is asserted again.
+    deferred: FxHashMap<(NodeId, Sym), (Timestamp, usize)>,
 }
 
 impl Engine {
@@ -223,6 +238,8 @@ impl Engine {
             timers: BinaryHeap::new(),
             next_sweep: Timestamp(i64::MIN),
             identity: Identity::new(options.alias_labels.clone()),
+            stale_timers: BinaryHeap::new(),
+            deferred: FxHashMap::default(),
         }
     }
 
@@ -299,6 +316,11 @@ impl Engine {
         if let Some(id) = &signal.id {
             if !self.ids.insert(id) {
                 step.duplicate = true;
+                if signal.condition && !signal.resolved {
+                    // Alertmanager repeats a firing alert as it was: the
+                    // repeat is no new signal, but its condition still holds.
+                    self.reasserted(&signal, now.max(at), step);
+                }
                 return;
             }
         }
@@ -392,9 +414,32 @@ impl Engine {
             }
         }
         step.prints.append(&mut self.world.borrow_mut().prints);
+        // A condition holds as of its arrival (an alert firing since long
+        // ago is asserted now); its event time still dates the fault.
+        let asserted = signal.condition.then(|| now.max(at));
         for (index, answer) in std::mem::take(&mut step.answers) {
-            self.assert_fault(node, r#type, at, index, &answer, step);
+            self.assert_fault(node, r#type, at, index, &answer, asserted, step);
             step.answers.push((index, answer));
+        }
+    }
+
+    /// A repeated condition signal: the faults its type asserted on its
+    /// node are fresh again.
+    fn reasserted(&mut self, signal: &Signal, at: Timestamp, step: &mut Step) {
+        let name = self
+            .identity
+            .canonical(&signal.node)
+            .unwrap_or(&signal.node)
+            .to_string();
+        let asserted = self.with_fleet(|f| {
+            let node = f.find_node(&name)?;
+            let r#type = f.symbols.get(&signal.r#type)?;
+            Some((node, f.asserted_by(node, r#type)))
+        });
+        if let Some((node, faults)) = asserted {
+            for fault in faults {
+                self.refresh(node, fault, at, step);
+            }
         }
     }
 
@@ -466,7 +511,8 @@ impl Engine {
                 actions: None,
             };
             let r#type = fault.types.first().copied().unwrap_or(fault.fault);
-            self.assert_fault(to, r#type, at, fault.rule, &answer, step);
+            let asserted = fault.condition.map(|c| c.asserted);
+            self.assert_fault(to, r#type, at, fault.rule, &answer, asserted, step);
             for &t in fault.types.iter().skip(1) {
                 self.world
                     .borrow_mut()
@@ -479,6 +525,8 @@ impl Engine {
     /// Moves event time to `now`: escalations that fell due are asked for.
     /// Called for every signal; the service also calls it on a timer.
     pub fn advance(&mut self, now: Timestamp, step: &mut Step) {
+        // Staleness first: an escalation due at the same time sees it.
+        self.mark_stale(now, step);
         while let Some(&Reverse((due, node, fault, opened_at, rung))) = self.timers.peek() {
             if due > now {
                 break;
@@ -489,6 +537,16 @@ impl Engine {
                     .is_some_and(|o| o.opened_at == opened_at)
             });
             if !still_open {
+                continue;
+            }
+            let stale = self.with_fleet(|f| {
+                f.open_fault(node, fault)
+                    .and_then(|o| o.condition)
+                    .is_some_and(|c| c.stale)
+            });
+            if stale {
+                // Old evidence: the rung waits for the condition to be asserted again.
+                self.deferred.insert((node, fault), (opened_at, rung));
                 continue;
             }
             let name = self.with_fleet(|f| f.symbols.name(fault).to_string());
@@ -510,7 +568,113 @@ impl Engine {
         }
     }
 
+    /// Condition faults whose `stale_after` passed by `now` without a new
+    /// assertion become stale: a `fault_stale` decision, and the guard chain
+    /// holds their disruptive actions.
+    fn mark_stale(&mut self, now: Timestamp, step: &mut Step) {
+        while let Some(&Reverse((due, node, fault, opened_at))) = self.stale_timers.peek() {
+            if due > now {
+                break;
+            }
+            self.stale_timers.pop();
+            let name = self.with_fleet(|f| f.symbols.name(fault).to_string());
+            let Some(after) = self.policies.get(&name).stale_after() else {
+                continue;
+            };
+            let (node_name, asserted) = {
+                let mut w = self.world.borrow_mut();
+                let fleet = &mut w.fleet;
+                let Some(open) = fleet.open_fault_mut(node, fault) else {
+                    continue;
+                };
+                let Some(c) = &mut open.condition else {
+                    continue;
+                };
+                if open.opened_at != opened_at || c.stale {
+                    continue;
+                }
+                let fresh_until = c.asserted.add(after);
+                if fresh_until > due {
+                    // Asserted since: look again when that assertion ages.
+                    self.stale_timers
+                        .push(Reverse((fresh_until, node, fault, opened_at)));
+                    continue;
+                }
+                c.stale = true;
+                let asserted = c.asserted;
+                (fleet.node_name(node).to_string(), asserted)
+            };
+            let reason = format!(
+                "{name} on {node_name}: its condition was last asserted at {asserted}, \
+                 neither re-asserted nor resolved within {after}; disruptive actions wait"
+            );
+            step.out.push(Output::Decision(Decision::stale(
+                due, &node_name, &name, reason,
+            )));
+            step.out.push(Output::Stale {
+                node: node_name,
+                fault: name,
+                stale: true,
+            });
+        }
+    }
+
+    /// The condition behind an open fault was asserted again at `at`: its
+    /// evidence is fresh; if it was stale, what waited for it may go.
+    fn refresh(&mut self, node: NodeId, fault: Sym, at: Timestamp, step: &mut Step) {
+        let name = self.with_fleet(|f| f.symbols.name(fault).to_string());
+        let after = self.policies.get(&name).stale_after();
+        let (was_stale, first, opened_at, node_name) = {
+            let mut w = self.world.borrow_mut();
+            let fleet = &mut w.fleet;
+            let Some(open) = fleet.open_fault_mut(node, fault) else {
+                return;
+            };
+            let opened_at = open.opened_at;
+            let (was_stale, first) = match &mut open.condition {
+                Some(c) => {
+                    let was = c.stale;
+                    c.asserted = c.asserted.max(at);
+                    c.stale = false;
+                    (was, false)
+                }
+                None => {
+                    // Restored after a restart, or opened by an event: a
+                    // condition from now on.
+                    open.condition = Some(Freshness {
+                        asserted: at,
+                        stale: false,
+                    });
+                    (false, true)
+                }
+            };
+            (
+                was_stale,
+                first,
+                opened_at,
+                fleet.node_name(node).to_string(),
+            )
+        };
+        if let (true, Some(after)) = (was_stale || first, after) {
+            self.stale_timers
+                .push(Reverse((at.add(after), node, fault, opened_at)));
+        }
+        if was_stale {
+            step.out.push(Output::Stale {
+                node: node_name,
+                fault: name,
+                stale: false,
+            });
+            if let Some((opened, rung)) = self.deferred.remove(&(node, fault)) {
+                if opened == opened_at {
+                    self.timers.push(Reverse((at, node, fault, opened, rung)));
+                }
+            }
+        }
+    }
+
     /// A rule says `answer` about this node: open the fault, or add evidence.
+    #[allow(clippy::too_many_arguments)]
     fn assert_fault(
         &mut self,
         node: NodeId,
@@ -518,6 +682,7 @@ impl Engine {
         at: Timestamp,
         index: usize,
         answer: &Classification,
+        asserted: Option<Timestamp>,
         step: &mut Step,
     ) {
         let fault = self.world.borrow_mut().fleet.symbols.intern(&answer.fault);
@@ -530,6 +695,9 @@ impl Engine {
                 .borrow_mut()
                 .fleet
                 .add_fault_type(node, fault, r#type);
+            if let Some(asserted) = asserted {
+                self.refresh(node, fault, asserted, step);
+            }
             return;
         }
         let policy = self.policies.get(&answer.fault).clone();
@@ -555,8 +723,16 @@ impl Engine {
                 rule: index,
                 opened_at: at,
                 types: smallvec![r#type],
+                condition: asserted.map(|asserted| Freshness {
+                    asserted,
+                    stale: false,
+                }),
             },
         );
+        if let (Some(asserted), Some(after)) = (asserted, policy.stale_after()) {
+            self.stale_timers
+                .push(Reverse((asserted.add(after), node, fault, at)));
+        }
         let flapping = self.count_open(node, fault, at);
         let node_name = self.with_fleet(|f| f.node_name(node).to_string());
         let mut opened = Decision::opened(
@@ -723,6 +899,8 @@ impl Engine {
                     rule,
                     opened_at,
                     types,
+                    // Known again once its condition is re-asserted.
+                    condition: None,
                 },
             );
             (node_id, fault_sym)
@@ -748,6 +926,7 @@ mod tests {
     use crate::decision::Event;
     use crate::policy::Escalation;
     use crate::signal::Kind;
+    use std::collections::BTreeMap;
 
     const MEMORY: &str = r#"
         const TYPES = ["memory.ecc.uncorrectable", "memory.ecc.correctable"];
@@ -788,13 +967,112 @@ mod tests {
             .filter_map(|o| match o {
                 Output::Decision(d) => Some((d.event, d.fault.clone(), None)),
                 Output::Act(i) => Some((Event::Action, i.fault.clone(), Some(i.action.clone()))),
-                Output::Released { .. } => None,
+                Output::Released { .. } | Output::Stale { .. } => None,
             })
             .collect()
     }
 
     fn first_decision(step: &Step) -> &Decision {
         step.decisions().next().expect("a decision")
+    }
+
+    /// A fault opened by a condition (a firing alert) that is neither
+    /// re-asserted nor resolved within `stale_after` is marked stale once;
+    /// an escalation falling due meanwhile waits, and runs when the
+    /// condition is asserted again (Alertmanager's repeat of the same
+    /// alert, a duplicate id, counts). A fault opened by an event never goes stale.
+    #[test]
+    fn a_condition_not_reasserted_goes_stale_and_its_escalation_waits() {
+        const ALERT: &str = r#"
+            const TYPES = ["NodeRAIDDiskFailure", "disk.io.error"];
+            fn classify(s) { #{ fault: "disk_failure", severity: "critical", reason: "RAID" } }"#;
+        let mut policies = BTreeMap::new();
+        policies.insert(
+            "disk_failure".to_string(),
+            Policy {
+                actions: vec!["notify".into()],
+                escalate: vec![Escalation {
+                    after: Duration::from_secs(7200),
+                    actions: vec!["drain".into()],
+                }],
+                stale_after: Some(Duration::from_secs(3600)),
+                ..Policy::default()
+            },
+        );
+        let mut e = build(
+            &[("hardware/disk.rhai", ALERT)],
+            Policies::from_config(policies),
+            Options::default(),
+        );
+        let t = |secs: i64| Timestamp::from_secs(1_790_000_000 + secs);
+        let alert = |secs: i64| {
+            let mut s = sig("n1", "NodeRAIDDiskFailure", 0);
+            s.condition = true;
+            s.id = Some("fp-firing-startsAt".into());
+            (s, t(secs))
+        };
+        let (s, now) = alert(0);
+        let opened = e.on_signal(s, now);
+        assert_eq!(first_decision(&opened).event, Event::FaultOpened);
+        // Re-sent at 30 min: fresh until 1h30.
+        let (s, now) = alert(1800);
+        assert!(e.on_signal(s, now).duplicate);
+        let mut step = Step::default();
+        e.advance(t(3600), &mut step);
+        assert_eq!(
+            step.decisions().count(),
+            0,
+            "asserted at 30 min: not stale yet"
+        );
+        e.advance(t(5400), &mut step);
+        let stale: Vec<&Decision> = step.decisions().collect();
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].event, Event::FaultStale);
+        assert_eq!(stale[0].node, "n1");
+        assert!(stale[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("disruptive actions wait"));
+        assert!(step
+            .out
+            .iter()
+            .any(|o| matches!(o, Output::Stale { stale: true, .. })));
+        step.out.clear();
+        e.advance(t(6000), &mut step);
+        assert_eq!(step.decisions().count(), 0, "stale once, not again");
+        step.out.clear();
+        e.advance(t(7300), &mut step);
+        assert!(
+            !step.out.iter().any(|o| matches!(o, Output::Act(_))),
+            "the drain rung fell due on old evidence: it waits"
+        );
+        // Alertmanager repeats the alert: fresh again, the drain goes now.
+        let (s, now) = alert(8000);
+        let step = e.on_signal(s, now);
+        assert!(step
+            .out
+            .iter()
+            .any(|o| matches!(o, Output::Stale { stale: false, .. })));
+        let mut step = Step::default();
+        e.advance(t(8000), &mut step);
+        let acts: Vec<&str> = step
+            .out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Act(i) => Some(i.action.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acts, ["drain"]);
+
+        // An event (not a condition) opens a fault that never goes stale.
+        let mut event = sig("n2", "disk.io.error", 0);
+        event.ts = Some(t(8000));
+        e.on_signal(event, t(8000));
+        step.out.clear();
+        e.advance(t(8000 + 10 * 3600), &mut step);
+        assert!(step.decisions().all(|d| d.node != "n2"), "{:?}", step.out);
     }
 
     /// One machine named by its address first and by its node name later:

@@ -30,6 +30,22 @@ pub struct Policy {
     /// Every action of this fault waits for an operator's approval.
     #[serde(default)]
     pub approval: bool,
+    /// A fault opened from a condition its source repeats (a firing alert,
+    /// a gauge) that is neither re-asserted nor resolved this long is
+    /// stale: disruptive actions for it wait. Default 1h; "0s": never.
+    #[serde(default)]
+    pub stale_after: Option<Duration>,
+}
+
+/// How long a condition fault may go without re-assertion by default.
+pub const STALE_AFTER: Duration = Duration(3_600_000);
+
+impl Policy {
+    /// Its `stale_after`, or the default; `None` when staleness is off.
+    pub fn stale_after(&self) -> Option<Duration> {
+        let after = self.stale_after.unwrap_or(STALE_AFTER);
+        (after.0 > 0).then_some(after)
+    }
 }
 
 /// One rung of an escalation ladder.

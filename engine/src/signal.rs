@@ -124,6 +124,10 @@ pub struct Signal {
     pub id: Option<String>,
     /// Fields the contract does not name, kept for rules in arrival order.
     pub extra: Vec<(String, Value)>,
+    /// A condition its source repeats while it holds (a firing alert, a
+    /// scraped or queried gauge), not a one-off event: the faults it opens
+    /// go stale when it stops coming. Set by the collectors, not in JSON.
+    pub condition: bool,
 }
 
 impl Signal {
@@ -169,6 +173,7 @@ impl Signal {
             resolved: false,
             id: None,
             extra: Vec::new(),
+            condition: false,
         }
     }
 
@@ -436,6 +441,7 @@ impl<'de> Visitor<'de> for SignalVisitor {
             resolved: resolved.flatten().unwrap_or(false),
             id: id.flatten(),
             extra,
+            condition: false,
         })
     }
 }

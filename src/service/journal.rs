@@ -364,7 +364,7 @@ impl Journal for Sqlite {
                     Event::FaultResolved => {
                         close.execute(params![d.node, d.fault, d.ts.0])?;
                     }
-                    Event::Action => {}
+                    Event::Action | Event::FaultStale => {}
                 }
             }
         }

@@ -18,6 +18,7 @@ struct State {
     rule_evaluations: BTreeMap<String, u64>,
     rule_errors: BTreeMap<String, u64>,
     faults_open: BTreeMap<String, i64>,
+    faults_stale: BTreeMap<String, u64>,
     actions: BTreeMap<(String, String), u64>,
     held: usize,
     under_remediation: Vec<(String, usize)>,
@@ -174,6 +175,7 @@ fn count(s: &mut State, decisions: &[Decision]) {
         match d.event {
             Event::FaultOpened => *s.faults_open.entry(d.fault.clone()).or_default() += 1,
             Event::FaultResolved => *s.faults_open.entry(d.fault.clone()).or_default() -= 1,
+            Event::FaultStale => *s.faults_stale.entry(d.fault.clone()).or_default() += 1,
             Event::Action => {
                 if let (Some(a), Some(o)) = (&d.action, d.outcome) {
                     *s.actions
@@ -238,6 +240,15 @@ fn render(s: &State, queue_depth: usize) -> String {
         "gauge",
         "Open faults, by class.",
         s.faults_open
+            .iter()
+            .map(|(k, v)| (format!("{{fault=\"{}\"}}", escape(k)), v.to_string()))
+            .collect(),
+    );
+    family(
+        "remedy_faults_stale_total",
+        "counter",
+        "Condition faults that went stale (neither re-asserted nor resolved within stale_after), by class.",
+        s.faults_stale
             .iter()
             .map(|(k, v)| (format!("{{fault=\"{}\"}}", escape(k)), v.to_string()))
             .collect(),
