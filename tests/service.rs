@@ -2,13 +2,13 @@
 //! journal in a temp directory, requests over plain HTTP/1.1.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::{free_port, request, Alertmanager, Remedy};
+use common::{request, Alertmanager, NodeExporter, Prometheus, Remedy};
 
 const UE: &str = r#"{"node":"n1","kind":"hardware","type":"memory.ecc.uncorrectable","ts":"2026-11-24T23:58:07Z","labels":{"cluster":"c1"}}"#;
 const DISK: &str = r#"{"node":"n2","kind":"hardware","type":"disk.smart.failing","ts":"2026-11-24T23:58:09Z","labels":{"cluster":"c1"}}"#;
@@ -558,19 +558,9 @@ fn a_held_back_action_is_not_forgotten_across_a_crash() {
 /// signals and open the fault their mapped type calls for.
 #[test]
 fn a_scraped_node_exporter_feeds_signals() {
-    let binary = "/usr/bin/prometheus-node-exporter";
-    assert!(
-        Path::new(binary).exists(),
-        "prometheus-node-exporter is not installed: run tests/run.sh, which installs it"
-    );
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let mut exporter = Command::new(binary)
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node exporter starts");
+    let exporter = NodeExporter::start(&[]);
+    let port = exporter.port;
     // node_time_seconds is far above any load threshold: a sure high_load.
     std::fs::write(
         dir.path().join("remedy.toml"),
@@ -586,8 +576,7 @@ fn a_scraped_node_exporter_feeds_signals() {
     let (_, metrics) = s.request("GET", "/metrics", "", None);
     let up = |v: u8| format!("remedy_collector_up{{collector=\"{collector}\"}} {v}");
     assert!(metrics.contains(&up(1)), "{metrics}");
-    let _ = exporter.kill();
-    let _ = exporter.wait();
+    drop(exporter);
     assert_eq!(faults[0]["fault"], "high_load", "{faults}");
     assert!(
         metrics.contains("remedy_signals_total{source=\"scrape\"}"),
@@ -616,39 +605,17 @@ fn a_scraped_node_exporter_feeds_signals() {
 /// arrive as signals and open the fault their type calls for.
 #[test]
 fn a_promql_query_on_a_real_prometheus_opens_and_resolves_a_fault() {
-    for b in ["/usr/bin/prometheus", "/usr/bin/prometheus-node-exporter"] {
-        assert!(
-            Path::new(b).exists(),
-            "{b} is not installed: run tests/run.sh, which installs it"
-        );
-    }
     let dir = tempfile::tempdir().expect("temp dir");
-    let (exporter_port, prom_port) = (free_port(), free_port());
-    let mut exporter = Command::new("/usr/bin/prometheus-node-exporter")
-        .arg(format!("--web.listen-address=127.0.0.1:{exporter_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node exporter starts");
-    let prom_config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &prom_config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
+    let exporter = NodeExporter::start(&[]);
+    let prometheus = Prometheus::start(
+        dir.path(),
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            exporter.port
         ),
-    )
-    .unwrap();
-    let mut prometheus = Command::new("/usr/bin/prometheus")
-        .arg(format!("--config.file={}", prom_config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus starts");
+        None,
+    );
+    let prom_port = prometheus.port;
     std::fs::write(
         dir.path().join("remedy.toml"),
         format!(
@@ -660,8 +627,7 @@ fn a_promql_query_on_a_real_prometheus_opens_and_resolves_a_fault() {
     let faults = s.nonempty_within("/v1/faults?node=127.0.0.1", Duration::from_secs(40));
     // The exporter goes away: Prometheus marks its series stale, the query
     // stops returning it, and the fault resolves.
-    let _ = exporter.kill();
-    let _ = exporter.wait();
+    drop(exporter);
     let resolved = if faults.as_array().unwrap().is_empty() {
         Value::Null
     } else {
@@ -670,8 +636,7 @@ fn a_promql_query_on_a_real_prometheus_opens_and_resolves_a_fault() {
             Duration::from_secs(40),
         )
     };
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
+    drop(prometheus);
     assert_eq!(faults[0]["fault"], "high_load", "{faults}");
     assert_eq!(
         resolved[0]["fault"], "high_load",
@@ -785,11 +750,6 @@ fn classify(s) {
 /// fault resolves once the collector reports the disks healthy again.
 #[test]
 fn a_smartmon_preset_over_a_real_node_exporter_opens_and_resolves_a_disk_failure() {
-    let binary = "/usr/bin/prometheus-node-exporter";
-    assert!(
-        Path::new(binary).exists(),
-        "prometheus-node-exporter is not installed: run tests/run.sh, which installs it"
-    );
     let dir = tempfile::tempdir().expect("temp dir");
     let textfiles = dir.path().join("textfile");
     std::fs::create_dir(&textfiles).unwrap();
@@ -804,17 +764,11 @@ fn a_smartmon_preset_over_a_real_node_exporter_opens_and_resolves_a_disk_failure
         std::fs::rename(&tmp, textfiles.join("smartmon.prom")).unwrap();
     };
     publish(&recorded);
-    let port = free_port();
-    let mut exporter = Command::new(binary)
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg(format!(
-            "--collector.textfile.directory={}",
-            textfiles.display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node exporter starts");
+    let exporter = NodeExporter::start(&[format!(
+        "--collector.textfile.directory={}",
+        textfiles.display()
+    )]);
+    let port = exporter.port;
     std::fs::write(
         dir.path().join("remedy.toml"),
         format!(
@@ -845,8 +799,7 @@ fn a_smartmon_preset_over_a_real_node_exporter_opens_and_resolves_a_disk_failure
         assert!(Instant::now() < deadline, "never resolved: {open}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = exporter.kill();
-    let _ = exporter.wait();
+    drop(exporter);
     let resolved = s
         .decisions()
         .iter()

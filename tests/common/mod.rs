@@ -257,6 +257,97 @@ impl Drop for Remedy {
     }
 }
 
+/// A real Prometheus (Debian's package, which tests/run.sh installs) on a
+/// free loopback port with `config` (prometheus.yml) and, if given, one
+/// rule file, its storage under `dir`. Killed when dropped.
+pub struct Prometheus {
+    child: Child,
+    /// Its API port.
+    pub port: u16,
+}
+
+impl Prometheus {
+    /// Starts it and waits until it is ready. `config` may name the rule
+    /// file as `rules.yml` (written beside it from `rules`).
+    pub fn start(dir: &Path, config: &str, rules: Option<&str>) -> Prometheus {
+        let binary = "/usr/bin/prometheus";
+        assert!(
+            Path::new(binary).exists(),
+            "prometheus is not installed: run tests/run.sh, which installs it"
+        );
+        let port = free_port();
+        let file = dir.join("prometheus.yml");
+        std::fs::write(&file, config).expect("prometheus.yml");
+        if let Some(rules) = rules {
+            std::fs::write(dir.join("rules.yml"), rules).expect("rules.yml");
+        }
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus starts");
+        let prometheus = Prometheus { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while request(port, "GET", "/-/ready", "", None).0 != 200 {
+            assert!(Instant::now() < deadline, "prometheus did not become ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        prometheus
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real node exporter (Debian's prometheus-node-exporter) on a free
+/// loopback port with `args` added. Killed when dropped.
+pub struct NodeExporter {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl NodeExporter {
+    /// Starts it and waits until it answers.
+    pub fn start(args: &[String]) -> NodeExporter {
+        let binary = "/usr/bin/prometheus-node-exporter";
+        assert!(
+            Path::new(binary).exists(),
+            "prometheus-node-exporter is not installed: run tests/run.sh, which installs it"
+        );
+        let port = free_port();
+        let child = Command::new(binary)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node exporter starts");
+        let exporter = NodeExporter { child, port };
+        wait_for("the node exporter", Duration::from_secs(20), || {
+            request(port, "GET", "/metrics", "", None).0 == 200
+        });
+        exporter
+    }
+}
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A real Alertmanager (Debian's prometheus-alertmanager, which tests/run.sh
 /// installs) on a free loopback port, sending every alert, firing and
 /// resolved, to remedy's webhook on `remedy_port` within about a second.
