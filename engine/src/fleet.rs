@@ -281,6 +281,28 @@ pub struct OpenFault {
     /// firing alert, a gauge): when it last did, and whether that is too
     /// long ago (stale). `None` for faults opened by events.
     pub condition: Option<Freshness>,
+    /// The condition series holding it open: (type, label-set key). A
+    /// series' resolved signal closes the fault only once no other holds
+    /// it (two filesystems full on one node: one freed is not the fault gone).
+    pub series: SmallVec<[(Sym, u64); 2]>,
+}
+
+/// Condition series an open fault remembers at most (beyond that, a
+/// resolved series closes it as its type would).
+pub const MAX_SERIES: usize = 64;
+
+/// The key of a condition series: its labels, in any order.
+pub fn series_key(labels: &Labels) -> u64 {
+    let mut pairs: SmallVec<[(&str, &str); 8]> = labels.iter().collect();
+    pairs.sort_unstable();
+    let mut h = FxHasher::default();
+    for (k, v) in pairs {
+        h.write(k.as_bytes());
+        h.write_u8(0xff);
+        h.write(v.as_bytes());
+        h.write_u8(0xfe);
+    }
+    h.finish()
 }
 
 /// How fresh the evidence of a condition fault is.
@@ -971,6 +993,7 @@ mod tests {
                 opened_at: at(1),
                 types: SmallVec::new(),
                 condition: None,
+                series: SmallVec::new(),
             },
         );
         assert_eq!(

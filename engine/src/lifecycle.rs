@@ -23,7 +23,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::{smallvec, SmallVec};
 
 use crate::decision::{Decision, Intent, Trigger};
-use crate::fleet::{Fleet, Freshness, HistoryLimits, NodeId, OpenFault, Sym};
+use crate::fleet::{
+    series_key, Fleet, Freshness, HistoryLimits, NodeId, OpenFault, Sym, MAX_SERIES,
+};
 use crate::identity::Identity;
 use crate::policy::{Flap, Policies, Policy};
 use crate::rules::{Classification, LoadError, RuleError, RuleSet, Sandbox, SignalArg, World};
@@ -367,7 +369,8 @@ impl Engine {
         };
 
         if signal.resolved {
-            self.resolve(node, r#type, at, step);
+            let series = signal.condition.then(|| series_key(&signal.labels));
+            self.resolve(node, r#type, series, at, step);
             return;
         }
 
@@ -416,7 +419,9 @@ impl Engine {
         step.prints.append(&mut self.world.borrow_mut().prints);
         // A condition holds as of its arrival (an alert firing since long
         // ago is asserted now); its event time still dates the fault.
-        let asserted = signal.condition.then(|| now.max(at));
+        let asserted = signal
+            .condition
+            .then(|| (now.max(at), series_key(&signal.labels)));
         for (index, answer) in std::mem::take(&mut step.answers) {
             self.assert_fault(node, r#type, at, index, &answer, asserted, step);
             step.answers.push((index, answer));
@@ -510,10 +515,33 @@ impl Engine {
                 )),
                 actions: None,
             };
-            let r#type = fault.types.first().copied().unwrap_or(fault.fault);
-            let asserted = fault.condition.map(|c| c.asserted);
+            // The series that held it open move with it (they are labels).
+            let first = fault.series.first().copied();
+            let r#type = first
+                .map(|(t, _)| t)
+                .or(fault.types.first().copied())
+                .unwrap_or(fault.fault);
+            let asserted = fault
+                .condition
+                .map(|c| (c.asserted, first.map_or(0, |(_, key)| key)));
             self.assert_fault(to, r#type, at, fault.rule, &answer, asserted, step);
-            for &t in fault.types.iter().skip(1) {
+            if let Some(open) = self
+                .world
+                .borrow_mut()
+                .fleet
+                .open_fault_mut(to, fault.fault)
+            {
+                if first.is_none() {
+                    // No series were known (restored): none is made up.
+                    open.series.retain(|s| *s != (r#type, 0));
+                }
+                for s in &fault.series {
+                    if open.series.len() < MAX_SERIES && !open.series.contains(s) {
+                        open.series.push(*s);
+                    }
+                }
+            }
+            for &t in &fault.types {
                 self.world
                     .borrow_mut()
                     .fleet
@@ -682,9 +710,10 @@ impl Engine {
         at: Timestamp,
         index: usize,
         answer: &Classification,
-        asserted: Option<Timestamp>,
+        condition: Option<(Timestamp, u64)>,
         step: &mut Step,
     ) {
+        let asserted = condition.map(|(at, _)| at);
         let fault = self.world.borrow_mut().fleet.symbols.intern(&answer.fault);
         if let Some(f) = self.flaps.get_mut(&(node, fault)) {
             f.last_asserted = at;
@@ -695,7 +724,12 @@ impl Engine {
                 .borrow_mut()
                 .fleet
                 .add_fault_type(node, fault, r#type);
-            if let Some(asserted) = asserted {
+            if let Some((asserted, series)) = condition {
+                if let Some(open) = self.world.borrow_mut().fleet.open_fault_mut(node, fault) {
+                    if open.series.len() < MAX_SERIES && !open.series.contains(&(r#type, series)) {
+                        open.series.push((r#type, series));
+                    }
+                }
                 self.refresh(node, fault, asserted, step);
             }
             return;
@@ -727,6 +761,7 @@ impl Engine {
                     asserted,
                     stale: false,
                 }),
+                series: condition.map_or_else(SmallVec::new, |(_, key)| smallvec![(r#type, key)]),
             },
         );
         if let (Some(asserted), Some(after)) = (asserted, policy.stale_after()) {
@@ -773,10 +808,27 @@ impl Engine {
 
     /// A `resolved` signal: close what its type asserted, except faults that
     /// flap and were asserted within the flap window (held open).
-    fn resolve(&mut self, node: NodeId, r#type: Sym, at: Timestamp, step: &mut Step) {
+    fn resolve(
+        &mut self,
+        node: NodeId,
+        r#type: Sym,
+        series: Option<u64>,
+        at: Timestamp,
+        step: &mut Step,
+    ) {
         self.pending.retain(|&(n, _), _| n != node);
         let asserted = self.with_fleet(|f| f.asserted_by(node, r#type));
         for fault in asserted {
+            if let Some(key) = series {
+                // This series cleared; another may still hold the fault open.
+                let mut w = self.world.borrow_mut();
+                if let Some(open) = w.fleet.open_fault_mut(node, fault) {
+                    open.series.retain(|s| *s != (r#type, key));
+                    if !open.series.is_empty() {
+                        continue;
+                    }
+                }
+            }
             if let Some(f) = self.flaps.get_mut(&(node, fault)) {
                 if f.flapping {
                     if at.0 - f.last_asserted.0 < self.flap.window.0 {
@@ -901,6 +953,7 @@ impl Engine {
                     types,
                     // Known again once its condition is re-asserted.
                     condition: None,
+                    series: SmallVec::new(),
                 },
             );
             (node_id, fault_sym)
@@ -1073,6 +1126,56 @@ mod tests {
         step.out.clear();
         e.advance(t(8000 + 10 * 3600), &mut step);
         assert!(step.decisions().all(|d| d.node != "n2"), "{:?}", step.out);
+    }
+
+    /// Two series of one alert on one node (node-mixin's
+    /// NodeFilesystemAlmostOutOfSpace for / and for /var) hold one fault:
+    /// the first to clear does not close it, the second does. A resolved
+    /// event (not a condition) still closes by type.
+    #[test]
+    fn a_fault_held_by_two_condition_series_resolves_when_both_clear() {
+        const FS: &str = r#"
+            const TYPES = ["NodeFilesystemAlmostOutOfSpace", "disk.pressure"];
+            fn classify(s) { #{ fault: "disk_pressure", reason: "full" } }"#;
+        let mut e = engine(&[("resource/disk.rhai", FS)]);
+        let t0 = Timestamp::default();
+        let alert = |mountpoint: &str, resolved: bool, secs: i64| {
+            let mut s = sig("n1", "NodeFilesystemAlmostOutOfSpace", secs);
+            s.condition = true;
+            s.resolved = resolved;
+            // Arrival order differs: the series is the label set, not the order.
+            if mountpoint == "/" {
+                s.labels.insert("instance", "10.0.0.1:9100");
+                s.labels.insert("mountpoint", mountpoint);
+            } else {
+                s.labels.insert("mountpoint", mountpoint);
+                s.labels.insert("instance", "10.0.0.1:9100");
+            }
+            s
+        };
+        let opened = e.on_signal(alert("/", false, 0), t0);
+        assert_eq!(first_decision(&opened).event, Event::FaultOpened);
+        assert_eq!(
+            e.on_signal(alert("/var", false, 10), t0)
+                .decisions()
+                .count(),
+            0
+        );
+        let root_freed = e.on_signal(alert("/", true, 20), t0);
+        assert_eq!(root_freed.decisions().count(), 0, "/var still holds it");
+        let var_freed = e.on_signal(alert("/var", true, 30), t0);
+        assert_eq!(first_decision(&var_freed).event, Event::FaultResolved);
+
+        e.on_signal(alert("/", false, 40), t0);
+        e.on_signal(alert("/var", false, 50), t0);
+        let mut cleared = sig("n1", "NodeFilesystemAlmostOutOfSpace", 60);
+        cleared.resolved = true;
+        let closed = e.on_signal(cleared, t0);
+        assert_eq!(
+            first_decision(&closed).event,
+            Event::FaultResolved,
+            "a resolved event closes by type, as before"
+        );
     }
 
     /// One machine named by its address first and by its node name later:
