@@ -88,8 +88,10 @@ pub struct IdentitySection {
     /// A file of `alias,node` lines (`#` comments), relative to the config.
     #[serde(default)]
     pub file: Option<PathBuf>,
-    /// Learn InternalIP and Hostname -> name from the API server's node
-    /// list. Not supported yet: refused at load.
+    /// `remedy run` learns InternalIP, ExternalIP and Hostname -> name from
+    /// the API server's node list (at the start, then every 5 minutes),
+    /// with the kubeconfig of the first `[actions.*]` whose executor is
+    /// `kubernetes` (else in-cluster, `$KUBECONFIG`, `~/.kube/config`).
     #[serde(default)]
     pub kubernetes: bool,
     /// The aliases read from `file`, in file order.
@@ -479,15 +481,6 @@ impl Config {
                 message,
             })?;
         }
-        if self.identity.kubernetes {
-            return Err(Problem {
-                at: 0..0,
-                key: Some("identity.kubernetes".into()),
-                message: "learning aliases from the Kubernetes node list is not supported yet: \
-                          list them in [identity] file (alias,node per line)"
-                    .into(),
-            });
-        }
         let sources = (self.prometheus.iter().map(|c| ("prometheus", c.check())))
             .chain(self.scrape.iter().map(|c| ("scrape", c.check())));
         for (key, checked) in sources {
@@ -570,6 +563,19 @@ impl Config {
             return Err(bad(format!("{} is empty", path.display())));
         }
         Ok(Some(t))
+    }
+
+    /// The Kubernetes client settings `[identity] kubernetes` uses, when it
+    /// is on: those of the first `kubernetes` action, else the defaults.
+    pub fn node_directory(&self) -> Option<remedy_actions::executors::kubernetes::Config> {
+        if !self.identity.kubernetes {
+            return None;
+        }
+        let first = self.actions.values().find_map(|a| match &a.executor {
+            remedy_actions::ExecutorConfig::Kubernetes(c) => Some(c.clone()),
+            _ => None,
+        });
+        Some(first.unwrap_or_default())
     }
 
     /// The engine's policies: the embedded ones, with `[faults.*]` replacing per class.
@@ -940,11 +946,6 @@ mod tests {
                 "[[prometheus]]\nurl = \"http://p:9090\"\nevery = \"1m\"\nquery = \"up\"",
                 "prometheus",
                 "`type` is missing",
-            ),
-            (
-                "[identity]\nkubernetes = true",
-                "identity.kubernetes",
-                "not supported yet",
             ),
             (
                 "[identity]\nalias_label = [\"instance\"]",

@@ -74,6 +74,21 @@ impl Pipeline {
         self.drain(now, step, out);
     }
 
+    /// Declares `alias` a name of `node` at `now` (the Kubernetes node
+    /// list): what is open under the alias moves to the node; the alias, if
+    /// new, is in `step.learned`.
+    pub fn alias(
+        &mut self,
+        alias: &str,
+        node: &str,
+        now: Timestamp,
+        step: &mut Step,
+        out: &mut Vec<Decision>,
+    ) {
+        self.engine.alias(alias, node, now, step);
+        self.drain(now, step, out);
+    }
+
     fn drain(&mut self, at: Timestamp, step: &mut Step, out: &mut Vec<Decision>) {
         let Pipeline { engine, guards } = self;
         engine.with_fleet(|fleet| {

@@ -91,6 +91,21 @@ async fn get_node(
     Json(fake.node.lock().unwrap().clone())
 }
 
+/// The node list, as `GET /api/v1/nodes` answers it (one page).
+async fn list_nodes(
+    State(fake): State<Arc<Fake>>,
+    method: Method,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    fake.record(&method, "/api/v1/nodes", &headers, b"");
+    Json(json!({
+        "apiVersion": "v1",
+        "kind": "NodeList",
+        "metadata": {"resourceVersion": "7"},
+        "items": [fake.node.lock().unwrap().clone()]
+    }))
+}
+
 async fn patch_node(
     State(fake): State<Arc<Fake>>,
     UrlPath(name): UrlPath<String>,
@@ -124,12 +139,16 @@ fn start_fakes(node: &str) -> (Arc<Fake>, u16) {
         "kind": "Node",
         "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}},
         "spec": {},
-        "status": {}
+        "status": {"addresses": [
+            {"type": "InternalIP", "address": "10.0.0.7"},
+            {"type": "Hostname", "address": format!("{node}.example")}
+        ]}
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
     let app = Router::new()
+        .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{name}", get(get_node).patch(patch_node))
         .route("/tickets", post(ticket))
         .with_state(fake.clone());
@@ -378,4 +397,56 @@ fn a_job_running_at_a_crash_runs_again_with_its_id_and_is_decided_once() {
     );
     assert_eq!(all[1].3["detail"], "repaired n1");
     assert_eq!(lines().len(), 2);
+}
+
+/// `[identity] kubernetes = true`: the API server's node list says node-7
+/// is 10.0.0.7, so node_exporter's alert about `instance` 10.0.0.7:9100
+/// opens its fault on node-7 (dry-run: the list is read, nothing is done).
+#[test]
+fn the_kubernetes_node_list_names_the_machine_an_address_alert_is_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, fake_port) = start_fakes("node-7");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{fake_port}\n\
+             users:\n- name: remedy\n  user:\n    token: not-a-secret\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: remedy\ncurrent-context: fake\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        format!(
+            "[identity]\nkubernetes = true\n\n[actions.cordon]\nexecutor = \"kubernetes\"\nkubeconfig = \"{}\"\n",
+            kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    let remedy = Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    wait_for("the node list", Duration::from_secs(20), || {
+        !fake.seen("/api/v1/nodes").is_empty()
+    });
+    let collector = format!("kubernetes nodes http://127.0.0.1:{fake_port}");
+    wait_for("the node list reported", Duration::from_secs(20), || {
+        remedy.json("/readyz")["collectors"][&collector]["up"] == true
+    });
+    let alert = r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"NodeFilesystemAlmostOutOfSpace","instance":"10.0.0.7:9100","job":"node","device":"/dev/sda1","fstype":"ext4","mountpoint":"/","severity":"critical"},"startsAt":"2026-11-24T10:00:00Z","fingerprint":"77"}]}"#;
+    let (status, answer) = remedy.request("POST", "/v1/alertmanager", alert, None);
+    assert_eq!(status, 202, "{answer}");
+    let faults = remedy.json("/v1/faults?state=open");
+    let nodes: Vec<&str> = faults
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["node-7"], "{faults}");
+    let list = fake.seen("/api/v1/nodes");
+    assert_eq!(list[0].method, "GET");
+    assert!(
+        fake.seen("/api/v1/nodes/node-7").is_empty(),
+        "dry-run: the node itself is not touched"
+    );
 }

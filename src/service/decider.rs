@@ -28,6 +28,8 @@ pub(super) enum Command {
     },
     /// Let time pass: escalations and held-back actions.
     Tick,
+    /// Names of nodes from the Kubernetes node list: (alias, node).
+    Aliases(Vec<(String, String)>),
     /// Load the rules again (file change, SIGHUP); the old ones stay on error.
     Reload,
     /// Add a silence; answers its id.
@@ -180,6 +182,19 @@ impl Decider {
                 },
             };
             match command {
+                Command::Aliases(aliases) => {
+                    for (alias, node) in aliases {
+                        self.out.clear();
+                        self.pipeline
+                            .alias(&alias, &node, now(), &mut self.step, &mut self.out);
+                        self.pending.aliases.append(&mut self.step.learned);
+                        self.metrics.counted(&self.out);
+                        self.pending
+                            .entries
+                            .extend(self.out.drain(..).map(|d| (d, None)));
+                    }
+                    let _ = self.journal();
+                }
                 Command::Tick => {
                     self.out.clear();
                     self.pipeline.advance(now(), &mut self.step, &mut self.out);

@@ -7,12 +7,14 @@
 //!   mounted in the API, Kafka, PromQL queries, scrapes, each with its
 //!   own loop, delivering through one [`Intake`];
 //! - the job runner (`decider::execute`), the clock's ticks, the rules
-//!   watcher (`watch`) and the decisions topic (`publisher`);
+//!   watcher (`watch`), the Kubernetes node list as aliases (`identity`)
+//!   and the decisions topic (`publisher`);
 //! - the HTTP API (`http`: faults, decisions, silences, approvals,
 //!   health, metrics) until SIGINT or SIGTERM, then a graceful stop.
 
 mod decider;
 mod http;
+mod identity;
 pub mod journal;
 pub mod metrics;
 mod publisher;
@@ -61,6 +63,8 @@ pub struct Settings {
     pub dry_run: bool,
     /// `[kafka]`: signals consumed in a group, decisions published.
     pub kafka: Option<remedy_collectors::kafka::Config>,
+    /// `[identity] kubernetes`: the client settings of the node list.
+    pub node_directory: Option<remedy_actions::executors::kubernetes::Config>,
 }
 
 impl Settings {
@@ -90,6 +94,7 @@ impl Settings {
             executors: config.executor_specs(),
             dry_run: config.dry_run,
             kafka: config.kafka.clone(),
+            node_directory: config.node_directory(),
         })
     }
 }
@@ -200,6 +205,14 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
         &settings.executors
     };
     let executors = Arc::new(runtime.block_on(Executors::build(specs))?);
+    // The node list is read-only: its client is built in dry-run too, and a
+    // wrong kubeconfig stops the start.
+    let directory = match &settings.node_directory {
+        Some(c) => {
+            Some(runtime.block_on(remedy_actions::executors::kubernetes::NodeDirectory::new(c))?)
+        }
+        None => None,
+    };
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
     // Kafka clients are built before the start too: a wrong [kafka] stops it.
     // They belong to the runtime (the consumer's stream needs its reactor).
@@ -296,6 +309,7 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
             ))
         });
         let watcher = tokio::spawn(watch::watch(settings.rules.clone(), tx.clone()));
+        let nodes = directory.map(|d| tokio::spawn(identity::learn(d, tx.clone(), report.clone())));
         let mut scrapers: Vec<_> = settings
             .scrape
             .iter()
@@ -333,6 +347,9 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
         }
         ticker.abort();
         watcher.abort();
+        if let Some(n) = &nodes {
+            n.abort();
+        }
         forward.abort();
         runner.abort();
         let _ = runner.await;

@@ -59,7 +59,7 @@ const REPORT_MARGIN: Duration = Duration::from_secs(5);
 const NAMED_PODS: usize = 20;
 
 /// `[actions.NAME] executor = "kubernetes"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Path of a kubeconfig (`~` is the home directory). Default: the
@@ -772,6 +772,70 @@ async fn within<T>(deadline: Instant, future: impl std::future::Future<Output = 
 
 fn std_duration(d: Duration) -> std::time::Duration {
     std::time::Duration::from_millis(d.0.max(0) as u64)
+}
+
+/// The API server's node list as a directory of names (`[identity]
+/// kubernetes = true`): each node's InternalIP, ExternalIP and Hostname
+/// addresses are aliases of its name. Read-only: built in dry-run too.
+pub struct NodeDirectory {
+    client: Client,
+    server: String,
+}
+
+impl NodeDirectory {
+    /// A client as the `kubernetes` executor's `config` says (kubeconfig,
+    /// context; default: in-cluster, then `$KUBECONFIG` or `~/.kube/config`).
+    pub async fn new(config: &Config) -> Result<NodeDirectory, ConfigError> {
+        let what = "identity.kubernetes";
+        let client_config = client_config(what, config).await?;
+        let uri = &client_config.cluster_url;
+        let server = format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("https"),
+            uri.host().unwrap_or("?"),
+            uri.port().map(|p| format!(":{p}")).unwrap_or_default()
+        );
+        let client = Client::try_from(client_config).map_err(|e| {
+            ConfigError::new(what, format!("cannot build a client for {server}: {e}"))
+        })?;
+        Ok(NodeDirectory { client, server })
+    }
+
+    /// The API server it asks.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// (alias, node name) for every address of every node, in list order;
+    /// the error names the server.
+    pub async fn aliases(&self) -> Result<Vec<(String, String)>, String> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let mut out = Vec::new();
+        let mut params = ListParams::default().limit(500);
+        loop {
+            let page = api
+                .list(&params)
+                .await
+                .map_err(|e| format!("listing nodes on {}: {e}", self.server))?;
+            for node in &page.items {
+                let Some(name) = node.metadata.name.as_deref() else {
+                    continue;
+                };
+                let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+                for a in addresses.into_iter().flatten() {
+                    let kind = a.type_.as_str();
+                    if matches!(kind, "InternalIP" | "ExternalIP" | "Hostname") && a.address != name
+                    {
+                        out.push((a.address.clone(), name.to_string()));
+                    }
+                }
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(out),
+            }
+        }
+    }
 }
 
 /// Waits between rounds of evictions refused by a disruption budget (429)
