@@ -130,3 +130,63 @@ fn a_failed_raid_member_opens_a_disk_failure_on_the_node_name_and_resolves_when_
     let resolved: Value = remedy.json("/v1/faults?state=resolved&node=storage-7");
     assert_eq!(resolved[0]["fault"], "disk_failure");
 }
+
+/// node-problem-detector's metrics with `preset = "node-problem-detector"`
+/// (served here by a real node exporter's textfile collector, in NPD's
+/// format): a KernelDeadlock and a ReadonlyFilesystem condition open their
+/// faults; the deadlock clearing closes only its own fault, though both
+/// arrive as `problem_gauge`.
+#[test]
+fn npd_conditions_open_their_faults_and_each_clears_on_its_own() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let textfiles = dir.path().join("textfile");
+    std::fs::create_dir(&textfiles).unwrap();
+    let publish = |deadlock: u8, readonly: u8| {
+        let text = format!(
+            "# HELP problem_counter Number of times a specific type of problem have occurred.\n\
+             # TYPE problem_counter counter\n\
+             problem_counter{{reason=\"DockerHung\"}} 1\n\
+             # HELP problem_gauge Whether a specific type of problem is affecting the node or not.\n\
+             # TYPE problem_gauge gauge\n\
+             problem_gauge{{reason=\"DockerHung\",type=\"KernelDeadlock\"}} {deadlock}\n\
+             problem_gauge{{reason=\"FilesystemIsReadOnly\",type=\"ReadonlyFilesystem\"}} {readonly}\n"
+        );
+        let tmp = textfiles.join("npd.prom.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, textfiles.join("npd.prom")).unwrap();
+    };
+    publish(1, 1);
+    let exporter = NodeExporter::start(&[format!(
+        "--collector.textfile.directory={}",
+        textfiles.display()
+    )]);
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        format!(
+            "[[scrape]]\nurl = \"http://127.0.0.1:{}/metrics\"\nevery = \"300ms\"\nnode = \"worker-3\"\npreset = \"node-problem-detector\"\n",
+            exporter.port
+        ),
+    )
+    .unwrap();
+    let remedy = Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let open = || -> Vec<String> {
+        let mut faults: Vec<String> = remedy
+            .json("/v1/faults?state=open&node=worker-3")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["fault"].as_str().unwrap().to_string())
+            .collect();
+        faults.sort();
+        faults
+    };
+    wait_for("both faults", Duration::from_secs(20), || open().len() == 2);
+    assert_eq!(open(), ["disk_failure", "kernel_deadlock"]);
+    publish(0, 1);
+    wait_for("the deadlock to clear", Duration::from_secs(20), || {
+        open() == ["disk_failure"]
+    });
+    // Scrapes go on: the read-only filesystem still holds its fault.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(open(), ["disk_failure"]);
+}

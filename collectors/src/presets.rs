@@ -52,6 +52,8 @@
 //! | `ipmi` | `ipmi_voltage_state`, `ipmi_current_state >= 2`; `ipmi_sensor_state >= 2` of type Processor, Critical Interrupt, Module/Board or Chip Set | `motherboard.sel.critical` |
 //! | `ipmi` | `ipmi_sel_events_count_by_state{state="Critical"}` | event `motherboard.sel.critical` per new entry |
 //! | `ipmi` | `ipmi_chassis_power_state == 0` | `power.off` |
+//! | `node-problem-detector` | `problem_gauge{type,reason} > 0` | `problem_gauge` (component; a condition per type and reason) |
+//! | `node-problem-detector` | `problem_counter{reason}` | event `problem_counter` (component) per new occurrence |
 //!
 //! Labels are the sample's (without `__name__`), plus what the exporter's
 //! info metrics add: `serial_number`/`device_model`/`model_family` (smartmon),
@@ -91,6 +93,10 @@ pub enum Preset {
     Nvme,
     /// `ipmi`: prometheus-community/ipmi_exporter.
     Ipmi,
+    /// `node-problem-detector`: NPD's own `/metrics` (port 20257):
+    /// `problem_gauge{type,reason}` conditions and `problem_counter{reason}`
+    /// events, as `component` signals.
+    NodeProblemDetector,
 }
 
 /// A preset name that is not one of [`Preset::ALL`].
@@ -103,13 +109,14 @@ pub struct UnknownPreset {
 
 impl Preset {
     /// Every preset, in the order of [`Preset::known`].
-    pub const ALL: [Preset; 6] = [
+    pub const ALL: [Preset; 7] = [
         Preset::NodeEdac,
         Preset::NodeMdraid,
         Preset::NodeHwmon,
         Preset::Smartmon,
         Preset::Nvme,
         Preset::Ipmi,
+        Preset::NodeProblemDetector,
     ];
 
     /// The preset of this name, if there is one.
@@ -126,6 +133,7 @@ impl Preset {
             Preset::Smartmon => "smartmon",
             Preset::Nvme => "nvme",
             Preset::Ipmi => "ipmi",
+            Preset::NodeProblemDetector => "node-problem-detector",
         }
     }
 
@@ -192,6 +200,16 @@ impl Preset {
                 IPMI_SEL_BY_STATE,
                 IPMI_UP,
             ],
+            Preset::NodeProblemDetector => &[NPD_GAUGE, NPD_COUNTER],
+        }
+    }
+
+    /// The kind of its signals: node problems are about components, the
+    /// exporters' metrics about hardware.
+    pub fn kind(self) -> Kind {
+        match self {
+            Preset::NodeProblemDetector => Kind::Component,
+            _ => Kind::Hardware,
         }
     }
 
@@ -455,6 +473,9 @@ const NVME_MEDIA_ERRORS: &str = "nvme_media_errors_total";
 const NVME_USED: &str = "nvme_percentage_used_ratio";
 const NVME_INFO: &str = "nvme_device_info";
 
+const NPD_GAUGE: &str = "problem_gauge";
+const NPD_COUNTER: &str = "problem_counter";
+
 const IPMI_SENSOR: &str = "ipmi_sensor_state";
 const IPMI_FAN: &str = "ipmi_fan_speed_state";
 const IPMI_TEMPERATURE: &str = "ipmi_temperature_state";
@@ -607,6 +628,7 @@ impl Preset {
             Preset::Smartmon => smartmon(view),
             Preset::Nvme => nvme(view),
             Preset::Ipmi => ipmi(view),
+            Preset::NodeProblemDetector => npd(view),
         }
     }
 }
@@ -1053,6 +1075,35 @@ fn nvme(view: &View<'_>) -> Vec<Obs> {
 
 /// IPMI sensor states: 0 nominal, 1 warning, 2 critical, 3 non-recoverable
 /// (native mode), NaN when the BMC has none.
+/// node-problem-detector's metrics: a condition whose gauge is above 0
+/// holds (its series, by `type` and `reason`, resolves when it drops to 0
+/// or goes away); a counter's increase is one event per new occurrence.
+fn npd(view: &View<'_>) -> Vec<Obs> {
+    let mut out = Vec::new();
+    for s in view.of(NPD_GAUGE) {
+        if s.value > 0.0 {
+            let message = format!(
+                "node-problem-detector: {} ({})",
+                s.label("type"),
+                s.label("reason")
+            );
+            out.push(holds(NPD_GAUGE, NPD_GAUGE, s, Vec::new(), s.value, message));
+        }
+    }
+    for s in view.of(NPD_COUNTER) {
+        out.push(Obs::Count {
+            metric: NPD_COUNTER,
+            r#type: NPD_COUNTER,
+            labels: pairs(&s.labels),
+            extra: Vec::new(),
+            value: s.value,
+            subject: format!("node-problem-detector {}", s.label("reason")),
+            noun: ("occurrence", "occurrences"),
+        });
+    }
+    out
+}
+
 fn ipmi(view: &View<'_>) -> Vec<Obs> {
     const CRITICAL: f64 = 2.0;
     let mut out = Vec::new();
@@ -1256,7 +1307,7 @@ fn step<'a>(
         }
     }
     let signal = |r#type: &str, labels: &Pairs, extra: &Pairs| {
-        let mut s = Signal::new(node, Kind::Hardware, r#type);
+        let mut s = Signal::new(node, preset.kind(), r#type);
         s.ts = Some(at);
         let all: BTreeMap<&str, &str> = labels
             .iter()
@@ -1355,7 +1406,7 @@ fn step<'a>(
             held.insert(key, was);
             continue;
         }
-        let mut s = Signal::new(node, Kind::Hardware, key.0);
+        let mut s = Signal::new(node, preset.kind(), key.0);
         s.ts = Some(at);
         s.labels.0 = was.labels;
         s.resolved = true;
@@ -2160,6 +2211,68 @@ mod tests {
             .map(|x| x.r#type.as_str())
             .collect();
         assert_eq!(resolved, ["power.psu.failed"]);
+    }
+
+    /// node-problem-detector's own metrics: each condition whose gauge is 1
+    /// is a condition series of its own (type and reason), resolved when its
+    /// gauge drops to 0; counters are events per new occurrence.
+    #[test]
+    fn npd_conditions_resolve_per_series_and_counters_are_events() {
+        let text = include_str!("../../tests/fixtures/exporters/npd.prom");
+        let mut state = PresetState::new(Preset::NodeProblemDetector);
+        let at = Timestamp::from_secs(1_800_000_000);
+        let samples = Sample::parse_text(text, Preset::NodeProblemDetector).unwrap();
+        let first = state.signals(&samples, "n1", at);
+        let seen: Vec<(&str, Option<&str>, bool, bool, Kind)> = first
+            .iter()
+            .map(|s| {
+                (
+                    s.r#type.as_str(),
+                    s.labels.get("type"),
+                    s.resolved,
+                    s.condition,
+                    s.kind,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [(
+                "problem_gauge",
+                Some("KernelDeadlock"),
+                false,
+                true,
+                Kind::Component
+            )],
+            "counters start as a baseline"
+        );
+        assert_eq!(first[0].labels.get("reason"), Some("DockerHung"));
+        // Another OOM kill and a read-only filesystem; the deadlock clears.
+        let later = text
+            .replace("{reason=\"OOMKilling\"} 2", "{reason=\"OOMKilling\"} 3")
+            .replace(
+                ",type=\"ReadonlyFilesystem\"} 0",
+                ",type=\"ReadonlyFilesystem\"} 1",
+            )
+            .replace(",type=\"KernelDeadlock\"} 1", ",type=\"KernelDeadlock\"} 0");
+        let samples = Sample::parse_text(&later, Preset::NodeProblemDetector).unwrap();
+        let next = state.signals(&samples, "n1", at);
+        let seen: Vec<(&str, Option<&str>, bool)> = next
+            .iter()
+            .map(|s| {
+                let label = s.labels.get("type").or(s.labels.get("reason"));
+                (s.r#type.as_str(), label, s.resolved)
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("problem_counter", Some("OOMKilling"), false),
+                ("problem_gauge", Some("ReadonlyFilesystem"), false),
+                ("problem_gauge", Some("KernelDeadlock"), true),
+            ]
+        );
+        assert!(!next[0].condition, "an event is no condition");
     }
 
     #[test]
