@@ -925,7 +925,7 @@ mod tests {
             (
                 "[[scrape]]\nurl = \"http://n:9100/metrics\"\nevery = \"1m\"\nnode = \"n\"\npreset = \"smartctl\"",
                 "scrape.preset",
-                "unknown preset \"smartctl\" (known presets: node-edac, node-mdraid, node-hwmon, smartmon, nvme, ipmi)",
+                "unknown preset \"smartctl\" (known presets: node-edac, node-mdraid, node-hwmon, smartmon, nvme, ipmi, node-problem-detector)",
             ),
             (
                 "[[scrape]]\nurl = \"http://n:9100/metrics\"\nevery = \"1m\"\nnode = \"n\"",

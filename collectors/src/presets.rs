@@ -1533,7 +1533,7 @@ mod tests {
         let err = "smart".parse::<Preset>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown preset \"smart\" (known presets: node-edac, node-mdraid, node-hwmon, smartmon, nvme, ipmi)"
+            "unknown preset \"smart\" (known presets: node-edac, node-mdraid, node-hwmon, smartmon, nvme, ipmi, node-problem-detector)"
         );
         #[derive(Deserialize)]
         struct Entry {
