@@ -5,6 +5,7 @@
 //! uncordon.
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -165,6 +166,21 @@ fn start_fakes(node: &str) -> (Arc<Fake>, u16) {
     (fake, port)
 }
 
+/// A kubeconfig in `dir` for the fake API server on `port`.
+fn kubeconfig(dir: &Path, port: u16) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+             users:\n- name: remedy\n  user:\n    token: not-a-secret\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: remedy\ncurrent-context: fake\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// (status, body) of one request to 127.0.0.1:`port`.
 fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     request(port, method, path, body, None)
@@ -205,16 +221,7 @@ fn alert(status: &str) -> String {
 fn a_real_alert_cordons_and_tickets_and_its_resolution_uncordons() {
     let dir = tempfile::tempdir().unwrap();
     let (fake, fake_port) = start_fakes("node-7");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{fake_port}\n\
-             users:\n- name: remedy\n  user:\n    token: not-a-secret\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: remedy\ncurrent-context: fake\n"
-        ),
-    )
-    .unwrap();
+    let kubeconfig = kubeconfig(dir.path(), fake_port);
     let config = dir.path().join("remedy.toml");
     std::fs::write(
         &config,
@@ -406,16 +413,7 @@ fn a_job_running_at_a_crash_runs_again_with_its_id_and_is_decided_once() {
 fn the_kubernetes_node_list_names_the_machine_an_address_alert_is_about() {
     let dir = tempfile::tempdir().unwrap();
     let (fake, fake_port) = start_fakes("node-7");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{fake_port}\n\
-             users:\n- name: remedy\n  user:\n    token: not-a-secret\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: remedy\ncurrent-context: fake\n"
-        ),
-    )
-    .unwrap();
+    let kubeconfig = kubeconfig(dir.path(), fake_port);
     std::fs::write(
         dir.path().join("remedy.toml"),
         format!(

@@ -158,17 +158,7 @@ impl Kubernetes {
     /// the in-cluster service account; nothing is sent yet).
     pub async fn new(action: &str, op: &str, config: Config) -> Result<Kubernetes, ConfigError> {
         let (op, timeout) = checked(action, op, &config)?;
-        let client_config = client_config(action, &config).await?;
-        let uri = &client_config.cluster_url;
-        let server = format!(
-            "{}://{}{}",
-            uri.scheme_str().unwrap_or("https"),
-            uri.host().unwrap_or("?"),
-            uri.port().map(|p| format!(":{p}")).unwrap_or_default()
-        );
-        let client = Client::try_from(client_config).map_err(|e| {
-            ConfigError::new(action, format!("cannot build a client for {server}: {e}"))
-        })?;
+        let (client, server) = connect(action, &config).await?;
         Ok(Kubernetes {
             op,
             client,
@@ -786,18 +776,7 @@ impl NodeDirectory {
     /// A client as the `kubernetes` executor's `config` says (kubeconfig,
     /// context; default: in-cluster, then `$KUBECONFIG` or `~/.kube/config`).
     pub async fn new(config: &Config) -> Result<NodeDirectory, ConfigError> {
-        let what = "identity.kubernetes";
-        let client_config = client_config(what, config).await?;
-        let uri = &client_config.cluster_url;
-        let server = format!(
-            "{}://{}{}",
-            uri.scheme_str().unwrap_or("https"),
-            uri.host().unwrap_or("?"),
-            uri.port().map(|p| format!(":{p}")).unwrap_or_default()
-        );
-        let client = Client::try_from(client_config).map_err(|e| {
-            ConfigError::new(what, format!("cannot build a client for {server}: {e}"))
-        })?;
+        let (client, server) = connect("identity.kubernetes", config).await?;
         Ok(NodeDirectory { client, server })
     }
 
@@ -841,6 +820,22 @@ impl NodeDirectory {
 /// Waits between rounds of evictions refused by a disruption budget (429)
 /// and checks of pods still leaving: 200 ms doubling up to 2 s.
 const EVICTION_RETRY: Backoff = Backoff::new(Duration(200), Duration(2_000));
+
+/// A client as `config` says, and the server it talks to (for messages);
+/// errors name `what` (the action, or the setting) and the kubeconfig.
+async fn connect(what: &str, config: &Config) -> Result<(Client, String), ConfigError> {
+    let client_config = client_config(what, config).await?;
+    let uri = &client_config.cluster_url;
+    let server = format!(
+        "{}://{}{}",
+        uri.scheme_str().unwrap_or("https"),
+        uri.host().unwrap_or("?"),
+        uri.port().map(|p| format!(":{p}")).unwrap_or_default()
+    );
+    let client = Client::try_from(client_config)
+        .map_err(|e| ConfigError::new(what, format!("cannot build a client for {server}: {e}")))?;
+    Ok((client, server))
+}
 
 /// The client configuration `config` asks for; errors name the kubeconfig.
 async fn client_config(action: &str, config: &Config) -> Result<kube::Config, ConfigError> {
