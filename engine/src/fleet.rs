@@ -625,6 +625,26 @@ impl Fleet {
         self.last_type = Some(r#type);
     }
 
+    /// Moves `from`'s recent signal times into `to`'s (an alias turned out
+    /// to be that node): its count windows count them from now on.
+    pub fn merge_history(&mut self, from: NodeId, to: NodeId) {
+        if from == to {
+            return;
+        }
+        let limits = self.limits;
+        let moved = std::mem::take(&mut self.states[from.0 as usize].history);
+        let h = &moved.0;
+        let target = &mut self.states[to.0 as usize].history;
+        let mut i = 0;
+        while i + 1 < h.len() {
+            let (r#type, len) = (Sym(h[i]), h[i + 1] as usize);
+            for &at in &h[i + 2..i + 2 + len] {
+                target.record(r#type, at, &limits);
+            }
+            i += 2 + len;
+        }
+    }
+
     /// Signals of `type` from `node` within the last `seconds` before `now`, inclusive of `now`.
     pub fn events_within(&self, node: &str, r#type: &str, seconds: i64, now: Timestamp) -> usize {
         let (Some(node), Some(r#type)) = (self.find_node(node), self.find_type(r#type)) else {

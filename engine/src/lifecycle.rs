@@ -471,21 +471,24 @@ impl Engine {
 
     /// `alias` turned out to be `node`: faults open under the alias resolve
     /// there (no `on_resolve` actions: the alias is no machine to act on)
-    /// and open on the node, unless already open there. Count windows stay
-    /// where they were recorded.
+    /// and open on the node, unless already open there; the signal times
+    /// recorded under the alias count for the node.
     fn merge(&mut self, alias: &str, node: &str, at: Timestamp, step: &mut Step) {
         let Some((from, open)) = self.with_fleet(|f| f.open_faults_named(alias)) else {
             return;
         };
-        if open.is_empty() {
-            return;
-        }
         let labels = self.with_fleet(|f| f.labels_of(from));
         let mut known = crate::signal::Labels::default();
         for (k, v) in labels {
             known.insert(k, v);
         }
-        let to = self.world.borrow_mut().fleet.touch(node, &known, at);
+        let to = {
+            let fleet = &mut self.world.borrow_mut().fleet;
+            let to = fleet.touch(node, &known, at);
+            // What the alias sent counts for the node ("3 within 10 min").
+            fleet.merge_history(from, to);
+            to
+        };
         for fault in open {
             let name = self.with_fleet(|f| f.symbols.name(fault.fault).to_string());
             if self
@@ -1242,6 +1245,13 @@ mod tests {
         );
         assert_eq!(e.with_fleet(|f| f.open_faults()), 0);
         assert_eq!(e.aliases().len(), 2);
+        let later = Timestamp::from_secs(1_790_000_200);
+        assert_eq!(
+            e.with_fleet(|f| f.events_within("worker-7", "memory.ecc.uncorrectable", 3600, later)),
+            2,
+            "the UE the address sent before the alias was known counts for the node, \
+             with the one sent after"
+        );
     }
 
     #[test]
