@@ -202,10 +202,23 @@ pub struct ActionSection {
     /// Quota per failure domain: `{ label = "rack", rate = "2/hour" }`.
     #[serde(default)]
     pub per: Option<PerDomain>,
+    /// Transient failures (connection refused or reset, timeout, 5xx, 429)
+    /// are tried again with backoff for this long after the first try; a
+    /// permanent one is final at once. Default 10m; "0s": never again.
+    #[serde(default)]
+    pub retry_for: Option<Duration>,
 }
 
 /// The keys of [`ActionSection`]; every other key is the executor's.
-const COMMON_ACTION_KEYS: [&str; 6] = ["executor", "op", "disruptive", "restores", "rate", "per"];
+const COMMON_ACTION_KEYS: [&str; 7] = [
+    "executor",
+    "op",
+    "disruptive",
+    "restores",
+    "rate",
+    "per",
+    "retry_for",
+];
 
 /// One `[actions.NAME]`, typed.
 #[derive(Clone, Debug)]
@@ -220,6 +233,8 @@ pub struct Action {
     pub rate: Option<Rate>,
     /// Quota per failure domain.
     pub per: Option<PerDomain>,
+    /// How long transient failures are tried again.
+    pub retry_for: Duration,
 }
 
 /// `per = { label, rate }`.
@@ -612,6 +627,7 @@ impl Config {
                     kind: a.kind,
                     rate: a.rate,
                     per: a.per.as_ref().map(|p| (p.label.clone(), p.rate)),
+                    retry_for: a.retry_for,
                 };
                 (name.clone(), guards)
             })
@@ -700,6 +716,7 @@ fn resolve_action(
         executor,
         rate: section.rate,
         per: section.per,
+        retry_for: section.retry_for.unwrap_or(remedy_actions::RETRY_FOR),
     })
 }
 

@@ -158,6 +158,7 @@ mod properties {
                 kind: ActionKind::of_op("uncordon"),
                 rate: Some(uncordon),
                 per: None,
+                retry_for: remedy_engine::Duration(0),
             },
         )]);
         Pipeline::new(engine, Guards::new(config, actions))

@@ -134,6 +134,11 @@ async fn ticket(
 /// Starts the fake API server and ticket receiver on one port, on a thread
 /// of their own.
 fn start_fakes(node: &str) -> (Arc<Fake>, u16) {
+    start_fakes_on(node, TcpListener::bind("127.0.0.1:0").unwrap())
+}
+
+/// The fakes on a listener of the caller's (a port chosen before it is served).
+fn start_fakes_on(node: &str, listener: TcpListener) -> (Arc<Fake>, u16) {
     let fake = Arc::new(Fake::default());
     *fake.node.lock().unwrap() = json!({
         "apiVersion": "v1",
@@ -145,7 +150,6 @@ fn start_fakes(node: &str) -> (Arc<Fake>, u16) {
             {"type": "Hostname", "address": format!("{node}.example")}
         ]}
     });
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
     let app = Router::new()
@@ -447,4 +451,85 @@ fn the_kubernetes_node_list_names_the_machine_an_address_alert_is_about() {
         fake.seen("/api/v1/nodes/node-7").is_empty(),
         "dry-run: the node itself is not touched"
     );
+}
+
+/// No node stays schedulable because one call failed: a cordon that meets an
+/// API server refusing connections is `failed` with `retry_at`; remedy is
+/// killed (-9) while it waits; once the API server is up, the restarted
+/// remedy resumes the journaled job and the node is cordoned once.
+#[test]
+fn a_cordon_refused_by_an_unreachable_api_server_is_retried_and_lands_once_across_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    // Reserve the API server's port; nothing serves it yet: connection refused.
+    let api = TcpListener::bind("127.0.0.1:0").unwrap();
+    let api_port = api.local_addr().unwrap().port();
+    let api = {
+        drop(api);
+        api_port
+    };
+    let kubeconfig = kubeconfig(dir.path(), api);
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        format!(
+            "dry_run = false\n[faults.memory_failure]\nactions = [\"cordon\"]\n\n\
+             [actions.cordon]\nexecutor = \"kubernetes\"\nkubeconfig = \"{}\"\nretry_for = \"10m\"\n",
+            kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let args = ["--config", "remedy.toml"];
+    let mut first = Remedy::start_on(port, dir.path(), &[], &args);
+    let ue = r#"{"node":"node-7","kind":"hardware","type":"memory.ecc.uncorrectable","ts":"2026-11-24T23:58:07Z","labels":{"cluster":"c1"}}"#;
+    assert_eq!(http(port, "POST", "/v1/signals", ue).0, 202);
+    let cordons = |port: u16| -> Vec<Value> {
+        decisions(port)
+            .into_iter()
+            .filter(|(e, a, ..)| e == "action" && a == "cordon")
+            .map(|(.., d)| d)
+            .collect()
+    };
+    wait_for(
+        "a failed cordon with retry_at",
+        Duration::from_secs(20),
+        || cordons(port).iter().any(|d| d["outcome"] == "failed"),
+    );
+    let failed = cordons(port);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0]["retry_at"].is_string(),
+        "{}\n{}",
+        failed[0],
+        first.logged()
+    );
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("127.0.0.1"),
+        "the reason names the server: {}",
+        failed[0]
+    );
+    first.kill_9();
+
+    let listener = TcpListener::bind(("127.0.0.1", api)).expect("the API server's port");
+    let (fake, _) = start_fakes_on("node-7", listener);
+    let second = Remedy::start_on(port, dir.path(), &[], &args);
+    wait_for("the cordon executed", Duration::from_secs(30), || {
+        cordons(second.port)
+            .iter()
+            .any(|d| d["outcome"] == "executed")
+    });
+    let outcomes: Vec<String> = cordons(second.port)
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(outcomes, ["failed", "executed"]);
+    let patches: Vec<Seen> = fake
+        .seen("/api/v1/nodes/node-7")
+        .into_iter()
+        .filter(|s| s.method == "PATCH")
+        .collect();
+    assert_eq!(patches.len(), 1, "cordoned once: {patches:?}");
+    assert_eq!(fake.node.lock().unwrap()["spec"]["unschedulable"], true);
 }

@@ -36,6 +36,19 @@ pub struct Job {
     pub at: Timestamp,
     /// What is asked for.
     pub intent: Intent,
+    /// Tries after the first that transient failures asked for.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+    /// Waiting to be tried again: not before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
+    /// When its first try failed (service time): `retry_for` counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Timestamp>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Why an executor could not carry out a job (the `failed` decision's

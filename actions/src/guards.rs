@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use remedy_engine::{Decision, Duration, Intent, Outcome, Timestamp, Trigger};
+use remedy_engine::{Backoff, Decision, Duration, Intent, Outcome, Timestamp, Trigger};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::breaker::{Breaker, BreakerConfig};
@@ -150,6 +150,24 @@ pub struct ActionGuards {
     pub rate: Option<Rate>,
     /// Quota per failure domain: (label, rate).
     pub per: Option<(String, Rate)>,
+    /// How long after a job's first try its transient failures are tried
+    /// again (`[actions.NAME] retry_for`); zero: never.
+    pub retry_for: Duration,
+}
+
+/// `retry_for` when an action does not say.
+pub const RETRY_FOR: Duration = Duration(600_000);
+
+/// The wait before each try again: 5s doubling up to 2 minutes.
+pub const RETRY: Backoff = Backoff::new(Duration(5_000), Duration(120_000));
+
+/// What became of a finished job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// Decided (`executed` or `failed` for good): forget the job.
+    Done,
+    /// Failed transiently: the job, with its next try, stays (journal it).
+    Retry(Box<Job>),
 }
 
 impl ActionGuards {
@@ -158,6 +176,7 @@ impl ActionGuards {
         ActionGuards {
             executor: "log".into(),
             kind: ActionKind::of_op(name),
+            retry_for: RETRY_FOR,
             ..ActionGuards::default()
         }
     }
@@ -215,6 +234,8 @@ pub struct Guards {
     running: BTreeMap<String, Job>,
     /// Jobs not yet taken.
     outbox: Vec<Job>,
+    /// Jobs that failed transiently, waiting for their `retry_at`.
+    retrying: Vec<Job>,
     /// (node, fault) of condition faults whose evidence is stale: their
     /// held-back disruptive actions wait until it is asserted again.
     stale: FxHashSet<(String, String)>,
@@ -269,6 +290,7 @@ impl Guards {
             running: BTreeMap::new(),
             outbox: Vec::new(),
             stale: FxHashSet::default(),
+            retrying: Vec::new(),
         }
     }
 
@@ -308,13 +330,16 @@ impl Guards {
         result: Result<String, ExecError>,
         now: Timestamp,
         out: &mut Vec<Decision>,
-    ) -> bool {
-        let Some(job) = self.running.remove(id) else {
-            return false;
-        };
+    ) -> Option<Finished> {
+        let mut job = self.running.remove(id)?;
         self.outbox.retain(|j| j.id != id);
         self.clock.set(now);
+        let retry_for = self
+            .actions
+            .get(&job.intent.action)
+            .map_or(RETRY_FOR, |a| a.retry_for);
         let breaker = self.breaker(&job.intent.action);
+        let mut retry = None;
         let mut d = match result {
             Ok(summary) => {
                 breaker.success();
@@ -324,14 +349,61 @@ impl Guards {
             }
             Err(why) => {
                 breaker.failure();
-                decision(&job.intent, now, Outcome::Failed, Some(why.to_string()))
+                let since = *job.failing_since.get_or_insert(now);
+                let give_up = since.add(retry_for);
+                let next = now.add(RETRY.nth(job.attempt));
+                let mut reason = why.to_string();
+                if why.is_transient() && retry_for.0 > 0 && next <= give_up {
+                    retry = Some(next);
+                } else if why.is_transient() && job.attempt > 0 {
+                    reason = format!(
+                        "{reason} (gave up after {} tries over {})",
+                        job.attempt + 1,
+                        Duration(now.0 - since.0)
+                    );
+                }
+                let mut d = decision(&job.intent, now, Outcome::Failed, Some(reason));
+                d.retry_at = retry;
+                d
             }
         };
         d.ts = d.ts.max(job.at);
         out.push(d);
         // A half-open breaker may let the next held action through now.
         self.wake_at(Some(now));
-        true
+        Some(match retry {
+            None => Finished::Done,
+            Some(at) => {
+                job.attempt += 1;
+                job.retry_at = Some(at);
+                self.wake_at(Some(at));
+                self.running.insert(job.id.clone(), job.clone());
+                self.retrying.push(job.clone());
+                Finished::Retry(Box::new(job))
+            }
+        })
+    }
+
+    /// Jobs whose `retry_at` has come go to their executor again, unless
+    /// its breaker is open (then they wait until it half-opens).
+    fn retry_due(&mut self, now: Timestamp) {
+        let waiting = std::mem::take(&mut self.retrying);
+        for mut job in waiting {
+            if job.retry_at.is_some_and(|at| at > now) {
+                self.wake_at(job.retry_at);
+                self.retrying.push(job);
+                continue;
+            }
+            if let Some((_, _, wake)) = self.check_breaker(&job.intent, now) {
+                job.retry_at = Some(wake.unwrap_or(now.add(RETRY.nth(0))));
+                self.wake_at(job.retry_at);
+                self.retrying.push(job);
+                continue;
+            }
+            job.retry_at = None;
+            self.running.insert(job.id.clone(), job.clone());
+            self.outbox.push(job);
+        }
     }
 
     /// Adds a silence; returns its id.
@@ -528,6 +600,9 @@ impl Guards {
 
     /// Retries held-back actions whose guard may have freed by `now`.
     pub fn tick(&mut self, now: Timestamp, sizes: &dyn DomainSizes, out: &mut Vec<Decision>) {
+        if !self.retrying.is_empty() {
+            self.retry_due(now);
+        }
         let due = self.released || self.next_wake.is_some_and(|w| w <= now);
         if !due || self.held.is_empty() {
             return;
@@ -645,6 +720,9 @@ impl Guards {
             executor: request.action.clone(),
             at: now,
             intent: request,
+            attempt: 0,
+            retry_at: None,
+            failing_since: None,
         };
         self.passed(&job.intent, now);
         self.outbox.push(job.clone());
@@ -1067,6 +1145,92 @@ mod tests {
         assert_eq!(g.held(), 0);
     }
 
+    /// A transient failure is tried again with backoff until `retry_for`
+    /// has passed since the first try; each try is a `failed` decision with
+    /// `retry_at` but the last; a permanent failure is final at once.
+    #[test]
+    fn transient_failures_are_retried_until_retry_for_and_permanent_ones_are_final() {
+        let config = GuardConfig {
+            dry_run: false,
+            ..GuardConfig::default()
+        };
+        let cordon = ActionGuards {
+            executor: "kubernetes".into(),
+            kind: ActionKind::of_op("cordon"),
+            retry_for: Duration::from_secs(20),
+            ..ActionGuards::default()
+        };
+        let mut g = guards(
+            config,
+            &[
+                ("cordon", cordon.clone()),
+                (
+                    "ticket",
+                    ActionGuards {
+                        executor: "http".into(),
+                        ..cordon
+                    },
+                ),
+            ],
+        );
+        let sizes = Sizes(100);
+        let mut out = Vec::new();
+        g.submit(req("a", "cordon"), t(0), &sizes, &mut out);
+        let job = g.take_jobs().remove(0);
+        let refused = || Err(ExecError::Transient("connection refused".into()));
+        let retried = g.finished(&job.id, refused(), t(1), &mut out);
+        let Some(Finished::Retry(again)) = retried else {
+            panic!("a transient failure is retried: {retried:?}");
+        };
+        assert_eq!((again.attempt, again.retry_at), (1, Some(t(6))), "5s later");
+        assert_eq!(out[0].outcome, Some(Outcome::Failed));
+        assert_eq!(out[0].retry_at, Some(t(6)));
+        assert!(
+            out[0].to_json().contains("\"retry_at\":\""),
+            "{}",
+            out[0].to_json()
+        );
+        g.tick(t(5), &sizes, &mut out);
+        assert!(g.take_jobs().is_empty(), "not before retry_at");
+        g.tick(t(6), &sizes, &mut out);
+        let second = g.take_jobs();
+        assert_eq!(second.len(), 1);
+        assert_eq!(
+            (second[0].id.as_str(), second[0].attempt),
+            (job.id.as_str(), 1)
+        );
+        // Second failure at 7s: next try at 17s (10s), still within 20s.
+        let retried = g.finished(&job.id, refused(), t(7), &mut out);
+        assert!(matches!(retried, Some(Finished::Retry(_))));
+        assert_eq!(out[1].retry_at, Some(t(17)));
+        g.tick(t(17), &sizes, &mut out);
+        assert_eq!(g.take_jobs().len(), 1);
+        // Third at 18s: the next (20s later) would be past 1s + retry_for: final.
+        assert_eq!(
+            g.finished(&job.id, refused(), t(18), &mut out),
+            Some(Finished::Done)
+        );
+        assert_eq!(out[2].retry_at, None);
+        assert_eq!(
+            out[2].reason.as_deref(),
+            Some("connection refused (gave up after 3 tries over 17s)")
+        );
+        // A permanent failure is final at once.
+        g.submit(req("b", "ticket"), t(30), &sizes, &mut out);
+        let job = g.take_jobs().remove(0);
+        let forbidden = Err(ExecError::Permanent("HTTP 403 Forbidden".into()));
+        assert_eq!(
+            g.finished(&job.id, forbidden, t(31), &mut out),
+            Some(Finished::Done)
+        );
+        assert_eq!(
+            (out[3].outcome, out[3].retry_at),
+            (Some(Outcome::Failed), None)
+        );
+        g.tick(t(100), &sizes, &mut out);
+        assert!(g.take_jobs().is_empty());
+    }
+
     /// A cordon held by the budget whose fault's evidence went stale does
     /// not go when the budget frees: it waits until the condition is
     /// asserted again. A ticket is not disruptive and does not wait.
@@ -1160,6 +1324,7 @@ mod tests {
                     kind: ActionKind::of_op("cordon"),
                     rate: Some("2/min".parse().unwrap()),
                     per: Some(("cluster".into(), "1/hour".parse().unwrap())),
+                    retry_for: RETRY_FOR,
                 },
             )],
         );
@@ -1279,10 +1444,15 @@ mod tests {
             assert!(g.take_jobs().is_empty(), "a job is handed out once");
             let now = to(2);
             for j in &jobs {
-                let failed = Err(ExecError::Transient("API server said 500".into()));
-                assert!(g.finished(&j.id, failed, now, &mut out));
+                let failed = Err(ExecError::Permanent("API server said 403".into()));
+                assert_eq!(
+                    g.finished(&j.id, failed, now, &mut out),
+                    Some(Finished::Done)
+                );
             }
-            assert!(!g.finished(&jobs[0].id, Ok(String::new()), now, &mut out));
+            assert!(g
+                .finished(&jobs[0].id, Ok(String::new()), now, &mut out)
+                .is_none());
             g.submit(req("c", "cordon"), to(3), &sizes, &mut out);
             assert_eq!(
                 outcomes(&out),
@@ -1292,7 +1462,7 @@ mod tests {
                     ("c", Outcome::CircuitOpen)
                 ])
             );
-            assert_eq!(out[0].reason.as_deref(), Some("API server said 500"));
+            assert_eq!(out[0].reason.as_deref(), Some("API server said 403"));
             let reason = out[2].reason.clone().unwrap();
             assert!(
                 reason.contains("executor log of cordon: circuit open")
@@ -1309,7 +1479,9 @@ mod tests {
             g.submit(req("d", "cordon"), to(124), &sizes, &mut out);
             assert!(g.take_jobs().is_empty());
             let now = to(125);
-            assert!(g.finished(&trial[0].id, Ok("node cordoned".into()), now, &mut out));
+            assert!(g
+                .finished(&trial[0].id, Ok("node cordoned".into()), now, &mut out)
+                .is_some());
             g.tick(now, &sizes, &mut out);
             assert_eq!(g.take_jobs().len(), 1, "closed again: d goes out");
             assert_eq!(
@@ -1333,6 +1505,9 @@ mod tests {
         let mut out = Vec::new();
         let intent = req("a", "cordon");
         g.restore_job(Job {
+            attempt: 0,
+            retry_at: None,
+            failing_since: None,
             id: intent.key(),
             executor: "kubernetes".into(),
             at: t(0),
@@ -1420,6 +1595,7 @@ mod properties {
                     kind: ActionKind::of_op("uncordon"),
                     rate: Some("3/min".parse().unwrap()),
                     per: None,
+                    retry_for: RETRY_FOR,
                 })].into_iter().collect(),
             );
             let mut now = Timestamp(1_800_000_000_000);

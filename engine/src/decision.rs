@@ -138,6 +138,9 @@ pub struct Decision {
     /// API's answer, the ticket id, the command's acknowledgement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// A `failed` action that will be tried again: when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
 }
 
 impl Decision {
@@ -170,6 +173,7 @@ impl Decision {
             reason,
             flapping: false,
             detail: None,
+            retry_at: None,
         }
     }
 
@@ -187,6 +191,7 @@ impl Decision {
             reason: None,
             flapping: false,
             detail: None,
+            retry_at: None,
         }
     }
 
@@ -211,6 +216,7 @@ impl Decision {
             reason,
             flapping: false,
             detail: None,
+            retry_at: None,
         }
     }
 

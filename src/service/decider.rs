@@ -268,12 +268,15 @@ impl Decider {
     /// An executor's result becomes a decision (journaled with the next write).
     fn finish(&mut self, id: String, result: Result<String, remedy_actions::ExecError>) {
         self.out.clear();
-        if self
+        match self
             .pipeline
             .guards
             .finished(&id, result, now(), &mut self.out)
         {
-            self.pending.finished.push(id);
+            Some(remedy_actions::Finished::Done) => self.pending.finished.push(id),
+            // Journaled with its next try: a restart resumes it.
+            Some(remedy_actions::Finished::Retry(job)) => self.pending.started.push(*job),
+            None => {}
         }
         self.metrics.counted(&self.out);
         self.pending

@@ -268,8 +268,10 @@ impl Journal for Sqlite {
         } = &*write;
         let tx = self.conn.transaction()?;
         if !started.is_empty() || !finished.is_empty() {
-            let mut start =
-                tx.prepare_cached("INSERT OR IGNORE INTO jobs (id, json) VALUES (?1, ?2)")?;
+            let mut start = tx.prepare_cached(
+                "INSERT INTO jobs (id, json) VALUES (?1, ?2)
+                     ON CONFLICT (id) DO UPDATE SET json = excluded.json",
+            )?;
             for job in started {
                 let json = serde_json::to_string(job).unwrap_or_default();
                 start.execute(params![job.id, json])?;
@@ -639,6 +641,9 @@ mod tests {
                 executor: "kubernetes".into(),
                 at,
                 intent,
+                attempt: 0,
+                retry_at: None,
+                failing_since: None,
             }
         };
         {

@@ -273,7 +273,7 @@ pub(crate) mod testing {
         let jobs = guards.take_jobs();
         for j in &jobs {
             let result = executors.run(j).await;
-            assert!(guards.finished(&j.id, result, now, out));
+            assert!(guards.finished(&j.id, result, now, out).is_some());
         }
         jobs.len()
     }
@@ -297,6 +297,9 @@ pub(crate) mod testing {
             approval: false,
         };
         Job {
+            attempt: 0,
+            retry_at: None,
+            failing_since: None,
             id: intent.key(),
             executor: "test".into(),
             at: opened,
