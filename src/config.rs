@@ -518,7 +518,13 @@ impl Config {
                         .iter()
                         .flat_map(|e| e.actions.iter().map(|a| ("escalate", a))),
                 )
-                .chain(policy.on_resolve.iter().map(|a| ("on_resolve", a)));
+                .chain(policy.on_resolve.iter().map(|a| ("on_resolve", a)))
+                .chain(
+                    policy
+                        .max_attempts
+                        .iter()
+                        .flat_map(|m| m.then.iter().map(|a| ("max_attempts", a))),
+                );
             for (key, action) in named {
                 if !self.actions.contains_key(action) && !BUILT_IN.contains(&action.as_str()) {
                     return Err(Problem {
@@ -983,6 +989,21 @@ mod tests {
                 "[faults.disk_failure]\nactions = [\"cordn\"]",
                 "faults.disk_failure.actions",
                 "unknown action \"cordn\"",
+            ),
+            (
+                "[faults.disk_failure]\nmax_attempts = { count = 3, within = \"7d\", then = [\"tiket\"] }",
+                "faults.disk_failure.max_attempts",
+                "unknown action \"tiket\"",
+            ),
+            (
+                "[faults.disk_failure]\nmax_attempts = { count = 3, within = \"a week\" }",
+                "faults.disk_failure.max_attempts",
+                "invalid duration",
+            ),
+            (
+                "[actions.cordon]\nretry_for = \"ten minutes\"",
+                "actions.cordon.retry_for",
+                "invalid duration",
             ),
             (
                 "[faults.disk_failure]\nescalate = [{ after = \"1h\", actions = [\"reimage\"] }]",

@@ -823,3 +823,78 @@ fn check_with_a_config_checks_the_config_and_its_rules() {
     );
     assert!(out.stdout.contains("rules valid"), "{}", out.stdout);
 }
+
+/// `max_attempts`: a DIMM failure that comes back on one node a fourth time
+/// within a week is not cordoned a fourth time: `attempts_exhausted`, and
+/// the `then` ticket for a person instead. In `replay`, on event time.
+#[test]
+fn a_fault_back_a_fourth_time_within_max_attempts_goes_to_a_person() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("remedy.toml");
+    fs::write(
+        &config,
+        "[faults.memory_failure]\nactions = [\"cordon\"]\non_resolve = [\"uncordon\"]\n\
+         max_attempts = { count = 3, within = \"7d\", then = [\"ticket\"] }\n",
+    )
+    .unwrap();
+    let mut lines = String::new();
+    for (hour, resolved) in [
+        (0, false),
+        (1, true),
+        (5, false),
+        (6, true),
+        (10, false),
+        (11, true),
+        (20, false),
+    ] {
+        lines.push_str(&format!(
+            "{{\"node\":\"n1\",\"kind\":\"hardware\",\"type\":\"memory.ecc.uncorrectable\",\"ts\":\"2026-11-24T{hour:02}:00:00Z\",\"resolved\":{resolved},\"labels\":{{\"cluster\":\"c1\"}}}}\n"
+        ));
+    }
+    let input = dir.path().join("signals.jsonl");
+    fs::write(&input, lines).unwrap();
+    let out = run(remedy().args([
+        "replay",
+        input.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--rules",
+        "rules",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let actions: Vec<(String, String, String)> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|d| d["event"] == "action")
+        .map(|d| {
+            let f = |k: &str| d[k].as_str().unwrap_or("").to_string();
+            (f("ts")[11..13].to_string(), f("action"), f("outcome"))
+        })
+        .collect();
+    let expected: Vec<(String, String, String)> = [
+        ("00", "cordon", "dry_run"),
+        ("01", "uncordon", "dry_run"),
+        ("05", "cordon", "dry_run"),
+        ("06", "uncordon", "dry_run"),
+        ("10", "cordon", "dry_run"),
+        ("11", "uncordon", "dry_run"),
+        ("20", "cordon", "attempts_exhausted"),
+        ("20", "ticket", "dry_run"),
+    ]
+    .iter()
+    .map(|(h, a, o)| (h.to_string(), a.to_string(), o.to_string()))
+    .collect();
+    assert_eq!(actions, expected, "{}", out.stdout);
+    let exhausted = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("attempts_exhausted"))
+        .unwrap();
+    assert!(
+        exhausted.contains(
+            "memory_failure opened on n1 4 times within 7d, max_attempts 3: ticket instead"
+        ),
+        "{exhausted}"
+    );
+}

@@ -957,3 +957,61 @@ fn a_stale_alert_is_marked_stale_and_its_drain_waits_for_the_alert_again() {
         ]
     );
 }
+
+/// `max_attempts` is counted in the journal: three cycles, a kill -9, and
+/// the fourth opening after the restart still goes to a person.
+#[test]
+fn max_attempts_are_counted_across_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        "[faults.memory_failure]\nactions = [\"cordon\"]\non_resolve = [\"uncordon\"]\n\
+         max_attempts = { count = 3, within = \"7d\", then = [\"ticket\"] }\n",
+    )
+    .unwrap();
+    let args = ["--config", "remedy.toml"];
+    let signal = |hour: u32, resolved: bool| {
+        format!(
+            r#"{{"node":"n1","kind":"hardware","type":"memory.ecc.uncorrectable","ts":"2026-11-24T{hour:02}:00:00Z","resolved":{resolved},"labels":{{"cluster":"c1"}}}}"#
+        )
+    };
+    let mut s = Remedy::start_with(dir.path(), &[], &args);
+    for hour in [0, 5, 10] {
+        assert_eq!(
+            s.request("POST", "/v1/signals", &signal(hour, false), None)
+                .0,
+            202
+        );
+        assert_eq!(
+            s.request("POST", "/v1/signals", &signal(hour + 1, true), None)
+                .0,
+            202
+        );
+    }
+    s.kill_9();
+    let s = Remedy::start_with(dir.path(), &[], &args);
+    assert_eq!(
+        s.request("POST", "/v1/signals", &signal(20, false), None).0,
+        202
+    );
+    let last: Vec<(String, String)> = s
+        .decisions()
+        .iter()
+        .filter(|d| {
+            d["event"] == "action" && d["ts"].as_str().unwrap_or("").starts_with("2026-11-24T20")
+        })
+        .map(|d| {
+            (
+                d["action"].as_str().unwrap().to_string(),
+                d["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        last,
+        [
+            ("cordon".to_string(), "attempts_exhausted".to_string()),
+            ("ticket".into(), "dry_run".into())
+        ]
+    );
+}

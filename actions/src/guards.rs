@@ -476,7 +476,10 @@ impl Guards {
                 self.next_approval += 1;
                 self.approvals.insert(id, intent);
             }
-            Outcome::Failed | Outcome::Silenced | Outcome::Rejected => {}
+            Outcome::Failed
+            | Outcome::Silenced
+            | Outcome::Rejected
+            | Outcome::AttemptsExhausted => {}
         }
     }
 

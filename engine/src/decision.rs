@@ -84,6 +84,9 @@ pub enum Outcome {
     AwaitingApproval,
     /// An operator rejected it, or it cannot be carried out.
     Rejected,
+    /// The fault came back more often than `max_attempts` allows: a person
+    /// takes over (the policy's `then` actions) instead of another cycle.
+    AttemptsExhausted,
 }
 
 impl Outcome {
@@ -99,6 +102,7 @@ impl Outcome {
             Outcome::Silenced => "silenced",
             Outcome::AwaitingApproval => "awaiting_approval",
             Outcome::Rejected => "rejected",
+            Outcome::AttemptsExhausted => "attempts_exhausted",
         }
     }
 }
@@ -343,6 +347,7 @@ mod tests {
             (Outcome::Silenced, "silenced"),
             (Outcome::AwaitingApproval, "awaiting_approval"),
             (Outcome::Rejected, "rejected"),
+            (Outcome::AttemptsExhausted, "attempts_exhausted"),
         ];
         for (o, name) in all {
             assert_eq!(serde_json::to_value(o).unwrap(), name);

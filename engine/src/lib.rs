@@ -23,7 +23,7 @@ pub use backoff::Backoff;
 pub use decision::{Decision, Event, Intent, Outcome, Severity, Trigger};
 pub use lifecycle::{Engine, Options, Output, Step};
 pub use lookahead::Lookahead;
-pub use policy::{Escalation, Flap, Policies, Policy};
+pub use policy::{Escalation, Flap, MaxAttempts, Policies, Policy};
 pub use rules::{Classification, Gate, LoadError, Problem, RuleError, RuleSet, Sandbox, Sources};
 pub use signal::{DecodeError, Kind, Labels, Signal};
 pub use time::{Duration, Timestamp};

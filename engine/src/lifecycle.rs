@@ -22,7 +22,7 @@ use std::rc::Rc;
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::{smallvec, SmallVec};
 
-use crate::decision::{Decision, Intent, Trigger};
+use crate::decision::{Decision, Intent, Outcome, Trigger};
 use crate::fleet::{
     series_key, Fleet, Freshness, HistoryLimits, NodeId, OpenFault, Sym, MAX_SERIES,
 };
@@ -207,6 +207,9 @@ pub struct Engine {
     /// Escalation rungs that fell due while their fault was stale: they
     /// run once its condition is asserted again.
     deferred: FxHashMap<(NodeId, Sym), (Timestamp, usize)>,
+    /// Openings per node and fault class, for `max_attempts` (only classes
+    /// whose policy sets it).
+    attempts: FxHashMap<(NodeId, Sym), VecDeque<Timestamp>>,
 }
 
 impl Engine {
@@ -242,6 +245,7 @@ impl Engine {
             identity: Identity::new(options.alias_labels.clone()),
             stale_timers: BinaryHeap::new(),
             deferred: FxHashMap::default(),
+            attempts: FxHashMap::default(),
         }
     }
 
@@ -263,6 +267,11 @@ impl Engine {
     /// The policy for a fault class.
     pub fn policy(&self, fault: &str) -> &Policy {
         self.policies.get(fault)
+    }
+
+    /// All policies.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
     }
 
     /// Tells the engine a node's labels (after a restart, from the journal),
@@ -784,12 +793,82 @@ impl Engine {
         opened.flapping = flapping;
         step.out.push(Output::Decision(opened));
         let actions = answer.actions.as_deref().unwrap_or(&policy.actions);
+        if let Some((limit, seen)) = self.attempt(node, fault, at, &policy) {
+            // Past max_attempts: a person takes over, no further cycle.
+            let reason = format!(
+                "{} opened on {node_name} {seen} times within {}, max_attempts {}: {}",
+                answer.fault,
+                limit.within,
+                limit.count,
+                if limit.then.is_empty() {
+                    "left to a person".to_string()
+                } else {
+                    format!("{} instead", limit.then.join(", "))
+                }
+            );
+            for action in actions {
+                step.out.push(Output::Decision(Decision::action(
+                    at,
+                    &node_name,
+                    &answer.fault,
+                    action,
+                    Outcome::AttemptsExhausted,
+                    Some(reason.clone()),
+                )));
+            }
+            for action in &limit.then {
+                let mut intent =
+                    self.intent(node, &answer.fault, action, Trigger::Remedy, at, &policy);
+                intent.reason = Some(reason.clone());
+                step.out.push(Output::Act(intent));
+            }
+            return;
+        }
         for action in actions {
             let mut intent = self.intent(node, &answer.fault, action, Trigger::Remedy, at, &policy);
             intent.reason = answer.reason.clone();
             step.out.push(Output::Act(intent));
         }
         self.schedule(node, fault, at, 0, &policy);
+    }
+
+    /// Notes an opening for `max_attempts`: the limit and how many openings
+    /// the window holds when this one is past it, else `None`.
+    fn attempt(
+        &mut self,
+        node: NodeId,
+        fault: Sym,
+        at: Timestamp,
+        policy: &Policy,
+    ) -> Option<(crate::policy::MaxAttempts, usize)> {
+        let limit = policy.max_attempts.as_ref()?;
+        let opens = self.attempts.entry((node, fault)).or_default();
+        opens.push_back(at);
+        while opens.front().is_some_and(|&t| at.0 - t.0 > limit.within.0) {
+            opens.pop_front();
+        }
+        (opens.len() > limit.count as usize).then(|| (limit.clone(), opens.len()))
+    }
+
+    /// Openings known from before (the journal at a restart), for `max_attempts`.
+    pub fn restore_attempts(&mut self, node: &str, fault: &str, opened: &[Timestamp]) {
+        let key = {
+            let mut w = self.world.borrow_mut();
+            let fleet = &mut w.fleet;
+            let Some(id) = fleet.find_node(node) else {
+                return;
+            };
+            (id, fleet.symbols.intern(fault))
+        };
+        let opens = self.attempts.entry(key).or_default();
+        let mut all: Vec<Timestamp> = opens
+            .iter()
+            .copied()
+            .chain(opened.iter().copied())
+            .collect();
+        all.sort();
+        all.dedup();
+        *opens = all.into();
     }
 
     /// Notes an open for flap detection; true when the fault is now flapping.

@@ -35,6 +35,23 @@ pub struct Policy {
     /// stale: disruptive actions for it wait. Default 1h; "0s": never.
     #[serde(default)]
     pub stale_after: Option<Duration>,
+    /// At most `count` remediation cycles (openings) per node within
+    /// `within`; past it the `then` actions (a ticket for a person) instead.
+    #[serde(default)]
+    pub max_attempts: Option<MaxAttempts>,
+}
+
+/// `max_attempts = { count = 3, within = "7d", then = ["ticket"] }`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxAttempts {
+    /// Openings allowed within the window.
+    pub count: u32,
+    /// The window.
+    pub within: Duration,
+    /// What to do instead once they are used up.
+    #[serde(default)]
+    pub then: Vec<String>,
 }
 
 /// How long a condition fault may go without re-assertion by default.
@@ -186,6 +203,16 @@ impl Policies {
     /// The policy for a fault class.
     pub fn get(&self, fault: &str) -> &Policy {
         self.by_fault.get(fault).unwrap_or(&self.default)
+    }
+
+    /// The longest `max_attempts` window of any policy: how far back a
+    /// restart must read openings. `None` when no policy caps attempts.
+    pub fn attempts_window(&self) -> Option<Duration> {
+        self.by_fault
+            .values()
+            .chain([&self.default])
+            .filter_map(|p| p.max_attempts.as_ref().map(|m| m.within))
+            .max_by_key(|d| d.0)
     }
 }
 

@@ -63,6 +63,27 @@ pub(super) fn recover(
     for (alias, node) in journal.aliases()? {
         pipeline.engine.restore_alias(&alias, &node);
     }
+    // Openings within the longest max_attempts window: a restart does not
+    // reset the count.
+    if let Some(window) = pipeline.engine.policies().attempts_window() {
+        let since = remedy_engine::Timestamp(now().0.saturating_sub(window.0));
+        let mut by_fault: BTreeMap<(String, String), Vec<remedy_engine::Timestamp>> =
+            BTreeMap::new();
+        for (node, fault, opened) in journal.openings(since)? {
+            by_fault.entry((node, fault)).or_default().push(opened);
+        }
+        for ((node, fault), opened) in by_fault {
+            if pipeline.engine.policy(&fault).max_attempts.is_some() {
+                pipeline.engine.restore_node(
+                    &node,
+                    &remedy_engine::Labels::default(),
+                    opened[0],
+                    false,
+                );
+                pipeline.engine.restore_attempts(&node, &fault, &opened);
+            }
+        }
+    }
     let open = journal.faults(Some(true), None)?;
     let restarted = now();
     for f in &open {
@@ -545,6 +566,12 @@ mod tests {
             Ok(Vec::new())
         }
         fn aliases(&self) -> Result<Vec<(String, String)>, JournalError> {
+            Ok(Vec::new())
+        }
+        fn openings(
+            &self,
+            _: remedy_engine::Timestamp,
+        ) -> Result<Vec<(String, String, remedy_engine::Timestamp)>, JournalError> {
             Ok(Vec::new())
         }
         fn node(&self, _: &str) -> Result<journal::KnownNode, JournalError> {

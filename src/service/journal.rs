@@ -131,6 +131,8 @@ pub trait Journal: Send {
     fn running_jobs(&self) -> Result<Vec<Job>, JournalError>;
     /// The most recent signal `id`s, oldest first, at most `limit`.
     fn recent_ids(&self, limit: usize) -> Result<Vec<String>, JournalError>;
+    /// (node, fault, opened) of every fault opened since `since`, oldest first.
+    fn openings(&self, since: Timestamp) -> Result<Vec<(String, String, Timestamp)>, JournalError>;
     /// Every alias learned, with its canonical node, in the order learned.
     fn aliases(&self) -> Result<Vec<(String, String)>, JournalError>;
     /// Faults, open or resolved or both, optionally of one node.
@@ -438,6 +440,16 @@ impl Journal for Sqlite {
             "SELECT id FROM (SELECT seq, id FROM signal_ids ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
         )?;
         let rows = stmt.query_map(params![limit as i64], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn openings(&self, since: Timestamp) -> Result<Vec<(String, String, Timestamp)>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT node, fault, opened_ms FROM faults WHERE opened_ms >= ?1 ORDER BY opened_ms",
+        )?;
+        let rows = stmt.query_map(params![since.0], |r| {
+            Ok((r.get(0)?, r.get(1)?, Timestamp(r.get(2)?)))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
