@@ -898,3 +898,69 @@ fn a_fault_back_a_fourth_time_within_max_attempts_goes_to_a_person() {
         "{exhausted}"
     );
 }
+
+/// `healthy_delay`: the uncordon waits until the fault has stayed resolved
+/// for it (to the second, on event time in `replay`); a fault back within
+/// the delay never gets its node uncordoned in between.
+#[test]
+fn on_resolve_waits_for_healthy_delay_and_a_fault_back_within_it_is_never_uncordoned() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("remedy.toml");
+    fs::write(
+        &config,
+        "[faults.memory_failure]\nactions = [\"cordon\"]\non_resolve = [\"uncordon\"]\nhealthy_delay = \"5m\"\n",
+    )
+    .unwrap();
+    let ue = |t: &str, resolved: bool| {
+        format!("{{\"node\":\"n1\",\"kind\":\"hardware\",\"type\":\"memory.ecc.uncorrectable\",\"ts\":\"2026-11-24T{t}Z\",\"resolved\":{resolved}}}\n")
+    };
+    let beat = |t: &str| {
+        format!("{{\"node\":\"n2\",\"kind\":\"component\",\"type\":\"node.heartbeat\",\"ts\":\"2026-11-24T{t}Z\"}}\n")
+    };
+    let lines = [
+        ue("00:00:00", false),
+        ue("01:00:00", true), // resolved...
+        beat("01:04:59"),     // ...not yet healthy for 5m
+        beat("01:05:00"),     // now it is: uncordon at 01:05:00
+        ue("02:00:00", false),
+        ue("03:00:00", true),
+        ue("03:03:00", false), // back within the delay: stays cordoned
+        beat("03:20:00"),
+    ]
+    .concat();
+    let input = dir.path().join("signals.jsonl");
+    fs::write(&input, lines).unwrap();
+    let out = run(remedy().args([
+        "replay",
+        input.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--rules",
+        "rules",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let seen: Vec<(String, String, String)> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|d| {
+            let f = |k: &str| d[k].as_str().unwrap_or("").to_string();
+            (f("ts")[11..19].to_string(), f("event"), f("action"))
+        })
+        .collect();
+    let expected: Vec<(String, String, String)> = [
+        ("00:00:00", "fault_opened", ""),
+        ("00:00:00", "action", "cordon"),
+        ("01:00:00", "fault_resolved", ""),
+        ("01:05:00", "action", "uncordon"),
+        ("02:00:00", "fault_opened", ""),
+        ("02:00:00", "action", "cordon"),
+        ("03:00:00", "fault_resolved", ""),
+        ("03:03:00", "fault_opened", ""),
+        ("03:03:00", "action", "cordon"),
+    ]
+    .iter()
+    .map(|(t, e, a)| (t.to_string(), e.to_string(), a.to_string()))
+    .collect();
+    assert_eq!(seen, expected, "{}", out.stdout);
+}

@@ -210,6 +210,12 @@ pub struct Engine {
     /// Openings per node and fault class, for `max_attempts` (only classes
     /// whose policy sets it).
     attempts: FxHashMap<(NodeId, Sym), VecDeque<Timestamp>>,
+    /// (due, node, fault, opened_at, resolved_at): `on_resolve` actions
+    /// waiting for `healthy_delay`.
+    recoveries: BinaryHeap<Reverse<(Timestamp, NodeId, Sym, Timestamp, Timestamp)>>,
+    /// The occurrence (opened_at) whose recovery waits, per node and fault:
+    /// gone when the fault comes back first.
+    healing: FxHashMap<(NodeId, Sym), Timestamp>,
 }
 
 impl Engine {
@@ -246,6 +252,8 @@ impl Engine {
             stale_timers: BinaryHeap::new(),
             deferred: FxHashMap::default(),
             attempts: FxHashMap::default(),
+            recoveries: BinaryHeap::new(),
+            healing: FxHashMap::default(),
         }
     }
 
@@ -567,6 +575,22 @@ impl Engine {
     pub fn advance(&mut self, now: Timestamp, step: &mut Step) {
         // Staleness first: an escalation due at the same time sees it.
         self.mark_stale(now, step);
+        while let Some(&Reverse((due, node, fault, opened, resolved))) = self.recoveries.peek() {
+            if due > now {
+                break;
+            }
+            self.recoveries.pop();
+            if self.healing.get(&(node, fault)) != Some(&opened) {
+                continue; // it came back: the node was never put back
+            }
+            self.healing.remove(&(node, fault));
+            let name = self.with_fleet(|f| f.symbols.name(fault).to_string());
+            let why = format!(
+                "{name} resolved at {resolved}, healthy for {}",
+                Duration(due.0 - resolved.0)
+            );
+            self.recover(node, &name, opened, due, why, step);
+        }
         while let Some(&Reverse((due, node, fault, opened_at, rung))) = self.timers.peek() {
             if due > now {
                 break;
@@ -761,6 +785,8 @@ impl Engine {
             }
             self.pending.remove(&(node, fault));
         }
+        // Back within healthy_delay: the node was never put back in service.
+        self.healing.remove(&(node, fault));
         self.world.borrow_mut().fleet.open(
             node,
             OpenFault {
@@ -938,12 +964,43 @@ impl Engine {
                 fault: name.clone(),
                 on_resolve: policy.on_resolve.len(),
             });
-            for action in &policy.on_resolve {
-                let mut intent = self.intent(node, &name, action, Trigger::Recover, at, &policy);
-                intent.opened = closed.opened_at;
-                intent.reason = Some(format!("{name} resolved"));
-                step.out.push(Output::Act(intent));
+            match policy.healthy_delay.filter(|d| d.0 > 0) {
+                Some(delay) if !policy.on_resolve.is_empty() => {
+                    // Put back in service only once it stayed healthy.
+                    self.healing.insert((node, fault), closed.opened_at);
+                    self.recoveries.push(Reverse((
+                        at.add(delay),
+                        node,
+                        fault,
+                        closed.opened_at,
+                        at,
+                    )));
+                }
+                _ => {
+                    let why = format!("{name} resolved");
+                    self.recover(node, &name, closed.opened_at, at, why, step);
+                }
             }
+        }
+    }
+
+    /// Asks for the `on_resolve` actions of the occurrence of `fault` opened
+    /// at `opened`, at `at`.
+    fn recover(
+        &mut self,
+        node: NodeId,
+        name: &str,
+        opened: Timestamp,
+        at: Timestamp,
+        why: String,
+        step: &mut Step,
+    ) {
+        let policy = self.policies.get(name).clone();
+        for action in &policy.on_resolve {
+            let mut intent = self.intent(node, name, action, Trigger::Recover, at, &policy);
+            intent.opened = opened;
+            intent.reason = Some(why.clone());
+            step.out.push(Output::Act(intent));
         }
     }
 

@@ -39,6 +39,10 @@ pub struct Policy {
     /// `within`; past it the `then` actions (a ticket for a person) instead.
     #[serde(default)]
     pub max_attempts: Option<MaxAttempts>,
+    /// `on_resolve` actions wait until the fault has stayed resolved this
+    /// long; a fault back within it never got them. Default 0s.
+    #[serde(default)]
+    pub healthy_delay: Option<Duration>,
 }
 
 /// `max_attempts = { count = 3, within = "7d", then = ["ticket"] }`.
