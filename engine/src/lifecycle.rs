@@ -60,6 +60,10 @@ impl Default for Options {
     }
 }
 
+/// (due, node, fault, opened_at, resolved_at) of an `on_resolve` waiting
+/// for `healthy_delay`.
+type Recovery = (Timestamp, NodeId, Sym, Timestamp, Timestamp);
+
 /// One thing a signal led to, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
@@ -212,7 +216,7 @@ pub struct Engine {
     attempts: FxHashMap<(NodeId, Sym), VecDeque<Timestamp>>,
     /// (due, node, fault, opened_at, resolved_at): `on_resolve` actions
     /// waiting for `healthy_delay`.
-    recoveries: BinaryHeap<Reverse<(Timestamp, NodeId, Sym, Timestamp, Timestamp)>>,
+    recoveries: BinaryHeap<Reverse<Recovery>>,
     /// The occurrence (opened_at) whose recovery waits, per node and fault:
     /// gone when the fault comes back first.
     healing: FxHashMap<(NodeId, Sym), Timestamp>,
