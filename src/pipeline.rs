@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use remedy_actions::{DomainSizes, Guards};
-use remedy_engine::{Decision, Engine, LoadError, Output, Signal, Step, Timestamp};
+use remedy_engine::{Decision, Engine, LoadError, Outcome, Output, Signal, Step, Timestamp};
 
 use crate::config::Config;
 
@@ -89,7 +89,35 @@ impl Pipeline {
         self.drain(now, step, out);
     }
 
+    /// Tells the engine which of `decisions` did an action for an open fault
+    /// (executed, or dry_run): `verify` counts from there. The service calls
+    /// it with its executors' results too.
+    pub fn acted(&mut self, decisions: &[Decision]) {
+        for d in decisions {
+            if let (Some(action), Some(Outcome::Executed | Outcome::DryRun)) =
+                (&d.action, d.outcome)
+            {
+                self.engine.acted(&d.node, &d.fault, action, d.ts);
+            }
+        }
+    }
+
     fn drain(&mut self, at: Timestamp, step: &mut Step, out: &mut Vec<Decision>) {
+        loop {
+            let start = out.len();
+            self.route(at, step, out);
+            self.acted(&out[start..]);
+            // An action done now may be due for verification by now already
+            // (a replay that jumps hours): check before the next signal.
+            if !self.engine.verify_due(at) {
+                break;
+            }
+            step.out.clear();
+            self.engine.advance(at, step);
+        }
+    }
+
+    fn route(&mut self, at: Timestamp, step: &mut Step, out: &mut Vec<Decision>) {
         let Pipeline { engine, guards } = self;
         engine.with_fleet(|fleet| {
             let known = Known(fleet);

@@ -964,3 +964,75 @@ fn on_resolve_waits_for_healthy_delay_and_a_fault_back_within_it_is_never_uncord
     .collect();
     assert_eq!(seen, expected, "{}", out.stdout);
 }
+
+/// `verify`: a fault still open 30 minutes after its cordon was done
+/// (dry_run in replay) did not get better from it: `fault_unverified`, and
+/// the next rung (a reinstall, due after 4h) is asked for at once, once;
+/// the same after the reinstall, and past the last rung it says a person
+/// has to look.
+#[test]
+fn a_fault_still_open_verify_after_its_action_escalates_at_once() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("remedy.toml");
+    fs::write(
+        &config,
+        "[faults.memory_failure]\nactions = [\"cordon\"]\nverify = \"30m\"\n\
+         escalate = [{ after = \"4h\", actions = [\"reinstall\"] }, { after = \"8h\", actions = [\"ticket\"] }]\n",
+    )
+    .unwrap();
+    let ue = |t: &str| {
+        format!("{{\"node\":\"n1\",\"kind\":\"hardware\",\"type\":\"memory.ecc.uncorrectable\",\"ts\":\"2026-11-24T{t}Z\"}}\n")
+    };
+    let beat = |t: &str| {
+        format!("{{\"node\":\"n2\",\"kind\":\"component\",\"type\":\"node.heartbeat\",\"ts\":\"2026-11-24T{t}Z\"}}\n")
+    };
+    let lines = [
+        ue("00:00:00"),
+        beat("00:29:59"),
+        beat("00:30:00"),
+        beat("05:00:00"),
+    ]
+    .concat();
+    let input = dir.path().join("signals.jsonl");
+    fs::write(&input, lines).unwrap();
+    let out = run(remedy().args([
+        "replay",
+        input.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--rules",
+        "rules",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let seen: Vec<(String, String, String)> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|d| {
+            let f = |k: &str| d[k].as_str().unwrap_or("").to_string();
+            (f("ts")[11..19].to_string(), f("event"), f("action"))
+        })
+        .collect();
+    let expected: Vec<(String, String, String)> = [
+        ("00:00:00", "fault_opened", ""),
+        ("00:00:00", "action", "cordon"),
+        ("00:30:00", "fault_unverified", ""),
+        ("00:30:00", "action", "reinstall"),
+        ("01:00:00", "fault_unverified", ""),
+        ("01:00:00", "action", "ticket"),
+        ("01:30:00", "fault_unverified", ""),
+    ]
+    .iter()
+    .map(|(t, e, a)| (t.to_string(), e.to_string(), a.to_string()))
+    .collect();
+    assert_eq!(seen, expected, "{}", out.stdout);
+    let unverified = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("fault_unverified"))
+        .unwrap();
+    assert!(
+        unverified.contains("verification failed: memory_failure on n1 still open 30m after cordon at 2026-11-24T00:00:00Z; escalating to reinstall now"),
+        "{unverified}"
+    );
+}

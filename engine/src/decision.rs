@@ -58,6 +58,9 @@ pub enum Event {
     /// A condition fault was neither re-asserted nor resolved within its
     /// `stale_after`: its evidence is old, disruptive actions for it wait.
     FaultStale,
+    /// A fault still open `verify` after its last action: that action did
+    /// not fix it, the next rung is asked for at once.
+    FaultUnverified,
     /// An action was attempted, held back or refused.
     Action,
 }
@@ -152,6 +155,14 @@ impl Decision {
     pub fn stale(ts: Timestamp, node: &str, fault: &str, reason: String) -> Self {
         let mut d = Decision::resolved(ts, node, fault);
         d.event = Event::FaultStale;
+        d.reason = Some(reason);
+        d
+    }
+
+    /// A `fault_unverified` decision.
+    pub fn unverified(ts: Timestamp, node: &str, fault: &str, reason: String) -> Self {
+        let mut d = Decision::resolved(ts, node, fault);
+        d.event = Event::FaultUnverified;
         d.reason = Some(reason);
         d
     }

@@ -220,6 +220,13 @@ pub struct Engine {
     /// The occurrence (opened_at) whose recovery waits, per node and fault:
     /// gone when the fault comes back first.
     healing: FxHashMap<(NodeId, Sym), Timestamp>,
+    /// The next escalation rung of each open fault (opened_at, rung): a
+    /// rung asked for early (failed verification) is not asked again.
+    rungs: FxHashMap<(NodeId, Sym), (Timestamp, usize)>,
+    /// The last action done for an open fault: (when, which).
+    acted: FxHashMap<(NodeId, Sym), (Timestamp, String)>,
+    /// (due, node, fault, opened_at): `verify` checks.
+    verifies: BinaryHeap<Reverse<(Timestamp, NodeId, Sym, Timestamp)>>,
 }
 
 impl Engine {
@@ -258,6 +265,9 @@ impl Engine {
             attempts: FxHashMap::default(),
             recoveries: BinaryHeap::new(),
             healing: FxHashMap::default(),
+            rungs: FxHashMap::default(),
+            acted: FxHashMap::default(),
+            verifies: BinaryHeap::new(),
         }
     }
 
@@ -579,6 +589,7 @@ impl Engine {
     pub fn advance(&mut self, now: Timestamp, step: &mut Step) {
         // Staleness first: an escalation due at the same time sees it.
         self.mark_stale(now, step);
+        self.check_verified(now, step);
         while let Some(&Reverse((due, node, fault, opened, resolved))) = self.recoveries.peek() {
             if due > now {
                 break;
@@ -616,6 +627,9 @@ impl Engine {
                 // Old evidence: the rung waits for the condition to be asserted again.
                 self.deferred.insert((node, fault), (opened_at, rung));
                 continue;
+            }
+            if self.rungs.get(&(node, fault)) != Some(&(opened_at, rung)) {
+                continue; // asked for early, when verification failed
             }
             let name = self.with_fleet(|f| f.symbols.name(fault).to_string());
             let policy = self.policies.get(&name).clone();
@@ -954,6 +968,8 @@ impl Engine {
             let Some(closed) = self.world.borrow_mut().fleet.close(node, fault) else {
                 continue;
             };
+            self.rungs.remove(&(node, fault));
+            self.acted.remove(&(node, fault));
             let (node_name, name) = self.with_fleet(|f| {
                 (
                     f.node_name(node).to_string(),
@@ -1043,6 +1059,94 @@ impl Engine {
             let due = opened_at.add(e.after);
             self.timers
                 .push(Reverse((due, node, fault, opened_at, rung)));
+            self.rungs.insert((node, fault), (opened_at, rung));
+        } else {
+            self.rungs.remove(&(node, fault));
+        }
+    }
+
+    /// An action for `fault` on `node` was done at `at` (executed, or
+    /// dry_run in replay): with `verify`, the fault must be gone by
+    /// `at + verify` or the next rung is asked for then.
+    pub fn acted(&mut self, node: &str, fault: &str, action: &str, at: Timestamp) {
+        let Some(verify) = self.policies.get(fault).verify.filter(|v| v.0 > 0) else {
+            return;
+        };
+        let found = self.with_fleet(|f| {
+            let id = f.find_node(node)?;
+            let sym = f.symbols.get(fault)?;
+            Some((id, sym, f.open_fault(id, sym)?.opened_at))
+        });
+        let Some((id, sym, opened)) = found else {
+            return;
+        };
+        self.acted.insert((id, sym), (at, action.to_string()));
+        self.verifies
+            .push(Reverse((at.add(verify), id, sym, opened)));
+    }
+
+    /// Whether a `verify` check is due by `now`.
+    pub fn verify_due(&self, now: Timestamp) -> bool {
+        self.verifies
+            .peek()
+            .is_some_and(|Reverse((due, ..))| *due <= now)
+    }
+
+    /// `verify` checks that fell due by `now`: a fault still open, with no
+    /// action since, gets `fault_unverified` and its next rung at once.
+    fn check_verified(&mut self, now: Timestamp, step: &mut Step) {
+        while let Some(&Reverse((due, node, fault, opened))) = self.verifies.peek() {
+            if due > now {
+                break;
+            }
+            self.verifies.pop();
+            let open = self.with_fleet(|f| {
+                f.open_fault(node, fault)
+                    .is_some_and(|o| o.opened_at == opened)
+            });
+            let name = self.with_fleet(|f| f.symbols.name(fault).to_string());
+            let policy = self.policies.get(&name).clone();
+            let Some(verify) = policy.verify else {
+                continue;
+            };
+            let Some((at, action)) = self.acted.get(&(node, fault)).cloned() else {
+                continue;
+            };
+            if !open || at.add(verify) != due {
+                continue; // resolved, or acted on again since
+            }
+            self.acted.remove(&(node, fault));
+            let node_name = self.with_fleet(|f| f.node_name(node).to_string());
+            let next = self
+                .rungs
+                .get(&(node, fault))
+                .filter(|(o, _)| *o == opened)
+                .map(|(_, r)| *r);
+            let then = match next.and_then(|r| policy.escalate.get(r).map(|e| (r, e))) {
+                Some((_, e)) => format!("escalating to {} now", e.actions.join(", ")),
+                None => "no rung left: a person has to look".to_string(),
+            };
+            let reason = format!(
+                "verification failed: {name} on {node_name} still open {verify} after {action} at {at}; {then}"
+            );
+            step.out.push(Output::Decision(Decision::unverified(
+                due,
+                &node_name,
+                &name,
+                reason.clone(),
+            )));
+            if let Some(rung) = next {
+                if let Some(e) = policy.escalate.get(rung) {
+                    for action in &e.actions {
+                        let mut intent =
+                            self.intent(node, &name, action, Trigger::Remedy, due, &policy);
+                        intent.opened = opened;
+                        intent.reason = Some(reason.clone());
+                        step.out.push(Output::Act(intent));
+                    }
+                    self.schedule(node, fault, opened, rung + 1, &policy);
+                }
+            }
         }
     }
 

@@ -43,6 +43,10 @@ pub struct Policy {
     /// long; a fault back within it never got them. Default 0s.
     #[serde(default)]
     pub healthy_delay: Option<Duration>,
+    /// Still open this long after its last action (executed, or dry_run in
+    /// replay): that action did not help, the next rung now. Default: off.
+    #[serde(default)]
+    pub verify: Option<Duration>,
 }
 
 /// `max_attempts = { count = 3, within = "7d", then = ["ticket"] }`.

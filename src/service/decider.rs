@@ -299,6 +299,7 @@ impl Decider {
             Some(remedy_actions::Finished::Retry(job)) => self.pending.started.push(*job),
             None => {}
         }
+        self.pipeline.acted(&self.out);
         self.metrics.counted(&self.out);
         self.pending
             .entries

@@ -368,7 +368,7 @@ impl Journal for Sqlite {
                     Event::FaultResolved => {
                         close.execute(params![d.node, d.fault, d.ts.0])?;
                     }
-                    Event::Action | Event::FaultStale => {}
+                    Event::Action | Event::FaultStale | Event::FaultUnverified => {}
                 }
             }
         }

@@ -176,6 +176,7 @@ fn count(s: &mut State, decisions: &[Decision]) {
             Event::FaultOpened => *s.faults_open.entry(d.fault.clone()).or_default() += 1,
             Event::FaultResolved => *s.faults_open.entry(d.fault.clone()).or_default() -= 1,
             Event::FaultStale => *s.faults_stale.entry(d.fault.clone()).or_default() += 1,
+            Event::FaultUnverified => {}
             Event::Action => {
                 if let (Some(a), Some(o)) = (&d.action, d.outcome) {
                     *s.actions
