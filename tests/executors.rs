@@ -34,6 +34,8 @@ struct Seen {
 struct Fake {
     seen: Mutex<Vec<Seen>>,
     node: Mutex<Value>,
+    /// Answer every node request 403 Forbidden (RBAC without `nodes/patch`).
+    forbid: std::sync::atomic::AtomicBool,
 }
 
 impl Fake {
@@ -89,7 +91,22 @@ async fn get_node(
     headers: HeaderMap,
 ) -> impl IntoResponse {
     fake.record(&method, &format!("/api/v1/nodes/{name}"), &headers, b"");
-    Json(fake.node.lock().unwrap().clone())
+    if fake.forbid.load(std::sync::atomic::Ordering::Relaxed) {
+        return forbidden(&name).into_response();
+    }
+    Json(fake.node.lock().unwrap().clone()).into_response()
+}
+
+/// The Status a Kubernetes API server answers without RBAC for a node.
+fn forbidden(name: &str) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("nodes \"{name}\" is forbidden: User \"system:serviceaccount:remedy:remedy\" cannot get resource \"nodes\" in API group \"\" at the cluster scope"),
+            "reason": "Forbidden", "details": {"name": name, "kind": "nodes"}, "code": 403
+        })),
+    )
 }
 
 /// The node list, as `GET /api/v1/nodes` answers it (one page).
@@ -532,4 +549,81 @@ fn a_cordon_refused_by_an_unreachable_api_server_is_retried_and_lands_once_acros
         .collect();
     assert_eq!(patches.len(), 1, "cordoned once: {patches:?}");
     assert_eq!(fake.node.lock().unwrap()["spec"]["unschedulable"], true);
+}
+
+/// An API server that is down for a few seconds: the cordon is `failed` with
+/// `retry_at`, tried again once it is back, and lands once. One that
+/// answers 403 (no RBAC for nodes) is final at once: no retry.
+#[test]
+fn a_cordon_is_retried_while_the_api_server_is_down_and_a_403_is_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = TcpListener::bind("127.0.0.1:0").unwrap();
+    let api_port = api.local_addr().unwrap().port();
+    drop(api); // connection refused until the fake serves it
+    let kubeconfig = kubeconfig(dir.path(), api_port);
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        format!(
+            "dry_run = false\n[guards]\nmax_unhealthy = 10\n[faults.memory_failure]\nactions = [\"cordon\"]\n\n\
+             [actions.cordon]\nexecutor = \"kubernetes\"\nkubeconfig = \"{}\"\n",
+            kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    let remedy = Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let ue = |node: &str| {
+        format!(
+            r#"{{"node":"{node}","kind":"hardware","type":"memory.ecc.uncorrectable","ts":"2026-11-24T23:58:07Z","labels":{{"cluster":"c1"}}}}"#
+        )
+    };
+    assert_eq!(
+        remedy.request("POST", "/v1/signals", &ue("node-7"), None).0,
+        202
+    );
+    let cordons = |node: &str| -> Vec<Value> {
+        remedy
+            .decisions()
+            .into_iter()
+            .filter(|d| d["event"] == "action" && d["action"] == "cordon" && d["node"] == node)
+            .collect()
+    };
+    wait_for("the first failure", Duration::from_secs(20), || {
+        !cordons("node-7").is_empty()
+    });
+    let listener = TcpListener::bind(("127.0.0.1", api_port)).expect("the API server's port");
+    let (fake, _) = start_fakes_on("node-7", listener);
+    wait_for("the retried cordon", Duration::from_secs(30), || {
+        cordons("node-7").iter().any(|d| d["outcome"] == "executed")
+    });
+    let seen = cordons("node-7");
+    let outcomes: Vec<&str> = seen
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["failed", "executed"], "{seen:?}");
+    assert!(seen[0]["retry_at"].is_string());
+    assert_eq!(fake.node.lock().unwrap()["spec"]["unschedulable"], true);
+
+    // RBAC says no: final at once.
+    fake.forbid
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        remedy.request("POST", "/v1/signals", &ue("node-8"), None).0,
+        202
+    );
+    wait_for("the 403", Duration::from_secs(20), || {
+        !cordons("node-8").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(6)); // past the first retry's 5s
+    let forbidden = cordons("node-8");
+    assert_eq!(forbidden.len(), 1, "no retry: {forbidden:?}");
+    assert_eq!(forbidden[0]["outcome"], "failed");
+    assert!(forbidden[0]["retry_at"].is_null(), "{}", forbidden[0]);
+    assert!(
+        forbidden[0]["reason"].as_str().unwrap().contains("403"),
+        "{}",
+        forbidden[0]
+    );
+    let gets = fake.seen("/api/v1/nodes/node-8");
+    assert_eq!(gets.len(), 1, "asked once: {gets:?}");
 }
