@@ -1036,3 +1036,77 @@ fn a_fault_still_open_verify_after_its_action_escalates_at_once() {
         "{unverified}"
     );
 }
+
+/// The README's worked example of action safety, decision by decision.
+#[test]
+fn the_action_safety_example_of_the_readme_replays_as_it_says() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("remedy.toml");
+    fs::write(
+        &config,
+        "[faults.memory_failure]\nactions = [\"cordon\"]\non_resolve = [\"uncordon\"]\n\
+         escalate = [{ after = \"4h\", actions = [\"reinstall\"] }]\nverify = \"30m\"\n\
+         healthy_delay = \"5m\"\nmax_attempts = { count = 3, within = \"7d\", then = [\"ticket\"] }\n",
+    )
+    .unwrap();
+    let ue = |t: &str, resolved: bool| {
+        format!("{{\"node\":\"n1\",\"kind\":\"hardware\",\"type\":\"memory.ecc.uncorrectable\",\"ts\":\"2026-11-24T{t}Z\",\"resolved\":{resolved}}}\n")
+    };
+    let beat = |t: &str| {
+        format!("{{\"node\":\"n2\",\"kind\":\"component\",\"type\":\"node.heartbeat\",\"ts\":\"2026-11-24T{t}Z\"}}\n")
+    };
+    let mut lines = String::new();
+    for hour in ["00", "05", "10"] {
+        lines.push_str(&ue(&format!("{hour}:00:00"), false));
+        lines.push_str(&beat(&format!("{hour}:30:00")));
+        lines.push_str(&ue(&format!("{hour}:50:00"), true));
+        lines.push_str(&beat(&format!("{hour}:59:00")));
+    }
+    lines.push_str(&ue("20:00:00", false));
+    lines.push_str(&beat("23:00:00"));
+    let input = dir.path().join("signals.jsonl");
+    fs::write(&input, lines).unwrap();
+    let out = run(remedy().args([
+        "replay",
+        input.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--rules",
+        "rules",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let seen: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|d| {
+            let f = |k: &str| d[k].as_str().unwrap_or("").to_string();
+            format!(
+                "{} {} {} {}",
+                &f("ts")[11..16],
+                f("event"),
+                f("action"),
+                f("outcome")
+            )
+            .trim_end()
+            .to_string()
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for hour in ["00", "05", "10"] {
+        expected.extend([
+            format!("{hour}:00 fault_opened"),
+            format!("{hour}:00 action cordon dry_run"),
+            format!("{hour}:30 fault_unverified"),
+            format!("{hour}:30 action reinstall dry_run"),
+            format!("{hour}:50 fault_resolved"),
+            format!("{hour}:55 action uncordon dry_run"),
+        ]);
+    }
+    expected.extend([
+        "20:00 fault_opened".to_string(),
+        "20:00 action cordon attempts_exhausted".into(),
+        "20:00 action ticket dry_run".into(),
+    ]);
+    assert_eq!(seen, expected, "{}", out.stdout);
+}

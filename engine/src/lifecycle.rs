@@ -227,6 +227,8 @@ pub struct Engine {
     acted: FxHashMap<(NodeId, Sym), (Timestamp, String)>,
     /// (due, node, fault, opened_at): `verify` checks.
     verifies: BinaryHeap<Reverse<(Timestamp, NodeId, Sym, Timestamp)>>,
+    /// Open faults past `max_attempts`: with a person, nothing to verify.
+    handed_over: FxHashSet<(NodeId, Sym)>,
 }
 
 impl Engine {
@@ -268,6 +270,7 @@ impl Engine {
             rungs: FxHashMap::default(),
             acted: FxHashMap::default(),
             verifies: BinaryHeap::new(),
+            handed_over: FxHashSet::default(),
         }
     }
 
@@ -866,6 +869,7 @@ impl Engine {
                 intent.reason = Some(reason.clone());
                 step.out.push(Output::Act(intent));
             }
+            self.handed_over.insert((node, fault));
             return;
         }
         for action in actions {
@@ -970,6 +974,7 @@ impl Engine {
             };
             self.rungs.remove(&(node, fault));
             self.acted.remove(&(node, fault));
+            self.handed_over.remove(&(node, fault));
             let (node_name, name) = self.with_fleet(|f| {
                 (
                     f.node_name(node).to_string(),
@@ -1080,6 +1085,9 @@ impl Engine {
         let Some((id, sym, opened)) = found else {
             return;
         };
+        if self.handed_over.contains(&(id, sym)) {
+            return; // with a person now
+        }
         self.acted.insert((id, sym), (at, action.to_string()));
         self.verifies
             .push(Reverse((at.add(verify), id, sym, opened)));
