@@ -824,70 +824,90 @@ fn check_with_a_config_checks_the_config_and_its_rules() {
     assert!(out.stdout.contains("rules valid"), "{}", out.stdout);
 }
 
+/// `remedy replay` of `signals` (JSON lines) with a config of `config`
+/// and the shipped rules: each decision as `"HH:MM:SS event action outcome"`
+/// (empty parts left out), and the whole output for messages.
+fn replay_timeline(config: &str, signals: &str) -> (Vec<String>, String) {
+    let dir = TempDir::new().unwrap();
+    let config_path = dir.path().join("remedy.toml");
+    fs::write(&config_path, config).unwrap();
+    let input = dir.path().join("signals.jsonl");
+    fs::write(&input, signals).unwrap();
+    let out = run(remedy().args([
+        "replay",
+        input.to_str().unwrap(),
+        "--config",
+        config_path.to_str().unwrap(),
+        "--rules",
+        "rules",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let timeline = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|d| {
+            let f = |k: &str| d[k].as_str().unwrap_or("").to_string();
+            let ts = f("ts");
+            [
+                ts[11..19].to_string(),
+                f("event"),
+                f("action"),
+                f("outcome"),
+            ]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ")
+        })
+        .collect();
+    (timeline, out.stdout)
+}
+
+/// A DIMM failure (or its clearing) on n1 at `time` of 2026-11-24.
+fn ue(time: &str, resolved: bool) -> String {
+    format!("{{\"node\":\"n1\",\"kind\":\"hardware\",\"type\":\"memory.ecc.uncorrectable\",\"ts\":\"2026-11-24T{time}Z\",\"resolved\":{resolved}}}\n")
+}
+
+/// Another node's heartbeat at `time`: event time moves on.
+fn beat(time: &str) -> String {
+    format!("{{\"node\":\"n2\",\"kind\":\"component\",\"type\":\"node.heartbeat\",\"ts\":\"2026-11-24T{time}Z\"}}\n")
+}
+
+const CORDON_UNCORDON: &str =
+    "[faults.memory_failure]\nactions = [\"cordon\"]\non_resolve = [\"uncordon\"]\n";
+
 /// `max_attempts`: a DIMM failure that comes back on one node a fourth time
 /// within a week is not cordoned a fourth time: `attempts_exhausted`, and
 /// the `then` ticket for a person instead. In `replay`, on event time.
 #[test]
 fn a_fault_back_a_fourth_time_within_max_attempts_goes_to_a_person() {
-    let dir = TempDir::new().unwrap();
-    let config = dir.path().join("remedy.toml");
-    fs::write(
-        &config,
-        "[faults.memory_failure]\nactions = [\"cordon\"]\non_resolve = [\"uncordon\"]\n\
-         max_attempts = { count = 3, within = \"7d\", then = [\"ticket\"] }\n",
-    )
-    .unwrap();
-    let mut lines = String::new();
-    for (hour, resolved) in [
-        (0, false),
-        (1, true),
-        (5, false),
-        (6, true),
-        (10, false),
-        (11, true),
-        (20, false),
-    ] {
-        lines.push_str(&format!(
-            "{{\"node\":\"n1\",\"kind\":\"hardware\",\"type\":\"memory.ecc.uncorrectable\",\"ts\":\"2026-11-24T{hour:02}:00:00Z\",\"resolved\":{resolved},\"labels\":{{\"cluster\":\"c1\"}}}}\n"
-        ));
-    }
-    let input = dir.path().join("signals.jsonl");
-    fs::write(&input, lines).unwrap();
-    let out = run(remedy().args([
-        "replay",
-        input.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-        "--rules",
-        "rules",
-    ]));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let actions: Vec<(String, String, String)> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|d| d["event"] == "action")
-        .map(|d| {
-            let f = |k: &str| d[k].as_str().unwrap_or("").to_string();
-            (f("ts")[11..13].to_string(), f("action"), f("outcome"))
-        })
+    let config = format!(
+        "{CORDON_UNCORDON}max_attempts = {{ count = 3, within = \"7d\", then = [\"ticket\"] }}\n"
+    );
+    let signals: String = ["00", "01", "05", "06", "10", "11", "20"]
+        .iter()
+        .enumerate()
+        .map(|(i, h)| ue(&format!("{h}:00:00"), i % 2 == 1))
         .collect();
-    let expected: Vec<(String, String, String)> = [
-        ("00", "cordon", "dry_run"),
-        ("01", "uncordon", "dry_run"),
-        ("05", "cordon", "dry_run"),
-        ("06", "uncordon", "dry_run"),
-        ("10", "cordon", "dry_run"),
-        ("11", "uncordon", "dry_run"),
-        ("20", "cordon", "attempts_exhausted"),
-        ("20", "ticket", "dry_run"),
-    ]
-    .iter()
-    .map(|(h, a, o)| (h.to_string(), a.to_string(), o.to_string()))
-    .collect();
-    assert_eq!(actions, expected, "{}", out.stdout);
-    let exhausted = out
-        .stdout
+    let (timeline, stdout) = replay_timeline(&config, &signals);
+    let actions: Vec<&String> = timeline.iter().filter(|l| l.contains(" action ")).collect();
+    assert_eq!(
+        actions,
+        [
+            "00:00:00 action cordon dry_run",
+            "01:00:00 action uncordon dry_run",
+            "05:00:00 action cordon dry_run",
+            "06:00:00 action uncordon dry_run",
+            "10:00:00 action cordon dry_run",
+            "11:00:00 action uncordon dry_run",
+            "20:00:00 action cordon attempts_exhausted",
+            "20:00:00 action ticket dry_run",
+        ],
+        "{stdout}"
+    );
+    let exhausted = stdout
         .lines()
         .find(|l| l.contains("attempts_exhausted"))
         .unwrap();
@@ -904,20 +924,8 @@ fn a_fault_back_a_fourth_time_within_max_attempts_goes_to_a_person() {
 /// the delay never gets its node uncordoned in between.
 #[test]
 fn on_resolve_waits_for_healthy_delay_and_a_fault_back_within_it_is_never_uncordoned() {
-    let dir = TempDir::new().unwrap();
-    let config = dir.path().join("remedy.toml");
-    fs::write(
-        &config,
-        "[faults.memory_failure]\nactions = [\"cordon\"]\non_resolve = [\"uncordon\"]\nhealthy_delay = \"5m\"\n",
-    )
-    .unwrap();
-    let ue = |t: &str, resolved: bool| {
-        format!("{{\"node\":\"n1\",\"kind\":\"hardware\",\"type\":\"memory.ecc.uncorrectable\",\"ts\":\"2026-11-24T{t}Z\",\"resolved\":{resolved}}}\n")
-    };
-    let beat = |t: &str| {
-        format!("{{\"node\":\"n2\",\"kind\":\"component\",\"type\":\"node.heartbeat\",\"ts\":\"2026-11-24T{t}Z\"}}\n")
-    };
-    let lines = [
+    let config = format!("{CORDON_UNCORDON}healthy_delay = \"5m\"\n");
+    let signals = [
         ue("00:00:00", false),
         ue("01:00:00", true), // resolved...
         beat("01:04:59"),     // ...not yet healthy for 5m
@@ -928,41 +936,22 @@ fn on_resolve_waits_for_healthy_delay_and_a_fault_back_within_it_is_never_uncord
         beat("03:20:00"),
     ]
     .concat();
-    let input = dir.path().join("signals.jsonl");
-    fs::write(&input, lines).unwrap();
-    let out = run(remedy().args([
-        "replay",
-        input.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-        "--rules",
-        "rules",
-    ]));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let seen: Vec<(String, String, String)> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .map(|d| {
-            let f = |k: &str| d[k].as_str().unwrap_or("").to_string();
-            (f("ts")[11..19].to_string(), f("event"), f("action"))
-        })
-        .collect();
-    let expected: Vec<(String, String, String)> = [
-        ("00:00:00", "fault_opened", ""),
-        ("00:00:00", "action", "cordon"),
-        ("01:00:00", "fault_resolved", ""),
-        ("01:05:00", "action", "uncordon"),
-        ("02:00:00", "fault_opened", ""),
-        ("02:00:00", "action", "cordon"),
-        ("03:00:00", "fault_resolved", ""),
-        ("03:03:00", "fault_opened", ""),
-        ("03:03:00", "action", "cordon"),
-    ]
-    .iter()
-    .map(|(t, e, a)| (t.to_string(), e.to_string(), a.to_string()))
-    .collect();
-    assert_eq!(seen, expected, "{}", out.stdout);
+    let (timeline, stdout) = replay_timeline(&config, &signals);
+    assert_eq!(
+        timeline,
+        [
+            "00:00:00 fault_opened",
+            "00:00:00 action cordon dry_run",
+            "01:00:00 fault_resolved",
+            "01:05:00 action uncordon dry_run",
+            "02:00:00 fault_opened",
+            "02:00:00 action cordon dry_run",
+            "03:00:00 fault_resolved",
+            "03:03:00 fault_opened",
+            "03:03:00 action cordon dry_run",
+        ],
+        "{stdout}"
+    );
 }
 
 /// `verify`: a fault still open 30 minutes after its cordon was done
@@ -972,62 +961,35 @@ fn on_resolve_waits_for_healthy_delay_and_a_fault_back_within_it_is_never_uncord
 /// has to look.
 #[test]
 fn a_fault_still_open_verify_after_its_action_escalates_at_once() {
-    let dir = TempDir::new().unwrap();
-    let config = dir.path().join("remedy.toml");
-    fs::write(
-        &config,
-        "[faults.memory_failure]\nactions = [\"cordon\"]\nverify = \"30m\"\n\
-         escalate = [{ after = \"4h\", actions = [\"reinstall\"] }, { after = \"8h\", actions = [\"ticket\"] }]\n",
-    )
-    .unwrap();
-    let ue = |t: &str| {
-        format!("{{\"node\":\"n1\",\"kind\":\"hardware\",\"type\":\"memory.ecc.uncorrectable\",\"ts\":\"2026-11-24T{t}Z\"}}\n")
-    };
-    let beat = |t: &str| {
-        format!("{{\"node\":\"n2\",\"kind\":\"component\",\"type\":\"node.heartbeat\",\"ts\":\"2026-11-24T{t}Z\"}}\n")
-    };
-    let lines = [
-        ue("00:00:00"),
+    let config = "[faults.memory_failure]\nactions = [\"cordon\"]\nverify = \"30m\"\n\
+         escalate = [{ after = \"4h\", actions = [\"reinstall\"] }, { after = \"8h\", actions = [\"ticket\"] }]\n";
+    let signals = [
+        ue("00:00:00", false),
         beat("00:29:59"),
         beat("00:30:00"),
         beat("05:00:00"),
     ]
     .concat();
-    let input = dir.path().join("signals.jsonl");
-    fs::write(&input, lines).unwrap();
-    let out = run(remedy().args([
-        "replay",
-        input.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-        "--rules",
-        "rules",
-    ]));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let seen: Vec<(String, String, String)> = out
-        .stdout
+    let (timeline, stdout) = replay_timeline(config, &signals);
+    assert_eq!(
+        timeline,
+        [
+            "00:00:00 fault_opened",
+            "00:00:00 action cordon dry_run",
+            "00:30:00 fault_unverified",
+            "00:30:00 action reinstall dry_run",
+            "01:00:00 fault_unverified",
+            "01:00:00 action ticket dry_run",
+            "01:30:00 fault_unverified",
+        ],
+        "{stdout}"
+    );
+    assert!(stdout
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .map(|d| {
-            let f = |k: &str| d[k].as_str().unwrap_or("").to_string();
-            (f("ts")[11..19].to_string(), f("event"), f("action"))
-        })
-        .collect();
-    let expected: Vec<(String, String, String)> = [
-        ("00:00:00", "fault_opened", ""),
-        ("00:00:00", "action", "cordon"),
-        ("00:30:00", "fault_unverified", ""),
-        ("00:30:00", "action", "reinstall"),
-        ("01:00:00", "fault_unverified", ""),
-        ("01:00:00", "action", "ticket"),
-        ("01:30:00", "fault_unverified", ""),
-    ]
-    .iter()
-    .map(|(t, e, a)| (t.to_string(), e.to_string(), a.to_string()))
-    .collect();
-    assert_eq!(seen, expected, "{}", out.stdout);
-    let unverified = out
-        .stdout
+        .last()
+        .unwrap()
+        .contains("no rung left: a person has to look"));
+    let unverified = stdout
         .lines()
         .find(|l| l.contains("fault_unverified"))
         .unwrap();
@@ -1040,73 +1002,33 @@ fn a_fault_still_open_verify_after_its_action_escalates_at_once() {
 /// The README's worked example of action safety, decision by decision.
 #[test]
 fn the_action_safety_example_of_the_readme_replays_as_it_says() {
-    let dir = TempDir::new().unwrap();
-    let config = dir.path().join("remedy.toml");
-    fs::write(
-        &config,
-        "[faults.memory_failure]\nactions = [\"cordon\"]\non_resolve = [\"uncordon\"]\n\
-         escalate = [{ after = \"4h\", actions = [\"reinstall\"] }]\nverify = \"30m\"\n\
-         healthy_delay = \"5m\"\nmax_attempts = { count = 3, within = \"7d\", then = [\"ticket\"] }\n",
-    )
-    .unwrap();
-    let ue = |t: &str, resolved: bool| {
-        format!("{{\"node\":\"n1\",\"kind\":\"hardware\",\"type\":\"memory.ecc.uncorrectable\",\"ts\":\"2026-11-24T{t}Z\",\"resolved\":{resolved}}}\n")
-    };
-    let beat = |t: &str| {
-        format!("{{\"node\":\"n2\",\"kind\":\"component\",\"type\":\"node.heartbeat\",\"ts\":\"2026-11-24T{t}Z\"}}\n")
-    };
-    let mut lines = String::new();
-    for hour in ["00", "05", "10"] {
-        lines.push_str(&ue(&format!("{hour}:00:00"), false));
-        lines.push_str(&beat(&format!("{hour}:30:00")));
-        lines.push_str(&ue(&format!("{hour}:50:00"), true));
-        lines.push_str(&beat(&format!("{hour}:59:00")));
-    }
-    lines.push_str(&ue("20:00:00", false));
-    lines.push_str(&beat("23:00:00"));
-    let input = dir.path().join("signals.jsonl");
-    fs::write(&input, lines).unwrap();
-    let out = run(remedy().args([
-        "replay",
-        input.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-        "--rules",
-        "rules",
-    ]));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let seen: Vec<String> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .map(|d| {
-            let f = |k: &str| d[k].as_str().unwrap_or("").to_string();
-            format!(
-                "{} {} {} {}",
-                &f("ts")[11..16],
-                f("event"),
-                f("action"),
-                f("outcome")
-            )
-            .trim_end()
-            .to_string()
-        })
-        .collect();
+    let config = format!(
+        "{CORDON_UNCORDON}escalate = [{{ after = \"4h\", actions = [\"reinstall\"] }}]\nverify = \"30m\"\n\
+         healthy_delay = \"5m\"\nmax_attempts = {{ count = 3, within = \"7d\", then = [\"ticket\"] }}\n"
+    );
+    let mut signals = String::new();
     let mut expected = Vec::new();
     for hour in ["00", "05", "10"] {
+        signals.push_str(&ue(&format!("{hour}:00:00"), false));
+        signals.push_str(&beat(&format!("{hour}:30:00")));
+        signals.push_str(&ue(&format!("{hour}:50:00"), true));
+        signals.push_str(&beat(&format!("{hour}:59:00")));
         expected.extend([
-            format!("{hour}:00 fault_opened"),
-            format!("{hour}:00 action cordon dry_run"),
-            format!("{hour}:30 fault_unverified"),
-            format!("{hour}:30 action reinstall dry_run"),
-            format!("{hour}:50 fault_resolved"),
-            format!("{hour}:55 action uncordon dry_run"),
+            format!("{hour}:00:00 fault_opened"),
+            format!("{hour}:00:00 action cordon dry_run"),
+            format!("{hour}:30:00 fault_unverified"),
+            format!("{hour}:30:00 action reinstall dry_run"),
+            format!("{hour}:50:00 fault_resolved"),
+            format!("{hour}:55:00 action uncordon dry_run"),
         ]);
     }
+    signals.push_str(&ue("20:00:00", false));
+    signals.push_str(&beat("23:00:00"));
     expected.extend([
-        "20:00 fault_opened".to_string(),
-        "20:00 action cordon attempts_exhausted".into(),
-        "20:00 action ticket dry_run".into(),
+        "20:00:00 fault_opened".to_string(),
+        "20:00:00 action cordon attempts_exhausted".into(),
+        "20:00:00 action ticket dry_run".into(),
     ]);
-    assert_eq!(seen, expected, "{}", out.stdout);
+    let (timeline, stdout) = replay_timeline(&config, &signals);
+    assert_eq!(timeline, expected, "{stdout}");
 }
