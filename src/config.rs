@@ -71,6 +71,32 @@ pub struct Config {
     /// Node identity: which names are one machine.
     #[serde(default)]
     pub identity: IdentitySection,
+    /// What `remedy run` takes in (contract 13).
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: what the service takes in.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// A signal whose `ts` is further ahead of the service's clock than this
+    /// is refused (HTTP 400 naming `ts`, dead-lettered from Kafka): no
+    /// input can move remedy's clock. Default "30s".
+    #[serde(default = "default_max_skew")]
+    pub max_skew: Duration,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_skew: default_max_skew(),
+        }
+    }
+}
+
+fn default_max_skew() -> Duration {
+    remedy_collectors::intake::MAX_SKEW
 }
 
 /// `[identity]`: one machine is one node, whichever name a source uses for

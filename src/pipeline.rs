@@ -48,7 +48,11 @@ impl Pipeline {
         mode: Mode,
     ) -> Result<Self, LoadError> {
         let dir = rules.unwrap_or(&config.rules);
-        let mut engine = Engine::load(dir, config.policies(), &config.engine_options())?;
+        let options = remedy_engine::Options {
+            service_clock: mode == Mode::Live,
+            ..config.engine_options()
+        };
+        let mut engine = Engine::load(dir, config.policies(), &options)?;
         for (alias, node) in &config.identity.aliases {
             engine.restore_alias(alias, node);
         }
@@ -150,7 +154,11 @@ impl Pipeline {
         step: &mut Step,
         out: &mut Vec<Decision>,
     ) {
-        let at = signal.ts.unwrap_or(now);
+        let at = if self.engine.service_clock() {
+            now
+        } else {
+            signal.ts.unwrap_or(now)
+        };
         self.engine.on_signal_into(signal, now, step);
         // Held-back actions whose guard freed by now go before new ones; a
         // node this signal released lets held actions go at once.

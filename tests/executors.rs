@@ -411,7 +411,13 @@ fn a_job_running_at_a_crash_runs_again_with_its_id_and_is_decided_once() {
     let runs = lines();
     assert_eq!(runs.len(), 2, "run again after the crash: {runs:?}");
     assert_eq!(runs[0], runs[1], "with the same job id");
-    assert_eq!(runs[0], "n1/memory_failure/2026-11-24T23:58:07Z/repair");
+    // The id names the occurrence: node, fault, when it opened (service time), action.
+    let opened = decisions(port)
+        .iter()
+        .find(|(e, ..)| e == "fault_opened")
+        .map(|(.., d)| d["ts"].as_str().unwrap().to_string())
+        .expect("fault_opened");
+    assert_eq!(runs[0], format!("n1/memory_failure/{opened}/repair"));
     // Wait a moment longer: nothing else runs or is decided.
     std::thread::sleep(Duration::from_millis(2500));
     let all = decisions(port);

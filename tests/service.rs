@@ -188,17 +188,14 @@ fn the_real_alertmanager_webhook_opens_the_faults_it_names() {
         );
     }
     let faults = s.json("/v1/faults?state=open&node=127.0.0.1");
-    let names: Vec<&str> = faults
+    let mut names: Vec<&str> = faults
         .as_array()
         .unwrap()
         .iter()
         .map(|f| f["fault"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        ["disk_pressure", "high_load"],
-        "same start: ordered by fault"
-    );
+    names.sort_unstable();
+    assert_eq!(names, ["disk_pressure", "high_load"]);
     let (status, answer) = s.request("POST", "/v1/alertmanager", "{\"alerts\": 3}", None);
     assert_eq!(status, 400);
     assert!(
@@ -994,12 +991,14 @@ fn max_attempts_are_counted_across_a_restart() {
         s.request("POST", "/v1/signals", &signal(20, false), None).0,
         202
     );
-    let last: Vec<(String, String)> = s
-        .decisions()
+    // In `run` decisions carry the service's time: the last two actions.
+    let decisions = s.decisions();
+    let actions: Vec<&Value> = decisions
         .iter()
-        .filter(|d| {
-            d["event"] == "action" && d["ts"].as_str().unwrap_or("").starts_with("2026-11-24T20")
-        })
+        .filter(|d| d["event"] == "action")
+        .collect();
+    let last: Vec<(String, String)> = actions[actions.len() - 2..]
+        .iter()
         .map(|d| {
             (
                 d["action"].as_str().unwrap().to_string(),
@@ -1013,5 +1012,59 @@ fn max_attempts_are_counted_across_a_restart() {
             ("cordon".to_string(), "attempts_exhausted".to_string()),
             ("ticket".into(), "dry_run".into())
         ]
+    );
+}
+
+/// No input can move remedy's clock (contract 13): a signal dated a day
+/// ahead is refused with a 400 naming `ts`, and a back-dated one opens its
+/// fault now, so its escalation (a reinstall after 1h) is not due at once.
+#[test]
+fn a_signal_can_be_evidence_but_never_a_clock() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        "[faults.memory_failure]\nactions = [\"cordon\"]\nescalate = [{ after = \"1h\", actions = [\"reinstall\"] }]\n",
+    )
+    .unwrap();
+    let s = Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let at = |hours: i64| {
+        (chrono::Utc::now() + chrono::Duration::hours(hours))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let ahead = format!(
+        r#"{{"node":"n9","kind":"component","type":"node.heartbeat","ts":"{}"}}"#,
+        at(24)
+    );
+    let (status, answer) = s.request("POST", "/v1/signals", &ahead, None);
+    assert_eq!(status, 400, "{answer}");
+    let reason = serde_json::from_str::<Value>(&answer).unwrap()["errors"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.starts_with("field \"ts\": ") && reason.contains("ahead of remedy's clock"),
+        "{reason}"
+    );
+    let back_dated = format!(
+        r#"{{"node":"n1","kind":"hardware","type":"memory.ecc.uncorrectable","ts":"{}","labels":{{"cluster":"c1"}}}}"#,
+        at(-24)
+    );
+    assert_eq!(s.request("POST", "/v1/signals", &back_dated, None).0, 202);
+    std::thread::sleep(Duration::from_millis(2500)); // two ticks of the service clock
+    let actions: Vec<String> = s
+        .decisions()
+        .iter()
+        .filter(|d| d["event"] == "action")
+        .map(|d| d["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions, ["cordon"], "no reinstall a day early");
+    let opened = s.json("/v1/faults?state=open");
+    let opened_at = opened[0]["opened_at"]
+        .as_str()
+        .or(opened[0]["ts"].as_str())
+        .unwrap_or("");
+    assert!(
+        opened_at.starts_with(&at(0)[..10]),
+        "opened now, not a day ago: {opened}"
     );
 }

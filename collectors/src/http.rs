@@ -43,14 +43,16 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 async fn signals(State(s): State<Sources>, body: String) -> Response {
     let mut valid = Vec::new();
     let mut errors = Vec::new();
-    match Signal::from_json(body.trim()) {
-        Ok(one) => valid.push(one),
+    let admitted = |signal| s.intake.admit(&signal).map(|()| signal);
+    match Signal::from_json(body.trim()).map(admitted) {
+        Ok(Ok(one)) => valid.push(one),
+        Ok(Err(e)) => errors.push(json!({ "line": 1, "reason": e.to_string() })),
         Err(_) => {
             for (i, line) in body.lines().enumerate() {
                 if line.trim().is_empty() {
                     continue;
                 }
-                match Signal::from_json(line) {
+                match Signal::from_json(line).and_then(admitted) {
                     Ok(sig) => valid.push(sig),
                     Err(e) => errors.push(json!({ "line": i + 1, "reason": e.to_string() })),
                 }
@@ -97,13 +99,26 @@ async fn ingest(intake: &Intake, signals: Vec<Signal>) -> Result<(), Response> {
 
 /// The Alertmanager webhook: each alert becomes a signal (contract section 2).
 async fn alertmanager(State(s): State<Sources>, body: String) -> Response {
-    let (signals, skipped) = match crate::alertmanager::signals(&body) {
+    let (decoded, mut skipped) = match crate::alertmanager::signals(&body) {
         Ok(v) => v,
         Err(e) => {
             s.report.received("alertmanager", 0, 1);
             return error(StatusCode::BAD_REQUEST, e);
         }
     };
+    // The alerts' positions in the payload, skipping those already refused.
+    let refused: std::collections::BTreeSet<usize> = skipped.iter().map(|k| k.index).collect();
+    let positions = (0..).filter(|i| !refused.contains(i));
+    let mut signals = Vec::with_capacity(decoded.len());
+    for (index, signal) in positions.zip(decoded) {
+        match s.intake.admit(&signal) {
+            Ok(()) => signals.push(signal),
+            Err(e) => skipped.push(crate::alertmanager::Skipped {
+                index,
+                reason: format!("{}: {e}", signal.r#type),
+            }),
+        }
+    }
     let accepted = signals.len();
     s.report.received("alertmanager", accepted, skipped.len());
     if let Err(r) = ingest(&s.intake, signals).await {
@@ -114,6 +129,7 @@ async fn alertmanager(State(s): State<Sources>, body: String) -> Response {
     } else {
         StatusCode::BAD_REQUEST
     };
+    skipped.sort_by_key(|k| k.index);
     let errors: Vec<_> = skipped
         .iter()
         .map(|k| json!({ "alert": k.index, "reason": k.reason }))

@@ -9,9 +9,20 @@
 
 use std::sync::Arc;
 
-use remedy_engine::{Signal, Timestamp};
+use remedy_engine::{DecodeError, Duration, Signal, Timestamp};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
+
+/// [`Intake::admit`] at `now`.
+pub fn admit(signal: &Signal, now: Timestamp, max_skew: Duration) -> Result<(), DecodeError> {
+    match signal.ts {
+        Some(ts) if ts.0 > now.0.saturating_add(max_skew.0) => Err(DecodeError(format!(
+            "field \"ts\": {ts} is more than {max_skew} ahead of remedy's clock ({now}); \
+             check the producer's clock"
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// Signals on their way to the decider, with where to say how it went.
 #[derive(Debug)]
@@ -44,13 +55,42 @@ pub enum IntakeError {
 #[derive(Clone, Debug)]
 pub struct Intake {
     tx: mpsc::Sender<Batch>,
+    max_skew: Duration,
 }
+
+/// How far ahead of the service's clock a signal's `ts` may be
+/// (`[limits] max_skew`, contract 13) when none is configured.
+pub const MAX_SKEW: Duration = Duration(30_000);
 
 impl Intake {
     /// A queue of `capacity` batches: the handle and the decider's end.
     pub fn new(capacity: usize) -> (Intake, mpsc::Receiver<Batch>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Intake { tx }, rx)
+        (
+            Intake {
+                tx,
+                max_skew: MAX_SKEW,
+            },
+            rx,
+        )
+    }
+
+    /// The same queue, refusing signals more than `max_skew` ahead.
+    pub fn with_max_skew(mut self, max_skew: Duration) -> Self {
+        self.max_skew = max_skew;
+        self
+    }
+
+    /// How far ahead of the clock a `ts` may be.
+    pub fn max_skew(&self) -> Duration {
+        self.max_skew
+    }
+
+    /// Whether a decoded signal may be taken in now: a `ts` more than
+    /// `max_skew` ahead of the service's clock is refused, naming the field
+    /// (no input can move remedy's clock; an old `ts` is evidence only).
+    pub fn admit(&self, signal: &Signal) -> Result<(), DecodeError> {
+        admit(signal, now(), self.max_skew)
     }
 
     /// Whether the queue has no room (a Kafka source then pauses its
@@ -169,5 +209,36 @@ pub fn http_client(url: &str) -> Option<reqwest::Client> {
             tracing::error!(%url, "cannot build an HTTP client: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remedy_engine::Kind;
+
+    #[test]
+    fn a_ts_beyond_max_skew_is_refused_naming_the_field_and_an_old_one_is_evidence() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let at = |secs: i64| {
+            let mut s = Signal::new("n1", Kind::Component, "node.heartbeat");
+            s.ts = Some(Timestamp::from_secs(1_800_000_000 + secs));
+            s
+        };
+        assert!(
+            admit(&at(30), now, MAX_SKEW).is_ok(),
+            "30s ahead is within the skew"
+        );
+        let e = admit(&at(31), now, MAX_SKEW).unwrap_err().0;
+        assert!(
+            e.starts_with("field \"ts\": ") && e.contains("30s ahead"),
+            "{e}"
+        );
+        assert!(
+            admit(&at(-86_400), now, MAX_SKEW).is_ok(),
+            "old: evidence only"
+        );
+        assert!(admit(&Signal::new("n1", Kind::Component, "x"), now, MAX_SKEW).is_ok());
+        assert!(admit(&at(10), now, Duration(0)).is_err());
     }
 }

@@ -546,6 +546,8 @@ pub struct Source {
     carry: Batch,
     /// Dead letters whose delivery is not confirmed yet.
     unconfirmed: Vec<DeadLetter>,
+    /// A `ts` further ahead of the clock than this is dead-lettered.
+    max_skew: remedy_engine::Duration,
 }
 
 impl fmt::Debug for Source {
@@ -654,7 +656,14 @@ impl Source {
             dead_letter,
             carry: Batch::default(),
             unconfirmed: Vec::new(),
+            max_skew: crate::intake::MAX_SKEW,
         })
+    }
+
+    /// Dead-letters signals whose `ts` is more than `max_skew` ahead of the
+    /// clock (`[limits] max_skew`).
+    pub fn set_max_skew(&mut self, max_skew: remedy_engine::Duration) {
+        self.max_skew = max_skew;
     }
 
     /// Reads up to `max` messages, waiting at most `wait` for them, and
@@ -690,6 +699,7 @@ impl Source {
                         dead_letter: &self.dead_letter,
                         carry: &mut self.carry,
                         unconfirmed: &mut self.unconfirmed,
+                        max_skew: self.max_skew,
                     };
                     sink.take(self.consumer.context(), &message);
                 }
@@ -903,6 +913,7 @@ struct Sink<'a> {
     dead_letter: &'a str,
     carry: &'a mut Batch,
     unconfirmed: &'a mut Vec<DeadLetter>,
+    max_skew: remedy_engine::Duration,
 }
 
 impl Sink<'_> {
@@ -913,7 +924,10 @@ impl Sink<'_> {
         let offset = message.offset();
         let generation = context.generation_of(topic, partition);
         self.carry.mark(topic, partition, offset, generation);
-        match decode(message.payload()) {
+        let decoded = decode(message.payload()).and_then(|signal| {
+            crate::intake::admit(&signal, crate::intake::now(), self.max_skew).map(|()| signal)
+        });
+        match decoded {
             Ok(signal) => self.carry.signals.push(Received {
                 signal,
                 topic: topic.to_string(),
@@ -1017,6 +1031,7 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     const NAME: &str = "kafka";
+    source.set_max_skew(intake.max_skew());
     let mut last_report = std::time::Instant::now();
     loop {
         if *stop.borrow() {

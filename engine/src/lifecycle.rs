@@ -46,6 +46,10 @@ pub struct Options {
     /// Labels whose value, on a signal that names its node, is an alias of
     /// that node (`[identity] alias_labels`).
     pub alias_labels: Vec<String>,
+    /// `remedy run`: the lifecycle runs on the clock it is handed, a
+    /// signal's `ts` only places it in count windows (contract 13). Off:
+    /// each signal's `ts` is the clock (replay, diff, tests).
+    pub service_clock: bool,
 }
 
 impl Default for Options {
@@ -56,6 +60,7 @@ impl Default for Options {
             dedup_ids: 100_000,
             flap: Flap::default(),
             alias_labels: Vec::new(),
+            service_clock: false,
         }
     }
 }
@@ -206,6 +211,8 @@ pub struct Engine {
     next_sweep: Timestamp,
     /// Aliases -> canonical node names.
     identity: Identity,
+    /// See [`Options::service_clock`].
+    service_clock: bool,
     /// (due, node, fault, opened_at): when a condition fault may go stale.
     stale_timers: BinaryHeap<Reverse<(Timestamp, NodeId, Sym, Timestamp)>>,
     /// Escalation rungs that fell due while their fault was stale: they
@@ -262,6 +269,7 @@ impl Engine {
             timers: BinaryHeap::new(),
             next_sweep: Timestamp(i64::MIN),
             identity: Identity::new(options.alias_labels.clone()),
+            service_clock: options.service_clock,
             stale_timers: BinaryHeap::new(),
             deferred: FxHashMap::default(),
             attempts: FxHashMap::default(),
@@ -292,6 +300,11 @@ impl Engine {
     /// The policy for a fault class.
     pub fn policy(&self, fault: &str) -> &Policy {
         self.policies.get(fault)
+    }
+
+    /// Whether the lifecycle runs on the clock it is handed (`remedy run`).
+    pub fn service_clock(&self) -> bool {
+        self.service_clock
     }
 
     /// All policies.
@@ -347,7 +360,11 @@ impl Engine {
     /// Like [`Engine::on_signal`], reusing `step`'s buffers.
     pub fn on_signal_into(&mut self, mut signal: Signal, now: Timestamp, step: &mut Step) {
         step.clear();
-        let at = *signal.ts.get_or_insert(now);
+        // The signal's time places it in count windows; what the lifecycle
+        // schedules runs on `at`: the signal's time in replay, the service's
+        // own clock in `run` (no input can move remedy's clock).
+        let ts = *signal.ts.get_or_insert(now);
+        let at = if self.service_clock { now } else { ts };
         self.advance(at, step);
         if let Some(id) = &signal.id {
             if !self.ids.insert(id) {
@@ -388,7 +405,7 @@ impl Engine {
         }
         let (node, r#type) = {
             let mut w = self.world.borrow_mut();
-            w.now = at;
+            w.now = ts;
             let fleet = &mut w.fleet;
             let node = if domain {
                 fleet.touch_domain(&signal.node, &signal.labels, at)
@@ -397,7 +414,7 @@ impl Engine {
             };
             let r#type = fleet.symbols.intern(&signal.r#type);
             if !signal.resolved {
-                fleet.record(node, r#type, at);
+                fleet.record(node, r#type, ts);
             }
             (node, r#type)
         };
@@ -422,7 +439,7 @@ impl Engine {
                         .value_above
                         .is_none_or(|g| signal.value.is_some_and(|v| v > g))
                         && gate.events_at_least.is_none_or(|(count, seconds)| {
-                            w.fleet.count_within(node, r#type, seconds, at) >= count
+                            w.fleet.count_within(node, r#type, seconds, ts) >= count
                         });
                     pass.then_some(i)
                 }));
