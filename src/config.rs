@@ -76,27 +76,48 @@ pub struct Config {
     pub limits: LimitsSection,
 }
 
-/// `[limits]`: what the service takes in.
+/// `[limits]`: what the service takes in (contract 13). A signal past any
+/// of them is refused naming the field (HTTP 400, dead-lettered from Kafka).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
-    /// A signal whose `ts` is further ahead of the service's clock than this
-    /// is refused (HTTP 400 naming `ts`, dead-lettered from Kafka): no
-    /// input can move remedy's clock. Default "30s".
-    #[serde(default = "default_max_skew")]
+    /// How far a `ts` may be ahead of the service's clock: no input can move
+    /// remedy's clock. Default "30s".
     pub max_skew: Duration,
+    /// Longest node name, in bytes. Default 253 (a DNS name).
+    pub node_name: usize,
+    /// Most labels per signal. Default 64.
+    pub labels: usize,
+    /// Longest label key or value, in bytes. Default 1024.
+    pub label_size: usize,
+    /// Longest message, in bytes. Default 8192.
+    pub message: usize,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
+        let d = remedy_collectors::Limits::default();
         LimitsSection {
-            max_skew: default_max_skew(),
+            max_skew: d.max_skew,
+            node_name: d.node_name,
+            labels: d.labels,
+            label_size: d.label_size,
+            message: d.message,
         }
     }
 }
 
-fn default_max_skew() -> Duration {
-    remedy_collectors::intake::MAX_SKEW
+impl LimitsSection {
+    /// As the intake checks them.
+    pub fn intake(&self) -> remedy_collectors::Limits {
+        remedy_collectors::Limits {
+            max_skew: self.max_skew,
+            node_name: self.node_name,
+            labels: self.labels,
+            label_size: self.label_size,
+            message: self.message,
+        }
+    }
 }
 
 /// `[identity]`: one machine is one node, whichever name a source uses for

@@ -1068,3 +1068,74 @@ fn a_signal_can_be_evidence_but_never_a_clock() {
         "opened now, not a day ago: {opened}"
     );
 }
+
+/// Hostile input is judged line by line and cheaply (contract 13): an
+/// invalid UTF-8 line is one bad line among valid ones, a body of bad
+/// lines gets a bounded answer, and a signal with 100,000 labels is
+/// refused at once naming the field, while valid signals keep flowing.
+#[test]
+fn bad_input_is_judged_line_by_line_with_bounded_answers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Remedy::start(dir.path(), &[]);
+    // A batch with one line of invalid UTF-8 between two valid ones.
+    let mut body = Vec::new();
+    body.extend_from_slice(UE.as_bytes());
+    body.extend_from_slice(b"\n{\"node\":\"n\xff\xfe\",\"kind\":\"hardware\",\"type\":\"x\"}\n");
+    body.extend_from_slice(DISK.as_bytes());
+    let (status, answer) = common::request_bytes(s.port, "POST", "/v1/signals", &body, None);
+    assert_eq!(status, 400, "{answer}");
+    let v: Value = serde_json::from_str(&answer).expect("a JSON answer");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(v["errors"][0]["line"], 2);
+    assert!(
+        v["errors"][0]["reason"].as_str().unwrap().contains("UTF-8"),
+        "{v}"
+    );
+    let opened = s.json("/v1/faults?state=open").as_array().unwrap().len();
+    assert_eq!(opened, 2, "the valid lines were decided");
+
+    // 200,000 bad lines: the answer lists 100 and counts the rest.
+    let bad = "x\n".repeat(200_000);
+    let (status, answer) = s.request("POST", "/v1/signals", &bad, None);
+    assert_eq!(status, 400);
+    assert!(answer.len() < 64 * 1024, "bounded: {} bytes", answer.len());
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["rejected"], 200_000);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 100);
+    assert_eq!(v["more_errors"], 199_900);
+
+    // A label bomb is refused before it reaches the decider.
+    let labels: Vec<String> = (0..100_000).map(|i| format!("\"k{i}\":\"v\"")).collect();
+    let bomb = format!(
+        r#"{{"node":"n3","kind":"hardware","type":"memory.ecc.uncorrectable","labels":{{{}}}}}"#,
+        labels.join(",")
+    );
+    let started = Instant::now();
+    let (status, answer) = s.request("POST", "/v1/signals", &bomb, None);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.contains("field \\\"labels\\\": 100000 labels, more than the limit of 64"),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        s.request("POST", "/v1/signals", UE, None).0,
+        202,
+        "still serving"
+    );
+    // An Alertmanager status it does not know is that alert's error.
+    let odd = r#"{"version":"4","alerts":[{"status":"pending","labels":{"alertname":"NodeClockSkewDetected","instance":"10.0.0.1:9100"},"startsAt":"2026-11-24T10:00:00Z"}]}"#;
+    let (status, answer) = s.request("POST", "/v1/alertmanager", odd, None);
+    assert_eq!(status, 400);
+    assert!(
+        answer.contains("status \\\"pending\\\" is neither firing nor resolved"),
+        "{answer}"
+    );
+}

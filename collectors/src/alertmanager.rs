@@ -81,7 +81,17 @@ pub fn signals(body: &str) -> Result<(Vec<Signal>, Vec<Skipped>), String> {
             }
             None => Kind::Resource,
         };
-        let resolved = a.status == "resolved";
+        let resolved = match a.status.as_str() {
+            "resolved" => true,
+            "firing" => false,
+            other => {
+                skipped.push(Skipped {
+                    index,
+                    reason: format!("{alertname}: status {other:?} is neither firing nor resolved"),
+                });
+                continue;
+            }
+        };
         let mut s = Signal::new(node, kind, alertname);
         s.resolved = resolved;
         // Alertmanager repeats a firing alert every repeat_interval.

@@ -7,6 +7,7 @@
 //!
 //! The service mounts these routes under `/v1` behind its auth layer.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -38,33 +39,79 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// Line errors a 400 lists at most; then how many more there were.
+pub const MAX_ERRORS: usize = 100;
+
+/// Bad lines or alerts, each with its reason: at most [`MAX_ERRORS`] kept,
+/// the rest only counted (an 8 MiB body of bad lines gets a short answer).
+#[derive(Default)]
+struct Errors {
+    listed: Vec<serde_json::Value>,
+    total: usize,
+}
+
+impl Errors {
+    fn push(&mut self, error: impl FnOnce() -> serde_json::Value) {
+        self.total += 1;
+        if self.listed.len() < MAX_ERRORS {
+            self.listed.push(error());
+        }
+    }
+
+    /// The answer's body: counts, the errors listed, and how many more.
+    fn body(self, accepted: usize) -> serde_json::Value {
+        let mut body = json!({ "accepted": accepted, "rejected": self.total });
+        if self.total > 0 {
+            body["errors"] = serde_json::Value::Array(self.listed);
+        }
+        if self.total > MAX_ERRORS {
+            body["more_errors"] = json!(self.total - MAX_ERRORS);
+        }
+        body
+    }
+}
+
 /// One JSON object, or JSON lines: every valid signal is decided; bad lines
-/// are listed with their reasons (400), the valid ones around them still count.
-async fn signals(State(s): State<Sources>, body: String) -> Response {
+/// are listed with their reasons (400), the valid ones around them still
+/// count. Each line is judged alone: one that is not UTF-8 is one bad line.
+async fn signals(State(s): State<Sources>, body: Bytes) -> Response {
     let mut valid = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors = Errors::default();
     let admitted = |signal| s.intake.admit(&signal).map(|()| signal);
-    match Signal::from_json(body.trim()).map(admitted) {
-        Ok(Ok(one)) => valid.push(one),
-        Ok(Err(e)) => errors.push(json!({ "line": 1, "reason": e.to_string() })),
-        Err(_) => {
-            for (i, line) in body.lines().enumerate() {
-                if line.trim().is_empty() {
+    let whole = std::str::from_utf8(&body)
+        .ok()
+        .map(|text| Signal::from_json(text.trim()));
+    match whole {
+        Some(Ok(one)) => match admitted(one) {
+            Ok(one) => valid.push(one),
+            Err(e) => errors.push(|| json!({ "line": 1, "reason": e.to_string() })),
+        },
+        _ => {
+            for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+                let line = line.trim_ascii();
+                if line.is_empty() {
                     continue;
                 }
-                match Signal::from_json(line).and_then(admitted) {
+                let decoded = match std::str::from_utf8(line) {
+                    Ok(text) => Signal::from_json(text).and_then(admitted),
+                    Err(e) => Err(remedy_engine::DecodeError(format!(
+                        "not valid UTF-8 (byte {})",
+                        e.valid_up_to() + 1
+                    ))),
+                };
+                match decoded {
                     Ok(sig) => valid.push(sig),
-                    Err(e) => errors.push(json!({ "line": i + 1, "reason": e.to_string() })),
+                    Err(e) => errors.push(|| json!({ "line": i + 1, "reason": e.to_string() })),
                 }
             }
         }
     }
     let accepted = valid.len();
-    s.report.received("http", accepted, errors.len());
+    s.report.received("http", accepted, errors.total);
     if let Err(r) = ingest(&s.intake, valid).await {
         return r;
     }
-    let rejected = errors.len();
+    let rejected = errors.total;
     if rejected == 0 && accepted == 0 {
         return error(
             StatusCode::BAD_REQUEST,
@@ -76,11 +123,7 @@ async fn signals(State(s): State<Sources>, body: String) -> Response {
     } else {
         StatusCode::ACCEPTED
     };
-    let mut body = json!({ "accepted": accepted, "rejected": rejected });
-    if rejected > 0 {
-        body["errors"] = serde_json::Value::Array(errors);
-    }
-    (status, Json(body)).into_response()
+    (status, Json(errors.body(accepted))).into_response()
 }
 
 /// Hands signals to the decider and waits until they are journaled.
@@ -130,13 +173,9 @@ async fn alertmanager(State(s): State<Sources>, body: String) -> Response {
         StatusCode::BAD_REQUEST
     };
     skipped.sort_by_key(|k| k.index);
-    let errors: Vec<_> = skipped
-        .iter()
-        .map(|k| json!({ "alert": k.index, "reason": k.reason }))
-        .collect();
-    let mut body = json!({ "accepted": accepted, "rejected": skipped.len() });
-    if !errors.is_empty() {
-        body["errors"] = serde_json::Value::Array(errors);
+    let mut errors = Errors::default();
+    for k in &skipped {
+        errors.push(|| json!({ "alert": k.index, "reason": k.reason }));
     }
-    (status, Json(body)).into_response()
+    (status, Json(errors.body(accepted))).into_response()
 }

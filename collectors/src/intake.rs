@@ -13,12 +13,44 @@ use remedy_engine::{DecodeError, Duration, Signal, Timestamp};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-/// [`Intake::admit`] at `now`.
-pub fn admit(signal: &Signal, now: Timestamp, max_skew: Duration) -> Result<(), DecodeError> {
+/// [`Intake::admit`] at `now`: the first limit a signal breaks, naming the
+/// field.
+pub fn admit(signal: &Signal, now: Timestamp, limits: &Limits) -> Result<(), DecodeError> {
+    let too_long = |field: &str, len: usize, max: usize| {
+        Err(DecodeError(format!(
+            "field \"{field}\": {len} bytes, more than the limit of {max}"
+        )))
+    };
+    if signal.node.len() > limits.node_name {
+        return too_long("node", signal.node.len(), limits.node_name);
+    }
+    if signal.labels.len() > limits.labels {
+        return Err(DecodeError(format!(
+            "field \"labels\": {} labels, more than the limit of {}",
+            signal.labels.len(),
+            limits.labels
+        )));
+    }
+    for (k, v) in signal.labels.iter() {
+        if k.len().max(v.len()) > limits.label_size {
+            return Err(DecodeError(format!(
+                "field \"labels\": label {:?}: {} bytes, more than the limit of {}",
+                k.chars().take(64).collect::<String>(),
+                k.len().max(v.len()),
+                limits.label_size
+            )));
+        }
+    }
+    if let Some(m) = &signal.message {
+        if m.len() > limits.message {
+            return too_long("message", m.len(), limits.message);
+        }
+    }
     match signal.ts {
-        Some(ts) if ts.0 > now.0.saturating_add(max_skew.0) => Err(DecodeError(format!(
-            "field \"ts\": {ts} is more than {max_skew} ahead of remedy's clock ({now}); \
-             check the producer's clock"
+        Some(ts) if ts.0 > now.0.saturating_add(limits.max_skew.0) => Err(DecodeError(format!(
+            "field \"ts\": {ts} is more than {} ahead of remedy's clock ({now}); \
+             check the producer's clock",
+            limits.max_skew
         ))),
         _ => Ok(()),
     }
@@ -55,12 +87,40 @@ pub enum IntakeError {
 #[derive(Clone, Debug)]
 pub struct Intake {
     tx: mpsc::Sender<Batch>,
-    max_skew: Duration,
+    limits: Limits,
 }
 
 /// How far ahead of the service's clock a signal's `ts` may be
 /// (`[limits] max_skew`, contract 13) when none is configured.
 pub const MAX_SKEW: Duration = Duration(30_000);
+
+/// What one signal may carry (`[limits]`, contract 13): checked before a
+/// signal reaches the decider, so no input can stall or bloat it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// How far ahead of the clock `ts` may be.
+    pub max_skew: Duration,
+    /// Longest node name, in bytes (a DNS name: 253).
+    pub node_name: usize,
+    /// Most labels.
+    pub labels: usize,
+    /// Longest label key or value, in bytes.
+    pub label_size: usize,
+    /// Longest message, in bytes.
+    pub message: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_skew: MAX_SKEW,
+            node_name: 253,
+            labels: 64,
+            label_size: 1024,
+            message: 8 * 1024,
+        }
+    }
+}
 
 impl Intake {
     /// A queue of `capacity` batches: the handle and the decider's end.
@@ -69,28 +129,28 @@ impl Intake {
         (
             Intake {
                 tx,
-                max_skew: MAX_SKEW,
+                limits: Limits::default(),
             },
             rx,
         )
     }
 
-    /// The same queue, refusing signals more than `max_skew` ahead.
-    pub fn with_max_skew(mut self, max_skew: Duration) -> Self {
-        self.max_skew = max_skew;
+    /// The same queue, admitting what `limits` allow.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
-    /// How far ahead of the clock a `ts` may be.
-    pub fn max_skew(&self) -> Duration {
-        self.max_skew
+    /// What a signal may carry.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Whether a decoded signal may be taken in now: a `ts` more than
     /// `max_skew` ahead of the service's clock is refused, naming the field
     /// (no input can move remedy's clock; an old `ts` is evidence only).
     pub fn admit(&self, signal: &Signal) -> Result<(), DecodeError> {
-        admit(signal, now(), self.max_skew)
+        admit(signal, now(), &self.limits)
     }
 
     /// Whether the queue has no room (a Kafka source then pauses its
@@ -225,20 +285,53 @@ mod tests {
             s.ts = Some(Timestamp::from_secs(1_800_000_000 + secs));
             s
         };
+        let limits = Limits::default();
         assert!(
-            admit(&at(30), now, MAX_SKEW).is_ok(),
+            admit(&at(30), now, &limits).is_ok(),
             "30s ahead is within the skew"
         );
-        let e = admit(&at(31), now, MAX_SKEW).unwrap_err().0;
+        let e = admit(&at(31), now, &limits).unwrap_err().0;
         assert!(
             e.starts_with("field \"ts\": ") && e.contains("30s ahead"),
             "{e}"
         );
         assert!(
-            admit(&at(-86_400), now, MAX_SKEW).is_ok(),
+            admit(&at(-86_400), now, &limits).is_ok(),
             "old: evidence only"
         );
-        assert!(admit(&Signal::new("n1", Kind::Component, "x"), now, MAX_SKEW).is_ok());
-        assert!(admit(&at(10), now, Duration(0)).is_err());
+        assert!(admit(&Signal::new("n1", Kind::Component, "x"), now, &limits).is_ok());
+        let strict = Limits {
+            max_skew: Duration(0),
+            ..limits
+        };
+        assert!(admit(&at(10), now, &strict).is_err());
+    }
+
+    #[test]
+    fn names_labels_and_messages_past_the_limits_are_refused_naming_the_field() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let limits = Limits::default();
+        let reason = |s: &Signal| admit(s, now, &limits).unwrap_err().0;
+        let mut s = Signal::new("n".repeat(254), Kind::Component, "x");
+        assert_eq!(
+            reason(&s),
+            "field \"node\": 254 bytes, more than the limit of 253"
+        );
+        s.node = "n1".into();
+        for i in 0..65 {
+            s.labels.insert(format!("k{i}"), "v");
+        }
+        assert_eq!(
+            reason(&s),
+            "field \"labels\": 65 labels, more than the limit of 64"
+        );
+        s.labels = Default::default();
+        s.labels.insert("rack", "r".repeat(1025));
+        assert!(reason(&s).starts_with("field \"labels\": label \"rack\": 1025 bytes"));
+        s.labels = Default::default();
+        s.message = Some("m".repeat(8 * 1024 + 1));
+        assert!(reason(&s).starts_with("field \"message\": 8193 bytes"));
+        s.message = Some("m".repeat(8 * 1024));
+        assert!(admit(&s, now, &limits).is_ok());
     }
 }

@@ -546,8 +546,8 @@ pub struct Source {
     carry: Batch,
     /// Dead letters whose delivery is not confirmed yet.
     unconfirmed: Vec<DeadLetter>,
-    /// A `ts` further ahead of the clock than this is dead-lettered.
-    max_skew: remedy_engine::Duration,
+    /// What a signal may carry; past it, it is dead-lettered.
+    limits: crate::intake::Limits,
 }
 
 impl fmt::Debug for Source {
@@ -656,14 +656,14 @@ impl Source {
             dead_letter,
             carry: Batch::default(),
             unconfirmed: Vec::new(),
-            max_skew: crate::intake::MAX_SKEW,
+            limits: crate::intake::Limits::default(),
         })
     }
 
-    /// Dead-letters signals whose `ts` is more than `max_skew` ahead of the
-    /// clock (`[limits] max_skew`).
-    pub fn set_max_skew(&mut self, max_skew: remedy_engine::Duration) {
-        self.max_skew = max_skew;
+    /// Dead-letters signals past `limits` (`[limits]`: a `ts` too far ahead,
+    /// too many or too long labels...).
+    pub fn set_limits(&mut self, limits: crate::intake::Limits) {
+        self.limits = limits;
     }
 
     /// Reads up to `max` messages, waiting at most `wait` for them, and
@@ -699,7 +699,7 @@ impl Source {
                         dead_letter: &self.dead_letter,
                         carry: &mut self.carry,
                         unconfirmed: &mut self.unconfirmed,
-                        max_skew: self.max_skew,
+                        limits: self.limits,
                     };
                     sink.take(self.consumer.context(), &message);
                 }
@@ -913,7 +913,7 @@ struct Sink<'a> {
     dead_letter: &'a str,
     carry: &'a mut Batch,
     unconfirmed: &'a mut Vec<DeadLetter>,
-    max_skew: remedy_engine::Duration,
+    limits: crate::intake::Limits,
 }
 
 impl Sink<'_> {
@@ -925,7 +925,7 @@ impl Sink<'_> {
         let generation = context.generation_of(topic, partition);
         self.carry.mark(topic, partition, offset, generation);
         let decoded = decode(message.payload()).and_then(|signal| {
-            crate::intake::admit(&signal, crate::intake::now(), self.max_skew).map(|()| signal)
+            crate::intake::admit(&signal, crate::intake::now(), &self.limits).map(|()| signal)
         });
         match decoded {
             Ok(signal) => self.carry.signals.push(Received {
@@ -1031,7 +1031,7 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     const NAME: &str = "kafka";
-    source.set_max_skew(intake.max_skew());
+    source.set_limits(intake.limits());
     let mut last_report = std::time::Instant::now();
     loop {
         if *stop.borrow() {

@@ -23,7 +23,7 @@ pub mod presets;
 pub mod promql;
 pub mod scrape;
 
-pub use intake::{Batch, Intake, IntakeError, NoReport, Report, Reporter, SourceStatus};
+pub use intake::{Batch, Intake, IntakeError, Limits, NoReport, Report, Reporter, SourceStatus};
 pub use lines::{JsonLines, Line};
 pub use presets::{Preset, PresetState, UnknownPreset};
 pub use promql::{instance_host, Poller};

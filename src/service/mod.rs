@@ -65,8 +65,8 @@ pub struct Settings {
     pub kafka: Option<remedy_collectors::kafka::Config>,
     /// `[identity] kubernetes`: the client settings of the node list.
     pub node_directory: Option<remedy_actions::executors::kubernetes::Config>,
-    /// `[limits] max_skew`.
-    pub max_skew: remedy_engine::Duration,
+    /// `[limits]`: what a signal may carry.
+    pub limits: remedy_collectors::Limits,
 }
 
 impl Settings {
@@ -97,7 +97,7 @@ impl Settings {
             dry_run: config.dry_run,
             kafka: config.kafka.clone(),
             node_directory: config.node_directory(),
-            max_skew: config.limits.max_skew,
+            limits: config.limits.intake(),
         })
     }
 }
@@ -241,7 +241,7 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
     };
     let (tx, rx) = mpsc::channel(settings.queue);
     let (intake, batches) = Intake::new(settings.queue);
-    let intake = intake.with_max_skew(settings.max_skew);
+    let intake = intake.with_limits(settings.limits);
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let metrics = Arc::new(Metrics::default());
     let decider_metrics = metrics.clone();

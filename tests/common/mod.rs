@@ -25,6 +25,17 @@ pub fn request(
     body: &str,
     token: Option<&str>,
 ) -> (u16, String) {
+    request_bytes(port, method, path, body.as_bytes(), token)
+}
+
+/// [`request`] with a body of any bytes (not necessarily UTF-8).
+pub fn request_bytes(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    token: Option<&str>,
+) -> (u16, String) {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
@@ -39,7 +50,7 @@ pub fn request(
     // there to read, as an HTTP client would.
     let _ = stream
         .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body.as_bytes()));
+        .and_then(|()| stream.write_all(body));
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let response = String::from_utf8_lossy(&response);
