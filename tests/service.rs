@@ -1139,3 +1139,23 @@ fn bad_input_is_judged_line_by_line_with_bounded_answers() {
         "{answer}"
     );
 }
+
+/// A node name with a newline in it cannot forge a line of the human log.
+#[test]
+fn a_newline_in_a_node_name_cannot_forge_a_log_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Remedy::start(dir.path(), &[]);
+    let forged = r#"{"node":"n1\n2026-11-30T00:00:00Z  INFO remedy: forged","kind":"hardware","type":"memory.ecc.uncorrectable","labels":{"cluster":"c1"}}"#;
+    assert_eq!(s.request("POST", "/v1/signals", forged, None).0, 202);
+    let (code, log) = s.stop();
+    assert_eq!(code, 0);
+    assert!(
+        log.contains("n1\\n2026"),
+        "the node is in the log, escaped: {log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("INFO remedy: forged") && !l.contains("n1\\n")),
+        "{log}"
+    );
+}

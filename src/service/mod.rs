@@ -177,9 +177,54 @@ pub fn init_logs(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
-        LogFormat::Human => builder.try_init(),
+        // Values come from the network (node names, types): a newline in one
+        // must not forge a log line, so control characters are escaped.
+        LogFormat::Human => builder
+            .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
+                |w, field, value| {
+                    let raw = format!("{value:?}");
+                    let text = escape_controls(&raw);
+                    if field.name() == "message" {
+                        write!(w, "{text}")
+                    } else {
+                        write!(w, "{}={text}", field.name())
+                    }
+                },
+            ))
+            .try_init(),
         LogFormat::Json => builder.json().with_current_span(true).try_init(),
     };
+}
+
+/// `text` with every control character written as an escape (`\n`,
+/// `\u{1b}`), so one logged value stays on its line.
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_in_logged_values_are_escaped() {
+        assert_eq!(super::escape_controls("node-1"), "node-1");
+        assert_eq!(
+            super::escape_controls("n1\nINFO forged\r\u{1b}[31m"),
+            "n1\\nINFO forged\\r\\u{1b}[31m"
+        );
+    }
 }
 
 /// Runs the service until SIGINT or SIGTERM. `build` makes the pipeline;
