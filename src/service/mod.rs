@@ -215,18 +215,6 @@ fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn control_characters_in_logged_values_are_escaped() {
-        assert_eq!(super::escape_controls("node-1"), "node-1");
-        assert_eq!(
-            super::escape_controls("n1\nINFO forged\r\u{1b}[31m"),
-            "n1\\nINFO forged\\r\\u{1b}[31m"
-        );
-    }
-}
-
 /// Runs the service until SIGINT or SIGTERM. `build` makes the pipeline;
 /// its error (e.g. rules that do not compile) stops the start.
 pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
@@ -440,4 +428,16 @@ async fn shutdown() {
         let _ = interrupt.await;
     }
     tracing::info!("stopping: intake closed, finishing queued work");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_in_logged_values_are_escaped() {
+        assert_eq!(super::escape_controls("node-1"), "node-1");
+        assert_eq!(
+            super::escape_controls("n1\nINFO forged\r\u{1b}[31m"),
+            "n1\\nINFO forged\\r\\u{1b}[31m"
+        );
+    }
 }
