@@ -1159,3 +1159,34 @@ fn a_newline_in_a_node_name_cannot_forge_a_log_line() {
         "{log}"
     );
 }
+
+/// What the rules count survives a restart: two kubelet crashes, a kill -9,
+/// a third crash: three within ten minutes, a component_crash.
+#[test]
+fn crash_counts_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let crash = |secs_ago: i64| {
+        let ts = (chrono::Utc::now() - chrono::Duration::seconds(secs_ago))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        format!(
+            r#"{{"node":"n1","kind":"component","type":"component.crash","ts":"{ts}","labels":{{"component":"kubelet","cluster":"c1"}}}}"#
+        )
+    };
+    let mut s = Remedy::start(dir.path(), &[]);
+    assert_eq!(s.request("POST", "/v1/signals", &crash(120), None).0, 202);
+    assert_eq!(s.request("POST", "/v1/signals", &crash(60), None).0, 202);
+    assert!(s
+        .json("/v1/faults?state=open")
+        .as_array()
+        .unwrap()
+        .is_empty());
+    s.kill_9();
+    let s = Remedy::start(dir.path(), &[]);
+    assert_eq!(s.request("POST", "/v1/signals", &crash(0), None).0, 202);
+    let open = s.json("/v1/faults?state=open");
+    assert_eq!(open[0]["fault"], "component_crash", "{open}");
+    assert!(
+        open[0]["reason"].as_str().unwrap().contains("3 crashes"),
+        "{open}"
+    );
+}

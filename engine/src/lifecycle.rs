@@ -312,6 +312,16 @@ impl Engine {
         &self.policies
     }
 
+    /// A signal from before a restart (the journal): it counts in its
+    /// node's windows again (`events_within`), as it did. Aliases apply.
+    pub fn restore_signal(&mut self, node: &str, r#type: &str, ts: Timestamp) {
+        let node = self.identity.canonical(node).unwrap_or(node).to_string();
+        let fleet = &mut self.world.borrow_mut().fleet;
+        let id = fleet.touch(&node, &crate::signal::Labels::default(), ts);
+        let r#type = fleet.symbols.intern(r#type);
+        fleet.record(id, r#type, ts);
+    }
+
     /// Tells the engine a node's labels (after a restart, from the journal),
     /// so its failure domain is known before it sends again.
     pub fn restore_node(

@@ -63,6 +63,20 @@ pub(super) fn recover(
     for (alias, node) in journal.aliases()? {
         pipeline.engine.restore_alias(&alias, &node);
     }
+    // Which nodes exist (domain sizes) and what the rules count survive a restart.
+    for seen in journal.seen()? {
+        let mut known = remedy_engine::Labels::default();
+        for (k, v) in seen.labels {
+            known.insert(k, v);
+        }
+        pipeline
+            .engine
+            .restore_node(&seen.node, &known, now(), false);
+    }
+    let since = remedy_engine::Timestamp(now().0 - journal::HISTORY_KEPT_MS);
+    for (node, r#type, ts) in journal.history(since)? {
+        pipeline.engine.restore_signal(&node, &r#type, ts);
+    }
     // Openings within the longest max_attempts window: a restart does not
     // reset the count.
     if let Some(window) = pipeline.engine.policies().attempts_window() {
@@ -316,6 +330,15 @@ impl Decider {
         let started = std::time::Instant::now();
         let r#type = signal.r#type.clone();
         let id = signal.id.clone();
+        let at = now();
+        // What the rules will count of it, journaled so a restart counts it too.
+        let counted = (!signal.resolved && !signal.is_domain()).then(|| {
+            (
+                signal.node.clone(),
+                signal.ts.unwrap_or(at),
+                signal.labels.0.clone(),
+            )
+        });
         // One span per signal: node, type, and the rules that matched.
         let span = tracing::info_span!(
             "signal",
@@ -326,9 +349,15 @@ impl Decider {
         let _entered = span.enter();
         self.out.clear();
         self.pipeline
-            .on_signal(signal, now(), &mut self.step, &mut self.out);
+            .on_signal(signal, at, &mut self.step, &mut self.out);
         if let (Some(id), false) = (id, self.step.duplicate) {
             self.pending.ids.push(id);
+        }
+        if let (Some((node, ts, labels)), false) = (counted, self.step.duplicate) {
+            self.pending
+                .history
+                .push((node.clone(), r#type.clone(), ts));
+            self.pending.seen.insert(node, (labels, at));
         }
         self.pending.aliases.append(&mut self.step.learned);
         for e in &self.step.errors {
@@ -567,6 +596,15 @@ mod tests {
             Ok(Vec::new())
         }
         fn aliases(&self) -> Result<Vec<(String, String)>, JournalError> {
+            Ok(Vec::new())
+        }
+        fn history(
+            &self,
+            _: remedy_engine::Timestamp,
+        ) -> Result<Vec<(String, String, remedy_engine::Timestamp)>, JournalError> {
+            Ok(Vec::new())
+        }
+        fn seen(&self) -> Result<Vec<journal::KnownNode>, JournalError> {
             Ok(Vec::new())
         }
         fn openings(

@@ -88,6 +88,10 @@ pub struct Write {
     pub finished: Vec<String>,
     /// Aliases learned: (alias, canonical node).
     pub aliases: Vec<(String, String)>,
+    /// Signals that count in windows: (node, type, ts), for a restart.
+    pub history: Vec<(String, String, Timestamp)>,
+    /// Every node seen, with its labels: which nodes a domain knows.
+    pub seen: BTreeMap<String, (Vec<(String, String)>, Timestamp)>,
 }
 
 impl Write {
@@ -99,6 +103,8 @@ impl Write {
             && self.started.is_empty()
             && self.finished.is_empty()
             && self.aliases.is_empty()
+            && self.history.is_empty()
+            && self.seen.is_empty()
     }
 
     fn clear(&mut self) {
@@ -108,6 +114,8 @@ impl Write {
         self.started.clear();
         self.finished.clear();
         self.aliases.clear();
+        self.history.clear();
+        self.seen.clear();
     }
 }
 
@@ -133,6 +141,10 @@ pub trait Journal: Send {
     fn recent_ids(&self, limit: usize) -> Result<Vec<String>, JournalError>;
     /// (node, fault, opened) of every fault opened since `since`, oldest first.
     fn openings(&self, since: Timestamp) -> Result<Vec<(String, String, Timestamp)>, JournalError>;
+    /// (node, type, ts) of the signals that count in windows since `since`.
+    fn history(&self, since: Timestamp) -> Result<Vec<(String, String, Timestamp)>, JournalError>;
+    /// Every node seen, with its labels.
+    fn seen(&self) -> Result<Vec<KnownNode>, JournalError>;
     /// Every alias learned, with its canonical node, in the order learned.
     fn aliases(&self) -> Result<Vec<(String, String)>, JournalError>;
     /// Faults, open or resolved or both, optionally of one node.
@@ -201,8 +213,18 @@ fn migrations() -> Migrations<'static> {
         M::up(
             "CREATE TABLE aliases (seq INTEGER PRIMARY KEY AUTOINCREMENT, alias TEXT NOT NULL UNIQUE, node TEXT NOT NULL);",
         ),
+        // v8: what the rules count and which nodes exist survive a restart.
+        M::up(
+            "CREATE TABLE history (node TEXT NOT NULL, type TEXT NOT NULL, ts_ms INTEGER NOT NULL);
+             CREATE INDEX history_ts ON history (ts_ms);
+             CREATE TABLE seen (node TEXT PRIMARY KEY, labels TEXT NOT NULL, last_ms INTEGER NOT NULL);",
+        ),
     ])
 }
+
+/// How long the journal keeps the signals the rules count: as long as the
+/// engine remembers them (its history horizon, 24h).
+pub const HISTORY_KEPT_MS: i64 = 24 * 3600 * 1000;
 
 /// Signal ids the journal keeps (the engine remembers as many by default).
 pub const KEPT_IDS: usize = 100_000;
@@ -267,6 +289,8 @@ impl Journal for Sqlite {
             started,
             finished,
             aliases,
+            history,
+            seen,
         } = &*write;
         let tx = self.conn.transaction()?;
         if !started.is_empty() || !finished.is_empty() {
@@ -300,6 +324,32 @@ impl Journal for Sqlite {
                     .collect();
                 let text = serde_json::to_string(&labels).unwrap_or_default();
                 remember.execute(params![node, text, domain])?;
+            }
+        }
+        if !history.is_empty() {
+            let mut count =
+                tx.prepare_cached("INSERT INTO history (node, type, ts_ms) VALUES (?1, ?2, ?3)")?;
+            for (node, r#type, ts) in history {
+                count.execute(params![node, r#type, ts.0])?;
+            }
+            // Older than any window the rules can ask about (24h): gone.
+            if let Some(newest) = history.iter().map(|h| h.2 .0).max() {
+                tx.prepare_cached("DELETE FROM history WHERE ts_ms < ?1")?
+                    .execute(params![newest - HISTORY_KEPT_MS])?;
+            }
+        }
+        if !seen.is_empty() {
+            let mut known = tx.prepare_cached(
+                "INSERT INTO seen (node, labels, last_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (node) DO UPDATE SET labels = excluded.labels, last_ms = excluded.last_ms",
+            )?;
+            for (node, (labels, last)) in seen {
+                let labels: BTreeMap<&str, &str> = labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let text = serde_json::to_string(&labels).unwrap_or_default();
+                known.execute(params![node, text, last.0])?;
             }
         }
         if !aliases.is_empty() {
@@ -441,6 +491,34 @@ impl Journal for Sqlite {
         )?;
         let rows = stmt.query_map(params![limit as i64], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn history(&self, since: Timestamp) -> Result<Vec<(String, String, Timestamp)>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT node, type, ts_ms FROM history WHERE ts_ms >= ?1 ORDER BY ts_ms",
+        )?;
+        let rows = stmt.query_map(params![since.0], |r| {
+            Ok((r.get(0)?, r.get(1)?, Timestamp(r.get(2)?)))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn seen(&self) -> Result<Vec<KnownNode>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT node, labels FROM seen ORDER BY node")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (node, text) = row?;
+            let labels: BTreeMap<String, String> = serde_json::from_str(&text).unwrap_or_default();
+            out.push(KnownNode {
+                node,
+                labels: labels.into_iter().collect(),
+                domain: false,
+            });
+        }
+        Ok(out)
     }
 
     fn openings(&self, since: Timestamp) -> Result<Vec<(String, String, Timestamp)>, JournalError> {
