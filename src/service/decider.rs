@@ -179,6 +179,9 @@ pub(super) struct Decider {
     pub(super) runner: Option<mpsc::UnboundedSender<Job>>,
     /// Woken after each journal write (the decisions topic follows the journal).
     pub(super) written: Arc<Notify>,
+    /// Per node, a hash of the labels last journaled as seen: a node whose
+    /// labels did not change is not written again.
+    seen: std::collections::HashMap<String, u64>,
 }
 
 impl Decider {
@@ -199,6 +202,7 @@ impl Decider {
             unsent: Vec::new(),
             runner: None,
             written: Arc::new(Notify::new()),
+            seen: std::collections::HashMap::new(),
         }
     }
 
@@ -357,7 +361,16 @@ impl Decider {
             self.pending
                 .history
                 .push((node.clone(), r#type.clone(), ts));
-            self.pending.seen.insert(node, (labels, at));
+            let hash = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                labels.hash(&mut h);
+                h.finish()
+            };
+            if self.seen.get(&node) != Some(&hash) {
+                self.seen.insert(node.clone(), hash);
+                self.pending.seen.insert(node, (labels, at));
+            }
         }
         self.pending.aliases.append(&mut self.step.learned);
         for e in &self.step.errors {
