@@ -378,6 +378,9 @@ impl Default for Config {
     }
 }
 
+/// The shortest bearer token accepted: one guessable in a few tries is none.
+pub const MIN_TOKEN: usize = 16;
+
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -543,6 +546,15 @@ impl Config {
                 message,
             })?;
         }
+        if self.silences.iter().any(Silence::matches_everything) {
+            return Err(Problem {
+                at: 0..0,
+                key: Some("silences".into()),
+                message: "a silence without node, fault or labels silences the whole fleet: \
+                          give a matcher, or all = true if that is meant"
+                    .into(),
+            });
+        }
         let sources = (self.prometheus.iter().map(|c| ("prometheus", c.check())))
             .chain(self.scrape.iter().map(|c| ("scrape", c.check())));
         for (key, checked) in sources {
@@ -615,6 +627,13 @@ impl Config {
     /// contents of `[http] token_file`; `None` when neither is set.
     pub fn token(&self) -> Result<Option<String>, ConfigError> {
         if let Some(t) = std::env::var("REMEDY_TOKEN").ok().filter(|t| !t.is_empty()) {
+            let t = t.trim().to_string();
+            if t.chars().count() < MIN_TOKEN {
+                return Err(ConfigError::Env {
+                    var: "REMEDY_TOKEN",
+                    message: format!("too short: at least {MIN_TOKEN} characters"),
+                });
+            }
             return Ok(Some(t));
         }
         let Some(path) = &self.http.token_file else {
@@ -629,6 +648,12 @@ impl Config {
         let t = t.trim().to_string();
         if t.is_empty() {
             return Err(bad(format!("{} is empty", path.display())));
+        }
+        if t.chars().count() < MIN_TOKEN {
+            return Err(bad(format!(
+                "{}: too short, at least {MIN_TOKEN} characters",
+                path.display()
+            )));
         }
         Ok(Some(t))
     }
@@ -1016,6 +1041,11 @@ mod tests {
                 "[[prometheus]]\nurl = \"http://p:9090\"\nevery = \"1m\"\nquery = \"up\"",
                 "prometheus",
                 "`type` is missing",
+            ),
+            (
+                "[[silences]]\nuntil = \"2026-12-01T00:00:00Z\"\ncomment = \"oops\"",
+                "silences",
+                "silences the whole fleet",
             ),
             (
                 "[identity]\nalias_label = [\"instance\"]",

@@ -125,13 +125,41 @@ fn after_kill_9_a_restart_reopens_nothing_and_repeats_no_action() {
 #[test]
 fn a_token_guards_the_api_and_big_bodies_are_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = Remedy::start(dir.path(), &[("REMEDY_TOKEN", "s3cret-token")]);
+    let s = Remedy::start(dir.path(), &[("REMEDY_TOKEN", "s3cret-token-0123456789")]);
     assert_eq!(s.request("POST", "/v1/signals", UE, None).0, 401);
     assert_eq!(s.request("POST", "/v1/signals", UE, Some("wrong")).0, 401);
     assert_eq!(
-        s.request("POST", "/v1/signals", UE, Some("s3cret-token")).0,
+        s.request("POST", "/v1/signals", UE, Some("s3cret-token-0123456789"))
+            .0,
         202
     );
+    // The scheme is case-insensitive (RFC 9110).
+    let raw = "GET /v1/faults HTTP/1.1\r\nHost: localhost\r\nAuthorization: bearer s3cret-token-0123456789\r\nConnection: close\r\n\r\n";
+    let answer = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        stream.write_all(raw.as_bytes()).unwrap();
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    };
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A silence without any matcher would silence the whole fleet.
+    let (status, why) = s.request(
+        "POST",
+        "/v1/silences",
+        r#"{"until":"2099-01-01T00:00:00Z","comment":"oops"}"#,
+        Some("s3cret-token-0123456789"),
+    );
+    assert_eq!(status, 400, "{why}");
+    assert!(why.contains("whole fleet"), "{why}");
+    let (status, _) = s.request(
+        "POST",
+        "/v1/silences",
+        r#"{"until":"2099-01-01T00:00:00Z","all":true,"comment":"maintenance"}"#,
+        Some("s3cret-token-0123456789"),
+    );
+    assert_eq!(status, 201, "all = true says it is meant");
     assert_eq!(
         s.request("GET", "/healthz", "", None).0,
         200,
@@ -142,14 +170,14 @@ fn a_token_guards_the_api_and_big_bodies_are_refused() {
         "a".repeat(10 << 20)
     );
     assert_eq!(
-        s.request("POST", "/v1/signals", &big, Some("s3cret-token"))
+        s.request("POST", "/v1/signals", &big, Some("s3cret-token-0123456789"))
             .0,
         413
     );
     let (code, stderr) = s.stop();
     assert_eq!(code, 0);
     assert!(
-        !stderr.contains("s3cret-token"),
+        !stderr.contains("s3cret-token-0123456789"),
         "the token is never logged: {stderr}"
     );
 }
@@ -1189,4 +1217,24 @@ fn crash_counts_survive_a_restart() {
         open[0]["reason"].as_str().unwrap().contains("3 crashes"),
         "{open}"
     );
+}
+
+/// A short token is refused at the start, naming the variable.
+#[test]
+fn a_token_shorter_than_sixteen_characters_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .current_dir(dir.path())
+        .arg("run")
+        .env("REMEDY_LISTEN", "127.0.0.1:0")
+        .env("REMEDY_TOKEN", "  hunter2  ")
+        .output()
+        .expect("remedy runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("REMEDY_TOKEN: too short: at least 16 characters"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "the token is never shown: {err}");
 }

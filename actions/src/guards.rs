@@ -1045,6 +1045,7 @@ mod tests {
             labels: vec![],
             until: t(60),
             comment: Some("reboot test".into()),
+            all: false,
         });
         let mut out = Vec::new();
         g.submit(req("a", "ticket"), t(1), &Sizes(100), &mut out);

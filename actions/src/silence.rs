@@ -25,9 +25,18 @@ pub struct Silence {
     /// Who and why, for the decision's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Meant for the whole fleet: required when no matcher is given.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
 }
 
 impl Silence {
+    /// No matcher and not explicitly `all`: it would silence every node,
+    /// most likely by mistake.
+    pub fn matches_everything(&self) -> bool {
+        !self.all && self.node.is_none() && self.fault.is_none() && self.labels.is_empty()
+    }
+
     /// Whether it holds an action on `node` for `fault` at `now`.
     pub fn matches(
         &self,
@@ -86,6 +95,7 @@ mod tests {
             labels: vec![("rack".into(), "r7".into())],
             until,
             comment: Some("rack r7 maintenance".into()),
+            all: false,
         };
         let rack = |r: &str| {
             vec![

@@ -53,7 +53,10 @@ async fn auth(State(s): State<AppState>, request: Request, next: Next) -> Respon
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            // The scheme is case-insensitive (RFC 9110 11.1).
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
         if given != Some(token.as_str()) {
             let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             r.headers_mut()
@@ -176,6 +179,13 @@ async fn add_silence(State(s): State<AppState>, body: String) -> Response {
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a silence: {e}")),
     };
     silence.id = 0;
+    if silence.matches_everything() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a silence with no node, fault or labels would silence the whole fleet: \
+             give a matcher, or \"all\": true if that is meant",
+        );
+    }
     match ask(&s, |r| Command::Silence(silence, r)).await {
         Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
         Err(r) => r,
