@@ -1238,3 +1238,22 @@ fn a_token_shorter_than_sixteen_characters_is_refused() {
     );
     assert!(!err.contains("hunter2"), "the token is never shown: {err}");
 }
+
+/// A journal deleted under the running service takes nothing more: signals
+/// get 503 (never a 202 for what no restart would find) and `/readyz` says
+/// why.
+#[test]
+fn a_journal_deleted_while_running_acknowledges_nothing_more() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Remedy::start(dir.path(), &[]);
+    assert_eq!(s.request("POST", "/v1/signals", UE, None).0, 202);
+    assert_eq!(s.get("/readyz").0, 200);
+    std::fs::remove_file(dir.path().join("remedy.db")).unwrap();
+    let (status, answer) = s.request("POST", "/v1/signals", DISK, None);
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("deleted or replaced"), "{answer}");
+    let (status, ready) = s.get("/readyz");
+    assert_eq!(status, 503, "{ready}");
+    let ready: Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["journal_writable"], false, "{ready}");
+}

@@ -468,6 +468,8 @@ impl Decider {
         self.pending.nodes = nodes.into_values().collect();
         let pending = self.pending.entries.len();
         let journaled = self.journal.record(&mut self.pending);
+        self.metrics
+            .journaled(journaled.as_ref().map(|_| ()).map_err(ToString::to_string));
         match &journaled {
             Ok(()) => {
                 if pending > 0 {

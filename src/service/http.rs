@@ -69,8 +69,13 @@ async fn auth(State(s): State<AppState>, request: Request, next: Next) -> Respon
 
 async fn readyz(State(s): State<AppState>) -> Response {
     let rules = s.rules_loaded.load(Ordering::Relaxed);
-    let journal = s.reader.lock().map(|j| j.writable()).unwrap_or(false);
+    let last_error = s.metrics.journal_error();
+    let probe = s.reader.lock().map(|j| j.writable()).unwrap_or(false);
+    let journal = probe && last_error.is_none();
     let mut body = json!({ "rules_loaded": rules, "journal_writable": journal });
+    if let Some(e) = last_error {
+        body["journal_error"] = json!(e);
+    }
     let collectors = s.metrics.collectors();
     if !collectors.is_empty() {
         body["collectors"] = json!(collectors);

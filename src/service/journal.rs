@@ -28,6 +28,16 @@ pub enum JournalError {
         /// Why.
         source: serde_json::Error,
     },
+    /// The journal file was deleted or replaced while the service ran.
+    #[error(
+        "journal {}: the file was deleted or replaced while remedy ran; nothing more is \
+         acknowledged until remedy is restarted on a journal that is there",
+        path.display()
+    )]
+    Gone {
+        /// The file.
+        path: std::path::PathBuf,
+    },
     /// A stored decision did not parse.
     #[error("journal: stored decision {seq} is not valid: {source}")]
     Corrupt {
@@ -233,6 +243,25 @@ pub const KEPT_IDS: usize = 100_000;
 #[derive(Debug)]
 pub struct Sqlite {
     conn: Connection,
+    /// The file and which file it was when opened: a journal deleted or
+    /// replaced under a running service must not take writes it would lose.
+    path: std::path::PathBuf,
+    file: Option<FileId>,
+}
+
+/// (device, inode) of a file, where the platform has them.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).ok().map(|_| (0, 0))
+    }
 }
 
 impl Sqlite {
@@ -243,7 +272,23 @@ impl Sqlite {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations().to_latest(&mut conn)?;
-        Ok(Sqlite { conn })
+        Ok(Sqlite {
+            conn,
+            path: path.to_path_buf(),
+            file: file_id(path),
+        })
+    }
+
+    /// Whether the journal file is still the one opened: deleted or
+    /// replaced, writes would go to a file no restart will read.
+    fn check_file(&self) -> Result<(), JournalError> {
+        match (self.file, file_id(&self.path)) {
+            (Some(opened), Some(now)) if opened == now => Ok(()),
+            (None, _) => Ok(()),
+            _ => Err(JournalError::Gone {
+                path: self.path.clone(),
+            }),
+        }
     }
 
     /// How far the follower `name` got (a decision sequence number; 0: nowhere).
@@ -273,7 +318,11 @@ impl Sqlite {
     pub fn reader(path: &Path) -> Result<Self, JournalError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(Sqlite { conn })
+        Ok(Sqlite {
+            conn,
+            path: path.to_path_buf(),
+            file: file_id(path),
+        })
     }
 }
 
@@ -282,6 +331,7 @@ impl Journal for Sqlite {
         if write.is_empty() {
             return Ok(());
         }
+        self.check_file()?;
         let Write {
             entries,
             ids,
@@ -579,11 +629,17 @@ impl Journal for Sqlite {
     }
 
     fn writable(&self) -> bool {
-        self.conn
-            .query_row("SELECT 1 FROM decisions LIMIT 0", [], |_| Ok(()))
-            .optional()
-            .is_ok()
+        // A real write, not a read: a read-only or full journal answers reads.
+        self.check_file().is_ok()
             && !self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
+            && self
+                .conn
+                .execute(
+                    "INSERT INTO cursors (name, seq) VALUES ('readyz probe', 0)
+                     ON CONFLICT (name) DO UPDATE SET seq = seq + 1",
+                    [],
+                )
+                .is_ok()
     }
 }
 

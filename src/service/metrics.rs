@@ -19,6 +19,8 @@ struct State {
     rule_errors: BTreeMap<String, u64>,
     faults_open: BTreeMap<String, i64>,
     faults_stale: BTreeMap<String, u64>,
+    /// Why the last journal write failed, if it did.
+    journal_error: Option<String>,
     actions: BTreeMap<(String, String), u64>,
     held: usize,
     under_remediation: Vec<(String, usize)>,
@@ -157,6 +159,16 @@ impl Metrics {
             }
             s.last_reload_error = error;
         });
+    }
+
+    /// The outcome of the last journal write (`/readyz` reports it).
+    pub fn journaled(&self, result: Result<(), String>) {
+        self.with(|s| s.journal_error = result.err());
+    }
+
+    /// Why the last journal write failed, if it did.
+    pub fn journal_error(&self) -> Option<String> {
+        self.with(|s| s.journal_error.clone())
     }
 
     /// Why the last reload failed, if it did.
