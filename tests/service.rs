@@ -1257,3 +1257,30 @@ fn a_journal_deleted_while_running_acknowledges_nothing_more() {
     let ready: Value = serde_json::from_str(&ready).unwrap();
     assert_eq!(ready["journal_writable"], false, "{ready}");
 }
+
+/// A client that sends half a request cannot hold a stop: SIGTERM exits
+/// cleanly within the grace period, and what was acknowledged is kept.
+#[test]
+fn a_half_sent_request_cannot_hold_the_stop() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Remedy::start(dir.path(), &[]);
+    assert_eq!(s.request("POST", "/v1/signals", UE, None).0, 202);
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    slow.write_all(
+        b"POST /v1/signals HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{\"node\"",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let asked = Instant::now();
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    drop(slow);
+    let s = Remedy::start(dir.path(), &[]);
+    assert_eq!(s.json("/v1/faults?state=open").as_array().unwrap().len(), 1);
+}

@@ -28,6 +28,8 @@ pub(super) enum Command {
     },
     /// Let time pass: escalations and held-back actions.
     Tick,
+    /// The service stops: journal what is pending and end.
+    Finish,
     /// Names of nodes from the Kubernetes node list: (alias, node).
     Aliases(Vec<(String, String)>),
     /// Load the rules again (file change, SIGHUP); the old ones stay on error.
@@ -221,6 +223,10 @@ impl Decider {
                 },
             };
             match command {
+                Command::Finish => {
+                    let _ = self.journal();
+                    break;
+                }
                 Command::Aliases(aliases) => {
                     for (alias, node) in aliases {
                         self.out.clear();

@@ -215,6 +215,9 @@ fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     )
 }
 
+/// How long a stop waits for open requests before it closes them.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs the service until SIGINT or SIGTERM. `build` makes the pipeline;
 /// its error (e.g. rules that do not compile) stops the start.
 pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
@@ -359,6 +362,9 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
             let run = remedy_collectors::promql::run(c.clone(), intake.clone(), report.clone());
             tokio::spawn(run)
         }));
+        // Kept to tell the decider to finish: a connection still open (a
+        // client that never finished its request) holds the other senders.
+        let finish = tx.clone();
         drop(tx);
         tracing::info!(
             listen = %settings.listen,
@@ -369,13 +375,27 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
         );
         let sources = remedy_collectors::http::routes(intake, report);
         let app = http::router(shared.clone(), sources, settings.max_body);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown())
-            .await
-            .map_err(|source| ServiceError::Io {
+        // Graceful, but bounded: a client that never finishes its request
+        // cannot hold the stop (contract 13).
+        let (stopping, mut stopped_at) = tokio::sync::watch::channel(false);
+        let graceful = async move {
+            shutdown().await;
+            let _ = stopping.send(true);
+        };
+        let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
+        let grace = async move {
+            let _ = stopped_at.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            served = std::future::IntoFuture::into_future(serve) => served.map_err(|source| ServiceError::Io {
                 what: "serving",
                 source,
-            })?;
+            })?,
+            () = grace => tracing::warn!(
+                "stopping: clients still connected after {SHUTDOWN_GRACE:?}, closing them"
+            ),
+        }
         // Intake has stopped: the Kafka consumer finishes and commits the
         // batch it has, then the decider finishes what is queued.
         let _ = stop.send(true);
@@ -397,6 +417,9 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
         let _ = watcher.await;
         shared.rules_loaded.store(false, Ordering::Relaxed);
         drop(shared);
+        // After everything queued before it: the decider journals and ends.
+        let _ = finish.send(Command::Finish).await;
+        drop(finish);
         tokio::task::spawn_blocking(move || decider.join())
             .await
             .map_err(|_| ServiceError::Decider)?
