@@ -1284,3 +1284,36 @@ fn a_half_sent_request_cannot_hold_the_stop() {
     let s = Remedy::start(dir.path(), &[]);
     assert_eq!(s.json("/v1/faults?state=open").as_array().unwrap().len(), 1);
 }
+
+/// A rule "file" that would block on read (a FIFO named `x.rhai`) is
+/// reported by the reload and skipped; the rules in use stay, ingestion is
+/// unaffected, and `/readyz` says the decider is fine.
+#[test]
+fn a_fifo_among_the_rules_is_reported_and_blocks_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Remedy::start(dir.path(), &[]);
+    let fifo = dir.path().join("rules/component/x.rhai");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    common::wait_for(
+        "the reload to report the FIFO",
+        Duration::from_secs(20),
+        || {
+            s.json("/readyz")["last_reload_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("x.rhai") && e.contains("not a regular file"))
+        },
+    );
+    let started = Instant::now();
+    assert_eq!(s.request("POST", "/v1/signals", UE, None).0, 202);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let ready = s.json("/readyz");
+    assert_eq!(ready["decider"], "ok", "{ready}");
+    assert_eq!(
+        s.json("/v1/faults?state=open")[0]["fault"],
+        "memory_failure"
+    );
+}

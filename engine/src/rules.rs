@@ -605,6 +605,17 @@ impl Sources {
         let mut files = Vec::with_capacity(found.len());
         let mut problems = Vec::new();
         for (name, path) in found {
+            // A FIFO or a device named *.rhai would block the read for good.
+            if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                problems.push(Problem {
+                    path,
+                    line: 1,
+                    column: 1,
+                    message: "not a regular file: skipped (a FIFO or device would block the read)"
+                        .into(),
+                });
+                continue;
+            }
             match std::fs::read_to_string(&path) {
                 Ok(text) => files.push((name, path, text)),
                 Err(e) => problems.push(Problem {

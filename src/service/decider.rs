@@ -222,6 +222,7 @@ impl Decider {
                     None => break,
                 },
             };
+            self.metrics.beat(now().0);
             match command {
                 Command::Finish => {
                     let _ = self.journal();

@@ -67,6 +67,10 @@ async fn auth(State(s): State<AppState>, request: Request, next: Next) -> Respon
     next.run(request).await
 }
 
+/// How long the decider may go without a command before `/readyz` calls
+/// it stuck (it gets a tick every second).
+const DECIDER_SILENT_MS: i64 = 10_000;
+
 async fn readyz(State(s): State<AppState>) -> Response {
     let rules = s.rules_loaded.load(Ordering::Relaxed);
     let last_error = s.metrics.journal_error();
@@ -84,7 +88,12 @@ async fn readyz(State(s): State<AppState>) -> Response {
         body["last_reload_error"] = json!(e);
         body["rules_in_use"] = json!("the previous rules, which compiled");
     }
-    let status = if rules && journal {
+    // The clock ticks the decider every second: silent for long, it is stuck
+    // (a rule that hangs, a file that blocks), and nothing is decided.
+    let beat = s.metrics.last_beat();
+    let stuck = beat > 0 && remedy_collectors::intake::now().0 - beat > DECIDER_SILENT_MS;
+    body["decider"] = json!(if stuck { "stuck" } else { "ok" });
+    let status = if rules && journal && !stuck {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -21,6 +21,8 @@ struct State {
     faults_stale: BTreeMap<String, u64>,
     /// Why the last journal write failed, if it did.
     journal_error: Option<String>,
+    /// When the decider last took a command (Unix ms; ticks come every second).
+    decider_beat: i64,
     actions: BTreeMap<(String, String), u64>,
     held: usize,
     under_remediation: Vec<(String, usize)>,
@@ -159,6 +161,16 @@ impl Metrics {
             }
             s.last_reload_error = error;
         });
+    }
+
+    /// The decider took a command at `at` (Unix ms).
+    pub fn beat(&self, at: i64) {
+        self.with(|s| s.decider_beat = at);
+    }
+
+    /// When the decider last took a command (Unix ms), 0 before it started.
+    pub fn last_beat(&self) -> i64 {
+        self.with(|s| s.decider_beat)
     }
 
     /// The outcome of the last journal write (`/readyz` reports it).
