@@ -116,3 +116,82 @@ mod tests {
         assert_eq!(summary[4], (6, Ok("n3".into())));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! The decoders over hostile input: random bytes and random JSON never
+    //! panic, each line is judged alone, and a valid line is always decoded
+    //! whatever surrounds it.
+    use proptest::prelude::*;
+
+    use super::JsonLines;
+
+    const VALID: &str = r#"{"node":"n1","kind":"hardware","type":"memory.ecc.uncorrectable","labels":{"rack":"r1"}}"#;
+
+    /// Random JSON values, nested a little.
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            ".{0,12}".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("node".to_string()),
+                        Just("kind".to_string()),
+                        Just("type".to_string()),
+                        Just("ts".to_string()),
+                        Just("labels".to_string()),
+                        Just("alerts".to_string()),
+                        Just("status".to_string()),
+                        "[a-z]{1,6}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn random_bytes_between_valid_lines_cost_no_valid_line(
+            junk in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..80), 0..8),
+        ) {
+            let mut input = Vec::new();
+            let mut expected = 0;
+            for bytes in &junk {
+                input.extend_from_slice(VALID.as_bytes());
+                input.push(b'\n');
+                expected += 1;
+                input.extend(bytes.iter().copied().filter(|&b| b != b'\n'));
+                input.push(b'\n');
+            }
+            input.extend_from_slice(VALID.as_bytes());
+            expected += 1;
+            let lines: Vec<_> = JsonLines::new(&input[..]).map(|l| l.expect("reads")).collect();
+            let valid = lines.iter().filter(|l| l.signal.is_ok()).count();
+            // A junk line may happen to be valid too; the valid ones are never lost.
+            prop_assert!(valid >= expected, "{valid} < {expected}");
+        }
+
+        #[test]
+        fn random_json_never_panics_a_decoder(value in json(), bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let text = value.to_string();
+            let _ = remedy_engine::Signal::from_json(&text);
+            let _ = crate::alertmanager::signals(&text);
+            let wrapped = serde_json::json!({ "version": "4", "alerts": [value] }).to_string();
+            let _ = crate::alertmanager::signals(&wrapped);
+            let lossy = String::from_utf8_lossy(&bytes);
+            let _ = remedy_engine::Signal::from_json(&lossy);
+            let _ = crate::alertmanager::signals(&lossy);
+        }
+    }
+}
