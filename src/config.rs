@@ -92,6 +92,9 @@ pub struct LimitsSection {
     pub label_size: usize,
     /// Longest message, in bytes. Default 8192.
     pub message: usize,
+    /// A request's headers, and then its body, must arrive within this.
+    /// Default "30s".
+    pub request_timeout: Duration,
 }
 
 impl Default for LimitsSection {
@@ -103,6 +106,7 @@ impl Default for LimitsSection {
             labels: d.labels,
             label_size: d.label_size,
             message: d.message,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -1317,3 +1317,59 @@ fn a_fifo_among_the_rules_is_reported_and_blocks_nothing() {
         "memory_failure"
     );
 }
+
+/// A client that trickles its request is cut off after `[limits]
+/// request_timeout`: headers that do not arrive in time close the
+/// connection, a body that does not arrive in time gets 408; other clients
+/// are served meanwhile.
+#[test]
+fn a_slow_client_is_cut_off_after_the_request_timeout() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        "[limits]\nrequest_timeout = \"2s\"\n",
+    )
+    .unwrap();
+    let s = Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let trickle = |head: &[u8], bytes: &[u8]| -> (Duration, String) {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        c.write_all(head).unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        for b in bytes.iter().cycle().take(40) {
+            if c.write_all(&[*b]).is_err() {
+                break;
+            }
+            let mut buf = [0u8; 4096];
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&answer).to_string(),
+        )
+    };
+    // Headers, a byte every 300 ms.
+    let (took, answer) = trickle(b"POST /v1/signals HTTP/1.1\r\n", b"X-Slow: 1");
+    assert!(
+        took < Duration::from_secs(6),
+        "cut off after {took:?}: {answer}"
+    );
+    // The body, a byte every 300 ms.
+    let (took, answer) = trickle(
+        b"POST /v1/signals HTTP/1.1\r\nHost: localhost\r\nContent-Length: 500\r\n\r\n",
+        b"{",
+    );
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(s.request("POST", "/v1/signals", UE, None).0, 202);
+}

@@ -21,7 +21,12 @@ use super::{Command, Shared};
 type AppState = Arc<Shared>;
 
 /// The API, with the sources' intake routes (`sources`) under `/v1` too.
-pub(super) fn router(shared: Arc<Shared>, sources: Router, max_body: usize) -> Router {
+pub(super) fn router(
+    shared: Arc<Shared>,
+    sources: Router,
+    max_body: usize,
+    body_within: std::time::Duration,
+) -> Router {
     let v1 = Router::new()
         .route("/faults", get(faults))
         .route("/decisions", get(decisions))
@@ -39,7 +44,36 @@ pub(super) fn router(shared: Arc<Shared>, sources: Router, max_body: usize) -> R
         .route("/metrics", get(metrics))
         .with_state(shared)
         .nest("/v1", v1)
+        .layer(middleware::from_fn_with_state(
+            (body_within, max_body),
+            whole_body,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
+}
+
+/// Reads the whole body before the handler, within `limit` and `max`
+/// bytes: a client sending a byte a second cannot hold a connection and a
+/// request slot forever (408), one sending too much gets 413.
+async fn whole_body(
+    State((limit, max)): State<(std::time::Duration, usize)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, max)).await {
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {limit:?}"),
+        ),
+        Ok(Err(_)) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {max} bytes"),
+        ),
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -18,6 +18,7 @@ mod identity;
 pub mod journal;
 pub mod metrics;
 mod publisher;
+mod serve;
 mod watch;
 
 use std::net::SocketAddr;
@@ -67,6 +68,8 @@ pub struct Settings {
     pub node_directory: Option<remedy_actions::executors::kubernetes::Config>,
     /// `[limits]`: what a signal may carry.
     pub limits: remedy_collectors::Limits,
+    /// `[limits] request_timeout`: headers, then the body, within this.
+    pub request_timeout: std::time::Duration,
 }
 
 impl Settings {
@@ -98,6 +101,9 @@ impl Settings {
             kafka: config.kafka.clone(),
             node_directory: config.node_directory(),
             limits: config.limits.intake(),
+            request_timeout: std::time::Duration::from_millis(
+                config.limits.request_timeout.0.max(1) as u64,
+            ),
         })
     }
 }
@@ -214,9 +220,6 @@ fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
             .collect(),
     )
 }
-
-/// How long a stop waits for open requests before it closes them.
-pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs the service until SIGINT or SIGTERM. `build` makes the pipeline;
 /// its error (e.g. rules that do not compile) stops the start.
@@ -374,28 +377,20 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
             settings.listen
         );
         let sources = remedy_collectors::http::routes(intake, report);
-        let app = http::router(shared.clone(), sources, settings.max_body);
-        // Graceful, but bounded: a client that never finishes its request
-        // cannot hold the stop (contract 13).
-        let (stopping, mut stopped_at) = tokio::sync::watch::channel(false);
-        let graceful = async move {
-            shutdown().await;
-            let _ = stopping.send(true);
-        };
-        let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
-        let grace = async move {
-            let _ = stopped_at.wait_for(|s| *s).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        };
-        tokio::select! {
-            served = std::future::IntoFuture::into_future(serve) => served.map_err(|source| ServiceError::Io {
+        let app = http::router(
+            shared.clone(),
+            sources,
+            settings.max_body,
+            settings.request_timeout,
+        );
+        // Headers within the request timeout; a stop waits for open requests
+        // only so long: a client cannot hold the service (contract 13).
+        serve::serve(listener, app, settings.request_timeout, shutdown())
+            .await
+            .map_err(|source| ServiceError::Io {
                 what: "serving",
                 source,
-            })?,
-            () = grace => tracing::warn!(
-                "stopping: clients still connected after {SHUTDOWN_GRACE:?}, closing them"
-            ),
-        }
+            })?;
         // Intake has stopped: the Kafka consumer finishes and commits the
         // batch it has, then the decider finishes what is queued.
         let _ = stop.send(true);
