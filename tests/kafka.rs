@@ -339,3 +339,50 @@ fn two_instances_in_one_group_split_the_partitions_and_open_nothing_twice() {
     );
     assert_eq!(in_a.len() + in_b.len(), valid);
 }
+
+/// A message dated further ahead than `[limits] max_skew` is dead-lettered
+/// with the reason, as a malformed one is; the valid messages around it are
+/// decided and the batch is committed.
+#[test]
+fn a_signal_dated_ahead_of_the_clock_is_dead_lettered_naming_ts() {
+    let (_tansu, brokers) = broker();
+    let rt = runtime();
+    let ahead = (chrono::Utc::now() + chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let msgs = vec![
+        (
+            "n1".to_string(),
+            r#"{"node":"n1","kind":"component","type":"component.config.invalid","labels":{"cluster":"c1"}}"#.to_string(),
+        ),
+        (
+            "n2".to_string(),
+            format!(r#"{{"node":"n2","kind":"component","type":"component.config.invalid","ts":"{ahead}"}}"#),
+        ),
+        (
+            "n3".to_string(),
+            r#"{"node":"n3","kind":"component","type":"component.config.invalid","labels":{"cluster":"c1"}}"#.to_string(),
+        ),
+    ];
+    rt.block_on(remedy_testkit::produce(&brokers, "node-signals", &msgs));
+    let dir = tempfile::tempdir().unwrap();
+    let remedy = start(dir.path(), &brokers);
+    wait_committed(&brokers, &[&remedy]);
+    let dead = rt.block_on(read(
+        &brokers,
+        "node-signals.dlq",
+        1,
+        Duration::from_secs(30),
+    ));
+    assert_eq!(dead.len(), 1);
+    let reason = header(&dead[0], "remedy-reason").expect("a reason header");
+    assert!(
+        reason.starts_with("field \"ts\": ") && reason.contains("ahead of remedy's clock"),
+        "{reason}"
+    );
+    let opened = opened_once(&remedy.decisions());
+    assert_eq!(
+        opened.into_iter().collect::<Vec<_>>(),
+        ["n1", "n3"],
+        "the valid ones around it are decided"
+    );
+}
