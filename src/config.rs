@@ -462,6 +462,24 @@ fn read_aliases(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     Ok(out)
 }
 
+/// The keys each `[faults.NAME]` table of `text` writes (the text parsed
+/// once more as plain TOML; it already parsed as the config).
+fn given_fault_keys(text: &str) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return BTreeMap::new();
+    };
+    let Some(toml::Value::Table(faults)) = table.get("faults") else {
+        return BTreeMap::new();
+    };
+    faults
+        .iter()
+        .filter_map(|(name, v)| {
+            v.as_table()
+                .map(|t| (name.clone(), t.keys().cloned().collect()))
+        })
+        .collect()
+}
+
 /// A problem at a byte range of the text, before it is placed.
 struct Problem {
     at: std::ops::Range<usize>,
@@ -520,13 +538,17 @@ impl Config {
             }
             .place(path, text)
         })?;
-        config.resolve().map_err(|p| p.place(path, text))?;
+        let given = given_fault_keys(text);
+        config.resolve(&given).map_err(|p| p.place(path, text))?;
         Ok(config)
     }
 
     /// Types what serde could not on its own: each action's executor
     /// settings, and the action names policies use.
-    fn resolve(&mut self) -> Result<(), Problem> {
+    fn resolve(
+        &mut self,
+        given: &BTreeMap<String, std::collections::BTreeSet<String>>,
+    ) -> Result<(), Problem> {
         if let (Some(_), Some(_)) = (&self.guards.flap, &self.lifecycle.flap) {
             return Err(Problem {
                 at: 0..0,
@@ -568,9 +590,14 @@ impl Config {
                 message,
             })?;
         }
+        let embedded = remedy_engine::Policies::default();
         for (fault, policy) in std::mem::take(&mut self.raw_faults) {
             let at = policy.span();
-            let policy = policy.into_inner();
+            let mut policy = policy.into_inner();
+            // Keys not written keep the class's embedded default.
+            if let Some(keys) = given.get(&fault) {
+                policy.keep_defaults(embedded.get(&fault), keys);
+            }
             let named = policy
                 .actions
                 .iter()
@@ -986,6 +1013,26 @@ mod tests {
         std::fs::remove_file(dir.path().join("nodes.csv")).unwrap();
         let e = Config::load(&config).unwrap_err().to_string();
         assert!(e.contains("nodes.csv:0:"), "{e}");
+    }
+
+    /// A `[faults.X]` table sets the keys it writes; the others keep the
+    /// class's embedded default (`for` alone does not drop the actions).
+    #[test]
+    fn a_fault_table_keeps_the_defaults_of_the_keys_it_does_not_write() {
+        let c = Config::parse(
+            "[faults.memory_failure]\nfor = \"5m\"\n\n[faults.disk_failure]\nactions = [\"ticket\"]\nescalate = []\n",
+        )
+        .unwrap();
+        let p = c.policies();
+        let memory = p.get("memory_failure");
+        assert_eq!(memory.hold, "5m".parse().unwrap());
+        assert_eq!(memory.actions, ["cordon", "ticket"], "kept");
+        assert_eq!(memory.on_resolve, ["uncordon"], "kept");
+        assert_eq!(memory.escalate.len(), 1, "kept");
+        let disk = p.get("disk_failure");
+        assert_eq!(disk.actions, ["ticket"]);
+        assert!(disk.escalate.is_empty(), "written as empty");
+        assert_eq!(disk.on_resolve, ["uncordon"], "kept");
     }
 
     #[test]

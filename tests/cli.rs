@@ -1032,3 +1032,20 @@ fn the_action_safety_example_of_the_readme_replays_as_it_says() {
     let (timeline, stdout) = replay_timeline(&config, &signals);
     assert_eq!(timeline, expected, "{stdout}");
 }
+
+/// `[faults.X]` with only `for` delays the class without dropping its
+/// default actions (they used to be replaced by none).
+#[test]
+fn a_fault_table_with_only_for_keeps_the_default_actions() {
+    let signals = [ue("00:00:00", false), ue("00:01:00", false)].concat();
+    let (timeline, stdout) = replay_timeline("[faults.memory_failure]\nfor = \"1m\"\n", &signals);
+    assert_eq!(
+        timeline,
+        [
+            "00:01:00 fault_opened",
+            "00:01:00 action cordon dry_run",
+            "00:01:00 action ticket dry_run",
+        ],
+        "{stdout}"
+    );
+}

@@ -62,6 +62,42 @@ pub struct MaxAttempts {
     pub then: Vec<String>,
 }
 
+impl Policy {
+    /// Takes from `base` every field that `given` (the keys a config table
+    /// wrote) does not name: `[faults.X] for = "5m"` keeps X's default
+    /// actions instead of dropping them.
+    pub fn keep_defaults(&mut self, base: &Policy, given: &std::collections::BTreeSet<String>) {
+        let kept = |key: &str| !given.contains(key);
+        if kept("for") {
+            self.hold = base.hold;
+        }
+        if kept("actions") {
+            self.actions.clone_from(&base.actions);
+        }
+        if kept("escalate") {
+            self.escalate.clone_from(&base.escalate);
+        }
+        if kept("on_resolve") {
+            self.on_resolve.clone_from(&base.on_resolve);
+        }
+        if kept("approval") {
+            self.approval = base.approval;
+        }
+        if kept("stale_after") {
+            self.stale_after = base.stale_after;
+        }
+        if kept("max_attempts") {
+            self.max_attempts.clone_from(&base.max_attempts);
+        }
+        if kept("healthy_delay") {
+            self.healthy_delay = base.healthy_delay;
+        }
+        if kept("verify") {
+            self.verify = base.verify;
+        }
+    }
+}
+
 /// How long a condition fault may go without re-assertion by default.
 pub const STALE_AFTER: Duration = Duration(3_600_000);
 
