@@ -92,14 +92,7 @@ async fn signals(State(s): State<Sources>, body: Bytes) -> Response {
                 if line.is_empty() {
                     continue;
                 }
-                let decoded = match std::str::from_utf8(line) {
-                    Ok(text) => Signal::from_json(text).and_then(admitted),
-                    Err(e) => Err(remedy_engine::DecodeError(format!(
-                        "not valid UTF-8 (byte {})",
-                        e.valid_up_to() + 1
-                    ))),
-                };
-                match decoded {
+                match crate::lines::decode(line).and_then(admitted) {
                     Ok(sig) => valid.push(sig),
                     Err(e) => errors.push(|| json!({ "line": i + 1, "reason": e.to_string() })),
                 }

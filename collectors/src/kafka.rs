@@ -970,13 +970,7 @@ fn decode(payload: Option<&[u8]>) -> Result<Signal, DecodeError> {
     let Some(bytes) = payload else {
         return Err(DecodeError("empty message (no payload)".to_string()));
     };
-    match std::str::from_utf8(bytes) {
-        Ok(text) => Signal::from_json(text),
-        Err(e) => Err(DecodeError(format!(
-            "not valid UTF-8 (byte {})",
-            e.valid_up_to() + 1
-        ))),
-    }
+    crate::lines::decode(bytes)
 }
 
 /// Enqueues a dead letter (key, payload and the four headers); a refusal

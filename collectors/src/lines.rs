@@ -18,6 +18,18 @@ pub struct Line {
     pub signal: Result<Signal, DecodeError>,
 }
 
+/// One line's (or one message's) bytes as a signal, or why they are not
+/// one: bytes that are not UTF-8 are a bad line like any other.
+pub fn decode(bytes: &[u8]) -> Result<Signal, DecodeError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Signal::from_json(text),
+        Err(e) => Err(DecodeError(format!(
+            "not valid UTF-8 (byte {})",
+            e.valid_up_to() + 1
+        ))),
+    }
+}
+
 /// Reads JSON-lines signals from any buffered reader.
 pub struct JsonLines<R> {
     reader: R,
@@ -68,16 +80,9 @@ impl<R: BufRead> Iterator for JsonLines<R> {
             if raw.is_empty() {
                 continue;
             }
-            let signal = match std::str::from_utf8(raw) {
-                Ok(text) => Signal::from_json(text),
-                Err(e) => Err(DecodeError(format!(
-                    "not valid UTF-8 (byte {})",
-                    e.valid_up_to() + 1
-                ))),
-            };
             return Some(Ok(Line {
                 number: self.number,
-                signal,
+                signal: decode(raw),
             }));
         }
     }
