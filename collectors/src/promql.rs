@@ -112,16 +112,9 @@ struct Series {
     value: (f64, String),
 }
 
-/// `10.0.0.7:9100` -> `10.0.0.7`; `[::1]:9100` -> `::1`; a name stays itself.
-pub fn instance_host(instance: &str) -> &str {
-    if let Some(rest) = instance.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match instance.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => instance,
-    }
-}
+/// `10.0.0.7:9100` -> `10.0.0.7`; `[::1]:9100` -> `::1`; a name stays
+/// itself (the engine's reading of an address, for node identity too).
+pub use remedy_engine::identity::host_of as instance_host;
 
 /// Turns successive results of one query into signals.
 #[derive(Debug)]
