@@ -538,11 +538,7 @@ impl Engine {
         let Some((from, open)) = self.with_fleet(|f| f.open_faults_named(alias)) else {
             return;
         };
-        let labels = self.with_fleet(|f| f.labels_of(from));
-        let mut known = crate::signal::Labels::default();
-        for (k, v) in labels {
-            known.insert(k, v);
-        }
+        let known = crate::signal::Labels(self.with_fleet(|f| f.labels_of(from)));
         let to = {
             let fleet = &mut self.world.borrow_mut().fleet;
             let to = fleet.touch(node, &known, at);
@@ -662,17 +658,9 @@ impl Engine {
                 continue; // asked for early, when verification failed
             }
             let name = self.with_fleet(|f| f.symbols.name(fault).to_string());
-            let policy = self.policies.get(&name).clone();
-            if let Some(e) = policy.escalate.get(rung) {
+            if let Some(e) = self.policies.get(&name).escalate.get(rung) {
                 let why = format!("{name} still open after {}: escalated", e.after);
-                for action in &e.actions {
-                    let mut intent =
-                        self.intent(node, &name, action, Trigger::Remedy, due, &policy);
-                    intent.opened = opened_at;
-                    intent.reason = Some(why.clone());
-                    step.out.push(Output::Act(intent));
-                }
-                self.schedule(node, fault, opened_at, rung + 1, &policy);
+                self.escalate(node, fault, &name, opened_at, rung, due, why, step);
             }
         }
         if now >= self.next_sweep {
@@ -1120,6 +1108,33 @@ impl Engine {
             .push(Reverse((at.add(verify), id, sym, opened)));
     }
 
+    /// Asks for the actions of escalation `rung` of the occurrence of
+    /// `fault` opened at `opened`, at `at`, and schedules the next rung.
+    #[allow(clippy::too_many_arguments)]
+    fn escalate(
+        &mut self,
+        node: NodeId,
+        fault: Sym,
+        name: &str,
+        opened: Timestamp,
+        rung: usize,
+        at: Timestamp,
+        why: String,
+        step: &mut Step,
+    ) {
+        let policy = self.policies.get(name).clone();
+        let Some(e) = policy.escalate.get(rung) else {
+            return;
+        };
+        for action in &e.actions {
+            let mut intent = self.intent(node, name, action, Trigger::Remedy, at, &policy);
+            intent.opened = opened;
+            intent.reason = Some(why.clone());
+            step.out.push(Output::Act(intent));
+        }
+        self.schedule(node, fault, opened, rung + 1, &policy);
+    }
+
     /// Whether a `verify` check is due by `now`.
     pub fn verify_due(&self, now: Timestamp) -> bool {
         self.verifies
@@ -1171,16 +1186,7 @@ impl Engine {
                 reason.clone(),
             )));
             if let Some(rung) = next {
-                if let Some(e) = policy.escalate.get(rung) {
-                    for action in &e.actions {
-                        let mut intent =
-                            self.intent(node, &name, action, Trigger::Remedy, due, &policy);
-                        intent.opened = opened;
-                        intent.reason = Some(reason.clone());
-                        step.out.push(Output::Act(intent));
-                    }
-                    self.schedule(node, fault, opened, rung + 1, &policy);
-                }
+                self.escalate(node, fault, &name, opened, rung, due, reason, step);
             }
         }
     }

@@ -67,10 +67,8 @@ pub(super) fn recover(
     }
     // Which nodes exist (domain sizes) and what the rules count survive a restart.
     for seen in journal.seen()? {
-        let mut known = remedy_engine::Labels::default();
-        for (k, v) in seen.labels {
-            known.insert(k, v);
-        }
+        // Journaled from a map: each key once, already as Labels holds them.
+        let known = remedy_engine::Labels(seen.labels);
         pipeline
             .engine
             .restore_node(&seen.node, &known, now(), false);
@@ -111,10 +109,7 @@ pub(super) fn recover(
             .unwrap_or(Severity::Warning);
         let node = journal.node(&f.node)?;
         let labels = node.labels;
-        let mut known = remedy_engine::Labels::default();
-        for (k, v) in &labels {
-            known.insert(k.clone(), v.clone());
-        }
+        let known = remedy_engine::Labels(labels.clone());
         pipeline
             .engine
             .restore_node(&f.node, &known, f.opened_at, node.domain);
