@@ -73,55 +73,7 @@ pub struct Config {
     pub identity: IdentitySection,
     /// What `remedy run` takes in (contract 13).
     #[serde(default)]
-    pub limits: LimitsSection,
-}
-
-/// `[limits]`: what the service takes in (contract 13). A signal past any
-/// of them is refused naming the field (HTTP 400, dead-lettered from Kafka).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsSection {
-    /// How far a `ts` may be ahead of the service's clock: no input can move
-    /// remedy's clock. Default "30s".
-    pub max_skew: Duration,
-    /// Longest node name, in bytes. Default 253 (a DNS name).
-    pub node_name: usize,
-    /// Most labels per signal. Default 64.
-    pub labels: usize,
-    /// Longest label key or value, in bytes. Default 1024.
-    pub label_size: usize,
-    /// Longest message, in bytes. Default 8192.
-    pub message: usize,
-    /// A request's headers, and then its body, must arrive within this.
-    /// Default "30s".
-    pub request_timeout: Duration,
-}
-
-impl Default for LimitsSection {
-    fn default() -> Self {
-        let d = remedy_collectors::Limits::default();
-        LimitsSection {
-            max_skew: d.max_skew,
-            node_name: d.node_name,
-            labels: d.labels,
-            label_size: d.label_size,
-            message: d.message,
-            request_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl LimitsSection {
-    /// As the intake checks them.
-    pub fn intake(&self) -> remedy_collectors::Limits {
-        remedy_collectors::Limits {
-            max_skew: self.max_skew,
-            node_name: self.node_name,
-            labels: self.labels,
-            label_size: self.label_size,
-            message: self.message,
-        }
-    }
+    pub limits: remedy_collectors::Limits,
 }
 
 /// `[identity]`: one machine is one node, whichever name a source uses for
@@ -948,6 +900,7 @@ mod tests {
         let cases = [
             ("[http]\ntokn_file = \"t\"", "2:1: http.tokn_file"),
             ("[journal]\nulr = \"sqlite://x.db\"", "2:1: journal.ulr"),
+            ("[limits]\nmax_skw = \"1m\"", "2:1: limits.max_skw"),
             (
                 "[kafka]\nbrokers = \"b:9092\"\ngroupp = \"g\"",
                 "3:1: kafka.groupp",

@@ -94,20 +94,27 @@ pub struct Intake {
 /// (`[limits] max_skew`, contract 13) when none is configured.
 pub const MAX_SKEW: Duration = Duration(30_000);
 
-/// What one signal may carry (`[limits]`, contract 13): checked before a
-/// signal reaches the decider, so no input can stall or bloat it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `[limits]` (contract 13): what one signal may carry, checked before it
+/// reaches the decider, so no input can stall or bloat it; past a limit it
+/// is refused naming the field (HTTP 400, dead-lettered from Kafka). And
+/// how long a request may take to arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// How far ahead of the clock `ts` may be.
+    /// How far a `ts` may be ahead of the service's clock: no input can move
+    /// remedy's clock. Default "30s".
     pub max_skew: Duration,
-    /// Longest node name, in bytes (a DNS name: 253).
+    /// Longest node name, in bytes. Default 253 (a DNS name).
     pub node_name: usize,
-    /// Most labels.
+    /// Most labels per signal. Default 64.
     pub labels: usize,
-    /// Longest label key or value, in bytes.
+    /// Longest label key or value, in bytes. Default 1024.
     pub label_size: usize,
-    /// Longest message, in bytes.
+    /// Longest message, in bytes. Default 8192.
     pub message: usize,
+    /// A request's headers, and then its body, must arrive within this.
+    /// Default "30s".
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -118,6 +125,7 @@ impl Default for Limits {
             labels: 64,
             label_size: 1024,
             message: 8 * 1024,
+            request_timeout: Duration(30_000),
         }
     }
 }

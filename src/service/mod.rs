@@ -100,7 +100,7 @@ impl Settings {
             dry_run: config.dry_run,
             kafka: config.kafka.clone(),
             node_directory: config.node_directory(),
-            limits: config.limits.intake(),
+            limits: config.limits,
             request_timeout: std::time::Duration::from_millis(
                 config.limits.request_timeout.0.max(1) as u64,
             ),
