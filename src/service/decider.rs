@@ -338,11 +338,19 @@ impl Decider {
         let id = signal.id.clone();
         let at = now();
         // What the rules will count of it, journaled so a restart counts it too.
+        // Its labels are copied only when they differ from what was journaled.
         let counted = (!signal.resolved && !signal.is_domain()).then(|| {
+            let hash = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                signal.labels.0.hash(&mut h);
+                h.finish()
+            };
+            let changed = self.seen.get(&signal.node) != Some(&hash);
             (
                 signal.node.clone(),
                 signal.ts.unwrap_or(at),
-                signal.labels.0.clone(),
+                changed.then(|| (hash, signal.labels.0.clone())),
             )
         });
         // One span per signal: node, type, and the rules that matched.
@@ -359,17 +367,11 @@ impl Decider {
         if let (Some(id), false) = (id, self.step.duplicate) {
             self.pending.ids.push(id);
         }
-        if let (Some((node, ts, labels)), false) = (counted, self.step.duplicate) {
+        if let (Some((node, ts, changed)), false) = (counted, self.step.duplicate) {
             self.pending
                 .history
                 .push((node.clone(), r#type.clone(), ts));
-            let hash = {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                labels.hash(&mut h);
-                h.finish()
-            };
-            if self.seen.get(&node) != Some(&hash) {
+            if let Some((hash, labels)) = changed {
                 self.seen.insert(node.clone(), hash);
                 self.pending.seen.insert(node, (labels, at));
             }
