@@ -665,6 +665,7 @@ impl Config {
         remedy_engine::Options {
             flap: self.lifecycle.flap.or(self.guards.flap).unwrap_or_default(),
             alias_labels: self.identity.alias_labels.clone(),
+            forget_after: Some(self.limits.forget_after).filter(|d| d.0 > 0),
             ..remedy_engine::Options::default()
         }
     }

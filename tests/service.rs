@@ -1373,3 +1373,86 @@ fn a_slow_client_is_cut_off_after_the_request_timeout() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert_eq!(s.request("POST", "/v1/signals", UE, None).0, 202);
 }
+
+/// `[limits] forget_after`: a node with no open fault and no signal for that
+/// long is forgotten, across a restart too; one with an open fault is kept,
+/// and a forgotten node that comes back is new (its old crashes no longer count).
+#[test]
+fn idle_nodes_are_forgotten_and_a_returning_one_is_new() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        "[limits]\nforget_after = \"3s\"\n",
+    )
+    .unwrap();
+    let args = ["--config", "remedy.toml"];
+    let signal = |node: &str, r#type: &str| {
+        let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        format!(
+            r#"{{"node":"{node}","kind":"component","type":"{type}","ts":"{ts}","labels":{{"component":"kubelet","cluster":"c1"}}}}"#
+        )
+    };
+    let known = |s: &Remedy| -> u64 {
+        let (_, text) = s.get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix("remedy_known_nodes "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let mut s = Remedy::start_with(dir.path(), &[], &args);
+    for (node, r#type) in [
+        ("idle", "component.crash"),
+        ("idle", "component.crash"),
+        ("busy", "node.heartbeat"),
+    ] {
+        assert_eq!(
+            s.request("POST", "/v1/signals", &signal(node, r#type), None)
+                .0,
+            202
+        );
+    }
+    let ue = r#"{"node":"broken","kind":"hardware","type":"memory.ecc.uncorrectable","labels":{"cluster":"c1"}}"#;
+    assert_eq!(s.request("POST", "/v1/signals", ue, None).0, 202);
+    assert_eq!(known(&s), 3);
+    // `busy` keeps sending; `idle` falls silent; `broken` has an open fault.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while known(&s) != 2 {
+        assert!(std::time::Instant::now() < deadline, "idle never forgotten");
+        assert_eq!(
+            s.request(
+                "POST",
+                "/v1/signals",
+                &signal("busy", "node.heartbeat"),
+                None
+            )
+            .0,
+            202
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(s
+        .get("/metrics")
+        .1
+        .contains("remedy_nodes_forgotten_total 1"));
+    s.kill_9();
+    let s = Remedy::start_with(dir.path(), &[], &args);
+    assert_eq!(
+        known(&s),
+        2,
+        "a forgotten node stays forgotten across a restart"
+    );
+    // Back: new. A third crash within the hour is its first.
+    assert_eq!(
+        s.request(
+            "POST",
+            "/v1/signals",
+            &signal("idle", "component.crash"),
+            None
+        )
+        .0,
+        202
+    );
+    let open = s.json("/v1/faults?state=open&node=idle");
+    assert!(open.as_array().unwrap().is_empty(), "{open}");
+    assert_eq!(known(&s), 3);
+}

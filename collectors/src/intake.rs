@@ -115,6 +115,10 @@ pub struct Limits {
     /// A request's headers, and then its body, must arrive within this.
     /// Default "30s".
     pub request_timeout: Duration,
+    /// A node with no open fault and no signal for this long is forgotten
+    /// (it leaves its domains' sizes; if it comes back it is new). Default
+    /// "7d"; "0s" keeps every node forever.
+    pub forget_after: Duration,
 }
 
 impl Default for Limits {
@@ -126,6 +130,7 @@ impl Default for Limits {
             label_size: 1024,
             message: 8 * 1024,
             request_timeout: Duration(30_000),
+            forget_after: Duration(7 * 24 * 3_600_000),
         }
     }
 }

@@ -74,6 +74,41 @@ impl Slots {
         Self::place(&mut self.0, u64::from(hash) << 32 | u64::from(id + 1));
     }
 
+    /// Takes `id` (stored under `hash`) out of the table, moving later
+    /// entries of its probe run back so that every lookup still finds them.
+    fn remove(&mut self, hash: u32, id: u32) {
+        if self.0.is_empty() {
+            return;
+        }
+        let mask = self.0.len() - 1;
+        let wanted = u64::from(hash) << 32 | u64::from(id + 1);
+        let mut i = hash as usize & mask;
+        while self.0[i] != wanted {
+            if self.0[i] == 0 {
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+        // Backward shift: an entry after the hole moves into it unless its
+        // home slot lies (cyclically) after the hole and up to where it is.
+        let mut hole = i;
+        let mut j = (i + 1) & mask;
+        while self.0[j] != 0 {
+            let home = (self.0[j] >> 32) as usize & mask;
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                self.0[hole] = self.0[j];
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
+        self.0[hole] = 0;
+    }
+
     /// Asks the CPU to start loading the slot a lookup of `hash` reads first.
     fn prefetch(&self, hash: u32) {
         if !self.0.is_empty() {
@@ -405,6 +440,11 @@ impl NodeIndex {
         self.slots.insert(hash, id.0, nodes, 7);
     }
 
+    /// Takes node `id` (named with `hash`) out of the index.
+    fn remove(&mut self, id: NodeId, hash: u32) {
+        self.slots.remove(hash, id.0);
+    }
+
     /// Asks the CPU to start loading the slot a lookup of `hash` reads first.
     fn prefetch(&self, hash: u32) {
         self.slots.prefetch(hash);
@@ -479,6 +519,8 @@ pub struct Fleet {
     /// not machines: never counted in a domain's size, never acted on
     /// disruptively. Kept apart so a node's state stays three cache lines.
     domain_entries: FxHashSet<NodeId>,
+    /// States of forgotten nodes (empty names), reused by the next new node.
+    free: Vec<NodeId>,
 }
 
 impl Fleet {
@@ -564,6 +606,16 @@ impl Fleet {
         let hash = hash_str(node);
         let id = match self.nodes.find(&self.states, node, hash) {
             Some(id) => id,
+            None if !self.free.is_empty() => {
+                let id = self.free.pop().expect("a free state");
+                self.states[id.0 as usize] = NodeState::new(node.into());
+                if domain {
+                    self.domain_entries.insert(id);
+                }
+                self.nodes
+                    .insert(id, hash, self.states.len() - self.free.len());
+                id
+            }
             None => {
                 let id = NodeId(
                     u32::try_from(self.states.len())
@@ -759,9 +811,52 @@ impl Fleet {
         closed
     }
 
-    /// How many nodes have ever sent a signal.
+    /// How many nodes are known: they sent a signal and were not forgotten.
     pub fn known_nodes(&self) -> usize {
-        self.states.len() - self.domain_entries.len()
+        self.states.len() - self.free.len() - self.domain_entries.len()
+    }
+
+    /// Forgets every node (and domain entry) with no open fault and no
+    /// signal since `before`, except those `keep` still needs: its name,
+    /// labels and history are gone and it leaves its domains' sizes; if it
+    /// sends again it is simply new. Returns the forgotten nodes.
+    pub fn forget(
+        &mut self,
+        before: Timestamp,
+        keep: impl Fn(NodeId) -> bool,
+    ) -> Vec<(NodeId, String)> {
+        let before = before.millis();
+        let gone: Vec<NodeId> = self
+            .states
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.name.is_empty() && s.faults.is_empty() && s.last_seen < before)
+            .map(|(i, _)| NodeId(i as u32))
+            .filter(|&id| !keep(id))
+            .collect();
+        let mut names = Vec::with_capacity(gone.len());
+        for id in gone {
+            let state = std::mem::replace(
+                &mut self.states[id.0 as usize],
+                NodeState::new(ImmutableString::new()),
+            );
+            self.nodes.remove(id, hash_str(&state.name));
+            let counted = u32::from(!self.domain_entries.remove(&id));
+            for pair in &state.labels {
+                if let Some(n) = self.domains.get_mut(pair) {
+                    *n -= counted;
+                    if *n == 0 {
+                        self.domains.remove(pair);
+                    }
+                }
+            }
+            if self.last_node == Some(id) {
+                self.last_node = None;
+            }
+            self.free.push(id);
+            names.push((id, state.name.to_string()));
+        }
+        names
     }
 
     /// How many faults are open across the fleet.
@@ -1110,5 +1205,79 @@ mod tests {
                 ("rack".into(), "r1".into())
             ]
         );
+    }
+
+    #[test]
+    fn idle_nodes_are_forgotten_and_come_back_new() {
+        let mut f = Fleet::new(HistoryLimits::default());
+        let ty = f.symbols.intern("kubelet.crash");
+        let rack = |r: usize| {
+            let mut l = Labels::default();
+            l.insert("rack", format!("r{r}"));
+            l
+        };
+        for i in 0..1000 {
+            let id = f.touch(&format!("node-{i:04}"), &rack(i % 2), at(i as i64));
+            f.record(id, ty, at(i as i64));
+        }
+        let busy = f.find_node("node-0001").unwrap();
+        let gone = f.forget(at(500), |id| id == busy);
+        assert_eq!(gone.len(), 499, "nodes 0..500 idle, one of them kept");
+        assert_eq!(f.known_nodes(), 501);
+        assert_eq!(f.known_in("rack", "r0") + f.known_in("rack", "r1"), 501);
+        assert_eq!(
+            f.known_in("rack", "r1"),
+            251,
+            "250 idle odd nodes, one kept"
+        );
+        for i in 0..1000 {
+            let name = format!("node-{i:04}");
+            assert_eq!(
+                f.find_node(&name).is_some(),
+                i >= 500 || i == 1,
+                "{name} after forgetting"
+            );
+        }
+        // Back: a new node, with no history, in its domain again.
+        let back = f.touch("node-0002", &rack(0), at(2000));
+        assert_eq!(f.count_within(back, ty, 100_000, at(2000)), 0);
+        assert_eq!(f.known_in("rack", "r0"), 251);
+        // Slots are reused, every name still found.
+        for i in 0..600 {
+            f.touch(&format!("new-{i}"), &rack(3), at(3000));
+        }
+        assert_eq!(f.known_nodes(), 502 + 600);
+        for i in 0..600 {
+            assert!(f.find_node(&format!("new-{i}")).is_some());
+        }
+        assert!(f.find_node("node-0999").is_some() && f.find_node("node-0003").is_none());
+    }
+
+    proptest::proptest! {
+        /// Removing from the open-addressing table never loses another entry.
+        #[test]
+        fn slots_find_every_entry_after_any_removals(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0u32..64), 1..400),
+        ) {
+            let mut slots = Slots::default();
+            let mut model: std::collections::BTreeMap<u32, u32> = Default::default();
+            let mut next = 0u32;
+            for (add, key) in ops {
+                // Few distinct hashes so probe runs collide and wrap.
+                let hash = key.wrapping_mul(0x9e37_79b9) >> 3 | (key % 4);
+                if add || model.is_empty() {
+                    slots.insert(hash, next, model.len() + 1, 7);
+                    model.insert(next, hash);
+                    next += 1;
+                } else {
+                    let (&id, &h) = model.iter().nth(key as usize % model.len()).unwrap();
+                    slots.remove(h, id);
+                    model.remove(&id);
+                }
+                for (&id, &h) in &model {
+                    proptest::prop_assert_eq!(slots.find(h, |x| x == id), Some(id));
+                }
+            }
+        }
     }
 }

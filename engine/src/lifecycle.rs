@@ -50,6 +50,9 @@ pub struct Options {
     /// signal's `ts` only places it in count windows (contract 13). Off:
     /// each signal's `ts` is the clock (replay, diff, tests).
     pub service_clock: bool,
+    /// A node with no open fault and no signal for this long is forgotten
+    /// (`[limits] forget_after`); `None`: never.
+    pub forget_after: Option<Duration>,
 }
 
 impl Default for Options {
@@ -61,6 +64,7 @@ impl Default for Options {
             flap: Flap::default(),
             alias_labels: Vec::new(),
             service_clock: false,
+            forget_after: Some(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 }
@@ -117,6 +121,8 @@ pub struct Step {
     pub held_open: usize,
     /// Aliases the signal taught: (alias, canonical node), to journal.
     pub learned: Vec<(String, String)>,
+    /// Nodes forgotten (`forget_after`), to drop from the journal.
+    pub forgotten: Vec<String>,
 }
 
 impl Step {
@@ -129,6 +135,7 @@ impl Step {
         self.duplicate = false;
         self.held_open = 0;
         self.learned.clear();
+        self.forgotten.clear();
     }
 
     /// The fault decisions only.
@@ -209,6 +216,10 @@ pub struct Engine {
     timers: BinaryHeap<Timer>,
     /// Bookkeeping sweeps of `pending`/`flaps`, by event time.
     next_sweep: Timestamp,
+    /// See [`Options::forget_after`].
+    forget_after: Option<Duration>,
+    /// When idle nodes are looked for next.
+    next_forget: Timestamp,
     /// Aliases -> canonical node names.
     identity: Identity,
     /// See [`Options::service_clock`].
@@ -268,6 +279,8 @@ impl Engine {
             flaps: FxHashMap::default(),
             timers: BinaryHeap::new(),
             next_sweep: Timestamp(i64::MIN),
+            forget_after: options.forget_after,
+            next_forget: Timestamp(i64::MIN),
             identity: Identity::new(options.alias_labels.clone()),
             service_clock: options.service_clock,
             stale_timers: BinaryHeap::new(),
@@ -666,6 +679,53 @@ impl Engine {
         if now >= self.next_sweep {
             self.sweep(now);
         }
+        if now >= self.next_forget {
+            self.forget(now, step);
+        }
+    }
+
+    /// Forgets the nodes idle for `forget_after` (no open fault, no signal,
+    /// nothing waiting for them): a fleet that replaces machines does not
+    /// keep every name it ever saw. Looked for every eighth of
+    /// `forget_after` (at most hourly), so the scan costs nothing per signal.
+    fn forget(&mut self, now: Timestamp, step: &mut Step) {
+        let Some(after) = self.forget_after else {
+            self.next_forget = Timestamp(i64::MAX);
+            return;
+        };
+        let every = Duration((after.0 / 8).clamp(1_000, 3_600_000));
+        if self.next_forget == Timestamp(i64::MIN) {
+            // The first look comes one period after start, not at once.
+            self.next_forget = now.add(every);
+            return;
+        }
+        self.next_forget = now.add(every);
+        let mut busy: FxHashSet<NodeId> = FxHashSet::default();
+        busy.extend(self.pending.keys().map(|k| k.0));
+        busy.extend(self.deferred.keys().map(|k| k.0));
+        busy.extend(self.healing.keys().map(|k| k.0));
+        busy.extend(self.rungs.keys().map(|k| k.0));
+        busy.extend(self.acted.keys().map(|k| k.0));
+        busy.extend(self.handed_over.iter().map(|k| k.0));
+        let gone = self
+            .world
+            .borrow_mut()
+            .fleet
+            .forget(Timestamp(now.0.saturating_sub(after.0)), |id| {
+                busy.contains(&id)
+            });
+        if gone.is_empty() {
+            return;
+        }
+        let ids: FxHashSet<NodeId> = gone.iter().map(|(id, _)| *id).collect();
+        self.flaps.retain(|k, _| !ids.contains(&k.0));
+        self.attempts.retain(|k, _| !ids.contains(&k.0));
+        self.timers.retain(|Reverse(t)| !ids.contains(&t.1));
+        self.stale_timers.retain(|Reverse(t)| !ids.contains(&t.1));
+        self.verifies.retain(|Reverse(t)| !ids.contains(&t.1));
+        self.recoveries.retain(|Reverse(t)| !ids.contains(&t.1));
+        step.forgotten
+            .extend(gone.into_iter().map(|(_, name)| name));
     }
 
     /// Condition faults whose `stale_after` passed by `now` without a new

@@ -54,6 +54,10 @@ pub(super) enum Command {
 /// Puts the journal's open faults back into the engine so nothing reopens,
 /// and what became of their actions back into the guard chain: nodes under
 /// remediation stay so, held-back actions wait again, approvals await again.
+/// How often a node that keeps sending with the same labels has its
+/// last-seen time journaled again (for `forget_after` across restarts).
+const SEEN_REFRESH_MS: i64 = 3_600_000;
+
 pub(super) fn recover(
     pipeline: &mut Pipeline,
     journal: &dyn Journal,
@@ -66,12 +70,12 @@ pub(super) fn recover(
         pipeline.engine.restore_alias(&alias, &node);
     }
     // Which nodes exist (domain sizes) and what the rules count survive a restart.
-    for seen in journal.seen()? {
+    for (seen, last) in journal.seen()? {
         // Journaled from a map: each key once, already as Labels holds them.
         let known = remedy_engine::Labels(seen.labels);
         pipeline
             .engine
-            .restore_node(&seen.node, &known, now(), false);
+            .restore_node(&seen.node, &known, last, false);
     }
     let since = remedy_engine::Timestamp(now().0 - journal::HISTORY_KEPT_MS);
     for (node, r#type, ts) in journal.history(since)? {
@@ -176,9 +180,10 @@ pub(super) struct Decider {
     pub(super) runner: Option<mpsc::UnboundedSender<Job>>,
     /// Woken after each journal write (the decisions topic follows the journal).
     pub(super) written: Arc<Notify>,
-    /// Per node, a hash of the labels last journaled as seen: a node whose
-    /// labels did not change is not written again.
-    seen: std::collections::HashMap<String, u64>,
+    /// Per node, a hash of the labels last journaled as seen and when: a
+    /// node whose labels did not change is written again only after
+    /// [`SEEN_REFRESH_MS`] (so a restart knows roughly when it was last seen).
+    seen: std::collections::HashMap<String, (u64, i64)>,
 }
 
 impl Decider {
@@ -239,6 +244,7 @@ impl Decider {
                 Command::Tick => {
                     self.out.clear();
                     self.pipeline.advance(now(), &mut self.step, &mut self.out);
+                    self.forgotten();
                     self.metrics.counted(&self.out);
                     self.pending
                         .entries
@@ -330,6 +336,8 @@ impl Decider {
         let guards = &self.pipeline.guards;
         self.metrics
             .guards(guards.held(), guards.domains(), guards.breakers());
+        let known = self.pipeline.engine.with_fleet(|f| f.known_nodes());
+        self.metrics.nodes(known, 0);
     }
 
     fn decide(&mut self, signal: Signal) {
@@ -346,7 +354,10 @@ impl Decider {
                 signal.labels.0.hash(&mut h);
                 h.finish()
             };
-            let changed = self.seen.get(&signal.node) != Some(&hash);
+            let changed = self
+                .seen
+                .get(&signal.node)
+                .is_none_or(|&(h, written)| h != hash || at.0 - written >= SEEN_REFRESH_MS);
             (
                 signal.node.clone(),
                 signal.ts.unwrap_or(at),
@@ -364,6 +375,9 @@ impl Decider {
         self.out.clear();
         self.pipeline
             .on_signal(signal, at, &mut self.step, &mut self.out);
+        // Before this signal's node is noted as seen: it may be one just
+        // forgotten and back (new now).
+        self.forgotten();
         if let (Some(id), false) = (id, self.step.duplicate) {
             self.pending.ids.push(id);
         }
@@ -372,7 +386,7 @@ impl Decider {
                 .history
                 .push((node.clone(), r#type.clone(), ts));
             if let Some((hash, labels)) = changed {
-                self.seen.insert(node.clone(), hash);
+                self.seen.insert(node.clone(), (hash, at.0));
                 self.pending.seen.insert(node, (labels, at));
             }
         }
@@ -409,6 +423,26 @@ impl Decider {
         self.pending
             .entries
             .extend(self.out.drain(..).map(|d| (d, Some(r#type.clone()))));
+    }
+
+    /// Nodes the engine just forgot leave the journal's known nodes too.
+    fn forgotten(&mut self) {
+        if self.step.forgotten.is_empty() {
+            return;
+        }
+        tracing::info!(
+            nodes = self.step.forgotten.len(),
+            "forgot nodes idle for forget_after"
+        );
+        self.metrics.nodes(
+            self.pipeline.engine.with_fleet(|f| f.known_nodes()),
+            self.step.forgotten.len(),
+        );
+        for node in &self.step.forgotten {
+            self.seen.remove(node);
+            self.pending.seen.remove(node);
+        }
+        self.pending.forgotten.append(&mut self.step.forgotten);
     }
 
     fn approve(&mut self, id: u64, approve: bool) -> bool {
@@ -623,7 +657,9 @@ mod tests {
         ) -> Result<Vec<(String, String, remedy_engine::Timestamp)>, JournalError> {
             Ok(Vec::new())
         }
-        fn seen(&self) -> Result<Vec<journal::KnownNode>, JournalError> {
+        fn seen(
+            &self,
+        ) -> Result<Vec<(journal::KnownNode, remedy_engine::Timestamp)>, JournalError> {
             Ok(Vec::new())
         }
         fn openings(

@@ -102,6 +102,8 @@ pub struct Write {
     pub history: Vec<(String, String, Timestamp)>,
     /// Every node seen, with its labels: which nodes a domain knows.
     pub seen: BTreeMap<String, (Vec<(String, String)>, Timestamp)>,
+    /// Nodes forgotten (`forget_after`): no longer part of any domain.
+    pub forgotten: Vec<String>,
 }
 
 impl Write {
@@ -115,6 +117,7 @@ impl Write {
             && self.aliases.is_empty()
             && self.history.is_empty()
             && self.seen.is_empty()
+            && self.forgotten.is_empty()
     }
 
     fn clear(&mut self) {
@@ -126,6 +129,7 @@ impl Write {
         self.aliases.clear();
         self.history.clear();
         self.seen.clear();
+        self.forgotten.clear();
     }
 }
 
@@ -154,7 +158,7 @@ pub trait Journal: Send {
     /// (node, type, ts) of the signals that count in windows since `since`.
     fn history(&self, since: Timestamp) -> Result<Vec<(String, String, Timestamp)>, JournalError>;
     /// Every node seen, with its labels.
-    fn seen(&self) -> Result<Vec<KnownNode>, JournalError>;
+    fn seen(&self) -> Result<Vec<(KnownNode, Timestamp)>, JournalError>;
     /// Every alias learned, with its canonical node, in the order learned.
     fn aliases(&self) -> Result<Vec<(String, String)>, JournalError>;
     /// Faults, open or resolved or both, optionally of one node.
@@ -341,8 +345,20 @@ impl Journal for Sqlite {
             aliases,
             history,
             seen,
+            forgotten,
         } = &*write;
         let tx = self.conn.transaction()?;
+        if !forgotten.is_empty() {
+            // One pass over the history for all of them (it has no index
+            // by node: inserting signals is what must stay cheap).
+            let names = serde_json::to_string(forgotten).unwrap_or_default();
+            tx.prepare_cached("DELETE FROM seen WHERE node IN (SELECT value FROM json_each(?1))")?
+                .execute(params![names])?;
+            tx.prepare_cached(
+                "DELETE FROM history WHERE node IN (SELECT value FROM json_each(?1))",
+            )?
+            .execute(params![names])?;
+        }
         if !started.is_empty() || !finished.is_empty() {
             let mut start = tx.prepare_cached(
                 "INSERT INTO jobs (id, json) VALUES (?1, ?2)
@@ -553,20 +569,27 @@ impl Journal for Sqlite {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn seen(&self) -> Result<Vec<KnownNode>, JournalError> {
+    fn seen(&self) -> Result<Vec<(KnownNode, Timestamp)>, JournalError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT node, labels FROM seen ORDER BY node")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            .prepare_cached("SELECT node, labels, last_ms FROM seen ORDER BY node")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                Timestamp(r.get(2)?),
+            ))
+        })?;
         let mut out = Vec::new();
         for row in rows {
-            let (node, text) = row?;
+            let (node, text, last) = row?;
             let labels: BTreeMap<String, String> = serde_json::from_str(&text).unwrap_or_default();
-            out.push(KnownNode {
+            let node = KnownNode {
                 node,
                 labels: labels.into_iter().collect(),
                 domain: false,
-            });
+            };
+            out.push((node, last));
         }
         Ok(out)
     }

@@ -26,6 +26,8 @@ struct State {
     actions: BTreeMap<(String, String), u64>,
     held: usize,
     under_remediation: Vec<(String, usize)>,
+    known_nodes: usize,
+    forgotten: u64,
     breakers: Vec<(String, bool)>,
     latency: [u64; BUCKETS.len() + 1],
     latency_sum: f64,
@@ -149,6 +151,15 @@ impl Metrics {
             s.held = held;
             s.under_remediation = under_remediation;
             s.breakers = breakers;
+        });
+    }
+
+    /// How many nodes the engine knows, and how many it just forgot
+    /// (`forget_after`).
+    pub fn nodes(&self, known: usize, forgotten: usize) {
+        self.with(|s| {
+            s.known_nodes = known;
+            s.forgotten += forgotten as u64;
         });
     }
 
@@ -306,6 +317,18 @@ fn render(s: &State, queue_depth: usize) -> String {
             .iter()
             .map(|(d, n)| (format!("{{domain=\"{}\"}}", escape(d)), n.to_string()))
             .collect(),
+    );
+    family(
+        "remedy_known_nodes",
+        "gauge",
+        "Nodes known (they sent a signal and were not forgotten): failure domain sizes count these.",
+        vec![(String::new(), s.known_nodes.to_string())],
+    );
+    family(
+        "remedy_nodes_forgotten_total",
+        "counter",
+        "Nodes forgotten after forget_after with no open fault and no signal.",
+        vec![(String::new(), s.forgotten.to_string())],
     );
     family(
         "remedy_breaker_open",
