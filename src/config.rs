@@ -129,7 +129,7 @@ impl Default for HttpSection {
 }
 
 /// `[journal]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JournalSection {
     /// Where decisions are journaled: `sqlite://PATH` (relative paths are
@@ -137,6 +137,23 @@ pub struct JournalSection {
     /// `REMEDY_JOURNAL` overrides it.
     #[serde(default)]
     pub url: JournalUrl,
+    /// How long the input (signals, with when each was taken in) is kept
+    /// for `replay --journal`. Default "7d".
+    #[serde(default = "default_keep_inputs")]
+    pub keep_inputs: remedy_engine::Duration,
+}
+
+fn default_keep_inputs() -> remedy_engine::Duration {
+    crate::service::journal::KEEP_INPUTS
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        JournalSection {
+            url: JournalUrl::default(),
+            keep_inputs: default_keep_inputs(),
+        }
+    }
 }
 
 /// A journal's URL.

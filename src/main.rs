@@ -63,8 +63,13 @@ enum Command {
     /// journaled); print decisions as JSON lines.
     Replay {
         /// Recorded signals, one JSON object per line; `-` reads stdin.
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
+        #[arg(value_name = "FILE", required_unless_present = "journal")]
+        file: Option<PathBuf>,
+        /// Instead of FILE: the input a `remedy run` journaled
+        /// (`sqlite://PATH` or PATH), replayed at the times it was taken in,
+        /// with the service's settings from --config: the decisions `run` made.
+        #[arg(long, value_name = "URL", conflicts_with = "file")]
+        journal: Option<String>,
         /// Configuration file (TOML): rules directory, policies, guards, silences.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -212,6 +217,46 @@ fn open_input(file: &Path) -> Result<Input, Failure> {
         file.display().to_string(),
         size,
     ))
+}
+
+/// `remedy replay --journal URL`.
+fn replay_journal(
+    url: &str,
+    config: Option<&Path>,
+    rules: Option<PathBuf>,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let config = load_config(config)?;
+    // As the service builds it: its clock, its dry-run setting.
+    let mut pipeline = pipeline(&config, rules.as_deref(), true)?;
+    let path = match url.parse::<remedy::config::JournalUrl>() {
+        Ok(remedy::config::JournalUrl::Sqlite(path)) => path,
+        Err(_) if !url.contains("://") => PathBuf::from(url),
+        Err(e) => return Err(usage(format!("--journal {e}"))),
+    };
+    if !path.is_file() {
+        return Err(usage(format!(
+            "--journal: no journal at {}",
+            path.display()
+        )));
+    }
+    let journal = remedy::service::journal::Sqlite::reader(&path)
+        .map_err(|e| usage(format!("--journal {}: {e}", path.display())))?;
+    let display = Display {
+        source: path.display().to_string(),
+        progress: !quiet && io::stderr().is_terminal(),
+        total_bytes: None,
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let stderr = io::stderr();
+    let mut diag = stderr.lock();
+    let summary = replay::replay_journal(&mut pipeline, &journal, &display, &mut out, &mut diag)
+        .map_err(|e| usage(format!("reading {}: {e}", display.source)))?;
+    if !quiet {
+        let _ = diag.write_all(summary.render().as_bytes());
+    }
+    Ok(())
 }
 
 fn replay(
@@ -382,10 +427,26 @@ fn main() -> ExitCode {
         Command::Test { rules_dir } => test(&rules_dir),
         Command::Replay {
             file,
+            journal: Some(journal),
             config,
             rules,
             quiet,
-        } => replay(&file, config.as_deref(), rules, quiet),
+        } => {
+            debug_assert!(file.is_none());
+            replay_journal(&journal, config.as_deref(), rules, quiet)
+        }
+        Command::Replay {
+            file,
+            journal: None,
+            config,
+            rules,
+            quiet,
+        } => replay(
+            &file.expect("clap requires FILE without --journal"),
+            config.as_deref(),
+            rules,
+            quiet,
+        ),
         Command::Diff {
             old,
             new,

@@ -6,8 +6,9 @@
 
 use std::path::Path;
 
-use remedy_actions::{DomainSizes, Guards};
+use remedy_actions::{DomainSizes, ExecError, Finished, Guards, Silence};
 use remedy_engine::{Decision, Engine, LoadError, Outcome, Output, Signal, Step, Timestamp};
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 
@@ -27,6 +28,90 @@ pub struct Known<'a>(pub &'a remedy_engine::fleet::Fleet);
 impl DomainSizes for Known<'_> {
     fn known(&self, label: &str, value: &str) -> usize {
         self.0.known_in(label, value)
+    }
+}
+
+/// One step the service's pipeline took, taken in at a time of the
+/// service's clock: what the journal keeps of the service's input, so that
+/// `replay --journal` runs exactly the steps `run` ran, at the same times.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Input {
+    /// A signal: its JSON text ([`Signal::to_json`]), and whether a
+    /// collector took it for a repeated condition (not part of the JSON).
+    Signal {
+        /// The signal.
+        json: String,
+        /// [`Signal::condition`].
+        condition: bool,
+    },
+    /// The clock's tick: time moved with no signal (kept only when it
+    /// decided something or forgot a node).
+    Tick,
+    /// An alias of a node from the Kubernetes node list.
+    Alias {
+        /// The other name.
+        alias: String,
+        /// The node's name.
+        node: String,
+    },
+    /// An executor's result for a job.
+    Finished {
+        /// The job's id.
+        id: String,
+        /// What the executor answered.
+        result: Result<String, ExecError>,
+    },
+    /// An operator's answer to an approval request.
+    Approval {
+        /// The request's id.
+        id: u64,
+        /// Approved (or rejected).
+        approve: bool,
+    },
+    /// A silence added over the API.
+    Silence(Silence),
+    /// A silence removed over the API.
+    Unsilence(u64),
+}
+
+impl From<&Signal> for Input {
+    fn from(signal: &Signal) -> Self {
+        Input::Signal {
+            json: signal.to_json(),
+            condition: signal.condition,
+        }
+    }
+}
+
+impl Input {
+    /// How the journal stores it: (kind, body). A signal's body is its own
+    /// JSON, the other kinds' their fields.
+    pub fn to_row(&self) -> (&'static str, String) {
+        match self {
+            Input::Signal { json, condition } => (
+                if *condition { "condition" } else { "signal" },
+                json.clone(),
+            ),
+            Input::Tick => ("tick", String::new()),
+            other => (
+                "step",
+                serde_json::to_string(other).expect("inputs serialize"),
+            ),
+        }
+    }
+
+    /// Back from a journal row.
+    pub fn from_row(kind: &str, body: String) -> Result<Input, String> {
+        match kind {
+            "signal" | "condition" => Ok(Input::Signal {
+                json: body,
+                condition: kind == "condition",
+            }),
+            "tick" => Ok(Input::Tick),
+            "step" => serde_json::from_str(&body).map_err(|e| format!("{e}: {body}")),
+            other => Err(format!("unknown input kind {other:?}")),
+        }
     }
 }
 
@@ -91,6 +176,70 @@ impl Pipeline {
     ) {
         self.engine.alias(alias, node, now, step);
         self.drain(now, step, out);
+    }
+
+    /// An executor's `result` for job `id` at `now`: its decision (and a
+    /// retry's) goes to `out`, and the engine learns what was done.
+    pub fn finished(
+        &mut self,
+        id: &str,
+        result: Result<String, ExecError>,
+        now: Timestamp,
+        out: &mut Vec<Decision>,
+    ) -> Option<Finished> {
+        let start = out.len();
+        let finished = self.guards.finished(id, result, now, out);
+        self.acted(&out[start..]);
+        finished
+    }
+
+    /// An operator's answer to approval request `id`; `false` if there is none.
+    pub fn approval(
+        &mut self,
+        id: u64,
+        approve: bool,
+        now: Timestamp,
+        out: &mut Vec<Decision>,
+    ) -> bool {
+        if approve {
+            let guards = &mut self.guards;
+            self.engine
+                .with_fleet(|fleet| guards.approve(id, now, &Known(fleet), out))
+        } else {
+            self.guards.reject(id, now, out)
+        }
+    }
+
+    /// Runs one journaled input at `at`, as the service ran it.
+    pub fn apply(
+        &mut self,
+        input: Input,
+        at: Timestamp,
+        step: &mut Step,
+        out: &mut Vec<Decision>,
+    ) -> Result<(), String> {
+        match input {
+            Input::Signal { json, condition } => {
+                let mut signal = Signal::from_json(&json).map_err(|e| format!("{e}: {json}"))?;
+                signal.condition = condition;
+                self.on_signal(signal, at, step, out);
+            }
+            Input::Tick => self.advance(at, step, out),
+            Input::Alias { alias, node } => self.alias(&alias, &node, at, step, out),
+            Input::Finished { id, result } => {
+                self.finished(&id, result, at, out);
+            }
+            Input::Approval { id, approve } => {
+                self.approval(id, approve, at, out);
+            }
+            Input::Silence(silence) => {
+                self.guards.silence(silence);
+            }
+            Input::Unsilence(id) => {
+                self.guards.unsilence(id);
+            }
+        }
+        Ok(())
     }
 
     /// Tells the engine which of `decisions` did an action for an open fault

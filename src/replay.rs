@@ -263,3 +263,86 @@ pub fn replay<R: BufRead>(
     summary.still_held = pipeline.guards.held();
     Ok(summary)
 }
+
+/// Inputs read from the journal at a time.
+const JOURNAL_PAGE: usize = 10_000;
+
+/// Replays the input `remedy run` journaled (contract 13): each signal,
+/// tick, executor result, approval, silence and alias, at the service-clock
+/// time it was taken in, through `pipeline` (built as the service builds
+/// it). Jobs are never executed: their results are the journaled ones. So
+/// the decisions on `out` are the ones `run` made. Returns when the
+/// journal's input ends, or early when `out` is closed.
+pub fn replay_journal(
+    pipeline: &mut Pipeline,
+    journal: &dyn crate::service::journal::Journal,
+    display: &Display,
+    out: &mut dyn Write,
+    diag: &mut dyn Write,
+) -> io::Result<Summary> {
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    let bar = progress_bar(display);
+    let (mut step, mut decisions) = (Step::default(), Vec::new());
+    let mut after = 0;
+    let mut inputs = 0_u64;
+    loop {
+        let page = journal
+            .inputs(after, JOURNAL_PAGE)
+            .map_err(|e| io::Error::other(format!("{}: {e}", display.source)))?;
+        let Some(&(last, ..)) = page.last() else {
+            break;
+        };
+        after = last;
+        for (seq, at, input) in page {
+            inputs += 1;
+            if inputs % PROGRESS_EVERY == 0 {
+                let rate = inputs as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "{inputs} inputs ({} signals), {rate:.0}/s, at {at}",
+                    summary.signals
+                ));
+                bar.tick();
+            }
+            let signal = matches!(input, crate::pipeline::Input::Signal { .. });
+            decisions.clear();
+            step.prints.clear();
+            step.errors.clear();
+            if let Err(reason) = pipeline.apply(input, at, &mut step, &mut decisions) {
+                summary.rejected += 1;
+                bar.suspend(|| writeln!(diag, "{}: input {seq}: {reason}", display.source))?;
+                continue;
+            }
+            // The service's executors ran these; their results are inputs too.
+            drop(pipeline.guards.take_jobs());
+            summary.count(&decisions);
+            if signal {
+                summary.signals += 1;
+                summary.held_open += step.held_open as u64;
+                summary.duplicates += u64::from(step.duplicate);
+                summary.rule_errors += step.errors.len() as u64;
+            }
+            for d in &decisions {
+                let written = serde_json::to_writer(&mut *out, d)
+                    .map_err(io::Error::from)
+                    .and_then(|()| out.write_all(b"\n"));
+                match written {
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                        bar.finish_and_clear();
+                        summary.elapsed = started.elapsed();
+                        return Ok(summary);
+                    }
+                    other => other?,
+                }
+            }
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(e),
+        _ => {}
+    }
+    bar.finish_and_clear();
+    summary.elapsed = started.elapsed();
+    summary.still_held = pipeline.guards.held();
+    Ok(summary)
+}

@@ -1456,3 +1456,109 @@ fn idle_nodes_are_forgotten_and_a_returning_one_is_new() {
     assert!(open.as_array().unwrap().is_empty(), "{open}");
     assert_eq!(known(&s), 3);
 }
+
+/// Contract 13: the journal records what `run` took in and when, so
+/// `remedy replay --journal` gives exactly the decisions `run` made: on the
+/// service's clock, with executor results, escalations that fell due on a
+/// tick, guards, and a kill -9 in the middle.
+#[test]
+fn replaying_the_journal_gives_the_decisions_run_made() {
+    run_then_replay_the_journal(false);
+}
+
+fn run_then_replay_the_journal(kill: bool) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = r#"
+dry_run = false
+[guards]
+max_unhealthy = 3
+domain = "cluster"
+[faults.memory_failure]
+actions = ["cordon", "ticket"]
+escalate = [{ after = "2s", actions = ["reinstall"] }]
+on_resolve = ["uncordon"]
+[actions.cordon]
+executor = "log"
+op = "cordon"
+rate = "4/min"
+[actions.uncordon]
+executor = "log"
+op = "uncordon"
+[actions.ticket]
+executor = "log"
+[actions.reinstall]
+executor = "log"
+"#;
+    std::fs::write(dir.path().join("remedy.toml"), config).unwrap();
+    let args = ["--config", "remedy.toml"];
+    let signal = |node: usize, r#type: &str, resolved: bool| {
+        format!(
+            r#"{{"node":"n{node}","kind":"hardware","type":"{type}","resolved":{resolved},"labels":{{"cluster":"c{}"}}}}"#,
+            node % 2
+        )
+    };
+    let post =
+        |s: &Remedy, body: String| assert_eq!(s.request("POST", "/v1/signals", &body, None).0, 202);
+    let mut s = Remedy::start_with(dir.path(), &[], &args);
+    for n in 0..8 {
+        post(&s, signal(n, "node.heartbeat", false));
+    }
+    let storm: Vec<String> = (0..6)
+        .map(|n| signal(n, "memory.ecc.uncorrectable", false))
+        .collect();
+    post(&s, storm.join("\n"));
+    post(&s, signal(0, "memory.ecc.uncorrectable", true));
+    std::thread::sleep(Duration::from_millis(2500)); // escalations fall due on ticks
+    if kill {
+        s.kill_9();
+        s = Remedy::start_with(dir.path(), &[], &args);
+    }
+    post(&s, signal(1, "memory.ecc.uncorrectable", true));
+    post(&s, signal(6, "memory.ecc.uncorrectable", false));
+    post(&s, signal(7, "memory.ecc.uncorrectable", false));
+    std::thread::sleep(Duration::from_millis(2500));
+    let ran: Vec<Value> = s
+        .decisions()
+        .into_iter()
+        .map(|mut d| {
+            d.as_object_mut().unwrap().remove("seq");
+            d
+        })
+        .collect();
+    let (code, _) = s.stop();
+    assert_eq!(code, 0);
+    let actions = ran.iter().filter(|d| d["event"] == "action").count();
+    assert!(
+        ran.iter().any(|d| d["action"] == "reinstall") && actions >= 10,
+        "the scenario should act, escalate and hold: {ran:#?}"
+    );
+    let replayed = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .current_dir(dir.path())
+        .args([
+            "replay",
+            "--journal",
+            "remedy.db",
+            "--config",
+            "remedy.toml",
+        ])
+        .output()
+        .expect("replay runs");
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let replayed: Vec<Value> = String::from_utf8(replayed.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a decision per line"))
+        .collect();
+    assert_eq!(
+        replayed.len(),
+        ran.len(),
+        "run: {ran:#?}\nreplay: {replayed:#?}"
+    );
+    for (i, (r, p)) in ran.iter().zip(&replayed).enumerate() {
+        assert_eq!(r, p, "decision {i} differs");
+    }
+}

@@ -53,7 +53,8 @@ fn is_zero(n: &u32) -> bool {
 
 /// Why an executor could not carry out a job (the `failed` decision's
 /// reason). Whether it is worth trying again is part of the type.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ExecError {
     /// It took longer than the executor's timeout.
     #[error("timed out after {0}")]

@@ -294,6 +294,11 @@ impl Guards {
         }
     }
 
+    /// Whether jobs passed every guard since the last [`Guards::take_jobs`].
+    pub fn has_jobs(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
     /// Jobs that passed every guard since the last call, for the executors.
     /// They count as running until [`Guards::finished`] hears of them.
     pub fn take_jobs(&mut self) -> Vec<Job> {

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::journal::{self, Journal, Write};
 use super::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Input, Pipeline};
 
 /// The service's clock (for timers and signals without `ts`), the one the sources read.
 pub(super) use remedy_collectors::intake::now;
@@ -231,8 +231,10 @@ impl Decider {
                 Command::Aliases(aliases) => {
                     for (alias, node) in aliases {
                         self.out.clear();
+                        let at = now();
                         self.pipeline
-                            .alias(&alias, &node, now(), &mut self.step, &mut self.out);
+                            .alias(&alias, &node, at, &mut self.step, &mut self.out);
+                        self.pending.inputs.push((at, Input::Alias { alias, node }));
                         self.pending.aliases.append(&mut self.step.learned);
                         self.metrics.counted(&self.out);
                         self.pending
@@ -243,7 +245,15 @@ impl Decider {
                 }
                 Command::Tick => {
                     self.out.clear();
-                    self.pipeline.advance(now(), &mut self.step, &mut self.out);
+                    let at = now();
+                    self.pipeline.advance(at, &mut self.step, &mut self.out);
+                    // A tick that changed nothing is not worth a journal row.
+                    if !self.out.is_empty()
+                        || !self.step.forgotten.is_empty()
+                        || self.pipeline.guards.has_jobs()
+                    {
+                        self.pending.inputs.push((at, Input::Tick));
+                    }
                     self.forgotten();
                     self.metrics.counted(&self.out);
                     self.pending
@@ -287,10 +297,21 @@ impl Decider {
                 }
                 Command::Reload => self.reload(),
                 Command::Silence(silence, reply) => {
-                    let _ = reply.send(self.pipeline.guards.silence(silence));
+                    let id = self.pipeline.guards.silence(silence);
+                    let added = self.pipeline.guards.silences().iter().find(|s| s.id == id);
+                    if let Some(s) = added {
+                        self.pending.inputs.push((now(), Input::Silence(s.clone())));
+                    }
+                    let _ = self.journal();
+                    let _ = reply.send(id);
                 }
                 Command::Unsilence(id, reply) => {
-                    let _ = reply.send(self.pipeline.guards.unsilence(id));
+                    let found = self.pipeline.guards.unsilence(id);
+                    if found {
+                        self.pending.inputs.push((now(), Input::Unsilence(id)));
+                        let _ = self.journal();
+                    }
+                    let _ = reply.send(found);
                 }
                 Command::Silences(reply) => {
                     let _ = reply.send(self.pipeline.guards.silences().to_vec());
@@ -315,17 +336,18 @@ impl Decider {
     /// An executor's result becomes a decision (journaled with the next write).
     fn finish(&mut self, id: String, result: Result<String, remedy_actions::ExecError>) {
         self.out.clear();
-        match self
-            .pipeline
-            .guards
-            .finished(&id, result, now(), &mut self.out)
-        {
+        let at = now();
+        let input = Input::Finished {
+            id: id.clone(),
+            result: result.clone(),
+        };
+        self.pending.inputs.push((at, input));
+        match self.pipeline.finished(&id, result, at, &mut self.out) {
             Some(remedy_actions::Finished::Done) => self.pending.finished.push(id),
             // Journaled with its next try: a restart resumes it.
             Some(remedy_actions::Finished::Retry(job)) => self.pending.started.push(*job),
             None => {}
         }
-        self.pipeline.acted(&self.out);
         self.metrics.counted(&self.out);
         self.pending
             .entries
@@ -373,6 +395,7 @@ impl Decider {
         );
         let _entered = span.enter();
         self.out.clear();
+        self.pending.inputs.push((at, Input::from(&signal)));
         self.pipeline
             .on_signal(signal, at, &mut self.step, &mut self.out);
         // Before this signal's node is noted as seen: it may be one just
@@ -447,14 +470,13 @@ impl Decider {
 
     fn approve(&mut self, id: u64, approve: bool) -> bool {
         self.out.clear();
-        let found = if approve {
-            let guards = &mut self.pipeline.guards;
-            self.pipeline.engine.with_fleet(|fleet| {
-                guards.approve(id, now(), &crate::pipeline::Known(fleet), &mut self.out)
-            })
-        } else {
-            self.pipeline.guards.reject(id, now(), &mut self.out)
-        };
+        let at = now();
+        let found = self.pipeline.approval(id, approve, at, &mut self.out);
+        if found {
+            self.pending
+                .inputs
+                .push((at, Input::Approval { id, approve }));
+        }
         self.metrics.counted(&self.out);
         self.pending
             .entries
@@ -670,6 +692,14 @@ mod tests {
         }
         fn node(&self, _: &str) -> Result<journal::KnownNode, JournalError> {
             Ok(journal::KnownNode::default())
+        }
+        fn inputs(
+            &self,
+            _: i64,
+            _: usize,
+        ) -> Result<Vec<(i64, remedy_engine::Timestamp, crate::pipeline::Input)>, JournalError>
+        {
+            Ok(Vec::new())
         }
     }
 

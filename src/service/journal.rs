@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use remedy_actions::Job;
-use remedy_engine::{Decision, Event, Timestamp};
+use remedy_engine::{Decision, Duration, Event, Timestamp};
+
+use crate::pipeline::Input;
 use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
 use serde::Serialize;
@@ -37,6 +39,14 @@ pub enum JournalError {
     Gone {
         /// The file.
         path: std::path::PathBuf,
+    },
+    /// A stored input did not parse.
+    #[error("journal: stored input {seq} is not valid: {reason}")]
+    CorruptInput {
+        /// Its sequence number.
+        seq: i64,
+        /// Why.
+        reason: String,
     },
     /// A stored decision did not parse.
     #[error("journal: stored decision {seq} is not valid: {source}")]
@@ -104,6 +114,8 @@ pub struct Write {
     pub seen: BTreeMap<String, (Vec<(String, String)>, Timestamp)>,
     /// Nodes forgotten (`forget_after`): no longer part of any domain.
     pub forgotten: Vec<String>,
+    /// What the pipeline was given, and when, in order.
+    pub inputs: Vec<(Timestamp, Input)>,
 }
 
 impl Write {
@@ -118,6 +130,7 @@ impl Write {
             && self.history.is_empty()
             && self.seen.is_empty()
             && self.forgotten.is_empty()
+            && self.inputs.is_empty()
     }
 
     fn clear(&mut self) {
@@ -130,6 +143,7 @@ impl Write {
         self.history.clear();
         self.seen.clear();
         self.forgotten.clear();
+        self.inputs.clear();
     }
 }
 
@@ -178,6 +192,13 @@ pub trait Journal: Send {
     ) -> Result<Vec<(String, String, bool)>, JournalError>;
     /// A node's remembered labels.
     fn node(&self, node: &str) -> Result<KnownNode, JournalError>;
+    /// Inputs after sequence number `after`, at most `limit`, in order:
+    /// (seq, when taken in, what).
+    fn inputs(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Timestamp, Input)>, JournalError>;
 }
 
 fn migrations() -> Migrations<'static> {
@@ -233,6 +254,12 @@ fn migrations() -> Migrations<'static> {
              CREATE INDEX history_ts ON history (ts_ms);
              CREATE TABLE seen (node TEXT PRIMARY KEY, labels TEXT NOT NULL, last_ms INTEGER NOT NULL);",
         ),
+        // v9: the input itself and when it was taken in: `replay --journal`
+        // runs the same steps at the same times.
+        M::up(
+            "CREATE TABLE inputs (seq INTEGER PRIMARY KEY AUTOINCREMENT, taken_ms INTEGER NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL);
+             CREATE INDEX inputs_taken ON inputs (taken_ms);",
+        ),
     ])
 }
 
@@ -251,7 +278,12 @@ pub struct Sqlite {
     /// replaced under a running service must not take writes it would lose.
     path: std::path::PathBuf,
     file: Option<FileId>,
+    /// How long inputs are kept (`[journal] keep_inputs`).
+    keep_inputs: Duration,
 }
+
+/// How long the journal keeps its inputs unless `[journal] keep_inputs` says.
+pub const KEEP_INPUTS: Duration = Duration(7 * 24 * 3_600_000);
 
 /// (device, inode) of a file, where the platform has them.
 type FileId = (u64, u64);
@@ -280,7 +312,14 @@ impl Sqlite {
             conn,
             path: path.to_path_buf(),
             file: file_id(path),
+            keep_inputs: KEEP_INPUTS,
         })
+    }
+
+    /// Keeps inputs for `keep` (behind the newest).
+    pub fn keep_inputs(mut self, keep: Duration) -> Self {
+        self.keep_inputs = keep;
+        self
     }
 
     /// Whether the journal file is still the one opened: deleted or
@@ -326,6 +365,7 @@ impl Sqlite {
             conn,
             path: path.to_path_buf(),
             file: file_id(path),
+            keep_inputs: KEEP_INPUTS,
         })
     }
 }
@@ -346,8 +386,21 @@ impl Journal for Sqlite {
             history,
             seen,
             forgotten,
+            inputs,
         } = &*write;
         let tx = self.conn.transaction()?;
+        if !inputs.is_empty() {
+            let mut add =
+                tx.prepare_cached("INSERT INTO inputs (taken_ms, kind, body) VALUES (?1, ?2, ?3)")?;
+            for (taken, input) in inputs {
+                let (kind, body) = input.to_row();
+                add.execute(params![taken.0, kind, body])?;
+            }
+            if let Some(newest) = inputs.iter().map(|i| i.0 .0).max() {
+                tx.prepare_cached("DELETE FROM inputs WHERE taken_ms < ?1")?
+                    .execute(params![newest.saturating_sub(self.keep_inputs.0)])?;
+            }
+        }
         if !forgotten.is_empty() {
             // One pass over the history for all of them (it has no index
             // by node: inserting signals is what must stay cheap).
@@ -649,6 +702,32 @@ impl Journal for Sqlite {
             labels: map.into_iter().collect(),
             domain,
         })
+    }
+
+    fn inputs(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Timestamp, Input)>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, taken_ms, kind, body FROM inputs WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                Timestamp(r.get(1)?),
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, taken, kind, body) = row?;
+            let input = Input::from_row(&kind, body)
+                .map_err(|reason| JournalError::CorruptInput { seq, reason })?;
+            out.push((seq, taken, input));
+        }
+        Ok(out)
     }
 
     fn writable(&self) -> bool {

@@ -48,6 +48,8 @@ pub struct Settings {
     pub token: Option<String>,
     /// `[journal] url` (`sqlite://PATH`), `REMEDY_JOURNAL`; default ./remedy.db.
     pub journal: PathBuf,
+    /// `[journal] keep_inputs`: how long the journal keeps its input.
+    pub keep_inputs: remedy_engine::Duration,
     /// Largest request body accepted (413 beyond).
     pub max_body: usize,
     /// Requests waiting for the decider before new ones get 429.
@@ -91,6 +93,7 @@ impl Settings {
             listen,
             token,
             journal,
+            keep_inputs: config.journal.keep_inputs,
             max_body: 8 << 20,
             queue: 256,
             rules: config.rules.clone(),
@@ -228,7 +231,9 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
         let path = path.to_path_buf();
         move |source| ServiceError::Journal { path, source }
     };
-    let journal = Sqlite::open(&settings.journal).map_err(journal_error(&settings.journal))?;
+    let journal = Sqlite::open(&settings.journal)
+        .map_err(journal_error(&settings.journal))?
+        .keep_inputs(settings.keep_inputs);
     let reader = Sqlite::reader(&settings.journal).map_err(journal_error(&settings.journal))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
