@@ -1466,6 +1466,13 @@ fn replaying_the_journal_gives_the_decisions_run_made() {
     run_then_replay_the_journal(false);
 }
 
+/// The same across a kill -9: the guards (quotas, budgets, held actions)
+/// are restored as they were, so the restart changes no decision.
+#[test]
+fn replaying_the_journal_gives_the_decisions_run_made_across_a_kill_9() {
+    run_then_replay_the_journal(true);
+}
+
 fn run_then_replay_the_journal(kill: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = r#"

@@ -11,6 +11,7 @@
 //! reproduces the live run exactly.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::num::NonZeroU32;
 
 use remedy_engine::{Backoff, Decision, Duration, Intent, Outcome, Timestamp, Trigger};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -19,6 +20,9 @@ use crate::breaker::{Breaker, BreakerConfig};
 use crate::executor::{ExecError, Job};
 use crate::rate::{self, Direct, EventClock, Keyed, Rate};
 use crate::silence::Silence;
+
+/// A quota: (action, `None` fleet-wide or `Some(value)` of its per-domain label).
+type QuotaKey = (String, Option<String>);
 
 /// `max_unhealthy`: a node count, or a share of the domain's known nodes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -214,8 +218,13 @@ pub struct Guards {
     clock: EventClock,
     fleet_limits: FxHashMap<String, Direct>,
     domain_limits: FxHashMap<String, (String, Keyed)>,
-    /// Domain tokens taken by attempts the fleet-wide quota then refused.
-    credits: FxHashMap<(String, String), u32>,
+    /// Each quota's governor state (its theoretical arrival time, in
+    /// nanoseconds), kept beside governor: a quota is tested without taking
+    /// a token, and saved and put back across a restart. Key: (action,
+    /// `None` fleet-wide or `Some(value)` of its per-domain label).
+    tats: FxHashMap<QuotaKey, u64>,
+    /// Quotas whose state changed since [`Guards::take_quotas`].
+    tats_changed: FxHashSet<QuotaKey>,
     breakers: BTreeMap<String, Breaker>,
     domains: FxHashMap<String, Domain>,
     /// Node -> its domain value, for nodes under remediation.
@@ -275,7 +284,8 @@ impl Guards {
             clock,
             fleet_limits,
             domain_limits,
-            credits: FxHashMap::default(),
+            tats: FxHashMap::default(),
+            tats_changed: FxHashSet::default(),
             breakers: BTreeMap::new(),
             domains: FxHashMap::default(),
             remediating: FxHashMap::default(),
@@ -823,43 +833,118 @@ impl Guards {
         None
     }
 
-    /// Per-domain quota first, then fleet-wide. governor cannot test without
-    /// taking a token, so a domain token taken when the fleet-wide quota then
-    /// refuses is kept as a credit for that domain's next attempt.
+    /// Per-domain quota, then fleet-wide: an action takes a token from
+    /// each or from none. Each is tested first on the state kept beside
+    /// governor (governor cannot test without taking), so a refusal by one
+    /// never spends the other's token, and over any window the passes of
+    /// `N/period` stay within N + window/period.
     fn check_rates(&mut self, r: &Intent) -> Option<(Outcome, String, Option<Timestamp>)> {
-        let mut credited = None;
-        if let Some((label, limiter)) = self.domain_limits.get(&r.action) {
+        let t0 = self.clock.nanos();
+        let a = &self.actions[&r.action];
+        let mut quotas: smallvec::SmallVec<[(QuotaKey, Rate, String); 2]> =
+            smallvec::SmallVec::new();
+        if let (Some((label, rate)), true) = (&a.per, self.domain_limits.contains_key(&r.action)) {
             let value = r.label(label).unwrap_or("").to_string();
-            let key = (r.action.clone(), value.clone());
-            let has_credit = self.credits.get(&key).is_some_and(|&n| n > 0);
-            if !has_credit {
-                if let Err(refused) = limiter.check_key(&value) {
-                    let rate = self.actions[&r.action].per.as_ref().map(|p| p.1);
-                    let quota = format!("{} per {label} ({label} {value})", r.action);
-                    return Some(rate_limited(quota, rate, &refused));
-                }
-            }
-            credited = Some((key, has_credit));
+            let name = format!("{} per {label} ({label} {value})", r.action);
+            quotas.push(((r.action.clone(), Some(value)), *rate, name));
         }
-        if let Some(limiter) = self.fleet_limits.get(&r.action) {
-            if let Err(refused) = limiter.check() {
-                if let Some((key, false)) = credited {
-                    *self.credits.entry(key).or_default() += 1;
-                }
-                let rate = self.actions[&r.action].rate;
-                let quota = format!("{} fleet-wide", r.action);
-                return Some(rate_limited(quota, rate, &refused));
-            }
+        if let (Some(rate), true) = (a.rate, self.fleet_limits.contains_key(&r.action)) {
+            quotas.push((
+                (r.action.clone(), None),
+                rate,
+                format!("{} fleet-wide", r.action),
+            ));
         }
-        if let Some((key, true)) = credited {
-            if let Some(n) = self.credits.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    self.credits.remove(&key);
+        // A quota that would refuse answers first, and nothing is taken.
+        let refusing = quotas
+            .iter()
+            .position(|(key, rate, _)| !rate.conforms(self.tats.get(key).copied(), t0));
+        let order: smallvec::SmallVec<[usize; 2]> = match refusing {
+            Some(i) => smallvec::smallvec![i],
+            None => (0..quotas.len()).collect(),
+        };
+        for i in order {
+            let (key, rate, name) = &quotas[i];
+            let checked = match &key.1 {
+                Some(value) => self.domain_limits[&key.0].1.check_key(value),
+                None => self.fleet_limits[&key.0].check(),
+            };
+            match checked {
+                Ok(_) => {
+                    let tat = rate.passed(self.tats.get(key).copied(), t0);
+                    self.tats.insert(key.clone(), tat);
+                    self.tats_changed.insert(key.clone());
                 }
+                Err(refused) => return Some(rate_limited(name.clone(), Some(*rate), &refused)),
             }
         }
         None
+    }
+
+    /// The quotas whose state changed since the last call: (action, domain
+    /// value or `None` for fleet-wide, state in nanoseconds), to journal.
+    pub fn take_quotas(&mut self) -> Vec<(String, Option<String>, u64)> {
+        let mut out: Vec<_> = self
+            .tats_changed
+            .drain()
+            .filter_map(|key| self.tats.get(&key).map(|&tat| (key.0, key.1, tat)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Puts back quotas as they were before a restart (from
+    /// [`Guards::take_quotas`], journaled), as of `now`: an emptied quota
+    /// stays empty and refills when it would have. Call it first, on a
+    /// fresh chain (its clock is set on the way, never past `now`).
+    pub fn restore_quotas(&mut self, quotas: Vec<(String, Option<String>, u64)>, now: Timestamp) {
+        let now = rate::nanos_of(now);
+        // governor's state is set only by calls: from a full bucket, `n`
+        // calls at time `c` leave it at `c + n * interval`, so that is
+        // where the clock is put, earliest first (it never runs backwards).
+        let mut calls: Vec<(u64, NonZeroU32, QuotaKey, u64)> = Vec::new();
+        // A quota given twice: its later state counts.
+        let last: FxHashMap<QuotaKey, u64> = quotas
+            .into_iter()
+            .map(|(action, domain, tat)| ((action, domain), tat))
+            .collect();
+        for ((action, domain), tat) in last {
+            let Some(a) = self.actions.get(&action) else {
+                continue; // the action is no longer configured
+            };
+            let rate = match &domain {
+                Some(_) => a.per.as_ref().map(|p| p.1),
+                None => a.rate,
+            };
+            let Some(rate) = rate else { continue };
+            if tat <= now {
+                continue; // refilled by now: a full bucket
+            }
+            let step = rate.interval().max(1);
+            let n = (tat - now)
+                .div_ceil(step)
+                .clamp(1, u64::from(rate.count.get()));
+            let at = tat.saturating_sub(n * step);
+            let n = NonZeroU32::new(n as u32).expect("at least one call");
+            calls.push((at, n, (action, domain), tat));
+        }
+        calls.sort();
+        for (at, n, key, tat) in calls {
+            self.clock.set_nanos(at);
+            let taken = match &key.1 {
+                Some(value) => self
+                    .domain_limits
+                    .get(&key.0)
+                    .map(|(_, l)| l.check_key_n(value, n).is_ok_and(|r| r.is_ok())),
+                None => self
+                    .fleet_limits
+                    .get(&key.0)
+                    .map(|l| l.check_n(n).is_ok_and(|r| r.is_ok())),
+            };
+            if taken == Some(true) {
+                self.tats.insert(key, tat);
+            }
+        }
     }
 
     fn check_breaker(
@@ -1643,6 +1728,155 @@ mod properties {
             for d in &out {
                 let o = d.outcome.unwrap();
                 prop_assert!(o == Outcome::DryRun || d.reason.is_some(), "{d:?}");
+            }
+        }
+    }
+
+    fn rated(fleet: &str, per_rack: &str) -> Guards {
+        Guards::new(
+            GuardConfig {
+                dry_run: true,
+                max_unhealthy: None,
+                ..GuardConfig::default()
+            },
+            [(
+                "cordon".to_string(),
+                ActionGuards {
+                    executor: "log".into(),
+                    kind: ActionKind::of_op("cordon"),
+                    rate: Some(fleet.parse().unwrap()),
+                    per: Some(("rack".into(), per_rack.parse().unwrap())),
+                    retry_for: RETRY_FOR,
+                },
+            )]
+            .into_iter()
+            .collect(),
+        )
+    }
+
+    fn in_rack(node: u8, at: Timestamp) -> Intent {
+        Intent {
+            labels: vec![("rack".into(), format!("r{}", node % 4))],
+            ..request(node, "cordon", Trigger::Remedy, at)
+        }
+    }
+
+    /// Over every window between two passes, at most N + window/period passed.
+    fn within_rate(passes: &[Timestamp], rate: Rate) -> Result<(), String> {
+        for (i, first) in passes.iter().enumerate() {
+            for (j, last) in passes.iter().enumerate().skip(i) {
+                let window = (last.0 - first.0) as f64 / 1000.0;
+                let allowed = f64::from(rate.count.get())
+                    + window * f64::from(rate.count.get()) / rate.period_secs as f64;
+                if (j - i + 1) as f64 > allowed + 1e-9 {
+                    return Err(format!(
+                        "{} passes within {window}s, {rate} allows {allowed}",
+                        j - i + 1
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100))]
+
+        /// Rates as observed: fleet-wide and per-rack quotas together, over
+        /// any window, never pass more than N + window/period (a refusal by
+        /// one quota spends no token of the other).
+        #[test]
+        fn passes_never_exceed_a_rate_over_any_window(
+            arrivals in proptest::collection::vec((0u8..40, 0u16..40), 1..150),
+            fleet in 1u32..6,
+            rack in 1u32..4,
+        ) {
+            let (fleet_rate, rack_rate) = (format!("{fleet}/min"), format!("{rack}/min"));
+            let mut g = rated(&fleet_rate, &rack_rate);
+            let mut now = Timestamp(1_800_000_000_000);
+            let mut out = Vec::new();
+            let mut seen = std::collections::BTreeSet::new();
+            let mut passed: Vec<(Timestamp, String)> = Vec::new();
+            let mut collect = |out: &mut Vec<Decision>, passed: &mut Vec<(Timestamp, String)>| {
+                for d in out.drain(..) {
+                    if d.outcome == Some(Outcome::DryRun) {
+                        let node: u8 = d.node[1..].parse().unwrap();
+                        passed.push((d.ts, format!("r{}", node % 4)));
+                    }
+                }
+            };
+            for (node, gap) in arrivals {
+                now = now.add(Duration::from_secs(i64::from(gap)));
+                g.tick(now, &Known, &mut out);
+                if seen.insert(node) {
+                    g.submit(in_rack(node, now), now, &Known, &mut out);
+                }
+                collect(&mut out, &mut passed);
+            }
+            // Long enough for 40 nodes at 1/min.
+            for _ in 0..200 {
+                now = now.add(Duration::from_secs(15));
+                g.tick(now, &Known, &mut out);
+                collect(&mut out, &mut passed);
+            }
+            let all: Vec<Timestamp> = passed.iter().map(|p| p.0).collect();
+            prop_assert!(within_rate(&all, fleet_rate.parse().unwrap()).is_ok(), "fleet: {:?}", within_rate(&all, fleet_rate.parse().unwrap()));
+            for r in 0..4 {
+                let name = format!("r{r}");
+                let here: Vec<Timestamp> = passed.iter().filter(|p| p.1 == name).map(|p| p.0).collect();
+                let check = within_rate(&here, rack_rate.parse().unwrap());
+                prop_assert!(check.is_ok(), "{name}: {check:?}");
+            }
+            prop_assert_eq!(passed.len(), seen.len(), "every cordon passes in the end");
+        }
+
+        /// Quotas saved and put back into a fresh chain (a restart) decide
+        /// every later action exactly as the chain that never stopped.
+        #[test]
+        fn restored_quotas_decide_as_if_never_stopped(
+            arrivals in proptest::collection::vec((0u8..40, 0u16..30), 2..80),
+            split in 1usize..80,
+            fleet in 1u32..6,
+            rack in 1u32..4,
+        ) {
+            let (fleet_rate, rack_rate) = (format!("{fleet}/min"), format!("{rack}/min"));
+            let mut kept = rated(&fleet_rate, &rack_rate);
+            let mut restarted = rated(&fleet_rate, &rack_rate);
+            let mut saved = Vec::new();
+            let mut now = Timestamp(1_800_000_000_000);
+            let split = split.min(arrivals.len() - 1);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let mut before_split: Vec<Intent> = Vec::new();
+            for (i, (node, gap)) in arrivals.iter().enumerate() {
+                now = now.add(Duration::from_secs(i64::from(*gap)));
+                // Distinct nodes each time: no budget, no held action carried over.
+                let intent = in_rack(*node, now);
+                let intent = Intent { node: format!("n{i}"), ..intent };
+                if i < split {
+                    kept.submit(intent.clone(), now, &Known, &mut a);
+                    saved.extend(kept.take_quotas());
+                    before_split.push(intent);
+                    continue;
+                }
+                if i == split {
+                    // What a restart does: quotas first, then the actions
+                    // still held back, as the journal last saw them.
+                    restarted.restore_quotas(saved.clone(), now);
+                    for intent in &before_split {
+                        let last = a.iter().rev().find(|d| d.node == intent.node).and_then(|d| d.outcome);
+                        if let Some(last) = last {
+                            restarted.restore(intent.clone(), last, now);
+                        }
+                    }
+                }
+                let before = (a.len(), b.len());
+                kept.submit(intent.clone(), now, &Known, &mut a);
+                restarted.submit(intent, now, &Known, &mut b);
+                let (x, y) = (&a[before.0..], &b[before.1..]);
+                prop_assert_eq!(
+                    x.iter().map(|d| (d.outcome, d.reason.clone())).collect::<Vec<_>>(),
+                    y.iter().map(|d| (d.outcome, d.reason.clone())).collect::<Vec<_>>()
+                );
             }
         }
     }

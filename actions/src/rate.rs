@@ -50,9 +50,23 @@ pub struct EventClock(Arc<AtomicU64>);
 impl EventClock {
     /// Moves the clock to `now` (event time never runs backwards here).
     pub fn set(&self, now: Timestamp) {
-        let nanos = (now.0.max(0) as u64).saturating_mul(1_000_000);
+        self.set_nanos(nanos_of(now));
+    }
+
+    /// Moves the clock to `nanos` since the epoch (never backwards).
+    pub fn set_nanos(&self, nanos: u64) {
         self.0.fetch_max(nanos, Ordering::Relaxed);
     }
+
+    /// The time it shows, in nanoseconds since the epoch.
+    pub fn nanos(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A timestamp in nanoseconds since the epoch (clamped at 0).
+pub fn nanos_of(t: Timestamp) -> u64 {
+    (t.0.max(0) as u64).saturating_mul(1_000_000)
 }
 
 impl Clock for EventClock {
@@ -130,6 +144,24 @@ impl Rate {
             .allow_burst(self.count)
     }
 
+    /// Nanoseconds between two refills (governor's emission interval).
+    pub fn interval(self) -> u64 {
+        (std::time::Duration::from_secs(self.period_secs) / self.count.get()).as_nanos() as u64
+    }
+
+    /// Whether a call at `t0` passes a limiter of this rate whose state is
+    /// `tat` (its theoretical arrival time, `None` for a full bucket):
+    /// governor's own GCRA test, done without taking a token.
+    pub fn conforms(self, tat: Option<u64>, t0: u64) -> bool {
+        let tau = self.interval() * u64::from(self.count.get() - 1);
+        tat.is_none_or(|tat| t0 >= tat.saturating_sub(tau))
+    }
+
+    /// The state after a call at `t0` passed (governor's update).
+    pub fn passed(self, tat: Option<u64>, t0: u64) -> u64 {
+        tat.unwrap_or(t0).max(t0) + self.interval()
+    }
+
     /// A fleet-wide limiter on `clock`.
     pub fn direct(self, clock: &EventClock) -> Direct {
         RateLimiter::direct_with_clock(self.quota(), clock.clone())
@@ -176,5 +208,33 @@ mod tests {
         assert!(limiter.check().is_err());
         clock.set(Timestamp(1_030_000));
         assert!(limiter.check().is_ok());
+    }
+
+    proptest::proptest! {
+        /// The state kept beside governor predicts exactly what governor
+        /// decides, so a quota can be tested without taking a token, and
+        /// saved and put back.
+        #[test]
+        fn the_kept_state_predicts_governor_exactly(
+            count in 1u32..6,
+            period in proptest::sample::select(vec![1u64, 60, 3600]),
+            gaps in proptest::collection::vec(0u64..4_000, 1..200),
+        ) {
+            let rate = Rate { count: NonZeroU32::new(count).unwrap(), period_secs: period };
+            let clock = EventClock::default();
+            let limiter = rate.direct(&clock);
+            let mut tat = None;
+            let mut t = 1_700_000_000_000u64;
+            for gap in gaps {
+                t += gap * period * 1_000 / 1_000;
+                clock.set(Timestamp(t as i64));
+                let t0 = clock.nanos();
+                let predicted = rate.conforms(tat, t0);
+                proptest::prop_assert_eq!(limiter.check().is_ok(), predicted);
+                if predicted {
+                    tat = Some(rate.passed(tat, t0));
+                }
+            }
+        }
     }
 }

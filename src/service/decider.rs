@@ -63,6 +63,8 @@ pub(super) fn recover(
     journal: &dyn Journal,
     metrics: &Metrics,
 ) -> Result<usize, journal::JournalError> {
+    // Quotas first: putting them back moves the guards' clock up to now.
+    pipeline.guards.restore_quotas(journal.quotas()?, now());
     for id in journal.recent_ids(journal::KEPT_IDS)? {
         pipeline.engine.remember_id(&id);
     }
@@ -503,6 +505,9 @@ impl Decider {
     /// journaled, so a restart finds every job that may have run.
     fn journal(&mut self) -> Result<(), journal::JournalError> {
         let jobs = self.pipeline.guards.take_jobs();
+        self.pending
+            .quotas
+            .extend(self.pipeline.guards.take_quotas());
         self.pending.started.extend(jobs.iter().cloned());
         self.unsent.extend(jobs);
         // The failure domains of nodes with actions, and which entries are
@@ -699,6 +704,9 @@ mod tests {
             _: usize,
         ) -> Result<Vec<(i64, remedy_engine::Timestamp, crate::pipeline::Input)>, JournalError>
         {
+            Ok(Vec::new())
+        }
+        fn quotas(&self) -> Result<Vec<journal::Quota>, JournalError> {
             Ok(Vec::new())
         }
     }

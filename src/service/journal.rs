@@ -116,6 +116,20 @@ pub struct Write {
     pub forgotten: Vec<String>,
     /// What the pipeline was given, and when, in order.
     pub inputs: Vec<(Timestamp, Input)>,
+    /// Quotas whose state changed.
+    pub quotas: Vec<Quota>,
+}
+
+/// A quota's state: (action, domain value or `None` for fleet-wide,
+/// governor's theoretical arrival time in nanoseconds).
+pub type Quota = (String, Option<String>, u64);
+
+/// How a quota's scope is stored: fleet-wide, or one domain value.
+fn scope(domain: &Option<String>) -> String {
+    match domain {
+        None => "fleet".to_string(),
+        Some(value) => format!("per:{value}"),
+    }
 }
 
 impl Write {
@@ -131,6 +145,7 @@ impl Write {
             && self.seen.is_empty()
             && self.forgotten.is_empty()
             && self.inputs.is_empty()
+            && self.quotas.is_empty()
     }
 
     fn clear(&mut self) {
@@ -144,6 +159,7 @@ impl Write {
         self.seen.clear();
         self.forgotten.clear();
         self.inputs.clear();
+        self.quotas.clear();
     }
 }
 
@@ -199,6 +215,8 @@ pub trait Journal: Send {
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Timestamp, Input)>, JournalError>;
+    /// Every quota's last state.
+    fn quotas(&self) -> Result<Vec<Quota>, JournalError>;
 }
 
 fn migrations() -> Migrations<'static> {
@@ -259,6 +277,10 @@ fn migrations() -> Migrations<'static> {
         M::up(
             "CREATE TABLE inputs (seq INTEGER PRIMARY KEY AUTOINCREMENT, taken_ms INTEGER NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL);
              CREATE INDEX inputs_taken ON inputs (taken_ms);",
+        ),
+        // v10: each quota's state, so a restart refills none early.
+        M::up(
+            "CREATE TABLE quotas (action TEXT NOT NULL, scope TEXT NOT NULL, tat_ns INTEGER NOT NULL, PRIMARY KEY (action, scope));",
         ),
     ])
 }
@@ -387,8 +409,18 @@ impl Journal for Sqlite {
             seen,
             forgotten,
             inputs,
+            quotas,
         } = &*write;
         let tx = self.conn.transaction()?;
+        if !quotas.is_empty() {
+            let mut set = tx.prepare_cached(
+                "INSERT INTO quotas (action, scope, tat_ns) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (action, scope) DO UPDATE SET tat_ns = excluded.tat_ns",
+            )?;
+            for (action, domain, tat) in quotas {
+                set.execute(params![action, scope(domain), *tat as i64])?;
+            }
+        }
         if !inputs.is_empty() {
             let mut add =
                 tx.prepare_cached("INSERT INTO inputs (taken_ms, kind, body) VALUES (?1, ?2, ?3)")?;
@@ -702,6 +734,26 @@ impl Journal for Sqlite {
             labels: map.into_iter().collect(),
             domain,
         })
+    }
+
+    fn quotas(&self) -> Result<Vec<Quota>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT action, scope, tat_ns FROM quotas ORDER BY action, scope")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (action, scope, tat) = row?;
+            let domain = scope.strip_prefix("per:").map(str::to_string);
+            out.push((action, domain, tat.max(0) as u64));
+        }
+        Ok(out)
     }
 
     fn inputs(
