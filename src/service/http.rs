@@ -108,7 +108,7 @@ const DECIDER_SILENT_MS: i64 = 10_000;
 async fn readyz(State(s): State<AppState>) -> Response {
     let rules = s.rules_loaded.load(Ordering::Relaxed);
     let last_error = s.metrics.journal_error();
-    let probe = s.reader.lock().map(|j| j.writable()).unwrap_or(false);
+    let probe = s.reader.lock().map(|mut j| j.probe()).unwrap_or(false);
     let journal = probe && last_error.is_none();
     let mut body = json!({ "rules_loaded": rules, "journal_writable": journal });
     if let Some(e) = last_error {

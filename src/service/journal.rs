@@ -379,6 +379,24 @@ impl Sqlite {
         Ok(())
     }
 
+    /// Whether a write would succeed now ([`Journal::writable`]); a
+    /// connection that failed to write (SQLite keeps a WAL it could not
+    /// open for writing read-only for as long as it lives) is reopened
+    /// first, so the answer follows the disk, not an old failure.
+    pub fn probe(&mut self) -> bool {
+        if self.writable() {
+            return true;
+        }
+        match Connection::open(&self.path) {
+            Ok(conn) => {
+                let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+                self.conn = conn;
+                self.writable()
+            }
+            Err(_) => false,
+        }
+    }
+
     /// A second connection for readers (WAL lets them read while the writer writes).
     pub fn reader(path: &Path) -> Result<Self, JournalError> {
         let conn = Connection::open(path)?;
