@@ -290,6 +290,46 @@ pub struct GuardsSection {
     /// `[lifecycle] flap` (where it acts); give it in one place only.
     #[serde(default)]
     pub flap: Option<Flap>,
+    /// `[[guards.levels]]`: nested failure domains (rack, zone, cluster,
+    /// ...), each with its own budget; an action must fit every level.
+    #[serde(default)]
+    pub levels: Vec<LevelSection>,
+    /// `[guards.fleet]`: the budget of the whole fleet.
+    #[serde(default)]
+    pub fleet: Option<FleetSection>,
+}
+
+/// One `[[guards.levels]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelSection {
+    /// The label whose values are this level's domains (`rack`, `zone`, ...).
+    pub label: String,
+    /// Nodes under remediation at once per domain: a count or `"N%"` of
+    /// its known nodes.
+    #[serde(default, deserialize_with = "de_budget")]
+    pub max_unhealthy: Option<Budget>,
+    /// Disruptive actions executing at once per domain.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// Disruptive actions started per period, per domain (`"4/hour"`).
+    #[serde(default)]
+    pub rate: Option<remedy_actions::Rate>,
+}
+
+/// `[guards.fleet]`: a level without a label.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSection {
+    /// Nodes under remediation at once in the fleet: a count or `"N%"`.
+    #[serde(default, deserialize_with = "de_budget")]
+    pub max_unhealthy: Option<Budget>,
+    /// Disruptive actions executing at once in the fleet.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// Disruptive actions started per period in the fleet.
+    #[serde(default)]
+    pub rate: Option<remedy_actions::Rate>,
 }
 
 impl Default for GuardsSection {
@@ -696,6 +736,22 @@ impl Config {
             storm_recovery: g.storm_recovery,
             breaker: g.breaker,
             dry_run: self.dry_run,
+            levels: g
+                .levels
+                .iter()
+                .map(|l| remedy_actions::Level {
+                    label: Some(l.label.clone()),
+                    max_unhealthy: l.max_unhealthy,
+                    max_in_flight: l.max_in_flight,
+                    rate: l.rate,
+                })
+                .chain(g.fleet.iter().map(|f| remedy_actions::Level {
+                    label: None,
+                    max_unhealthy: f.max_unhealthy,
+                    max_in_flight: f.max_in_flight,
+                    rate: f.rate,
+                }))
+                .collect(),
         };
         let actions = self
             .actions

@@ -122,6 +122,9 @@ pub struct Pipeline {
     pub engine: Engine,
     /// Budgets, limits, breakers, silences, approvals.
     pub guards: Guards,
+    /// The fleet's [`generation`](remedy_engine::fleet::Fleet::generation)
+    /// the guards last heard of.
+    sizes_seen: u64,
 }
 
 impl Pipeline {
@@ -152,7 +155,11 @@ impl Pipeline {
 
     /// Joins an engine and a guard chain.
     pub fn new(engine: Engine, guards: Guards) -> Self {
-        Pipeline { engine, guards }
+        Pipeline {
+            engine,
+            guards,
+            sizes_seen: 0,
+        }
     }
 
     /// Moves time to `now` with no signal: escalations that fell due and
@@ -271,9 +278,18 @@ impl Pipeline {
     }
 
     fn route(&mut self, at: Timestamp, step: &mut Step, out: &mut Vec<Decision>) {
-        let Pipeline { engine, guards } = self;
+        let Pipeline {
+            engine,
+            guards,
+            sizes_seen,
+        } = self;
         engine.with_fleet(|fleet| {
             let known = Known(fleet);
+            if fleet.generation() != *sizes_seen {
+                // A budget in percent grows with its domain: judge held actions again.
+                *sizes_seen = fleet.generation();
+                guards.sizes_changed(at);
+            }
             guards.tick(at, &known, out);
             for o in step.out.drain(..) {
                 match o {
@@ -353,6 +369,42 @@ mod properties {
     /// 3 disk SMART failing, 4 SMART resolved.
     fn signals() -> impl Strategy<Value = Vec<(u8, u8, u16)>> {
         proptest::collection::vec((0u8..30, 0u8..5, 0u16..90), 1..250)
+    }
+
+    /// A cordon held while its cluster had two known nodes is judged again
+    /// as the cluster grows: 5% of 202 nodes allows ten.
+    #[test]
+    fn a_held_cordon_goes_once_its_cluster_has_grown() {
+        let mut p = pipeline(Budget::Percent(5.0), 0);
+        let t0 = Timestamp::parse_rfc3339("2026-11-24T00:00:00Z").unwrap();
+        let (mut step, mut out) = (Step::default(), Vec::new());
+        let mut send = |p: &mut Pipeline, node: usize, r#type: &str, secs: i64| {
+            let mut s = Signal::new(format!("n{node}"), Kind::Hardware, r#type);
+            let at = t0.add(remedy_engine::Duration::from_secs(secs));
+            s.ts = Some(at);
+            s.labels.insert("cluster", "c1");
+            out.clear();
+            p.on_signal(s, at, &mut step, &mut out);
+            out.iter()
+                .filter(|d| d.action.as_deref() == Some("cordon"))
+                .map(|d| (d.node.clone(), d.outcome.unwrap()))
+                .collect::<Vec<_>>()
+        };
+        send(&mut p, 0, "node.heartbeat", 0);
+        send(&mut p, 1, "node.heartbeat", 0);
+        assert_eq!(
+            send(&mut p, 0, "memory.ecc.uncorrectable", 1),
+            [("n0".into(), Outcome::DryRun)]
+        );
+        assert_eq!(
+            send(&mut p, 1, "memory.ecc.uncorrectable", 2),
+            [("n1".into(), Outcome::BudgetExhausted)]
+        );
+        let mut passed = Vec::new();
+        for n in 2..202 {
+            passed.extend(send(&mut p, n, "node.heartbeat", 3 + n as i64 / 50));
+        }
+        assert_eq!(passed, [("n1".to_string(), Outcome::DryRun)]);
     }
 
     proptest! {

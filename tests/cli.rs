@@ -1049,3 +1049,101 @@ fn a_fault_table_with_only_for_keeps_the_default_actions() {
         "{stdout}"
     );
 }
+
+/// Contract 9: nested budgets. Eighty nodes in two racks of one cluster; a
+/// rack allows 2 under remediation, the cluster 10%, the fleet 3, and at
+/// most 2 disruptive repairs start per minute in the fleet. Each refusal
+/// names the level that held the action, its value and the numbers.
+#[test]
+fn nested_levels_hold_each_repair_at_the_level_it_does_not_fit() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("remedy.toml");
+    fs::write(
+        &config,
+        format!(
+            "rules = {:?}\n\
+             [[guards.levels]]\nlabel = \"rack\"\nmax_unhealthy = 2\n\
+             [[guards.levels]]\nlabel = \"cluster\"\nmax_unhealthy = \"10%\"\n\
+             [guards.fleet]\nmax_unhealthy = 3\nrate = \"2/min\"\n\
+             [faults.memory_failure]\nactions = [\"cordon\"]\non_resolve = [\"uncordon\"]\n",
+            repo().join("rules").display().to_string()
+        ),
+    )
+    .unwrap();
+    let signal = |node: usize, r#type: &str, secs: usize, resolved: bool| {
+        format!(
+            "{{\"node\":\"n{node}\",\"kind\":\"hardware\",\"type\":\"{type}\",\"resolved\":{resolved},\
+             \"ts\":\"2026-11-24T00:{:02}:{:02}Z\",\"labels\":{{\"cluster\":\"c1\",\"rack\":\"r{}\"}}}}\n",
+            secs / 60,
+            secs % 60,
+            node % 2
+        )
+    };
+    let mut input = String::new();
+    for n in 0..80 {
+        input += &signal(n, "node.heartbeat", 0, false);
+    }
+    // n0, n2, n4 in rack r0; n1, n3 in rack r1; one a second.
+    for (i, n) in [0, 2, 4, 1, 3].into_iter().enumerate() {
+        input += &signal(n, "memory.ecc.uncorrectable", 1 + i, false);
+    }
+    // n0 heals a minute later: its rack and the fleet have room again.
+    input += &signal(0, "memory.ecc.uncorrectable", 90, true);
+    let out = run_with_stdin(
+        remedy()
+            .args(["replay", "-", "--quiet", "--config"])
+            .arg(&config),
+        input.as_bytes(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let got: Vec<(String, String, String, String)> = decisions(&out)
+        .iter()
+        .filter(|d| d["event"] == "action")
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap_or("").to_string();
+            (
+                s("ts"),
+                s("node"),
+                format!("{} {}", s("action"), s("outcome")),
+                s("reason"),
+            )
+        })
+        .collect();
+    let want = [
+        ("2026-11-24T00:00:01Z", "n0", "cordon dry_run", ""),
+        ("2026-11-24T00:00:02Z", "n2", "cordon dry_run", ""),
+        (
+            "2026-11-24T00:00:03Z",
+            "n4",
+            "cordon budget_exhausted",
+            "rack r0: 2 of 40 known nodes under remediation, max_unhealthy 2 allows 2",
+        ),
+        (
+            "2026-11-24T00:00:04Z",
+            "n1",
+            "cordon rate_limited",
+            "disruptive actions in fleet: 2/min; next at 2026-11-24T00:00:31Z",
+        ),
+        (
+            "2026-11-24T00:00:05Z",
+            "n3",
+            "cordon rate_limited",
+            "disruptive actions in fleet: 2/min; next at 2026-11-24T00:00:31Z",
+        ),
+        // Replay's clock moves with the signals: the next one is n0's, at 01:30.
+        ("2026-11-24T00:01:30Z", "n1", "cordon dry_run", ""),
+        (
+            "2026-11-24T00:01:30Z",
+            "n3",
+            "cordon budget_exhausted",
+            "fleet: 3 of 80 known nodes under remediation, max_unhealthy 3 allows 3",
+        ),
+        ("2026-11-24T00:01:30Z", "n0", "uncordon dry_run", ""),
+        ("2026-11-24T00:01:30Z", "n4", "cordon dry_run", ""),
+    ];
+    let want: Vec<(String, String, String, String)> = want
+        .iter()
+        .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+        .collect();
+    assert_eq!(got, want, "{}", out.stdout);
+}

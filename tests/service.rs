@@ -328,7 +328,7 @@ fn metrics_speak_prometheus_text() {
         "remedy_rule_evaluations_total{rule=\"hardware/memory.rhai\"} 1",
         "remedy_faults_open{fault=\"memory_failure\"} 1",
         "remedy_actions_total{action=\"cordon\",outcome=\"dry_run\"} 1",
-        "remedy_guard_under_remediation{domain=\"c1\"} 1",
+        "remedy_guard_under_remediation{level=\"cluster\",domain=\"c1\"} 1",
         "remedy_evaluation_seconds_count 1",
         "remedy_queue_depth 0",
     ] {
@@ -545,7 +545,7 @@ fn a_held_back_action_is_not_forgotten_across_a_crash() {
     let (_, metrics) = s.request("GET", "/metrics", "", None);
     assert!(metrics.contains("remedy_guard_held_actions 1"), "{metrics}");
     assert!(
-        metrics.contains("remedy_guard_under_remediation{domain=\"c1\"} 1"),
+        metrics.contains("remedy_guard_under_remediation{level=\"cluster\",domain=\"c1\"} 1"),
         "{metrics}"
     );
     // n1 recovers: its uncordon frees the budget and n2's cordon goes, unasked.

@@ -84,6 +84,44 @@ pub struct GuardConfig {
     pub breaker: BreakerConfig,
     /// Run nothing: the last step answers `dry_run`.
     pub dry_run: bool,
+    /// `[[guards.levels]]` and `[guards.fleet]`: nested failure domains,
+    /// each with its own budget; an action must fit every one.
+    pub levels: Vec<Level>,
+}
+
+/// One level of failure domains (`[[guards.levels]]`, `[guards.fleet]`):
+/// the nodes sharing a value of `label` (or the whole fleet), with what a
+/// disruptive repair must fit in there.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Level {
+    /// The label whose values are this level's domains; `None`: the fleet.
+    pub label: Option<String>,
+    /// Nodes under remediation at once: a count or a share of the domain's
+    /// known nodes.
+    pub max_unhealthy: Option<Budget>,
+    /// Disruptive actions executing at once.
+    pub max_in_flight: Option<u32>,
+    /// Disruptive actions started per period, per domain.
+    pub rate: Option<Rate>,
+}
+
+impl Level {
+    /// How a domain of this level is named in reasons.
+    fn name(&self, value: &str) -> String {
+        match &self.label {
+            None => "fleet".to_string(),
+            Some(label) if value.is_empty() => format!("nodes without a {label} label"),
+            Some(label) => format!("{label} {value}"),
+        }
+    }
+
+    /// The quota scope of this level's rate (journaled with the quotas).
+    fn scope(&self) -> String {
+        match &self.label {
+            None => "@fleet".to_string(),
+            Some(label) => format!("@{label}"),
+        }
+    }
 }
 
 impl Default for GuardConfig {
@@ -94,7 +132,27 @@ impl Default for GuardConfig {
             storm_recovery: Duration(0),
             breaker: BreakerConfig::default(),
             dry_run: true,
+            levels: Vec::new(),
         }
+    }
+}
+
+impl GuardConfig {
+    /// Every level an action must fit, outermost as configured: the older
+    /// single level (`max_unhealthy` per `domain`) first unless a
+    /// `[[guards.levels]]` entry has the same label, then the levels.
+    pub fn effective_levels(&self) -> Vec<Level> {
+        let mut levels = Vec::new();
+        let legacy = Some(self.domain.clone());
+        if self.max_unhealthy.is_some() && !self.levels.iter().any(|l| l.label == legacy) {
+            levels.push(Level {
+                label: legacy,
+                max_unhealthy: self.max_unhealthy,
+                ..Level::default()
+            });
+        }
+        levels.extend(self.levels.iter().cloned());
+        levels
     }
 }
 
@@ -190,6 +248,11 @@ impl ActionGuards {
 pub trait DomainSizes {
     /// Known nodes whose `label` is `value`.
     fn known(&self, label: &str, value: &str) -> usize;
+
+    /// Known nodes in the whole fleet.
+    fn all(&self) -> usize {
+        self.known("", "")
+    }
 }
 
 #[derive(Debug)]
@@ -198,12 +261,30 @@ struct Held {
     /// Not before this time (rate limit, breaker); budget waits for a release.
     wake: Option<Timestamp>,
     outcome: Outcome,
+    /// The domain whose budget held it, where it counts as waiting.
+    counted: Option<DomainKey>,
+}
+
+/// Why a guard holds an action: outcome, reason, when to try again.
+type Refusal = (Outcome, String, Option<Timestamp>);
+
+/// A failure domain: (index of its level, the label's value).
+type DomainKey = (usize, String);
+
+/// A node under remediation: its domains at every level, and the faults
+/// keeping it there.
+#[derive(Debug, Default)]
+struct Remediating {
+    domains: Vec<DomainKey>,
+    faults: FxHashSet<String>,
 }
 
 #[derive(Debug, Default)]
 struct Domain {
-    /// Nodes under remediation, each with the faults keeping it there.
-    nodes: FxHashMap<String, FxHashSet<String>>,
+    /// Nodes under remediation.
+    nodes: FxHashSet<String>,
+    /// Disruptive jobs with an executor.
+    in_flight: usize,
     /// Actions held back by this domain's budget.
     waiting: usize,
     /// Back under budget since (set when a node leaves, cleared when full).
@@ -226,15 +307,21 @@ pub struct Guards {
     /// Quotas whose state changed since [`Guards::take_quotas`].
     tats_changed: FxHashSet<QuotaKey>,
     breakers: BTreeMap<String, Breaker>,
-    domains: FxHashMap<String, Domain>,
-    /// Node -> its domain value, for nodes under remediation.
-    remediating: FxHashMap<String, String>,
+    /// [`GuardConfig::effective_levels`].
+    levels: Vec<Level>,
+    /// Per level with a rate: a limiter keyed by domain value.
+    level_limits: Vec<Option<Keyed>>,
+    domains: FxHashMap<DomainKey, Domain>,
+    /// Nodes under remediation.
+    remediating: FxHashMap<String, Remediating>,
     /// (node, fault) -> on_resolve actions still to pass before the node leaves the budget.
     recovering: FxHashMap<(String, String), usize>,
     held: VecDeque<Held>,
     /// Earliest time a held action might pass without a release.
     next_wake: Option<Timestamp>,
     released: bool,
+    /// When a change of the domains' sizes is next worth a look.
+    next_size_check: Timestamp,
     silences: Vec<Silence>,
     next_silence: u64,
     approvals: BTreeMap<u64, Intent>,
@@ -278,9 +365,16 @@ impl Guards {
                 domain_limits.insert(name.clone(), (label.clone(), r.keyed(&clock)));
             }
         }
+        let levels = config.effective_levels();
+        let level_limits = levels
+            .iter()
+            .map(|l| l.rate.map(|r| r.keyed(&clock)))
+            .collect();
         Guards {
             config,
             actions,
+            levels,
+            level_limits,
             clock,
             fleet_limits,
             domain_limits,
@@ -293,6 +387,7 @@ impl Guards {
             held: VecDeque::new(),
             next_wake: None,
             released: false,
+            next_size_check: Timestamp(i64::MIN),
             silences: Vec::new(),
             next_silence: 1,
             approvals: BTreeMap::new(),
@@ -328,6 +423,7 @@ impl Guards {
             return;
         }
         self.passed(&job.intent, job.at);
+        self.in_flight(&job.intent, true);
         self.outbox.push(job.clone());
         self.running.insert(job.id.clone(), job);
     }
@@ -387,7 +483,10 @@ impl Guards {
         // A half-open breaker may let the next held action through now.
         self.wake_at(Some(now));
         Some(match retry {
-            None => Finished::Done,
+            None => {
+                self.in_flight(&job.intent, false);
+                Finished::Done
+            }
             Some(at) => {
                 job.attempt += 1;
                 job.retry_at = Some(at);
@@ -449,21 +548,54 @@ impl Guards {
         self.approvals.iter().map(|(id, r)| (*id, r))
     }
 
-    /// Nodes under remediation in a domain.
+    /// Nodes under remediation in a domain of the `[guards] domain` label.
     pub fn under_remediation(&self, domain: &str) -> usize {
-        self.domains.get(domain).map_or(0, |d| d.nodes.len())
+        self.under_remediation_in(Some(&self.config.domain), domain)
     }
 
-    /// Every domain with nodes under remediation: (domain, nodes).
-    pub fn domains(&self) -> Vec<(String, usize)> {
-        let mut v: Vec<(String, usize)> = self
+    /// Nodes under remediation in the domain `value` of the level of
+    /// `label` (`None`: the fleet level, `value` empty).
+    pub fn under_remediation_in(&self, label: Option<&str>, value: &str) -> usize {
+        self.levels
+            .iter()
+            .position(|l| l.label.as_deref() == label)
+            .and_then(|i| self.domains.get(&(i, value.to_string())))
+            .map_or(0, |d| d.nodes.len())
+    }
+
+    /// Every domain with nodes under remediation: (level label, or `fleet`;
+    /// domain value; nodes).
+    pub fn domains(&self) -> Vec<(String, String, usize)> {
+        let mut v: Vec<(String, String, usize)> = self
             .domains
             .iter()
             .filter(|(_, d)| !d.nodes.is_empty())
-            .map(|(k, d)| (k.clone(), d.nodes.len()))
+            .map(|((i, value), d)| {
+                let level = self.levels[*i].label.as_deref().unwrap_or("fleet");
+                (level.to_string(), value.clone(), d.nodes.len())
+            })
             .collect();
         v.sort();
         v
+    }
+
+    /// The nodes known to the domains changed (a node joined, left or was
+    /// relabelled): actions held back by a budget are judged again, since
+    /// a budget in percent grows with its domain.
+    /// At most once a second: a fleet filling up at start would otherwise
+    /// judge every held action again for every node that joins.
+    pub fn sizes_changed(&mut self, now: Timestamp) {
+        if now < self.next_size_check {
+            return;
+        }
+        if self
+            .held
+            .iter()
+            .any(|h| h.outcome == Outcome::BudgetExhausted)
+        {
+            self.released = true;
+            self.next_size_check = now.add(Duration(1_000));
+        }
     }
 
     /// After a restart, puts back what the journal says became of an action
@@ -475,15 +607,14 @@ impl Guards {
             Outcome::Executed | Outcome::DryRun => self.passed(&intent, now),
             Outcome::BudgetExhausted | Outcome::RateLimited | Outcome::CircuitOpen => {
                 let wake = (last != Outcome::BudgetExhausted).then_some(now);
-                if last == Outcome::BudgetExhausted {
-                    self.domain_of(&intent).waiting += 1;
-                }
                 self.wake_at(wake);
                 self.released = true;
+                // Judged again at once; it counts as waiting where it is held then.
                 self.held.push_back(Held {
                     request: intent,
                     wake,
                     outcome: last,
+                    counted: None,
                 });
             }
             Outcome::AwaitingApproval => {
@@ -592,13 +723,12 @@ impl Guards {
     /// `on_resolve` (that many actions, submitted next) has passed.
     pub fn resolved(&mut self, node: &str, fault: &str, on_resolve: usize, now: Timestamp) {
         self.stale.remove(&(node.to_string(), fault.to_string()));
-        let domain = &self.config.domain;
         let domains = &mut self.domains;
         self.held.retain(|h| {
             let r = &h.request;
             let drop = r.node == node && r.fault == fault && r.trigger == Trigger::Remedy;
-            if drop && h.outcome == Outcome::BudgetExhausted {
-                if let Some(d) = domains.get_mut(r.label(domain).unwrap_or("")) {
+            if drop {
+                if let Some(d) = h.counted.as_ref().and_then(|k| domains.get_mut(k)) {
                     d.waiting -= 1;
                 }
             }
@@ -645,16 +775,26 @@ impl Guards {
                 self.held.push_back(h);
                 continue;
             }
-            if h.outcome == Outcome::BudgetExhausted {
-                self.domain_of(&h.request).waiting -= 1;
+            if let Some(d) = h.counted.as_ref().and_then(|k| self.domains.get_mut(k)) {
+                d.waiting -= 1;
             }
             self.attempt(h.request, now, sizes, out, Some(h.outcome));
         }
     }
 
-    fn domain_of(&mut self, r: &Intent) -> &mut Domain {
-        let value = r.label(&self.config.domain).unwrap_or("");
-        self.domains.entry(value.to_string()).or_default()
+    /// The action's failure domain at every level.
+    fn domains_of(&self, r: &Intent) -> Vec<DomainKey> {
+        self.levels
+            .iter()
+            .enumerate()
+            .map(|(i, level)| {
+                let value = level
+                    .label
+                    .as_deref()
+                    .map_or("", |label| r.label(label).unwrap_or(""));
+                (i, value.to_string())
+            })
+            .collect()
     }
 
     fn wake_at(&mut self, at: Option<Timestamp>) {
@@ -709,22 +849,28 @@ impl Guards {
             return;
         }
         let retry = previously.is_some();
+        let mut counted = None;
         let refusal = self
             .check_budget(&request, now, sizes, retry)
+            .map(|(refusal, domain)| {
+                counted = Some(domain);
+                refusal
+            })
             .or_else(|| self.check_rates(&request))
             .or_else(|| self.check_breaker(&request, now));
         if let Some((outcome, reason, wake)) = refusal {
             if previously != Some(outcome) {
                 out.push(decision(&request, now, outcome, Some(reason)));
             }
-            if outcome == Outcome::BudgetExhausted {
-                self.domain_of(&request).waiting += 1;
+            if let Some(d) = counted.as_ref().and_then(|k| self.domains.get_mut(k)) {
+                d.waiting += 1;
             }
             self.wake_at(wake);
             self.held.push_back(Held {
                 request,
                 wake,
                 outcome,
+                counted,
             });
             return;
         }
@@ -743,8 +889,26 @@ impl Guards {
             failing_since: None,
         };
         self.passed(&job.intent, now);
+        self.in_flight(&job.intent, true);
         self.outbox.push(job.clone());
         self.running.insert(job.id.clone(), job);
+    }
+
+    /// A disruptive repair's job went to its executor (`true`) or is done
+    /// with it (`false`): `max_in_flight` counts it in each of its domains.
+    fn in_flight(&mut self, r: &Intent, started: bool) {
+        if r.trigger != Trigger::Remedy || !self.kind(&r.action).disruptive {
+            return;
+        }
+        for key in self.domains_of(r) {
+            let d = self.domains.entry(key).or_default();
+            if started {
+                d.in_flight += 1;
+            } else {
+                d.in_flight = d.in_flight.saturating_sub(1);
+                self.released = true;
+            }
+        }
     }
 
     /// For a restoring action (`uncordon`): another fault that still keeps
@@ -753,9 +917,8 @@ impl Guards {
         if r.trigger != Trigger::Recover || !self.kind(&r.action).restores {
             return None;
         }
-        let domain = self.remediating.get(&r.node)?;
-        let faults = self.domains.get(domain)?.nodes.get(&r.node)?;
-        faults.iter().filter(|f| **f != r.fault).min().cloned()
+        let node = self.remediating.get(&r.node)?;
+        node.faults.iter().filter(|f| **f != r.fault).min().cloned()
     }
 
     fn executor(&self, action: &str) -> &str {
@@ -778,55 +941,76 @@ impl Guards {
             .or_insert_with(|| Breaker::new(config))
     }
 
+    /// Every level's budget for a disruptive repair of a node not yet
+    /// under remediation, outermost first: the first domain it does not
+    /// fit names itself and its numbers (and is where the action waits).
     fn check_budget(
         &mut self,
         r: &Intent,
         now: Timestamp,
         sizes: &dyn DomainSizes,
         retry: bool,
-    ) -> Option<(Outcome, String, Option<Timestamp>)> {
-        let budget = self.config.max_unhealthy?;
-        if r.trigger != Trigger::Remedy || !self.kind(&r.action).disruptive {
+    ) -> Option<(Refusal, DomainKey)> {
+        if self.levels.is_empty()
+            || r.trigger != Trigger::Remedy
+            || !self.kind(&r.action).disruptive
+        {
             return None;
         }
         if self.remediating.contains_key(&r.node) {
             return None; // already out of service: no further budget needed
         }
-        let label = self.config.domain.clone();
-        let value = r.label(&label).unwrap_or("").to_string();
-        let known = sizes.known(&label, &value).max(1);
-        let limit = budget.limit(known);
         let recovery = self.config.storm_recovery;
-        let d = self.domain_of(r);
-        let domain = if value.is_empty() {
-            format!("nodes without a {label} label")
-        } else {
-            format!("{label} {value}")
-        };
-        if d.nodes.len() >= limit {
-            d.under_since = None;
-            let reason = format!(
-                "{domain}: {} of {known} known nodes under remediation, max_unhealthy {budget} allows {limit}",
-                d.nodes.len()
-            );
-            return Some((Outcome::BudgetExhausted, reason, None));
-        }
-        if !retry && d.waiting > 0 {
-            let reason = format!(
-                "{domain}: {} actions held back by the budget go first",
-                d.waiting
-            );
-            return Some((Outcome::BudgetExhausted, reason, None));
-        }
-        if retry {
-            if let Some(since) = d.under_since {
-                let resume = since.add(recovery);
-                if now < resume {
+        for key in self.domains_of(r) {
+            let level = &self.levels[key.0];
+            let name = level.name(&key.1);
+            let known = match &level.label {
+                Some(label) => sizes.known(label, &key.1),
+                None => sizes.all(),
+            }
+            .max(1);
+            let (budget, max_in_flight) = (level.max_unhealthy, level.max_in_flight);
+            if budget.is_none() && max_in_flight.is_none() {
+                continue;
+            }
+            let d = self.domains.entry(key.clone()).or_default();
+            if let Some(budget) = budget {
+                let limit = budget.limit(known);
+                if d.nodes.len() >= limit {
+                    d.under_since = None;
                     let reason = format!(
-                        "{domain} was over budget; held-back actions resume after {} under it (storm_recovery), at {resume}",
-                        show(recovery)
+                        "{name}: {} of {known} known nodes under remediation, max_unhealthy {budget} allows {limit}",
+                        d.nodes.len()
                     );
-                    return Some((Outcome::BudgetExhausted, reason, Some(resume)));
+                    return Some(((Outcome::BudgetExhausted, reason, None), key));
+                }
+            }
+            if let Some(max) = max_in_flight {
+                if d.in_flight >= max as usize {
+                    let reason = format!(
+                        "{name}: {} disruptive actions in flight, max_in_flight {max}",
+                        d.in_flight
+                    );
+                    return Some(((Outcome::BudgetExhausted, reason, None), key));
+                }
+            }
+            if !retry && d.waiting > 0 {
+                let reason = format!(
+                    "{name}: {} actions held back by the budget go first",
+                    d.waiting
+                );
+                return Some(((Outcome::BudgetExhausted, reason, None), key));
+            }
+            if retry {
+                if let Some(since) = d.under_since {
+                    let resume = since.add(recovery);
+                    if now < resume {
+                        let reason = format!(
+                            "{name} was over budget; held-back actions resume after {} under it (storm_recovery), at {resume}",
+                            show(recovery)
+                        );
+                        return Some(((Outcome::BudgetExhausted, reason, Some(resume)), key));
+                    }
                 }
             }
         }
@@ -855,6 +1039,16 @@ impl Guards {
                 format!("{} fleet-wide", r.action),
             ));
         }
+        // A level's rate counts every disruptive repair in its domains.
+        if r.trigger == Trigger::Remedy && a.kind.disruptive {
+            for (i, value) in self.domains_of(r) {
+                let level = &self.levels[i];
+                if let Some(rate) = level.rate {
+                    let name = format!("disruptive actions in {}", level.name(&value));
+                    quotas.push(((level.scope(), Some(value)), rate, name));
+                }
+            }
+        }
         // A quota that would refuse answers first, and nothing is taken.
         let refusing = quotas
             .iter()
@@ -865,10 +1059,7 @@ impl Guards {
         };
         for i in order {
             let (key, rate, name) = &quotas[i];
-            let checked = match &key.1 {
-                Some(value) => self.domain_limits[&key.0].1.check_key(value),
-                None => self.fleet_limits[&key.0].check(),
-            };
+            let checked = self.limiter_check(key, None);
             match checked {
                 Ok(_) => {
                     let tat = rate.passed(self.tats.get(key).copied(), t0);
@@ -879,6 +1070,31 @@ impl Guards {
             }
         }
         None
+    }
+
+    /// Takes one token (or `n`) from the limiter of quota `key`.
+    fn limiter_check(
+        &self,
+        key: &QuotaKey,
+        n: Option<NonZeroU32>,
+    ) -> Result<(), governor::NotUntil<rate::EventInstant>> {
+        let n = n.unwrap_or(NonZeroU32::MIN);
+        let level = self.levels.iter().position(|l| l.scope() == key.0);
+        let checked = match (&key.1, level) {
+            (Some(value), Some(i)) => self.level_limits[i]
+                .as_ref()
+                .map(|l| l.check_key_n(value, n)),
+            (Some(value), None) => self
+                .domain_limits
+                .get(&key.0)
+                .map(|(_, l)| l.check_key_n(value, n)),
+            (None, _) => self.fleet_limits.get(&key.0).map(|l| l.check_n(n)),
+        };
+        match checked {
+            Some(Ok(result)) => result,
+            // More than the burst, or no such limiter: nothing to take.
+            Some(Err(_)) | None => Ok(()),
+        }
     }
 
     /// The quotas whose state changed since the last call: (action, domain
@@ -909,12 +1125,13 @@ impl Guards {
             .map(|(action, domain, tat)| ((action, domain), tat))
             .collect();
         for ((action, domain), tat) in last {
-            let Some(a) = self.actions.get(&action) else {
-                continue; // the action is no longer configured
-            };
-            let rate = match &domain {
-                Some(_) => a.per.as_ref().map(|p| p.1),
-                None => a.rate,
+            let level = self.levels.iter().find(|l| l.scope() == action);
+            let rate = match (level, self.actions.get(&action), &domain) {
+                (Some(level), _, _) => level.rate,
+                (None, Some(a), Some(_)) => a.per.as_ref().map(|p| p.1),
+                (None, Some(a), None) => a.rate,
+                // The action or level is no longer configured.
+                (None, None, _) => None,
             };
             let Some(rate) = rate else { continue };
             if tat <= now {
@@ -931,17 +1148,7 @@ impl Guards {
         calls.sort();
         for (at, n, key, tat) in calls {
             self.clock.set_nanos(at);
-            let taken = match &key.1 {
-                Some(value) => self
-                    .domain_limits
-                    .get(&key.0)
-                    .map(|(_, l)| l.check_key_n(value, n).is_ok_and(|r| r.is_ok())),
-                None => self
-                    .fleet_limits
-                    .get(&key.0)
-                    .map(|l| l.check_n(n).is_ok_and(|r| r.is_ok())),
-            };
-            if taken == Some(true) {
+            if self.limiter_check(&key, Some(n)).is_ok() {
                 self.tats.insert(key, tat);
             }
         }
@@ -975,16 +1182,22 @@ impl Guards {
     /// An action passed (executed or dry-run): budget bookkeeping.
     fn passed(&mut self, r: &Intent, now: Timestamp) {
         match r.trigger {
-            Trigger::Remedy
-                if self.config.max_unhealthy.is_some() && self.kind(&r.action).disruptive =>
-            {
-                let value = r.label(&self.config.domain).unwrap_or("").to_string();
-                let d = self.domains.entry(value.clone()).or_default();
-                d.nodes
-                    .entry(r.node.clone())
-                    .or_default()
-                    .insert(r.fault.clone());
-                self.remediating.insert(r.node.clone(), value);
+            Trigger::Remedy if !self.levels.is_empty() && self.kind(&r.action).disruptive => {
+                if !self.remediating.contains_key(&r.node) {
+                    let domains = self.domains_of(r);
+                    for key in &domains {
+                        let d = self.domains.entry(key.clone()).or_default();
+                        d.nodes.insert(r.node.clone());
+                    }
+                    let node = Remediating {
+                        domains,
+                        faults: FxHashSet::default(),
+                    };
+                    self.remediating.insert(r.node.clone(), node);
+                }
+                if let Some(node) = self.remediating.get_mut(&r.node) {
+                    node.faults.insert(r.fault.clone());
+                }
             }
             Trigger::Remedy => {}
             Trigger::Recover => self.recovered_one(r, now),
@@ -1012,23 +1225,25 @@ impl Guards {
 
     /// The node's fault no longer keeps it under remediation.
     fn release(&mut self, node: &str, fault: &str, now: Timestamp) {
-        let Some(value) = self.remediating.get(node).cloned() else {
+        let Some(state) = self.remediating.get_mut(node) else {
             return;
         };
-        let Some(d) = self.domains.get_mut(&value) else {
+        state.faults.remove(fault);
+        if !state.faults.is_empty() {
+            return;
+        }
+        let Some(state) = self.remediating.remove(node) else {
             return;
         };
-        if let Some(faults) = d.nodes.get_mut(node) {
-            faults.remove(fault);
-            if faults.is_empty() {
+        for key in state.domains {
+            if let Some(d) = self.domains.get_mut(&key) {
                 d.nodes.remove(node);
-                self.remediating.remove(node);
                 if d.under_since.is_none() {
                     d.under_since = Some(now);
                 }
-                self.released = true;
             }
         }
+        self.released = true;
     }
 }
 
@@ -1879,5 +2094,227 @@ mod properties {
                 );
             }
         }
+    }
+
+    /// Known nodes: 60, in six racks of ten and two zones of thirty.
+    struct Nested;
+
+    impl DomainSizes for Nested {
+        fn known(&self, label: &str, _: &str) -> usize {
+            match label {
+                "rack" => 10,
+                "zone" => 30,
+                _ => 60,
+            }
+        }
+    }
+
+    fn nested(node: u8, trigger: Trigger, action: &str, at: Timestamp) -> Intent {
+        Intent {
+            labels: vec![
+                ("rack".into(), format!("r{}", node % 6)),
+                ("zone".into(), format!("z{}", node % 2)),
+            ],
+            ..request(node, action, trigger, at)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(150))]
+
+        /// Nested levels: whatever storm arrives and whatever the budgets,
+        /// no rack, zone or the fleet ever has more nodes under remediation
+        /// than its level allows.
+        #[test]
+        fn no_storm_puts_any_level_over_its_budget(
+            ops in proptest::collection::vec(op(), 1..150),
+            rack in 1u32..4,
+            zone in prop_oneof![(1u32..6).prop_map(Budget::Count), (5u32..30).prop_map(|p| Budget::Percent(p as f64))],
+            fleet in prop_oneof![(1u32..9).prop_map(Budget::Count), (2u32..20).prop_map(|p| Budget::Percent(p as f64))],
+            in_flight in proptest::option::of(1u32..3),
+        ) {
+            let levels = vec![
+                Level { label: Some("rack".into()), max_unhealthy: Some(Budget::Count(rack)), max_in_flight: in_flight, rate: None },
+                Level { label: Some("zone".into()), max_unhealthy: Some(zone), ..Level::default() },
+                Level { label: None, max_unhealthy: Some(fleet), rate: Some("30/min".parse().unwrap()), ..Level::default() },
+            ];
+            let mut g = Guards::new(
+                GuardConfig { max_unhealthy: None, levels, dry_run: true, ..GuardConfig::default() },
+                BTreeMap::new(),
+            );
+            let mut now = Timestamp(1_800_000_000_000);
+            let mut open = std::collections::BTreeSet::new();
+            let mut out = Vec::new();
+            for op in ops {
+                now = now.add(Duration(1000));
+                g.tick(now, &Nested, &mut out);
+                match op {
+                    Op::Open(n, drain) => {
+                        let n = n % 60;
+                        if open.insert(n) {
+                            let action = if drain { "drain" } else { "cordon" };
+                            g.submit(nested(n, Trigger::Remedy, action, now), now, &Nested, &mut out);
+                        }
+                    }
+                    Op::Resolve(n, uncordon) => {
+                        let n = n % 60;
+                        if open.remove(&n) {
+                            g.resolved(&format!("n{n}"), "disk_failure", usize::from(uncordon), now);
+                            if uncordon {
+                                g.submit(nested(n, Trigger::Recover, "uncordon", now), now, &Nested, &mut out);
+                            }
+                        }
+                    }
+                    Op::Wait(s) => now = now.add(Duration::from_secs(i64::from(s))),
+                }
+                for r in 0..6 {
+                    let here = g.under_remediation_in(Some("rack"), &format!("r{r}"));
+                    prop_assert!(here <= rack as usize, "rack r{r}: {here} > {rack}");
+                }
+                for z in 0..2 {
+                    let here = g.under_remediation_in(Some("zone"), &format!("z{z}"));
+                    prop_assert!(here <= zone.limit(30), "zone z{z}: {here} > {zone} of 30");
+                }
+                let all = g.under_remediation_in(None, "");
+                prop_assert!(all <= fleet.limit(60), "fleet: {all} > {fleet} of 60");
+            }
+        }
+    }
+
+    #[test]
+    fn the_level_that_holds_an_action_names_itself_and_its_numbers() {
+        let levels = vec![
+            Level {
+                label: Some("rack".into()),
+                max_unhealthy: Some(Budget::Count(2)),
+                ..Level::default()
+            },
+            Level {
+                label: Some("zone".into()),
+                max_unhealthy: Some(Budget::Percent(10.0)),
+                ..Level::default()
+            },
+            Level {
+                label: None,
+                max_unhealthy: Some(Budget::Count(5)),
+                ..Level::default()
+            },
+        ];
+        let mut g = Guards::new(
+            GuardConfig {
+                max_unhealthy: None,
+                levels,
+                dry_run: true,
+                ..GuardConfig::default()
+            },
+            BTreeMap::new(),
+        );
+        let now = Timestamp(1_800_000_000_000);
+        let mut out = Vec::new();
+        // Node n is in rack r(n % 6) and zone z(n % 2).
+        for n in [0, 6, 12, 1, 3, 5, 7, 2] {
+            g.submit(
+                nested(n, Trigger::Remedy, "cordon", now),
+                now,
+                &Nested,
+                &mut out,
+            );
+        }
+        let got: Vec<(String, Outcome, String)> = out
+            .iter()
+            .map(|d| {
+                (
+                    d.node.clone(),
+                    d.outcome.unwrap(),
+                    d.reason.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let expect = [
+            ("n0", Outcome::DryRun, ""),
+            ("n6", Outcome::DryRun, ""),
+            (
+                "n12",
+                Outcome::BudgetExhausted,
+                "rack r0: 2 of 10 known nodes under remediation, max_unhealthy 2 allows 2",
+            ),
+            ("n1", Outcome::DryRun, ""),
+            ("n3", Outcome::DryRun, ""),
+            ("n5", Outcome::DryRun, ""),
+            (
+                "n7",
+                Outcome::BudgetExhausted,
+                "zone z1: 3 of 30 known nodes under remediation, max_unhealthy 10% allows 3",
+            ),
+            (
+                "n2",
+                Outcome::BudgetExhausted,
+                "fleet: 5 of 60 known nodes under remediation, max_unhealthy 5 allows 5",
+            ),
+        ];
+        let got: Vec<(&str, Outcome, &str)> = got
+            .iter()
+            .map(|(n, o, r)| (n.as_str(), *o, r.as_str()))
+            .collect();
+        assert_eq!(got, expect);
+        g.resolved("n0", "disk_failure", 0, now);
+        out.clear();
+        g.tick(now.add(Duration(1000)), &Nested, &mut out);
+        let passed: Vec<&str> = out
+            .iter()
+            .filter(|d| d.outcome == Some(Outcome::DryRun))
+            .map(|d| d.node.as_str())
+            .collect();
+        // n0 leaves: n12 fits its rack again and takes the fleet's last place.
+        assert_eq!(passed, ["n12"]);
+        assert_eq!(g.held(), 2, "n7 waits for its zone, n2 for the fleet");
+    }
+
+    /// `max_in_flight`: a second repair in a rack waits while the first is
+    /// with its executor, and goes when that one is done.
+    #[test]
+    fn max_in_flight_holds_a_repair_until_the_one_running_is_done() {
+        let levels = vec![Level {
+            label: Some("rack".into()),
+            max_in_flight: Some(1),
+            ..Level::default()
+        }];
+        let mut g = Guards::new(
+            GuardConfig {
+                max_unhealthy: None,
+                levels,
+                dry_run: false,
+                ..GuardConfig::default()
+            },
+            BTreeMap::new(),
+        );
+        let now = Timestamp(1_800_000_000_000);
+        let mut out = Vec::new();
+        g.submit(
+            nested(0, Trigger::Remedy, "cordon", now),
+            now,
+            &Nested,
+            &mut out,
+        );
+        g.submit(
+            nested(6, Trigger::Remedy, "cordon", now),
+            now,
+            &Nested,
+            &mut out,
+        );
+        let jobs = g.take_jobs();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].reason.as_deref(),
+            Some("rack r0: 1 disruptive actions in flight, max_in_flight 1")
+        );
+        out.clear();
+        let later = now.add(Duration(5_000));
+        g.finished(&jobs[0].id, Ok(String::new()), later, &mut out);
+        g.tick(later, &Nested, &mut out);
+        let next = g.take_jobs();
+        assert_eq!(next.len(), 1, "{out:?}");
+        assert_eq!(next[0].intent.node, "n6");
     }
 }

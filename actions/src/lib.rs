@@ -17,8 +17,8 @@ pub use breaker::{Breaker, BreakerConfig};
 pub use executor::{ExecError, Executor, Job};
 pub use executors::{ExecutorConfig, ExecutorKind, Executors, Spec};
 pub use guards::{
-    ActionGuards, ActionKind, Budget, DomainSizes, Finished, GuardConfig, Guards, BUILT_IN, RETRY,
-    RETRY_FOR,
+    ActionGuards, ActionKind, Budget, DomainSizes, Finished, GuardConfig, Guards, Level, BUILT_IN,
+    RETRY, RETRY_FOR,
 };
 pub use rate::{EventClock, Rate, RateError};
 pub use silence::Silence;

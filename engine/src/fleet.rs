@@ -521,6 +521,8 @@ pub struct Fleet {
     domain_entries: FxHashSet<NodeId>,
     /// States of forgotten nodes (empty names), reused by the next new node.
     free: Vec<NodeId>,
+    /// Changes to the domains' sizes so far (a node joined, left or moved).
+    generation: u64,
 }
 
 impl Fleet {
@@ -614,6 +616,7 @@ impl Fleet {
                 }
                 self.nodes
                     .insert(id, hash, self.states.len() - self.free.len());
+                self.generation += 1;
                 id
             }
             None => {
@@ -635,6 +638,7 @@ impl Fleet {
                     self.domain_entries.insert(id);
                 }
                 self.nodes.insert(id, hash, self.states.len());
+                self.generation += 1;
                 id
             }
         };
@@ -658,11 +662,13 @@ impl Fleet {
                         *n -= counted;
                     }
                     *self.domains.entry((k, new)).or_default() += counted;
+                    self.generation += 1;
                 }
                 None => {
                     let pair = (self.symbols.intern(key), self.symbols.intern(value));
                     state.labels.push(pair);
                     *self.domains.entry(pair).or_default() += counted;
+                    self.generation += 1;
                 }
             }
         }
@@ -811,6 +817,12 @@ impl Fleet {
         closed
     }
 
+    /// A number that changes whenever a domain's size may have changed (a
+    /// node joined, was forgotten, or its labels changed).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// How many nodes are known: they sent a signal and were not forgotten.
     pub fn known_nodes(&self) -> usize {
         self.states.len() - self.free.len() - self.domain_entries.len()
@@ -854,6 +866,7 @@ impl Fleet {
                 self.last_node = None;
             }
             self.free.push(id);
+            self.generation += 1;
             names.push((id, state.name.to_string()));
         }
         names

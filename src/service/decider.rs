@@ -295,7 +295,10 @@ impl Decider {
                     }
                     // The source tells its client (an HTTP answer, a
                     // Kafka offset not committed) why it is not acknowledged.
-                    let _ = reply.send(self.journal().map(|()| n).map_err(|e| e.to_string()));
+                    let journaled = self.journal().map(|()| n).map_err(|e| e.to_string());
+                    // What a client reads next (/metrics) includes this batch.
+                    self.guard_metrics();
+                    let _ = reply.send(journaled);
                 }
                 Command::Reload => self.reload(),
                 Command::Silence(silence, reply) => {

@@ -25,7 +25,7 @@ struct State {
     decider_beat: i64,
     actions: BTreeMap<(String, String), u64>,
     held: usize,
-    under_remediation: Vec<(String, usize)>,
+    under_remediation: Vec<(String, String, usize)>,
     known_nodes: usize,
     forgotten: u64,
     breakers: Vec<(String, bool)>,
@@ -144,7 +144,7 @@ impl Metrics {
     pub fn guards(
         &self,
         held: usize,
-        under_remediation: Vec<(String, usize)>,
+        under_remediation: Vec<(String, String, usize)>,
         breakers: Vec<(String, bool)>,
     ) {
         self.with(|s| {
@@ -312,10 +312,15 @@ fn render(s: &State, queue_depth: usize) -> String {
     family(
         "remedy_guard_under_remediation",
         "gauge",
-        "Nodes under remediation, by failure domain.",
+        "Nodes under remediation, by level (its label, or fleet) and failure domain.",
         s.under_remediation
             .iter()
-            .map(|(d, n)| (format!("{{domain=\"{}\"}}", escape(d)), n.to_string()))
+            .map(|(level, d, n)| {
+                (
+                    format!("{{level=\"{}\",domain=\"{}\"}}", escape(level), escape(d)),
+                    n.to_string(),
+                )
+            })
             .collect(),
     );
     family(
@@ -434,7 +439,7 @@ mod tests {
         );
         m.guards(
             2,
-            vec![("c1".into(), 1)],
+            vec![("cluster".into(), "c1".into(), 1)],
             vec![("kubernetes".into(), true), ("http".into(), false)],
         );
         let text = m.render(5);
@@ -445,7 +450,7 @@ mod tests {
             "remedy_faults_open{fault=\"memory_failure\"} 1",
             "remedy_actions_total{action=\"cordon\",outcome=\"dry_run\"} 1",
             "remedy_guard_held_actions 2",
-            "remedy_guard_under_remediation{domain=\"c1\"} 1",
+            "remedy_guard_under_remediation{level=\"cluster\",domain=\"c1\"} 1",
             "remedy_breaker_open{executor=\"kubernetes\"} 1",
             "remedy_breaker_open{executor=\"http\"} 0",
             "remedy_queue_depth 5",
