@@ -74,6 +74,47 @@ pub struct Config {
     /// What `remedy run` takes in (contract 13).
     #[serde(default)]
     pub limits: remedy_collectors::Limits,
+    /// `[[correlate]]`: common causes named once (contract 9).
+    #[serde(default)]
+    pub correlate: Vec<CorrelateSection>,
+}
+
+/// One `[[correlate]]` block.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelateSection {
+    /// The label whose values are the domains: rack, switch, pdu,
+    /// kernel_version, agent_version, ...
+    pub label: String,
+    /// The fault classes that count; `["*"]`: any.
+    pub faults: Vec<String>,
+    /// Opens at this many distinct nodes within `within`...
+    #[serde(default)]
+    pub min_nodes: Option<usize>,
+    /// ...or at this share of the domain's known nodes (`"30%"`).
+    #[serde(default, deserialize_with = "de_share")]
+    pub min_share: Option<f64>,
+    /// Faults opened within this long count.
+    pub within: Duration,
+    /// The domain fault's class (its policy: `[faults.NAME]`).
+    pub fault: String,
+    /// Per-node disruptive actions in that domain wait while it is open.
+    #[serde(default = "default_true")]
+    pub hold: bool,
+}
+
+fn de_share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let text = String::deserialize(d)?;
+    match text
+        .trim()
+        .strip_suffix('%')
+        .map(|p| p.trim().parse::<f64>())
+    {
+        Some(Ok(p)) if p > 0.0 && p <= 100.0 => Ok(Some(p / 100.0)),
+        _ => Err(serde::de::Error::custom(format!(
+            "invalid min_share {text:?}: write a share such as \"30%\""
+        ))),
+    }
 }
 
 /// `[identity]`: one machine is one node, whichever name a source uses for
@@ -581,6 +622,32 @@ impl Config {
                 message,
             })?;
         }
+        for (i, c) in self.correlate.iter().enumerate() {
+            let problem = |message: String| Problem {
+                at: 0..0,
+                key: Some(format!("correlate[{i}]")),
+                message,
+            };
+            if c.faults.is_empty() {
+                return Err(problem(
+                    "faults is empty: list fault classes, or \"*\" for any".into(),
+                ));
+            }
+            if c.min_nodes.is_none() && c.min_share.is_none() {
+                return Err(problem(
+                    "give min_nodes or min_share (either opens it)".into(),
+                ));
+            }
+            if c.within.0 <= 0 {
+                return Err(problem("within must be longer than 0s".into()));
+            }
+            if c.faults.contains(&c.fault) {
+                return Err(problem(format!(
+                    "fault {:?} cannot count towards itself",
+                    c.fault
+                )));
+            }
+        }
         if self.silences.iter().any(Silence::matches_everything) {
             return Err(Problem {
                 at: 0..0,
@@ -723,6 +790,19 @@ impl Config {
             flap: self.lifecycle.flap.or(self.guards.flap).unwrap_or_default(),
             alias_labels: self.identity.alias_labels.clone(),
             forget_after: Some(self.limits.forget_after).filter(|d| d.0 > 0),
+            correlations: self
+                .correlate
+                .iter()
+                .map(|c| remedy_engine::Correlation {
+                    label: c.label.clone(),
+                    faults: c.faults.clone(),
+                    min_nodes: c.min_nodes,
+                    min_share: c.min_share,
+                    within: c.within,
+                    fault: c.fault.clone(),
+                    hold: c.hold,
+                })
+                .collect(),
             ..remedy_engine::Options::default()
         }
     }

@@ -73,6 +73,13 @@ pub enum Input {
     Silence(Silence),
     /// A silence removed over the API.
     Unsilence(u64),
+    /// An operator released the hold of a common cause on `label = value`.
+    ReleaseHold {
+        /// The label.
+        label: String,
+        /// Its value.
+        value: String,
+    },
 }
 
 impl From<&Signal> for Input {
@@ -245,6 +252,12 @@ impl Pipeline {
             Input::Unsilence(id) => {
                 self.guards.unsilence(id);
             }
+            Input::ReleaseHold { label, value } => {
+                // What it held goes on at once, through the other guards.
+                if self.guards.release_hold(&label, &value) {
+                    self.advance(at, step, out);
+                }
+            }
         }
         Ok(())
     }
@@ -300,6 +313,12 @@ impl Pipeline {
                         on_resolve,
                     } => guards.resolved(&node, &fault, on_resolve, at),
                     Output::Stale { node, fault, stale } => guards.stale(&node, &fault, stale),
+                    Output::Hold {
+                        label,
+                        value,
+                        fault,
+                        hold,
+                    } => guards.hold(&label, &value, &fault, hold),
                     Output::Act(intent) => {
                         let when = intent.at;
                         guards.submit(intent, when, &known, out);

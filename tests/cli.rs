@@ -21,7 +21,7 @@ use common::copy_tree;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Outcomes an `action` decision may carry (contract section 4).
-const OUTCOMES: [&str; 9] = [
+const OUTCOMES: [&str; 11] = [
     "executed",
     "dry_run",
     "failed",
@@ -31,6 +31,8 @@ const OUTCOMES: [&str; 9] = [
     "silenced",
     "awaiting_approval",
     "rejected",
+    "attempts_exhausted",
+    "held_common_cause",
 ];
 
 // ---------------------------------------------------------------------------
@@ -1146,4 +1148,115 @@ fn nested_levels_hold_each_repair_at_the_level_it_does_not_fit() {
         .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
         .collect();
     assert_eq!(got, want, "{}", out.stdout);
+}
+
+/// Contract 9: common cause. Power lost on 12 of the 40 nodes of one rack
+/// gives one rack fault (a domain fault), its ticket, and holds the per-node
+/// cordons from the third node on; the same count spread over 12 racks is
+/// 12 node repairs. The `[[correlate]]` block here is what the shipped rule
+/// hardware/rack_power.rhai says, so that rule is left out.
+#[test]
+fn a_rack_power_loss_is_one_common_cause_and_twelve_racks_are_twelve_repairs() {
+    let dir = TempDir::new().unwrap();
+    let rules = dir.path().join("rules");
+    copy_tree(&repo().join("rules"), &rules);
+    fs::remove_file(rules.join("hardware/rack_power.rhai")).unwrap();
+    fs::remove_file(rules.join("hardware/rack_power.test.yaml")).unwrap();
+    let config = dir.path().join("remedy.toml");
+    fs::write(
+        &config,
+        "rules = \"rules\"\n[guards]\nmax_unhealthy = \"50%\"\n\
+         [[correlate]]\nlabel = \"rack\"\nfaults = [\"power_failure\"]\nmin_nodes = 3\nwithin = \"5m\"\n\
+         fault = \"rack_power_event\"\nhold = true\n\
+         [faults.power_failure]\nactions = [\"cordon\"]\non_resolve = [\"uncordon\"]\n\
+         [faults.rack_power_event]\nactions = [\"ticket\"]\n",
+    )
+    .unwrap();
+    let replay = |rack_of: &dyn Fn(usize) -> usize| {
+        let mut input = String::new();
+        for n in 0..480 {
+            input += &format!(
+                "{{\"node\":\"n{n}\",\"kind\":\"hardware\",\"type\":\"node.heartbeat\",\"ts\":\"2026-11-24T00:00:00Z\",\
+                 \"labels\":{{\"cluster\":\"c1\",\"rack\":\"r{}\"}}}}\n",
+                n % 12
+            );
+        }
+        for i in 0..12 {
+            let n = rack_of(i);
+            input += &format!(
+                "{{\"node\":\"n{n}\",\"kind\":\"hardware\",\"type\":\"power.lost\",\"ts\":\"2026-11-24T00:01:{:02}Z\",\
+                 \"labels\":{{\"cluster\":\"c1\",\"rack\":\"r{}\"}}}}\n",
+                i * 5,
+                n % 12
+            );
+        }
+        let out = run_with_stdin(
+            remedy()
+                .args(["replay", "-", "--quiet", "--config"])
+                .arg(&config),
+            input.as_bytes(),
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        decisions(&out)
+    };
+    // Twelve nodes of rack r0: n0, n12, n24, ...
+    let one_rack = replay(&|i| i * 12);
+    let rack_faults: Vec<&Value> = one_rack
+        .iter()
+        .filter(|d| d["fault"] == "rack_power_event")
+        .collect();
+    assert_eq!(
+        rack_faults.len(),
+        2,
+        "opened and its ticket: {rack_faults:#?}"
+    );
+    assert_eq!(rack_faults[0]["event"], "fault_opened");
+    assert_eq!(rack_faults[0]["domain"], json!({"rack": "r0"}));
+    assert_eq!(rack_faults[0]["node"], "rack=r0");
+    assert_eq!(
+        rack_faults[0]["reason"],
+        "3 of 40 known nodes in rack r0 with power_failure within 5m: one common cause"
+    );
+    assert_eq!(
+        (
+            rack_faults[1]["action"].as_str(),
+            rack_faults[1]["outcome"].as_str()
+        ),
+        (Some("ticket"), Some("dry_run"))
+    );
+    let cordons: Vec<(String, String)> = one_rack
+        .iter()
+        .filter(|d| d["action"] == "cordon")
+        .map(|d| {
+            (
+                d["node"].as_str().unwrap().to_string(),
+                d["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut want = vec![
+        ("n0".to_string(), "dry_run".to_string()),
+        ("n12".into(), "dry_run".into()),
+    ];
+    want.extend((2..12).map(|i| (format!("n{}", i * 12), "held_common_cause".to_string())));
+    assert_eq!(cordons, want, "the first two went before the cause showed");
+    let held = one_rack
+        .iter()
+        .find(|d| d["outcome"] == "held_common_cause")
+        .unwrap();
+    assert!(
+        held["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("rack r0: common cause rack_power_event is open"),
+        "{held}"
+    );
+    // Twelve racks, one node each: no common cause, twelve repairs.
+    let spread = replay(&|i| i);
+    assert!(!spread.iter().any(|d| d["fault"] == "rack_power_event"));
+    let passed = spread
+        .iter()
+        .filter(|d| d["action"] == "cordon" && d["outcome"] == "dry_run")
+        .count();
+    assert_eq!(passed, 12);
 }

@@ -1668,3 +1668,61 @@ fn a_journal_that_takes_no_write_is_not_ready() {
     let open = s.json("/v1/faults?state=open");
     assert_eq!(open.as_array().unwrap().len(), 2, "{open}");
 }
+
+/// Contract 9: an open common cause holds its domain's repairs, across a
+/// restart, until an operator releases it over the API.
+#[test]
+fn an_operator_releases_a_common_cause_hold_over_the_api() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        "[guards]\nmax_unhealthy = \"none\"\n\
+         [[correlate]]\nlabel = \"switch\"\nfaults = [\"*\"]\nmin_nodes = 3\nwithin = \"5m\"\n\
+         fault = \"switch_down\"\n\
+         [faults.switch_down]\nactions = [\"ticket\"]\n",
+    )
+    .unwrap();
+    let args = ["--config", "remedy.toml"];
+    let ue = |n: usize| {
+        format!(
+            r#"{{"node":"n{n}","kind":"hardware","type":"memory.ecc.uncorrectable","labels":{{"cluster":"c1","switch":"tor-7"}}}}"#
+        )
+    };
+    let mut s = Remedy::start_with(dir.path(), &[], &args);
+    for n in 0..4 {
+        assert_eq!(s.request("POST", "/v1/signals", &ue(n), None).0, 202);
+    }
+    let holds = s.json("/v1/holds");
+    assert_eq!(holds[0]["label"], "switch");
+    assert_eq!(holds[0]["value"], "tor-7");
+    assert_eq!(holds[0]["fault"], "switch_down");
+    s.kill_9();
+    let s = Remedy::start_with(dir.path(), &[], &args);
+    assert_eq!(
+        s.json("/v1/holds").as_array().unwrap().len(),
+        1,
+        "held across a restart"
+    );
+    let outcome = |s: &Remedy, node: &str| {
+        s.decisions()
+            .iter()
+            .rev()
+            .find(|d| d["node"] == node && d["action"] == "cordon")
+            .map(|d| d["outcome"].as_str().unwrap().to_string())
+    };
+    assert_eq!(outcome(&s, "n3").as_deref(), Some("held_common_cause"));
+    let (status, body) = s.request("POST", "/v1/holds/switch/tor-7/release", "", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        outcome(&s, "n3").as_deref(),
+        Some("dry_run"),
+        "released at once"
+    );
+    assert!(s.json("/v1/holds").as_array().unwrap().is_empty());
+    let (status, body) = s.request("POST", "/v1/holds/switch/tor-7/release", "", None);
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("no common cause holds switch tor-7"),
+        "{body}"
+    );
+}

@@ -332,6 +332,8 @@ pub struct Guards {
     outbox: Vec<Job>,
     /// Jobs that failed transiently, waiting for their `retry_at`.
     retrying: Vec<Job>,
+    /// Domains with an open common cause: (label, value) -> its fault.
+    holds: BTreeMap<(String, String), String>,
     /// (node, fault) of condition faults whose evidence is stale: their
     /// held-back disruptive actions wait until it is asserted again.
     stale: FxHashSet<(String, String)>,
@@ -395,6 +397,7 @@ impl Guards {
             running: BTreeMap::new(),
             outbox: Vec::new(),
             stale: FxHashSet::default(),
+            holds: BTreeMap::new(),
             retrying: Vec::new(),
         }
     }
@@ -605,8 +608,12 @@ impl Guards {
     pub fn restore(&mut self, intent: Intent, last: Outcome, now: Timestamp) {
         match last {
             Outcome::Executed | Outcome::DryRun => self.passed(&intent, now),
-            Outcome::BudgetExhausted | Outcome::RateLimited | Outcome::CircuitOpen => {
-                let wake = (last != Outcome::BudgetExhausted).then_some(now);
+            Outcome::BudgetExhausted
+            | Outcome::RateLimited
+            | Outcome::CircuitOpen
+            | Outcome::HeldCommonCause => {
+                let wake =
+                    matches!(last, Outcome::RateLimited | Outcome::CircuitOpen).then_some(now);
                 self.wake_at(wake);
                 self.released = true;
                 // Judged again at once; it counts as waiting where it is held then.
@@ -851,10 +858,13 @@ impl Guards {
         let retry = previously.is_some();
         let mut counted = None;
         let refusal = self
-            .check_budget(&request, now, sizes, retry)
-            .map(|(refusal, domain)| {
-                counted = Some(domain);
-                refusal
+            .check_hold(&request)
+            .or_else(|| {
+                self.check_budget(&request, now, sizes, retry)
+                    .map(|(refusal, domain)| {
+                        counted = Some(domain);
+                        refusal
+                    })
             })
             .or_else(|| self.check_rates(&request))
             .or_else(|| self.check_breaker(&request, now));
@@ -939,6 +949,53 @@ impl Guards {
         self.breakers
             .entry(action.to_string())
             .or_insert_with(|| Breaker::new(config))
+    }
+
+    /// A common cause open in one of the node's domains holds its
+    /// disruptive repairs (`[[correlate]] hold`).
+    fn check_hold(&self, r: &Intent) -> Option<Refusal> {
+        if self.holds.is_empty() || r.trigger != Trigger::Remedy || !self.kind(&r.action).disruptive
+        {
+            return None;
+        }
+        let ((label, value), fault) = self
+            .holds
+            .iter()
+            .find(|((label, value), _)| r.label(label) == Some(value.as_str()))?;
+        let reason = format!(
+            "{label} {value}: common cause {fault} is open; held until it resolves or an operator \
+             releases it (POST /v1/holds/{label}/{value}/release)"
+        );
+        Some((Outcome::HeldCommonCause, reason, None))
+    }
+
+    /// A common cause opened (`hold`) or resolved in `label = value`.
+    pub fn hold(&mut self, label: &str, value: &str, fault: &str, hold: bool) {
+        let key = (label.to_string(), value.to_string());
+        if hold {
+            self.holds.insert(key, fault.to_string());
+        } else if self.holds.remove(&key).is_some() {
+            self.released = true;
+        }
+    }
+
+    /// An operator releases the hold on `label = value`: its held repairs
+    /// go on through the other guards. False if there is none.
+    pub fn release_hold(&mut self, label: &str, value: &str) -> bool {
+        let found = self
+            .holds
+            .remove(&(label.to_string(), value.to_string()))
+            .is_some();
+        self.released |= found;
+        found
+    }
+
+    /// The holds in force: (label, value, common cause).
+    pub fn holds(&self) -> Vec<(String, String, String)> {
+        self.holds
+            .iter()
+            .map(|((l, v), f)| (l.clone(), v.clone(), f.clone()))
+            .collect()
     }
 
     /// Every level's budget for a disruptive repair of a node not yet
@@ -2012,7 +2069,7 @@ mod properties {
             let mut out = Vec::new();
             let mut seen = std::collections::BTreeSet::new();
             let mut passed: Vec<(Timestamp, String)> = Vec::new();
-            let mut collect = |out: &mut Vec<Decision>, passed: &mut Vec<(Timestamp, String)>| {
+            let collect = |out: &mut Vec<Decision>, passed: &mut Vec<(Timestamp, String)>| {
                 for d in out.drain(..) {
                     if d.outcome == Some(Outcome::DryRun) {
                         let node: u8 = d.node[1..].parse().unwrap();

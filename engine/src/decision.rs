@@ -90,6 +90,9 @@ pub enum Outcome {
     /// The fault came back more often than `max_attempts` allows: a person
     /// takes over (the policy's `then` actions) instead of another cycle.
     AttemptsExhausted,
+    /// A common cause (`[[correlate]]`) is open in the node's domain: the
+    /// per-node repair waits until it resolves or an operator releases it.
+    HeldCommonCause,
 }
 
 impl Outcome {
@@ -106,6 +109,7 @@ impl Outcome {
             Outcome::AwaitingApproval => "awaiting_approval",
             Outcome::Rejected => "rejected",
             Outcome::AttemptsExhausted => "attempts_exhausted",
+            Outcome::HeldCommonCause => "held_common_cause",
         }
     }
 }
@@ -148,6 +152,10 @@ pub struct Decision {
     /// A `failed` action that will be tried again: when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<Timestamp>,
+    /// A domain fault (`[[correlate]]`): the failure domain it is about,
+    /// e.g. `{"rack": "r12"}`; `node` is then the domain's key (`rack=r12`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl Decision {
@@ -189,6 +197,7 @@ impl Decision {
             flapping: false,
             detail: None,
             retry_at: None,
+            domain: None,
         }
     }
 
@@ -207,6 +216,7 @@ impl Decision {
             flapping: false,
             detail: None,
             retry_at: None,
+            domain: None,
         }
     }
 
@@ -232,6 +242,7 @@ impl Decision {
             flapping: false,
             detail: None,
             retry_at: None,
+            domain: None,
         }
     }
 

@@ -750,6 +750,33 @@ impl Fleet {
             .count()
     }
 
+    /// Every open fault of every node: (node, fault class, opened at).
+    pub fn for_each_open(&self, mut f: impl FnMut(NodeId, Sym, Timestamp)) {
+        for (&fault, nodes) in &self.open_by_fault {
+            for &node in nodes {
+                if let Some(open) = self.open_fault(node, fault) {
+                    f(node, fault, open.opened_at);
+                }
+            }
+        }
+    }
+
+    /// Whether the node carries `label = value`.
+    pub fn has_label(&self, node: NodeId, label: Sym, value: Sym) -> bool {
+        self.states[node.0 as usize]
+            .labels
+            .contains(&(label, value))
+    }
+
+    /// The value of `label` on the node, if it carries it.
+    pub fn label_of(&self, node: NodeId, label: Sym) -> Option<Sym> {
+        self.states[node.0 as usize]
+            .labels
+            .iter()
+            .find(|(k, _)| *k == label)
+            .map(|&(_, v)| v)
+    }
+
     /// The open fault of this class on this node.
     pub fn open_fault(&self, node: NodeId, fault: Sym) -> Option<&OpenFault> {
         self.states[node.0 as usize]

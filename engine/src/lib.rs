@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod correlate;
 pub mod decision;
 pub mod fleet;
 pub mod identity;
@@ -20,6 +21,7 @@ pub mod signal;
 pub mod time;
 
 pub use backoff::Backoff;
+pub use correlate::Correlation;
 pub use decision::{Decision, Event, Intent, Outcome, Severity, Trigger};
 pub use lifecycle::{Engine, Options, Output, Step};
 pub use lookahead::Lookahead;

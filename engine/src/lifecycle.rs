@@ -53,6 +53,8 @@ pub struct Options {
     /// A node with no open fault and no signal for this long is forgotten
     /// (`[limits] forget_after`); `None`: never.
     pub forget_after: Option<Duration>,
+    /// `[[correlate]]`: common causes named once instead of N node repairs.
+    pub correlations: Vec<crate::correlate::Correlation>,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
             alias_labels: Vec::new(),
             service_clock: false,
             forget_after: Some(Duration::from_secs(7 * 24 * 3600)),
+            correlations: Vec::new(),
         }
     }
 }
@@ -99,6 +102,19 @@ pub enum Output {
         fault: String,
         /// How many `on_resolve` actions follow.
         on_resolve: usize,
+    },
+    /// A common cause (`[[correlate]]` with `hold`) opened (`hold`) or
+    /// resolved in the domain `label = value`: per-node disruptive actions
+    /// there wait, or may go.
+    Hold {
+        /// The label.
+        label: String,
+        /// Its value.
+        value: String,
+        /// The domain fault's class.
+        fault: String,
+        /// Opened (or resolved).
+        hold: bool,
     },
 }
 
@@ -247,6 +263,8 @@ pub struct Engine {
     verifies: BinaryHeap<Reverse<(Timestamp, NodeId, Sym, Timestamp)>>,
     /// Open faults past `max_attempts`: with a person, nothing to verify.
     handed_over: FxHashSet<(NodeId, Sym)>,
+    /// `[[correlate]]`.
+    correlator: crate::correlate::Correlator,
 }
 
 impl Engine {
@@ -292,6 +310,7 @@ impl Engine {
             acted: FxHashMap::default(),
             verifies: BinaryHeap::new(),
             handed_over: FxHashSet::default(),
+            correlator: crate::correlate::Correlator::new(options.correlations.clone()),
         }
     }
 
@@ -914,6 +933,8 @@ impl Engine {
         );
         opened.flapping = flapping;
         step.out.push(Output::Decision(opened));
+        // A common cause shows before this node's own repair is asked for.
+        self.correlate_opened(node, fault, &answer.fault, at, false, step);
         let actions = answer.actions.as_deref().unwrap_or(&policy.actions);
         if let Some((limit, seen)) = self.attempt(node, fault, at, &policy) {
             // Past max_attempts: a person takes over, no further cycle.
@@ -1064,6 +1085,7 @@ impl Engine {
                 fault: name.clone(),
                 on_resolve: policy.on_resolve.len(),
             });
+            self.correlate_closed(node, fault, at, step);
             match policy.healthy_delay.filter(|d| d.0 > 0) {
                 Some(delay) if !policy.on_resolve.is_empty() => {
                     // Put back in service only once it stayed healthy.
@@ -1081,6 +1103,167 @@ impl Engine {
                     self.recover(node, &name, closed.opened_at, at, why, step);
                 }
             }
+        }
+    }
+
+    /// A node fault opened: counted for `[[correlate]]`, and a domain
+    /// fault opens where they concentrate.
+    fn correlate_opened(
+        &mut self,
+        node: NodeId,
+        fault: Sym,
+        name: &str,
+        at: Timestamp,
+        restored: bool,
+        step: &mut Step,
+    ) {
+        if self.correlator.rules.is_empty() {
+            return;
+        }
+        let verdicts = {
+            let w = self.world.borrow();
+            let f = &w.fleet;
+            if f.is_domain(node) {
+                return;
+            }
+            let value_of = |label: &str| {
+                let label = f.symbols.get(label)?;
+                f.label_of(node, label)
+                    .map(|v| f.symbols.name(v).to_string())
+            };
+            self.correlator.opened(
+                (node, fault),
+                name,
+                at,
+                value_of,
+                |l, v| f.known_in(l, v),
+                restored,
+            )
+        };
+        for v in verdicts {
+            if let crate::correlate::Verdict::Open { rule, value, nodes } = v {
+                self.open_incident(rule, &value, nodes, at, step);
+            }
+        }
+    }
+
+    /// The domain fault of `[[correlate]]` block `rule` opens for `value`.
+    fn open_incident(
+        &mut self,
+        rule: usize,
+        value: &str,
+        nodes: usize,
+        at: Timestamp,
+        step: &mut Step,
+    ) {
+        let c = self.correlator.rules[rule].clone();
+        let (key, domain) = c.domain(value);
+        let (entry, sym, known) = {
+            let mut w = self.world.borrow_mut();
+            let fleet = &mut w.fleet;
+            let known = fleet.known_in(&c.label, value);
+            let mut labels = crate::signal::Labels::default();
+            labels.insert(c.label.clone(), value.to_string());
+            let entry = fleet.touch_domain(&key, &labels, at);
+            let sym = fleet.symbols.intern(&c.fault);
+            if fleet.open_fault(entry, sym).is_some() {
+                return;
+            }
+            fleet.open(
+                entry,
+                OpenFault {
+                    fault: sym,
+                    severity: crate::decision::Severity::Critical,
+                    rule: usize::MAX,
+                    opened_at: at,
+                    types: SmallVec::new(),
+                    condition: None,
+                    series: SmallVec::new(),
+                },
+            );
+            (entry, sym, known)
+        };
+        let reason = format!(
+            "{nodes} of {known} known nodes in {} {value} with {} within {}: one common cause",
+            c.label,
+            c.faults.join("/"),
+            c.within
+        );
+        let mut opened = Decision::opened(
+            at,
+            &key,
+            &c.fault,
+            crate::decision::Severity::Critical,
+            &format!("correlate {}", c.label),
+            Some(reason.clone()),
+        );
+        opened.domain = Some(domain);
+        step.out.push(Output::Decision(opened));
+        if c.hold {
+            step.out.push(Output::Hold {
+                label: c.label.clone(),
+                value: value.to_string(),
+                fault: c.fault.clone(),
+                hold: true,
+            });
+        }
+        let policy = self.policies.get(&c.fault).clone();
+        for action in &policy.actions {
+            let mut intent = self.intent(entry, &c.fault, action, Trigger::Remedy, at, &policy);
+            intent.reason = Some(reason.clone());
+            step.out.push(Output::Act(intent));
+        }
+        self.schedule(entry, sym, at, 0, &policy);
+    }
+
+    /// A node fault closed: a domain fault whose counted faults are all
+    /// closed now resolves (and its hold lifts).
+    fn correlate_closed(&mut self, node: NodeId, fault: Sym, at: Timestamp, step: &mut Step) {
+        if self.correlator.rules.is_empty() {
+            return;
+        }
+        for v in self.correlator.closed(node, fault) {
+            let crate::correlate::Verdict::Resolve { rule, value } = v else {
+                continue;
+            };
+            let c = self.correlator.rules[rule].clone();
+            let (key, domain) = c.domain(&value);
+            let closed = {
+                let mut w = self.world.borrow_mut();
+                let fleet = &mut w.fleet;
+                let sym = fleet.symbols.intern(&c.fault);
+                fleet
+                    .find_node(&key)
+                    .and_then(|entry| fleet.close(entry, sym).map(|f| (entry, sym, f)))
+            };
+            if c.hold {
+                step.out.push(Output::Hold {
+                    label: c.label.clone(),
+                    value: value.clone(),
+                    fault: c.fault.clone(),
+                    hold: false,
+                });
+            }
+            let Some((entry, sym, closed)) = closed else {
+                continue;
+            };
+            self.rungs.remove(&(entry, sym));
+            self.acted.remove(&(entry, sym));
+            let mut resolved = Decision::resolved(at, &key, &c.fault);
+            resolved.domain = Some(domain);
+            step.out.push(Output::Decision(resolved));
+            let policy = self.policies.get(&c.fault).clone();
+            step.out.push(Output::Released {
+                node: key.clone(),
+                fault: c.fault.clone(),
+                on_resolve: policy.on_resolve.len(),
+            });
+            let why = format!(
+                "no {} open in {} {value} any more",
+                c.faults.join("/"),
+                c.label
+            );
+            self.recover(entry, &c.fault, closed.opened_at, at, why, step);
         }
     }
 
@@ -1306,6 +1489,7 @@ impl Engine {
             );
             (node_id, fault_sym)
         };
+        self.restore_correlation(node_id, fault_sym, fault, opened_at);
         let policy = self.policies.get(fault).clone();
         let next = policy
             .escalate
@@ -1313,6 +1497,35 @@ impl Engine {
             .take_while(|rung| rung.actions.iter().all(|a| done.contains(a)))
             .count();
         self.schedule(node_id, fault_sym, opened_at, next, &policy);
+    }
+
+    /// A fault put back at a restart: a node fault counts for `[[correlate]]`
+    /// again; a domain fault of a block is its open incident.
+    fn restore_correlation(&mut self, node: NodeId, fault: Sym, name: &str, at: Timestamp) {
+        if self.correlator.rules.is_empty() {
+            return;
+        }
+        let entry = self.with_fleet(|f| f.is_domain(node).then(|| f.node_name(node).to_string()));
+        match entry {
+            Some(key) => {
+                let found = self.correlator.rules.iter().enumerate().find_map(|(i, c)| {
+                    let value = key.strip_prefix(&format!("{}=", c.label))?;
+                    (c.fault == name).then(|| (i, value.to_string()))
+                });
+                if let Some((i, value)) = found {
+                    self.correlator.restore_incident(i, &value);
+                }
+            }
+            None => {
+                let mut step = Step::default();
+                self.correlate_opened(node, fault, name, at, true, &mut step);
+            }
+        }
+    }
+
+    /// The `[[correlate]]` blocks.
+    pub fn correlations(&self) -> &[crate::correlate::Correlation] {
+        &self.correlator.rules
     }
 
     /// Faults being asserted but still waiting out their `for`.
@@ -1368,7 +1581,7 @@ mod tests {
             .filter_map(|o| match o {
                 Output::Decision(d) => Some((d.event, d.fault.clone(), None)),
                 Output::Act(i) => Some((Event::Action, i.fault.clone(), Some(i.action.clone()))),
-                Output::Released { .. } | Output::Stale { .. } => None,
+                Output::Released { .. } | Output::Stale { .. } | Output::Hold { .. } => None,
             })
             .collect()
     }

@@ -44,6 +44,11 @@ pub(super) enum Command {
     Awaiting(oneshot::Sender<Vec<(u64, Intent)>>),
     /// Approve (true) or reject (false) one; answers whether it was waiting.
     Decide(u64, bool, oneshot::Sender<Result<bool, String>>),
+    /// The holds of open common causes: (label, value, fault).
+    Holds(oneshot::Sender<Vec<(String, String, String)>>),
+    /// An operator releases the hold on (label, value); answers whether
+    /// there was one.
+    ReleaseHold(String, String, oneshot::Sender<Result<bool, String>>),
     /// An executor finished a job: a summary of its response, or why it failed.
     Finished {
         id: String,
@@ -119,6 +124,13 @@ pub(super) fn recover(
         pipeline
             .engine
             .restore_node(&f.node, &known, f.opened_at, node.domain);
+        // An open common cause holds its domain again.
+        for c in pipeline.engine.correlations().to_vec() {
+            let value = f.node.strip_prefix(&format!("{}=", c.label));
+            if let (Some(value), true, true) = (value, node.domain, c.hold && c.fault == f.fault) {
+                pipeline.guards.hold(&c.label, value, &c.fault, true);
+            }
+        }
         let types: Vec<String> = f.signal_type.iter().cloned().collect();
         let states = journal.action_states(&f.node, &f.fault, f.opened_at)?;
         let done: Vec<String> = states.iter().map(|(action, ..)| action.clone()).collect();
@@ -328,6 +340,29 @@ impl Decider {
                         .awaiting()
                         .map(|(id, i)| (id, i.clone()));
                     let _ = reply.send(list.collect());
+                }
+                Command::Holds(reply) => {
+                    let _ = reply.send(self.pipeline.guards.holds());
+                }
+                Command::ReleaseHold(label, value, reply) => {
+                    let held = self.pipeline.guards.holds();
+                    if !held.iter().any(|(l, v, _)| *l == label && *v == value) {
+                        let _ = reply.send(Ok(false));
+                        continue;
+                    }
+                    self.out.clear();
+                    let at = now();
+                    let input = Input::ReleaseHold { label, value };
+                    self.pending.inputs.push((at, input.clone()));
+                    // Infallible for this input: it carries no signal to decode.
+                    let _ = self
+                        .pipeline
+                        .apply(input, at, &mut self.step, &mut self.out);
+                    self.metrics.counted(&self.out);
+                    self.pending
+                        .entries
+                        .extend(self.out.drain(..).map(|d| (d, None)));
+                    let _ = reply.send(self.journal().map(|()| true).map_err(|e| e.to_string()));
                 }
                 Command::Decide(id, approve, reply) => {
                     let found = self.approve(id, approve);

@@ -35,6 +35,8 @@ pub(super) fn router(
         .route("/approvals", get(approvals))
         .route("/approvals/{id}/approve", post(approve))
         .route("/approvals/{id}/reject", post(reject))
+        .route("/holds", get(holds))
+        .route("/holds/{label}/{value}/release", post(release_hold))
         .with_state(shared.clone())
         .merge(sources)
         .layer(middleware::from_fn_with_state(shared.clone(), auth));
@@ -261,6 +263,41 @@ async fn approvals(State(s): State<AppState>) -> Response {
                 .collect::<Vec<_>>(),
         )
         .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The holds of open common causes (`[[correlate]] hold`).
+async fn holds(State(s): State<AppState>) -> Response {
+    match ask(&s, Command::Holds).await {
+        Ok(list) => Json(
+            list.into_iter()
+                .map(|(label, value, fault)| {
+                    json!({ "label": label, "value": value, "fault": fault,
+                            "release": format!("POST /v1/holds/{label}/{value}/release") })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// An operator releases a hold: the repairs it held go on through the other guards.
+async fn release_hold(
+    State(s): State<AppState>,
+    axum::extract::Path((label, value)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let (l, v) = (label.clone(), value.clone());
+    match ask(&s, |r| Command::ReleaseHold(l, v, r)).await {
+        Ok(Ok(true)) => {
+            Json(json!({ "label": label, "value": value, "released": true })).into_response()
+        }
+        Ok(Ok(false)) => error(
+            StatusCode::NOT_FOUND,
+            format!("no common cause holds {label} {value}"),
+        ),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(r) => r,
     }
 }
