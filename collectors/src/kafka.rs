@@ -101,6 +101,14 @@ pub struct Config {
     /// booleans. Values of secret settings never appear in logs or errors.
     #[serde(default, deserialize_with = "remedy_kafka::options")]
     pub options: BTreeMap<String, String>,
+    /// How long a signal waits for the other partitions to reach its event
+    /// time before it goes to the rules anyway (contract 9). Default "5s".
+    #[serde(default = "default_max_lateness")]
+    pub max_lateness: remedy_engine::Duration,
+}
+
+fn default_max_lateness() -> remedy_engine::Duration {
+    remedy_engine::Duration::from_secs(5)
 }
 
 fn default_group() -> String {
@@ -270,6 +278,14 @@ impl Batch {
             .collect();
         out.sort();
         out
+    }
+
+    /// Per partition read: (topic, partition, generation, last offset read).
+    pub fn read(&self) -> Vec<(String, i32, u64, i64)> {
+        self.marks
+            .iter()
+            .map(|m| (m.topic.clone(), m.partition, m.generation, m.next - 1))
+            .collect()
     }
 
     /// Notes that `offset` of a partition was read under `generation`.
@@ -548,6 +564,8 @@ pub struct Source {
     unconfirmed: Vec<DeadLetter>,
     /// What a signal may carry; past it, it is dead-lettered.
     limits: crate::intake::Limits,
+    /// `[kafka] max_lateness`.
+    max_lateness: remedy_engine::Duration,
 }
 
 impl fmt::Debug for Source {
@@ -657,6 +675,7 @@ impl Source {
             carry: Batch::default(),
             unconfirmed: Vec::new(),
             limits: crate::intake::Limits::default(),
+            max_lateness: config.max_lateness,
         })
     }
 
@@ -796,18 +815,37 @@ impl Source {
     /// [`Source::status`]; the next commit (or librdkafka's auto-commit of
     /// the stored offsets) makes up for it.
     pub fn commit(&mut self, batch: &Batch) -> Result<(), KafkaError> {
+        let marks: Vec<(String, i32, u64, i64)> = batch
+            .marks
+            .iter()
+            .map(|m| (m.topic.clone(), m.partition, m.generation, m.next))
+            .collect();
+        self.commit_to(&marks)
+    }
+
+    /// The partitions assigned now, each with the generation it was assigned in.
+    pub fn assigned(&self) -> Vec<((String, i32), u64)> {
+        let a = lock(&self.consumer.context().assignment);
+        let mut out: Vec<_> = a.partitions.iter().map(|(k, g)| (k.clone(), *g)).collect();
+        out.sort();
+        out
+    }
+
+    /// Like [`Source::commit`], for `(topic, partition, generation, next
+    /// offset)`: what the event-time reorder says is safe to commit.
+    pub fn commit_to(&mut self, marks: &[(String, i32, u64, i64)]) -> Result<(), KafkaError> {
         let context = self.consumer.context().clone();
         let assignment = lock(&context.assignment);
         let mut tpl = TopicPartitionList::new();
-        for m in &batch.marks {
-            let current = assignment.partitions.get(&(m.topic.clone(), m.partition));
-            if current == Some(&m.generation) {
-                tpl.add_partition_offset(&m.topic, m.partition, Offset::Offset(m.next))
+        for (topic, partition, generation, next) in marks {
+            let current = assignment.partitions.get(&(topic.clone(), *partition));
+            if current == Some(generation) {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
                     .map_err(|source| self.commit_error(source))?;
             } else {
                 tracing::info!(
-                    topic = %m.topic,
-                    partition = m.partition,
+                    topic = %topic,
+                    partition,
                     "kafka source: partition reassigned since the batch was read, not committed \
                      (its messages are redelivered to its owner)"
                 );
@@ -1027,6 +1065,9 @@ pub async fn run(
     const NAME: &str = "kafka";
     source.set_limits(intake.limits());
     let mut last_report = std::time::Instant::now();
+    // Signals of all partitions go to the rules in event-time order.
+    let mut reorder = crate::reorder::Reorder::new(source.max_lateness);
+    let mut committed: HashMap<(String, i32), (u64, i64)> = HashMap::new();
     loop {
         if *stop.borrow() {
             break;
@@ -1047,21 +1088,27 @@ pub async fn run(
         for r in &batch.dead_lettered {
             tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, "not a signal, dead-lettered: {}", r.reason);
         }
-        // Counted before the signals are taken out: a batch of valid signals
-        // only is empty afterwards, and it must be committed all the same.
-        let read = batch.len();
-        let signals: Vec<Signal> = batch
-            .signals
-            .drain(..)
-            .map(|mut r| {
-                // A signal without its own time takes the message's.
-                if r.signal.ts.is_none() {
-                    r.signal.ts = r.timestamp;
-                }
-                r.signal
-            })
-            .collect();
-        report.received(NAME, signals.len(), batch.dead_lettered.len());
+        let at = crate::intake::now();
+        reorder.assigned(&source.assigned(), at);
+        let read = batch.read();
+        let generation_of = |topic: &str, partition: i32| {
+            read.iter()
+                .find(|(t, p, ..)| t == topic && *p == partition)
+                .map_or(0, |m| m.2)
+        };
+        report.received(NAME, batch.signals.len(), batch.dead_lettered.len());
+        for mut r in batch.signals.drain(..) {
+            // A signal without its own time takes the message's.
+            if r.signal.ts.is_none() {
+                r.signal.ts = r.timestamp;
+            }
+            let generation = generation_of(&r.topic, r.partition);
+            reorder.push(r, generation, at);
+        }
+        for (topic, partition, generation, last) in &read {
+            reorder.read(&(topic.clone(), *partition), *generation, *last, at);
+        }
+        let signals: Vec<Signal> = reorder.release(at).into_iter().map(|r| r.signal).collect();
         if !signals.is_empty() {
             let paused = intake.is_full() && source.pause().is_ok();
             let delivered = intake.deliver(signals).await;
@@ -1071,8 +1118,7 @@ pub async fn run(
             match delivered {
                 Ok(_) => {}
                 // Not journaled: no commit. The decider keeps the decisions
-                // and writes them with its next write; the offsets of a later
-                // batch cover these.
+                // and writes them with its next write; a later commit covers these.
                 Err(IntakeError::NotJournaled(e)) => {
                     tracing::warn!("kafka: batch not journaled yet, offsets not committed: {e}");
                     continue;
@@ -1080,9 +1126,23 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        if read > 0 {
-            if let Err(e) = source.commit(&batch) {
-                tracing::warn!("kafka: commit failed (the messages will be redelivered): {e}");
+        // Up to the first signal still waiting in each partition, once what
+        // went before it is journaled; only what moved.
+        let commits: Vec<(String, i32, u64, i64)> = reorder
+            .commits()
+            .into_iter()
+            .filter(|(t, p, g, next)| committed.get(&(t.clone(), *p)) != Some(&(*g, *next)))
+            .collect();
+        if !commits.is_empty() {
+            match source.commit_to(&commits) {
+                Ok(()) => {
+                    for (t, p, g, next) in commits {
+                        committed.insert((t, p), (g, next));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("kafka: commit failed (the messages will be redelivered): {e}")
+                }
             }
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
@@ -1142,6 +1202,7 @@ mod tests {
             dead_letter: Some(DLQ.to_string()),
             decisions: None,
             options: BTreeMap::new(),
+            max_lateness: default_max_lateness(),
         }
     }
 

@@ -21,6 +21,7 @@ pub mod kafka;
 pub mod lines;
 pub mod presets;
 pub mod promql;
+pub mod reorder;
 pub mod scrape;
 
 pub use intake::{Batch, Intake, IntakeError, Limits, NoReport, Report, Reporter, SourceStatus};

@@ -448,6 +448,7 @@ impl Engine {
         let (node, r#type) = {
             let mut w = self.world.borrow_mut();
             w.now = ts;
+            w.clock = at;
             let fleet = &mut w.fleet;
             let node = if domain {
                 fleet.touch_domain(&signal.node, &signal.labels, at)

@@ -72,8 +72,13 @@ impl Default for Sandbox {
 pub struct World {
     /// Nodes, histories, open faults.
     pub fleet: Fleet,
-    /// Event time of the signal being classified.
+    /// Event time of the signal being classified (what `events_within`
+    /// counts back from: the history is kept in event time).
     pub now: Timestamp,
+    /// The lifecycle's clock at this signal (what faults are opened on:
+    /// the signal's time in replay, the service's clock in `run`), which
+    /// `nodes_within` counts back from.
+    pub clock: Timestamp,
     /// Output of `print`/`debug` from rules since it was last drained.
     pub prints: Vec<String>,
 }
@@ -422,7 +427,7 @@ fn sandboxed_engine(limits: &Sandbox, world: &Rc<RefCell<World>>) -> Rhai {
         "nodes_within",
         move |fault: &str, label: &str, value: &str, seconds: i64| -> i64 {
             let w = w.borrow();
-            w.fleet.nodes_within(fault, label, value, seconds, w.now) as i64
+            w.fleet.nodes_within(fault, label, value, seconds, w.clock) as i64
         },
     );
     // A missing label is `()`: asking about it is simply zero nodes.
