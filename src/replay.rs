@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use remedy_collectors::JsonLines;
-use remedy_engine::{Decision, Event, Lookahead, Step, Timestamp};
+use remedy_engine::{Decision, Event, Lookahead, Outcome, Step, Timestamp};
 
 use crate::pipeline::Pipeline;
 
@@ -39,6 +39,140 @@ pub struct Summary {
     pub still_held: usize,
     /// Wall time taken.
     pub elapsed: std::time::Duration,
+    /// What a run must never do, checked as it went.
+    pub invariants: Invariants,
+}
+
+/// The safety invariants of a replay (contract 9): how far each level got
+/// out of service, repairs repeated, actions a silence should have held,
+/// and how long repairs took.
+#[derive(Debug, Default)]
+pub struct Invariants {
+    /// Per level (its label, or `fleet`): (most nodes out at once, in which
+    /// domain, its max_unhealthy).
+    pub peak: BTreeMap<String, (usize, String, Option<remedy_actions::Budget>)>,
+    /// Nodes that got the same disruptive action twice while one fault
+    /// stayed open.
+    pub acted_twice: std::collections::BTreeSet<String>,
+    /// Actions that passed where a silence was in force.
+    pub after_silence: u64,
+    /// Per repaired occurrence: milliseconds from fault_opened to fault_resolved.
+    repairs: Vec<i64>,
+    /// (node, fault) -> when it opened.
+    open: std::collections::HashMap<(String, String), Timestamp>,
+    /// (node, fault, action) -> passes during the occurrence.
+    passes: std::collections::HashMap<(String, String, String), u32>,
+}
+
+impl Invariants {
+    /// Notes what `decisions` did, with the guards as they are now.
+    pub fn observe(&mut self, decisions: &[Decision], pipeline: &Pipeline) {
+        let mut passed = false;
+        for d in decisions {
+            match d.event {
+                Event::FaultOpened => {
+                    self.open.insert((d.node.clone(), d.fault.clone()), d.ts);
+                }
+                Event::FaultResolved => {
+                    let key = (d.node.clone(), d.fault.clone());
+                    if let Some(opened) = self.open.remove(&key) {
+                        self.repairs.push(d.ts.0 - opened.0);
+                    }
+                    self.passes
+                        .retain(|(n, f, _), _| !(*n == key.0 && *f == key.1));
+                }
+                Event::Action => {
+                    let (Some(action), Some(Outcome::DryRun | Outcome::Executed)) =
+                        (&d.action, d.outcome)
+                    else {
+                        continue;
+                    };
+                    passed = true;
+                    let guards = &pipeline.guards;
+                    if guards.is_disruptive(action) {
+                        let key = (d.node.clone(), d.fault.clone(), action.clone());
+                        let n = self.passes.entry(key).or_default();
+                        *n += 1;
+                        if *n > 1 {
+                            self.acted_twice.insert(d.node.clone());
+                        }
+                    }
+                    if !guards.silences().is_empty() {
+                        let labels = pipeline
+                            .engine
+                            .with_fleet(|f| f.labels_named(&d.node))
+                            .unwrap_or_default();
+                        if guards
+                            .silences()
+                            .iter()
+                            .any(|s| s.matches(&d.node, &d.fault, &labels, d.ts))
+                        {
+                            self.after_silence += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if passed {
+            let budgets: BTreeMap<String, Option<remedy_actions::Budget>> =
+                pipeline.guards.levels().into_iter().collect();
+            for (level, domain, n) in pipeline.guards.domains() {
+                let peak = self
+                    .peak
+                    .entry(level.clone())
+                    .or_insert_with(|| (0, String::new(), budgets.get(&level).copied().flatten()));
+                if n > peak.0 {
+                    peak.0 = n;
+                    peak.1 = domain;
+                }
+            }
+        }
+    }
+
+    /// `p` (0-1) of the repair times, if there were any.
+    pub fn repair_time(&self, p: f64) -> Option<remedy_engine::Duration> {
+        let mut t = self.repairs.clone();
+        if t.is_empty() {
+            return None;
+        }
+        t.sort_unstable();
+        let i = ((t.len() as f64 * p).ceil() as usize).clamp(1, t.len()) - 1;
+        // Whole seconds: what a person reads.
+        Some(remedy_engine::Duration((t[i] + 500) / 1000 * 1000))
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        if !self.peak.is_empty() {
+            let levels: Vec<String> = self
+                .peak
+                .iter()
+                .map(|(level, (n, domain, budget))| {
+                    let budget = budget
+                        .map_or_else(|| "no budget".to_string(), |b| format!("max_unhealthy {b}"));
+                    if level == "fleet" {
+                        format!("fleet {n} ({budget})")
+                    } else {
+                        format!("{level} {n} in {domain} ({budget})")
+                    }
+                })
+                .collect();
+            out.push_str(&format!("peak out of service: {}\n", levels.join(", ")));
+        }
+        out.push_str(&format!(
+            "nodes acted on twice: {}; actions where a silence was in force: {}\n",
+            self.acted_twice.len(),
+            self.after_silence
+        ));
+        if let (Some(p50), Some(p99)) = (self.repair_time(0.5), self.repair_time(0.99)) {
+            out.push_str(&format!(
+                "time to repair: p50 {p50}, p99 {p99} ({} repaired)\n",
+                self.repairs.len()
+            ));
+        }
+        out
+    }
 }
 
 impl Summary {
@@ -108,6 +242,7 @@ impl Summary {
                 self.held_open
             ));
         }
+        out.push_str(&self.invariants.render());
         out
     }
 }
@@ -215,6 +350,9 @@ pub fn replay<R: BufRead>(
         pipeline.on_signal(signal, clock, &mut step, &mut decisions);
         summary.held_open += step.held_open as u64;
         summary.count(&decisions);
+        if !decisions.is_empty() {
+            summary.invariants.observe(&decisions, pipeline);
+        }
         if step.duplicate {
             summary.duplicates += 1;
             continue;

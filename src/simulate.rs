@@ -34,6 +34,21 @@ pub enum Scenario {
     /// opens every fault but holds almost every restart back (budget), and
     /// forgets them when the alerts clear.
     AlertStorm,
+    /// One rack's top-of-rack switch fails 15 minutes in: every node behind
+    /// it (label `switch`) turns `KubeNodeUnreachable` within a minute, and
+    /// is back 20 minutes later. A correct policy names one switch fault
+    /// (`[[correlate]] label = "switch"`) and holds the node repairs.
+    TorSwitchPartition,
+    /// A new kernel (label `kernel_version`) rolls out over cluster c000, 5%
+    /// every two minutes, and two in three upgraded nodes hit `KernelOops`.
+    /// A correct policy names the kernel once (`[[correlate]] label =
+    /// "kernel_version"`) instead of rebooting the cluster.
+    BadKernelRollout,
+    /// A broken detector release (label `detector`) flags `KernelDeadlock`
+    /// on 20% of the fleet, on and off every 3 minutes, for the whole run.
+    /// A correct policy holds the flapping faults open and names the
+    /// detector once rather than rebooting a fifth of the fleet.
+    FlappingDetector,
 }
 
 impl fmt::Display for Scenario {
@@ -83,7 +98,7 @@ struct Event {
     node: u64,
     kind: &'static str,
     r#type: &'static str,
-    label: Option<(&'static str, &'static str)>,
+    label: Option<(&'static str, String)>,
     fields: &'static str,
 }
 
@@ -134,7 +149,7 @@ fn events(scenario: Scenario, fleet: &Fleet, spec: &Spec, rng: &mut Rng) -> Vec<
                 let at = jittered(t0, 5.0 + 2.0 * wave_no as f64, 60_000, rng);
                 if at < end {
                     out.push(Event {
-                        label: Some(("component", "kubelet")),
+                        label: Some(("component", "kubelet".into())),
                         fields: r#","message":"kubelet: unknown flag --cgroup-driver-v2 (v1.31.0)""#,
                         ..event(at, node, "component", "component.config.invalid")
                     });
@@ -185,6 +200,57 @@ fn events(scenario: Scenario, fleet: &Fleet, spec: &Spec, rng: &mut Rng) -> Vec<
                 });
             }
         }
+        Scenario::TorSwitchPartition => {
+            let racks = fleet.nodes.div_ceil(fleet.rack_size).max(1);
+            let rack = rng.below(racks);
+            let switch = format!("tor-{}", fleet.rack_of(rack * fleet.rack_size));
+            let nodes = rack * fleet.rack_size..((rack + 1) * fleet.rack_size).min(fleet.nodes);
+            for node in nodes {
+                let down = jittered(t0, 15.0, 60_000, rng);
+                let back = jittered(t0, 35.0, 60_000, rng);
+                for (at, fields) in [(down, ""), (back, r#","resolved":true"#)] {
+                    out.push(Event {
+                        label: Some(("switch", switch.clone())),
+                        fields,
+                        ..event(at, node, "component", "KubeNodeUnreachable")
+                    });
+                }
+            }
+        }
+        Scenario::BadKernelRollout => {
+            let cluster = fleet.cluster_size().min(fleet.nodes);
+            let mut order: Vec<u64> = (0..cluster).collect();
+            shuffle(&mut order, rng);
+            let wave = (cluster / 20).max(1);
+            for (i, node) in order.into_iter().enumerate() {
+                let upgraded = jittered(t0, 5.0 + 2.0 * (i as u64 / wave) as f64, 60_000, rng);
+                if rng.below(3) < 2 {
+                    let at = upgraded.add(Duration(rng.below(300_000) as i64));
+                    out.push(Event {
+                        label: Some(("kernel_version", "5.15.0-91-generic".into())),
+                        fields: r#","message":"BUG: unable to handle kernel NULL pointer dereference""#,
+                        ..event(at, node, "component", "KernelOops")
+                    });
+                }
+            }
+        }
+        Scenario::FlappingDetector => {
+            let mut order: Vec<u64> = (0..fleet.nodes).collect();
+            shuffle(&mut order, rng);
+            for &node in order.iter().take((fleet.nodes / 5) as usize) {
+                let mut at = jittered(t0, 2.0, 180_000, rng);
+                let mut firing = true;
+                while at < end {
+                    out.push(Event {
+                        label: Some(("detector", "npd-v0.8.99".into())),
+                        fields: if firing { "" } else { r#","resolved":true"# },
+                        ..event(at, node, "component", "KernelDeadlock")
+                    });
+                    firing = !firing;
+                    at = at.add(minutes(1.5)).add(Duration(rng.below(10_000) as i64));
+                }
+            }
+        }
     }
     out.retain(|e| e.at < end);
     out.sort_by_key(|e| (e.at, e.node));
@@ -222,7 +288,7 @@ pub fn write(scenario: Scenario, spec: &Spec, out: &mut dyn Write) -> io::Result
         if take_event {
             let e = next.next().expect("peeked");
             let extra = Extra {
-                label: e.label,
+                label: e.label.as_ref().map(|(k, v)| (*k, v.as_str())),
                 ..fields(e.fields)
             };
             write_line(&mut line, &fleet, e.node, e.kind, e.r#type, e.at, extra);
@@ -268,6 +334,9 @@ mod tests {
             Scenario::BadRollout,
             Scenario::DiskWave,
             Scenario::AlertStorm,
+            Scenario::TorSwitchPartition,
+            Scenario::BadKernelRollout,
+            Scenario::FlappingDetector,
         ] {
             let a = lines(scenario, &spec);
             assert_eq!(

@@ -1153,15 +1153,13 @@ fn nested_levels_hold_each_repair_at_the_level_it_does_not_fit() {
 /// Contract 9: common cause. Power lost on 12 of the 40 nodes of one rack
 /// gives one rack fault (a domain fault), its ticket, and holds the per-node
 /// cordons from the third node on; the same count spread over 12 racks is
-/// 12 node repairs. The `[[correlate]]` block here is what the shipped rule
-/// hardware/rack_power.rhai says, so that rule is left out.
+/// 12 node repairs. The `[[correlate]]` block says what the shipped rule
+/// hardware/rack_power.rhai says, under its fault name: the block decides
+/// that class, the rule's per-node answers are not opened.
 #[test]
 fn a_rack_power_loss_is_one_common_cause_and_twelve_racks_are_twelve_repairs() {
     let dir = TempDir::new().unwrap();
-    let rules = dir.path().join("rules");
-    copy_tree(&repo().join("rules"), &rules);
-    fs::remove_file(rules.join("hardware/rack_power.rhai")).unwrap();
-    fs::remove_file(rules.join("hardware/rack_power.test.yaml")).unwrap();
+    copy_tree(&repo().join("rules"), &dir.path().join("rules"));
     let config = dir.path().join("remedy.toml");
     fs::write(
         &config,
@@ -1259,4 +1257,68 @@ fn a_rack_power_loss_is_one_common_cause_and_twelve_racks_are_twelve_repairs() {
         .filter(|d| d["action"] == "cordon" && d["outcome"] == "dry_run")
         .count();
     assert_eq!(passed, 12);
+}
+
+/// Contract 9's simulations with examples/fleet-safety.toml: each shared
+/// cause is named once, no level goes past its budget, no node is acted on
+/// twice; the closing summary says so.
+#[test]
+fn the_fleet_safety_scenarios_name_each_cause_once_within_every_budget() {
+    let config = repo().join("examples/fleet-safety.toml");
+    for (scenario, node_fault, cause, passed_before) in [
+        ("tor-switch-partition", "node_not_ready", "switch_down", 2),
+        ("bad-kernel-rollout", "kernel_fault", "bad_kernel", 9),
+        ("flapping-detector", "kernel_deadlock", "bad_detector", 19),
+    ] {
+        let sim = run(remedy().args(["simulate", scenario, "--nodes", "4000"]));
+        assert_eq!(sim.code, 0, "{}", sim.stderr);
+        let out = run_with_stdin(
+            remedy().args(["replay", "-", "--config"]).arg(&config),
+            sim.stdout.as_bytes(),
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let all = decisions(&out);
+        let opened: Vec<&Value> = all
+            .iter()
+            .filter(|d| d["event"] == "fault_opened" && d["fault"] == cause)
+            .collect();
+        assert_eq!(opened.len(), 1, "{scenario}: one {cause}: {opened:#?}");
+        assert!(opened[0]["domain"].is_object(), "{scenario}: {}", opened[0]);
+        // Disruptive repairs of the nodes before the cause showed, then held.
+        let held = all
+            .iter()
+            .filter(|d| d["outcome"] == "held_common_cause")
+            .count();
+        assert!(held > 0, "{scenario}: nothing held");
+        let before: std::collections::BTreeSet<&str> = all
+            .iter()
+            .take_while(|d| d["fault"] != cause)
+            .filter(|d| {
+                d["fault"] == node_fault && d["action"] == "cordon" && d["outcome"] == "dry_run"
+            })
+            .map(|d| d["node"].as_str().unwrap())
+            .collect();
+        assert!(before.len() <= passed_before, "{scenario}: {before:?}");
+        assert!(
+            out.stderr
+                .contains("nodes acted on twice: 0; actions where a silence was in force: 0"),
+            "{scenario}: {}",
+            out.stderr
+        );
+        let peak = out
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("peak out of service:"))
+            .unwrap_or_else(|| panic!("{scenario}: no peak line: {}", out.stderr));
+        // rack 2, cluster 5% of 2,000 = 100, fleet 2% of 4,000 = 80.
+        for (level, limit) in [("rack ", 2), ("cluster ", 100), ("fleet ", 80)] {
+            let n: usize = peak
+                .split(", ")
+                .find_map(|p| p.split(": ").last().unwrap_or(p).strip_prefix(level))
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{scenario}: no {level}in {peak}"));
+            assert!(n <= limit, "{scenario}: {level}{n} > {limit}: {peak}");
+        }
+    }
 }

@@ -541,6 +541,24 @@ impl Guards {
         self.silences.len() != before
     }
 
+    /// Every level an action must fit: (its label or `fleet`, max_unhealthy).
+    pub fn levels(&self) -> Vec<(String, Option<Budget>)> {
+        self.levels
+            .iter()
+            .map(|l| {
+                (
+                    l.label.clone().unwrap_or_else(|| "fleet".into()),
+                    l.max_unhealthy,
+                )
+            })
+            .collect()
+    }
+
+    /// Whether `action` takes a node out of service (counts against budgets).
+    pub fn is_disruptive(&self, action: &str) -> bool {
+        self.kind(action).disruptive
+    }
+
     /// The silences in force or not yet expired.
     pub fn silences(&self) -> &[Silence] {
         &self.silences

@@ -167,6 +167,11 @@ impl Correlator {
         out
     }
 
+    /// Whether a block opens domain faults of class `fault`.
+    pub fn opens(&self, fault: &str) -> bool {
+        !self.rules.is_empty() && self.rules.iter().any(|c| c.fault == fault)
+    }
+
     /// A node fault of class `fault` closed on `node`.
     pub fn closed(&mut self, node: NodeId, fault: Sym) -> Vec<Verdict> {
         let mut out = Vec::new();

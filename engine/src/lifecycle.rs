@@ -517,7 +517,11 @@ impl Engine {
             .condition
             .then(|| (now.max(at), series_key(&signal.labels)));
         for (index, answer) in std::mem::take(&mut step.answers) {
-            self.assert_fault(node, r#type, at, index, &answer, asserted, step);
+            // A class a [[correlate]] block opens is a domain fault: the
+            // block decides it, a rule's answer for one node does not.
+            if !self.correlator.opens(&answer.fault) {
+                self.assert_fault(node, r#type, at, index, &answer, asserted, step);
+            }
             step.answers.push((index, answer));
         }
     }
