@@ -337,15 +337,17 @@ pub struct GuardsSection {
     pub levels: Vec<LevelSection>,
     /// `[guards.fleet]`: the budget of the whole fleet.
     #[serde(default)]
-    pub fleet: Option<FleetSection>,
+    pub fleet: Option<LevelSection>,
 }
 
-/// One `[[guards.levels]]` entry.
+/// One `[[guards.levels]]` entry, or `[guards.fleet]` (which has no label).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LevelSection {
-    /// The label whose values are this level's domains (`rack`, `zone`, ...).
-    pub label: String,
+    /// The label whose values are this level's domains (`rack`, `zone`,
+    /// ...); required in `[[guards.levels]]`, not given in `[guards.fleet]`.
+    #[serde(default)]
+    pub label: Option<String>,
     /// Nodes under remediation at once per domain: a count or `"N%"` of
     /// its known nodes.
     #[serde(default, deserialize_with = "de_budget")]
@@ -358,19 +360,15 @@ pub struct LevelSection {
     pub rate: Option<remedy_actions::Rate>,
 }
 
-/// `[guards.fleet]`: a level without a label.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FleetSection {
-    /// Nodes under remediation at once in the fleet: a count or `"N%"`.
-    #[serde(default, deserialize_with = "de_budget")]
-    pub max_unhealthy: Option<Budget>,
-    /// Disruptive actions executing at once in the fleet.
-    #[serde(default)]
-    pub max_in_flight: Option<u32>,
-    /// Disruptive actions started per period in the fleet.
-    #[serde(default)]
-    pub rate: Option<remedy_actions::Rate>,
+impl LevelSection {
+    fn level(&self) -> remedy_actions::Level {
+        remedy_actions::Level {
+            label: self.label.clone(),
+            max_unhealthy: self.max_unhealthy,
+            max_in_flight: self.max_in_flight,
+            rate: self.rate,
+        }
+    }
 }
 
 impl Default for GuardsSection {
@@ -622,6 +620,22 @@ impl Config {
                 message,
             })?;
         }
+        for (i, l) in self.guards.levels.iter().enumerate() {
+            if l.label.is_none() {
+                return Err(Problem {
+                    at: 0..0,
+                    key: Some(format!("guards.levels[{i}]")),
+                    message: "give the level's label (rack, zone, cluster, ...); the fleet is [guards.fleet]".into(),
+                });
+            }
+        }
+        if let Some(label) = self.guards.fleet.as_ref().and_then(|f| f.label.as_ref()) {
+            return Err(Problem {
+                at: 0..0,
+                key: Some("guards.fleet.label".into()),
+                message: format!("the fleet has no label ({label:?}): use [[guards.levels]] for a level of domains"),
+            });
+        }
         for (i, c) in self.correlate.iter().enumerate() {
             let problem = |message: String| Problem {
                 at: 0..0,
@@ -819,18 +833,8 @@ impl Config {
             levels: g
                 .levels
                 .iter()
-                .map(|l| remedy_actions::Level {
-                    label: Some(l.label.clone()),
-                    max_unhealthy: l.max_unhealthy,
-                    max_in_flight: l.max_in_flight,
-                    rate: l.rate,
-                })
-                .chain(g.fleet.iter().map(|f| remedy_actions::Level {
-                    label: None,
-                    max_unhealthy: f.max_unhealthy,
-                    max_in_flight: f.max_in_flight,
-                    rate: f.rate,
-                }))
+                .chain(&g.fleet)
+                .map(LevelSection::level)
                 .collect(),
         };
         let actions = self

@@ -247,11 +247,23 @@ fn replay_journal(
         progress: !quiet && io::stderr().is_terminal(),
         total_bytes: None,
     };
+    replay_out(&display, quiet, |display, out, diag| {
+        replay::replay_journal(&mut pipeline, &journal, display, out, diag)
+    })
+}
+
+/// Runs a replay with decisions buffered to stdout, diagnostics to stderr,
+/// and (unless `quiet`) the closing summary.
+fn replay_out(
+    display: &Display,
+    quiet: bool,
+    run: impl FnOnce(&Display, &mut dyn Write, &mut dyn Write) -> io::Result<replay::Summary>,
+) -> Result<(), Failure> {
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let stderr = io::stderr();
     let mut diag = stderr.lock();
-    let summary = replay::replay_journal(&mut pipeline, &journal, &display, &mut out, &mut diag)
+    let summary = run(display, &mut out, &mut diag)
         .map_err(|e| usage(format!("reading {}: {e}", display.source)))?;
     if !quiet {
         let _ = diag.write_all(summary.render().as_bytes());
@@ -273,16 +285,9 @@ fn replay(
         progress: !quiet && io::stderr().is_terminal(),
         total_bytes,
     };
-    let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    let stderr = io::stderr();
-    let mut diag = stderr.lock();
-    let summary = replay::replay(&mut pipeline, input, &display, &mut out, &mut diag)
-        .map_err(|e| usage(format!("reading {}: {e}", display.source)))?;
-    if !quiet {
-        let _ = diag.write_all(summary.render().as_bytes());
-    }
-    Ok(())
+    replay_out(&display, quiet, |display, out, diag| {
+        replay::replay(&mut pipeline, input, display, out, diag)
+    })
 }
 
 /// One side of a diff: a config file (its rules, policies, guards) or a

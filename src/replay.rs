@@ -277,6 +277,21 @@ fn progress_bar(display: &Display) -> ProgressBar {
     bar
 }
 
+/// Writes `decisions` as JSON lines; `false` when the reader went away
+/// (a closed pipe, e.g. into `head`): the replay ends there, without error.
+fn write_decisions(out: &mut dyn Write, decisions: &[Decision]) -> io::Result<bool> {
+    for d in decisions {
+        let written = serde_json::to_writer(&mut *out, d)
+            .map_err(io::Error::from)
+            .and_then(|()| out.write_all(b"\n"));
+        match written {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(false),
+            other => other?,
+        }
+    }
+    Ok(true)
+}
+
 /// Replays every line of `input` through `pipeline`. Decisions go to `out`,
 /// rejections and rule errors to `diag`. Returns when the input ends, or
 /// early without error when `out` is closed (e.g. piped into `head`).
@@ -373,19 +388,11 @@ pub fn replay<R: BufRead>(
         for p in &step.prints {
             bar.suspend(|| writeln!(diag, "{}:{}: print: {p}", display.source, line.number))?;
         }
-        for d in &decisions {
-            let written = serde_json::to_writer(&mut *out, d)
-                .map_err(io::Error::from)
-                .and_then(|()| out.write_all(b"\n"));
-            match written {
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                    bar.finish_and_clear();
-                    summary.elapsed = started.elapsed();
-                    summary.still_held = pipeline.guards.held();
-                    return Ok(summary);
-                }
-                other => other?,
-            }
+        if !write_decisions(out, &decisions)? {
+            bar.finish_and_clear();
+            summary.elapsed = started.elapsed();
+            summary.still_held = pipeline.guards.held();
+            return Ok(summary);
         }
     }
     match out.flush() {
@@ -460,18 +467,10 @@ pub fn replay_journal(
                 summary.duplicates += u64::from(step.duplicate);
                 summary.rule_errors += step.errors.len() as u64;
             }
-            for d in &decisions {
-                let written = serde_json::to_writer(&mut *out, d)
-                    .map_err(io::Error::from)
-                    .and_then(|()| out.write_all(b"\n"));
-                match written {
-                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                        bar.finish_and_clear();
-                        summary.elapsed = started.elapsed();
-                        return Ok(summary);
-                    }
-                    other => other?,
-                }
+            if !write_decisions(out, &decisions)? {
+                bar.finish_and_clear();
+                summary.elapsed = started.elapsed();
+                return Ok(summary);
             }
         }
     }

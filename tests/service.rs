@@ -1479,8 +1479,106 @@ fn replaying_the_journal_gives_the_decisions_run_made_across_a_kill_9() {
     run_then_replay_the_journal(true);
 }
 
+/// One step of a scripted run: a POST of signals, a pause (ticks happen),
+/// or a kill -9 and restart on the same journal.
+enum Step {
+    Post(String),
+    Sleep(u64),
+    Kill,
+}
+
+fn journal_signal(node: usize, r#type: &str, resolved: bool) -> String {
+    format!(
+        r#"{{"node":"n{node}","kind":"hardware","type":"{type}","resolved":{resolved},"labels":{{"cluster":"c{}","rack":"r{}"}}}}"#,
+        node % 2,
+        node % 4
+    )
+}
+
 fn run_then_replay_the_journal(kill: bool) {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let mut script = vec![];
+    for n in 0..8 {
+        script.push(Step::Post(journal_signal(n, "node.heartbeat", false)));
+    }
+    let storm: Vec<String> = (0..6)
+        .map(|n| journal_signal(n, "memory.ecc.uncorrectable", false))
+        .collect();
+    script.push(Step::Post(storm.join("\n")));
+    script.push(Step::Post(journal_signal(
+        0,
+        "memory.ecc.uncorrectable",
+        true,
+    )));
+    script.push(Step::Sleep(2500)); // escalations fall due on ticks
+    if kill {
+        script.push(Step::Kill);
+    }
+    script.push(Step::Post(journal_signal(
+        1,
+        "memory.ecc.uncorrectable",
+        true,
+    )));
+    script.push(Step::Post(journal_signal(
+        6,
+        "memory.ecc.uncorrectable",
+        false,
+    )));
+    script.push(Step::Post(journal_signal(
+        7,
+        "memory.ecc.uncorrectable",
+        false,
+    )));
+    script.push(Step::Sleep(2500));
+    run_script_then_replay(script, "");
+}
+
+/// Contract 9, item 4: a storm sent to `run` with kill -9s at random
+/// moments (two seeds) decides like `replay --journal` of its input: nested
+/// budgets, quotas, held actions and a common cause survive every restart.
+#[test]
+fn a_storm_with_kill_9s_at_random_moments_decides_like_replay_of_its_journal() {
+    for seed in [7u64, 11] {
+        let mut rng = seed;
+        let mut next = move |n: u64| {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 33) % n
+        };
+        let mut script = vec![];
+        for n in 0..16 {
+            script.push(Step::Post(journal_signal(n, "node.heartbeat", false)));
+        }
+        for _ in 0..30 {
+            let node = next(16) as usize;
+            let step = match next(10) {
+                0..=3 => Step::Post(journal_signal(node, "memory.ecc.uncorrectable", false)),
+                4..=5 => Step::Post(journal_signal(node, "memory.ecc.uncorrectable", true)),
+                6..=7 => Step::Post(journal_signal(node, "disk.smart.failing", false)),
+                8 => Step::Post(journal_signal(node, "disk.smart.failing", true)),
+                _ => Step::Sleep(300 + next(900)),
+            };
+            script.push(step);
+            if next(8) == 0 {
+                script.push(Step::Kill);
+            }
+        }
+        script.push(Step::Kill);
+        script.push(Step::Sleep(2500));
+        run_script_then_replay(
+            script,
+            "[[guards.levels]]\nlabel = \"rack\"\nmax_unhealthy = 1\n\
+             [[correlate]]\nlabel = \"rack\"\nfaults = [\"disk_failure\"]\nmin_nodes = 2\n\
+             within = \"5m\"\nfault = \"rack_disks\"\n",
+        );
+    }
+}
+
+/// Runs `script` against `remedy run` (the config below plus `more`), then
+/// checks `remedy replay --journal` prints exactly the decisions it made.
+fn run_script_then_replay(script: Vec<Step>, more: &str) {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path();
     let config = r#"
 dry_run = false
 [guards]
@@ -1490,6 +1588,11 @@ domain = "cluster"
 actions = ["cordon", "ticket"]
 escalate = [{ after = "2s", actions = ["reinstall"] }]
 on_resolve = ["uncordon"]
+[faults.disk_failure]
+actions = ["cordon"]
+on_resolve = ["uncordon"]
+[faults.rack_disks]
+actions = ["ticket"]
 [actions.cordon]
 executor = "log"
 op = "cordon"
@@ -1502,34 +1605,23 @@ executor = "log"
 [actions.reinstall]
 executor = "log"
 "#;
-    std::fs::write(dir.path().join("remedy.toml"), config).unwrap();
+    std::fs::write(dir.join("remedy.toml"), format!("{config}{more}")).unwrap();
     let args = ["--config", "remedy.toml"];
-    let signal = |node: usize, r#type: &str, resolved: bool| {
-        format!(
-            r#"{{"node":"n{node}","kind":"hardware","type":"{type}","resolved":{resolved},"labels":{{"cluster":"c{}"}}}}"#,
-            node % 2
-        )
-    };
-    let post =
-        |s: &Remedy, body: String| assert_eq!(s.request("POST", "/v1/signals", &body, None).0, 202);
-    let mut s = Remedy::start_with(dir.path(), &[], &args);
-    for n in 0..8 {
-        post(&s, signal(n, "node.heartbeat", false));
+    let mut s = Remedy::start_with(dir, &[], &args);
+    let mut kills = 0;
+    for step in script {
+        match step {
+            Step::Post(body) => {
+                assert_eq!(s.request("POST", "/v1/signals", &body, None).0, 202)
+            }
+            Step::Sleep(ms) => std::thread::sleep(Duration::from_millis(ms)),
+            Step::Kill => {
+                s.kill_9();
+                s = Remedy::start_with(dir, &[], &args);
+                kills += 1;
+            }
+        }
     }
-    let storm: Vec<String> = (0..6)
-        .map(|n| signal(n, "memory.ecc.uncorrectable", false))
-        .collect();
-    post(&s, storm.join("\n"));
-    post(&s, signal(0, "memory.ecc.uncorrectable", true));
-    std::thread::sleep(Duration::from_millis(2500)); // escalations fall due on ticks
-    if kill {
-        s.kill_9();
-        s = Remedy::start_with(dir.path(), &[], &args);
-    }
-    post(&s, signal(1, "memory.ecc.uncorrectable", true));
-    post(&s, signal(6, "memory.ecc.uncorrectable", false));
-    post(&s, signal(7, "memory.ecc.uncorrectable", false));
-    std::thread::sleep(Duration::from_millis(2500));
     let ran: Vec<Value> = s
         .decisions()
         .into_iter()
@@ -1543,10 +1635,10 @@ executor = "log"
     let actions = ran.iter().filter(|d| d["event"] == "action").count();
     assert!(
         ran.iter().any(|d| d["action"] == "reinstall") && actions >= 10,
-        "the scenario should act, escalate and hold: {ran:#?}"
+        "the scenario should act, escalate and hold ({kills} kills): {ran:#?}"
     );
     let replayed = Command::new(env!("CARGO_BIN_EXE_remedy"))
-        .current_dir(dir.path())
+        .current_dir(dir)
         .args([
             "replay",
             "--journal",

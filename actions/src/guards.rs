@@ -622,7 +622,8 @@ impl Guards {
     /// After a restart, puts back what the journal says became of an action
     /// of a still-open fault, without a new decision: one that passed keeps
     /// its node under remediation; one held back waits again (retried when
-    /// its guard frees); one awaiting approval awaits again (with a new id).
+    /// its guard frees, not before `now`: its journaled `retry_at`, or the
+    /// restart); one awaiting approval awaits again (with a new id).
     pub fn restore(&mut self, intent: Intent, last: Outcome, now: Timestamp) {
         match last {
             Outcome::Executed | Outcome::DryRun => self.passed(&intent, now),
@@ -888,7 +889,10 @@ impl Guards {
             .or_else(|| self.check_breaker(&request, now));
         if let Some((outcome, reason, wake)) = refusal {
             if previously != Some(outcome) {
-                out.push(decision(&request, now, outcome, Some(reason)));
+                let mut d = decision(&request, now, outcome, Some(reason));
+                // When a quota or breaker lets it try again (a restart waits as long).
+                d.retry_at = wake.filter(|_| outcome != Outcome::BudgetExhausted);
+                out.push(d);
             }
             if let Some(d) = counted.as_ref().and_then(|k| self.domains.get_mut(k)) {
                 d.waiting += 1;

@@ -149,7 +149,8 @@ pub struct Decision {
     /// API's answer, the ticket id, the command's acknowledgement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// A `failed` action that will be tried again: when.
+    /// When the action will be tried again: a `failed` one (transient
+    /// error), or one held by a quota (`rate_limited`) or an open breaker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<Timestamp>,
     /// A domain fault (`[[correlate]]`): the failure domain it is about,

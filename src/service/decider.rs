@@ -111,6 +111,9 @@ pub(super) fn recover(
     }
     let open = journal.faults(Some(true), None)?;
     let restarted = now();
+    // Jobs still with an executor count as asked for: their rung must not
+    // be asked again (the job is run again below, once).
+    let running = journal.running_jobs()?;
     for f in &open {
         metrics.recovered(&f.fault);
         let severity = f
@@ -133,7 +136,14 @@ pub(super) fn recover(
         }
         let types: Vec<String> = f.signal_type.iter().cloned().collect();
         let states = journal.action_states(&f.node, &f.fault, f.opened_at)?;
-        let done: Vec<String> = states.iter().map(|(action, ..)| action.clone()).collect();
+        let mut done: Vec<String> = states.iter().map(|s| s.action.clone()).collect();
+        done.extend(
+            running
+                .iter()
+                .map(|j| &j.intent)
+                .filter(|i| i.node == f.node && i.fault == f.fault && i.opened == f.opened_at)
+                .map(|i| i.action.clone()),
+        );
         pipeline.engine.restore_open(
             &f.node,
             &f.fault,
@@ -144,7 +154,13 @@ pub(super) fn recover(
             &done,
         );
         let approval = pipeline.engine.policy(&f.fault).approval;
-        for (action, last, passed) in states {
+        for journal::ActionState {
+            action,
+            last,
+            passed,
+            retry_at,
+        } in states
+        {
             let outcome = if passed {
                 Outcome::DryRun
             } else {
@@ -165,12 +181,14 @@ pub(super) fn recover(
                 trigger: Trigger::Remedy,
                 approval,
             };
-            pipeline.guards.restore(intent, outcome, restarted);
+            pipeline
+                .guards
+                .restore(intent, outcome, retry_at.unwrap_or(restarted));
         }
     }
     // Jobs that were with an executor when the service stopped run again
     // (idempotent on their id); their result has not been decided yet.
-    for job in journal.running_jobs()? {
+    for job in running {
         tracing::info!(id = %job.id, executor = %job.executor, "job was running at the last stop: running it again");
         pipeline.guards.restore_job(job);
     }
@@ -710,7 +728,7 @@ mod tests {
             _: &str,
             _: &str,
             _: remedy_engine::Timestamp,
-        ) -> Result<Vec<(String, String, bool)>, JournalError> {
+        ) -> Result<Vec<journal::ActionState>, JournalError> {
             Ok(Vec::new())
         }
         fn aliases(&self) -> Result<Vec<(String, String)>, JournalError> {

@@ -120,6 +120,19 @@ pub struct Write {
     pub quotas: Vec<Quota>,
 }
 
+/// What became of one action of a fault, from the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionState {
+    /// The action.
+    pub action: String,
+    /// Its last outcome.
+    pub last: String,
+    /// Whether it ever passed (dry_run or executed).
+    pub passed: bool,
+    /// When it was to be tried again, if its last decision said.
+    pub retry_at: Option<Timestamp>,
+}
+
 /// A quota's state: (action, domain value or `None` for fleet-wide,
 /// governor's theoretical arrival time in nanoseconds).
 pub type Quota = (String, Option<String>, u64);
@@ -205,7 +218,7 @@ pub trait Journal: Send {
         node: &str,
         fault: &str,
         since: Timestamp,
-    ) -> Result<Vec<(String, String, bool)>, JournalError>;
+    ) -> Result<Vec<ActionState>, JournalError>;
     /// A node's remembered labels.
     fn node(&self, node: &str) -> Result<KnownNode, JournalError>;
     /// Inputs after sequence number `after`, at most `limit`, in order:
@@ -720,18 +733,27 @@ impl Journal for Sqlite {
         node: &str,
         fault: &str,
         since: Timestamp,
-    ) -> Result<Vec<(String, String, bool)>, JournalError> {
+    ) -> Result<Vec<ActionState>, JournalError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT action,
                     (SELECT outcome FROM decisions l WHERE l.node = d.node AND l.fault = d.fault
                        AND l.action = d.action AND l.ts_ms >= ?3 ORDER BY l.seq DESC LIMIT 1),
-                    MAX(outcome IN ('dry_run', 'executed'))
+                    MAX(outcome IN ('dry_run', 'executed')),
+                    (SELECT json_extract(l.json, '$.retry_at') FROM decisions l WHERE l.node = d.node
+                       AND l.fault = d.fault AND l.action = d.action AND l.ts_ms >= ?3
+                       ORDER BY l.seq DESC LIMIT 1)
              FROM decisions d
              WHERE node = ?1 AND fault = ?2 AND ts_ms >= ?3 AND action IS NOT NULL
              GROUP BY action ORDER BY MIN(seq)",
         )?;
         let rows = stmt.query_map(params![node, fault, since.0], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? == 1))
+            let retry_at: Option<String> = r.get(3)?;
+            Ok(ActionState {
+                action: r.get(0)?,
+                last: r.get(1)?,
+                passed: r.get::<_, i64>(2)? == 1,
+                retry_at: retry_at.and_then(|t| Timestamp::parse_rfc3339(&t).ok()),
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -932,7 +954,12 @@ mod tests {
         let states = j.action_states("n1", "memory_failure", t(0)).unwrap();
         assert_eq!(
             states,
-            [("cordon".to_string(), "dry_run".to_string(), true)]
+            [ActionState {
+                action: "cordon".to_string(),
+                last: "dry_run".to_string(),
+                passed: true,
+                retry_at: None,
+            }]
         );
     }
 
