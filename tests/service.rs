@@ -1817,4 +1817,14 @@ fn an_operator_releases_a_common_cause_hold_over_the_api() {
         body.contains("no common cause holds switch tor-7"),
         "{body}"
     );
+    // Released stays released across a restart, while the cause is open.
+    let mut s = s;
+    s.kill_9();
+    let s = Remedy::start_with(dir.path(), &[], &args);
+    assert!(
+        s.json("/v1/holds").as_array().unwrap().is_empty(),
+        "still released"
+    );
+    assert_eq!(s.request("POST", "/v1/signals", &ue(4), None).0, 202);
+    assert_eq!(outcome(&s, "n4").as_deref(), Some("dry_run"));
 }

@@ -114,6 +114,13 @@ pub(super) fn recover(
     // Jobs still with an executor count as asked for: their rung must not
     // be asked again (the job is run again below, once).
     let running = journal.running_jobs()?;
+    // Holds an operator released stay released.
+    let released = match open.iter().map(|f| f.opened_at).min() {
+        Some(oldest) if !pipeline.engine.correlations().is_empty() => {
+            journal.released_holds(oldest)?
+        }
+        _ => Vec::new(),
+    };
     for f in &open {
         metrics.recovered(&f.fault);
         let severity = f
@@ -131,7 +138,12 @@ pub(super) fn recover(
         for c in pipeline.engine.correlations().to_vec() {
             let value = f.node.strip_prefix(&format!("{}=", c.label));
             if let (Some(value), true, true) = (value, node.domain, c.hold && c.fault == f.fault) {
-                pipeline.guards.hold(&c.label, value, &c.fault, true);
+                let was_released = released
+                    .iter()
+                    .any(|(l, v, at)| *l == c.label && v == value && *at >= f.opened_at);
+                if !was_released {
+                    pipeline.guards.hold(&c.label, value, &c.fault, true);
+                }
             }
         }
         let types: Vec<String> = f.signal_type.iter().cloned().collect();

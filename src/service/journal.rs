@@ -230,6 +230,26 @@ pub trait Journal: Send {
     ) -> Result<Vec<(i64, Timestamp, Input)>, JournalError>;
     /// Every quota's last state.
     fn quotas(&self) -> Result<Vec<Quota>, JournalError>;
+    /// Holds an operator released since `since`: (label, value, when).
+    fn released_holds(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<(String, String, Timestamp)>, JournalError> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.inputs(after, 10_000)?;
+            let Some(&(last, ..)) = page.last() else {
+                return Ok(out);
+            };
+            after = last;
+            for (_, taken, input) in page {
+                if let (Input::ReleaseHold { label, value }, true) = (input, taken >= since) {
+                    out.push((label, value, taken));
+                }
+            }
+        }
+    }
 }
 
 fn migrations() -> Migrations<'static> {
