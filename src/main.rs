@@ -119,6 +119,29 @@ enum Command {
         #[arg(long)]
         rate: Option<u64>,
     },
+    /// One node's story in time order: the signals it sent, what the
+    /// rules answered, its faults, every action and its guard's verdict;
+    /// then its state (open faults, held actions, its domains' budgets).
+    Explain {
+        /// The node.
+        #[arg(value_name = "NODE")]
+        node: String,
+        /// Recorded signals, one JSON object per line (replayed in event time).
+        #[arg(value_name = "FILE", required_unless_present = "journal")]
+        file: Option<PathBuf>,
+        /// Instead of FILE: the input a `remedy run` journaled (`sqlite://PATH` or PATH).
+        #[arg(long, value_name = "URL", conflicts_with = "file")]
+        journal: Option<String>,
+        /// Configuration file (TOML): rules, policies, guards.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Stop at this time (RFC 3339) and show the state then.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// The story as JSON, for tools.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A failure that ends the command with a one-line message and an exit code.
@@ -219,16 +242,8 @@ fn open_input(file: &Path) -> Result<Input, Failure> {
     ))
 }
 
-/// `remedy replay --journal URL`.
-fn replay_journal(
-    url: &str,
-    config: Option<&Path>,
-    rules: Option<PathBuf>,
-    quiet: bool,
-) -> Result<(), Failure> {
-    let config = load_config(config)?;
-    // As the service builds it: its clock, its dry-run setting.
-    let mut pipeline = pipeline(&config, rules.as_deref(), true)?;
+/// Opens `--journal URL` (`sqlite://PATH` or PATH) to read, never creating it.
+fn open_journal(url: &str) -> Result<(PathBuf, remedy::service::journal::Sqlite), Failure> {
     let path = match url.parse::<remedy::config::JournalUrl>() {
         Ok(remedy::config::JournalUrl::Sqlite(path)) => path,
         Err(_) if !url.contains("://") => PathBuf::from(url),
@@ -242,6 +257,69 @@ fn replay_journal(
     }
     let journal = remedy::service::journal::Sqlite::reader(&path)
         .map_err(|e| usage(format!("--journal {}: {e}", path.display())))?;
+    Ok((path, journal))
+}
+
+/// `remedy explain NODE`.
+fn explain(
+    node: &str,
+    file: Option<&Path>,
+    journal: Option<&str>,
+    config: Option<&Path>,
+    at: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let config = load_config(config)?;
+    let at = match at {
+        Some(t) => Some(
+            remedy_engine::Timestamp::parse_rfc3339(&t)
+                .map_err(|e| usage(format!("--at {t:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    let (story, source) = match (journal, file) {
+        (Some(url), _) => {
+            // As the service built it, at the times it took the input in.
+            let mut pipeline = pipeline(&config, None, true)?;
+            let (path, journal) = open_journal(url)?;
+            let story = remedy::explain::from_journal(&mut pipeline, &journal, node, at);
+            (story, path.display().to_string())
+        }
+        (None, Some(file)) => {
+            let mut pipeline = pipeline(&config, None, false)?;
+            let (input, source, _) = open_input(file)?;
+            (
+                remedy::explain::from_signals(&mut pipeline, input, node, at),
+                source,
+            )
+        }
+        (None, None) => return Err(usage("give FILE or --journal URL")),
+    };
+    let story = story.map_err(|e| usage(format!("reading {source}: {e}")))?;
+    if story.is_empty() {
+        eprintln!("error: {node}: no signal or decision about it in {source}");
+        return Err(Failure {
+            code: 1,
+            message: String::new(),
+        });
+    }
+    let stdout = io::stdout();
+    let colour = !json && stdout.is_terminal();
+    remedy::explain::write(&story, json, colour, &mut stdout.lock())
+        .map_err(|e| usage(format!("writing: {e}")))
+}
+
+/// `remedy replay --journal URL`.
+fn replay_journal(
+    url: &str,
+    config: Option<&Path>,
+    rules: Option<PathBuf>,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let config = load_config(config)?;
+    // As the service builds it: its clock, its dry-run setting.
+    let mut pipeline = pipeline(&config, rules.as_deref(), true)?;
+    let (path, journal) = open_journal(url)?;
     let display = Display {
         source: path.display().to_string(),
         progress: !quiet && io::stderr().is_terminal(),
@@ -459,6 +537,21 @@ fn main() -> ExitCode {
             config,
             json,
         } => diff(&old, &new, &file, config.as_deref(), json),
+        Command::Explain {
+            node,
+            file,
+            journal,
+            config,
+            at,
+            json,
+        } => explain(
+            &node,
+            file.as_deref(),
+            journal.as_deref(),
+            config.as_deref(),
+            at,
+            json,
+        ),
         Command::Simulate {
             scenario,
             nodes,

@@ -1322,3 +1322,127 @@ fn the_fleet_safety_scenarios_name_each_cause_once_within_every_budget() {
         }
     }
 }
+
+/// Contract 11: `remedy explain NODE FILE --at TIME` tells a held node's
+/// story in time order (its signals, the rule's answer, the fault, the
+/// held cordon with its reason) and its state then, with the exact numbers
+/// of its domains' budgets; `--json` says the same for tools; an unknown
+/// node exits 1 naming it.
+#[test]
+fn explain_tells_a_held_nodes_story_with_its_budgets() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("remedy.toml");
+    fs::write(
+        &config,
+        format!(
+            "rules = {:?}\n[guards]\nmax_unhealthy = \"none\"\n[[guards.levels]]\nlabel = \"rack\"\nmax_unhealthy = 1\n\
+             [faults.memory_failure]\nactions = [\"cordon\"]\n",
+            repo().join("rules").display().to_string()
+        ),
+    )
+    .unwrap();
+    let signal = |node: usize, r#type: &str, secs: usize| {
+        format!(
+            "{{\"node\":\"n{node}\",\"kind\":\"hardware\",\"type\":\"{type}\",\"ts\":\"2026-11-24T00:00:{secs:02}Z\",\
+             \"labels\":{{\"cluster\":\"c1\",\"rack\":\"r1\"}}}}\n"
+        )
+    };
+    let mut input = String::new();
+    for n in 0..10 {
+        input += &signal(n, "node.heartbeat", 0);
+        input += &signal(n, "node.heartbeat", 1);
+    }
+    input += &signal(1, "memory.ecc.uncorrectable", 10);
+    input += &signal(2, "memory.ecc.uncorrectable", 20);
+    input += &signal(2, "node.heartbeat", 40);
+    let file = dir.path().join("signals.jsonl");
+    fs::write(&file, &input).unwrap();
+    let out = run(remedy()
+        .args(["explain", "n2"])
+        .arg(&file)
+        .arg("--config")
+        .arg(&config)
+        .args(["--at", "2026-11-24T00:00:30Z"]));
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "n2");
+    assert!(
+        lines[1].ends_with("signal      node.heartbeat x2 until 2026-11-24T00:00:01Z"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[2].ends_with("signal      memory.ecc.uncorrectable"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[3].contains("rule        hardware/memory.rhai -> memory_failure"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[4].contains("opened      memory_failure"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[5].contains(
+            "action      cordon budget_exhausted (memory_failure): rack r1: 1 of 10 known nodes under remediation, max_unhealthy 1 allows 1"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("00:00:40"),
+        "--at stops the story: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("state at 2026-11-24T00:00:30Z:"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("  held      cordon (memory_failure): budget_exhausted"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(
+            "  budget    rack r1: 1 of 10 known nodes under remediation, max_unhealthy 1 allows 1"
+        ),
+        "{}",
+        out.stdout
+    );
+    let json = run(remedy()
+        .args(["explain", "n2", "--json", "--config"])
+        .arg(&config)
+        .arg(&file));
+    assert_eq!(json.code, 0, "{}", json.dump());
+    let v: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["node"], "n2");
+    assert_eq!(v["state"]["open_faults"][0][0], "memory_failure");
+    assert_eq!(v["state"]["budgets"][0]["under_remediation"], 1);
+    assert_eq!(v["state"]["budgets"][0]["allows"], 1);
+    let kinds: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["signals", "signals", "answer", "decision", "decision", "signals"]
+    );
+    let unknown = run(remedy().args(["explain", "n99"]).arg(&file));
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown
+            .stderr
+            .contains("n99: no signal or decision about it"),
+        "{}",
+        unknown.dump()
+    );
+}

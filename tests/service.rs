@@ -1828,3 +1828,99 @@ fn an_operator_releases_a_common_cause_hold_over_the_api() {
     assert_eq!(s.request("POST", "/v1/signals", &ue(4), None).0, 202);
     assert_eq!(outcome(&s, "n4").as_deref(), Some("dry_run"));
 }
+
+/// Contract 11: `remedy explain NODE --journal` tells the story of a node
+/// as the running service decided it: its decisions are exactly the ones
+/// `/v1/decisions` has for it, with the signals and rule answers between.
+#[test]
+fn explain_from_the_journal_tells_what_the_service_decided() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        "[guards]\nmax_unhealthy = 1\n[faults.memory_failure]\nactions = [\"cordon\"]\non_resolve = [\"uncordon\"]\n",
+    )
+    .unwrap();
+    let args = ["--config", "remedy.toml"];
+    let s = Remedy::start_with(dir.path(), &[], &args);
+    let signal = |node: &str, resolved: bool| {
+        format!(
+            r#"{{"node":"{node}","kind":"hardware","type":"memory.ecc.uncorrectable","resolved":{resolved},"labels":{{"cluster":"c1"}}}}"#
+        )
+    };
+    for body in [signal("n1", false), signal("n2", false), signal("n1", true)] {
+        assert_eq!(s.request("POST", "/v1/signals", &body, None).0, 202);
+    }
+    let ran: Vec<Value> = s
+        .decisions()
+        .into_iter()
+        .filter(|d| d["node"] == "n2")
+        .map(|mut d| {
+            d.as_object_mut().unwrap().remove("seq");
+            d
+        })
+        .collect();
+    assert!(
+        ran.iter().any(|d| d["outcome"] == "budget_exhausted")
+            && ran.iter().any(|d| d["outcome"] == "dry_run"),
+        "n2 waited for n1 and then went: {ran:#?}"
+    );
+    // The node API: its state now, its timeline, and a clear 404.
+    let n2 = s.json("/v1/nodes/n2");
+    assert_eq!(n2["labels"]["cluster"], "c1");
+    assert_eq!(n2["open_faults"][0]["fault"], "memory_failure");
+    assert_eq!(n2["budgets"][0]["level"], "cluster");
+    assert_eq!(n2["budgets"][0]["under_remediation"], 1);
+    assert_eq!(n2["budgets"][0]["known"], 2);
+    assert_eq!(n2["budgets"][0]["allows"], 1);
+    let timeline = s.json("/v1/nodes/n2/timeline");
+    let listed: Vec<Value> = timeline["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let mut d = d.clone();
+            d.as_object_mut().unwrap().remove("seq");
+            d
+        })
+        .collect();
+    assert_eq!(listed, ran);
+    let (status, body) = s.get("/v1/nodes/nobody");
+    assert_eq!(status, 404);
+    assert!(body.contains("node \\\"nobody\\\" is not known"), "{body}");
+    assert_eq!(s.get("/v1/nodes/nobody/timeline").0, 404);
+    let (code, _) = s.stop();
+    assert_eq!(code, 0);
+    let out = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .current_dir(dir.path())
+        .args([
+            "explain",
+            "n2",
+            "--journal",
+            "remedy.db",
+            "--config",
+            "remedy.toml",
+            "--json",
+        ])
+        .output()
+        .expect("explain runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let story: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let told: Vec<Value> = story["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "decision")
+        .map(|e| {
+            let mut e = e.clone();
+            e.as_object_mut().unwrap().remove("kind");
+            e
+        })
+        .collect();
+    assert_eq!(told, ran);
+    assert_eq!(story["events"][0]["kind"], "signals");
+    assert_eq!(story["events"][1]["rule"], "hardware/memory.rhai");
+}

@@ -554,6 +554,51 @@ impl Guards {
             .collect()
     }
 
+    /// The actions held back for `node`: (action, fault, outcome, when it
+    /// may be tried again if a quota or breaker says).
+    pub fn held_for(&self, node: &str) -> Vec<(String, String, Outcome, Option<Timestamp>)> {
+        self.held
+            .iter()
+            .filter(|h| h.request.node == node)
+            .map(|h| {
+                let r = &h.request;
+                (r.action.clone(), r.fault.clone(), h.outcome, h.wake)
+            })
+            .collect()
+    }
+
+    /// The budget of every level for a node with `labels`: (level label or
+    /// `fleet`, domain value, nodes under remediation there, known nodes,
+    /// max_unhealthy).
+    pub fn budgets_for(
+        &self,
+        labels: &[(String, String)],
+        sizes: &dyn DomainSizes,
+    ) -> Vec<(String, String, usize, usize, Option<Budget>)> {
+        self.levels
+            .iter()
+            .enumerate()
+            .map(|(i, level)| {
+                let value = level.label.as_ref().map_or("", |l| {
+                    labels
+                        .iter()
+                        .find(|(k, _)| k == l)
+                        .map_or("", |(_, v)| v.as_str())
+                });
+                let known = match &level.label {
+                    Some(l) => sizes.known(l, value),
+                    None => sizes.all(),
+                };
+                let under = self
+                    .domains
+                    .get(&(i, value.to_string()))
+                    .map_or(0, |d| d.nodes.len());
+                let name = level.label.clone().unwrap_or_else(|| "fleet".into());
+                (name, value.to_string(), under, known, level.max_unhealthy)
+            })
+            .collect()
+    }
+
     /// Whether `action` takes a node out of service (counts against budgets).
     pub fn is_disruptive(&self, action: &str) -> bool {
         self.kind(action).disruptive

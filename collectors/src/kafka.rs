@@ -245,6 +245,8 @@ pub struct Batch {
     /// Malformed messages, delivered to the dead-letter topic.
     pub dead_lettered: Vec<Rejected>,
     marks: Vec<Mark>,
+    /// Partitions (by number) read to their end during the batch.
+    pub ends: Vec<i32>,
 }
 
 /// The next offset to commit of one partition, and the assignment
@@ -632,7 +634,8 @@ impl Source {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("queued.max.messages.kbytes", "65536")
             .set("statistics.interval.ms", "5000")
-            .set("enable.partition.eof", "false");
+            // A partition read to its end holds no other back (event-time order).
+            .set("enable.partition.eof", "true");
         for (k, v) in &config.options {
             consumer_config.set(k, v);
         }
@@ -711,6 +714,12 @@ impl Source {
                 Ok(result) => result,
             };
             match result {
+                // Read to the end of a partition: not an error, a fact.
+                Err(RdKafkaError::PartitionEOF(partition)) => {
+                    if !self.carry.ends.contains(&partition) {
+                        self.carry.ends.push(partition);
+                    }
+                }
                 Ok(message) => {
                     read += 1;
                     let mut sink = Sink {
@@ -1107,6 +1116,9 @@ pub async fn run(
         }
         for (topic, partition, generation, last) in &read {
             reorder.read(&(topic.clone(), *partition), *generation, *last, at);
+        }
+        for partition in &batch.ends {
+            reorder.at_end(*partition);
         }
         let signals: Vec<Signal> = reorder.release(at).into_iter().map(|r| r.signal).collect();
         if !signals.is_empty() {

@@ -38,6 +38,8 @@ struct Partition {
     next: Option<i64>,
     /// Offsets of its signals still waiting.
     waiting: BTreeSet<i64>,
+    /// Read to its end (nothing more to wait for until it delivers again).
+    at_end: bool,
 }
 
 #[derive(Debug)]
@@ -128,7 +130,18 @@ impl Reorder {
             };
         }
         part.heard = at;
+        part.at_end = false;
         part.next = Some(part.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
+    /// Partition number `partition` (of any topic) was read to its end: it
+    /// holds nothing back until it delivers again.
+    pub fn at_end(&mut self, partition: i32) {
+        for ((_, p), part) in &mut self.parts {
+            if *p == partition {
+                part.at_end = true;
+            }
+        }
     }
 
     /// A signal read under `generation` waits for its turn (its `ts` is its
@@ -155,7 +168,7 @@ impl Reorder {
     fn watermark(&self, at: Timestamp) -> Timestamp {
         self.parts
             .values()
-            .filter(|p| at.0 - p.heard.0 < self.lateness.0)
+            .filter(|p| !p.at_end && at.0 - p.heard.0 < self.lateness.0)
             .map(|p| p.high.unwrap_or(Timestamp(i64::MIN)))
             .min()
             .unwrap_or(Timestamp(i64::MAX))
@@ -270,6 +283,21 @@ mod tests {
         assert_eq!(order, [15, 20]);
         assert!(r.is_empty());
         assert_eq!(r.commits()[0], ("signals".into(), 0, 1, 3));
+    }
+
+    #[test]
+    fn a_partition_read_to_its_end_holds_nothing_back() {
+        let mut r = Reorder::new(Duration::from_secs(5));
+        r.assigned(&[(key(0), 1), (key(1), 1)], at(0));
+        r.push(received(0, 0, 10), 1, at(0));
+        r.push(received(1, 0, 3), 1, at(0));
+        assert_eq!(
+            r.release(at(0)).len(),
+            1,
+            "partition 1 may still bring older ones"
+        );
+        r.at_end(1);
+        assert_eq!(r.release(at(0)).len(), 1, "it has nothing more: no wait");
     }
 
     #[test]

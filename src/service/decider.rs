@@ -44,6 +44,8 @@ pub(super) enum Command {
     Awaiting(oneshot::Sender<Vec<(u64, Intent)>>),
     /// Approve (true) or reject (false) one; answers whether it was waiting.
     Decide(u64, bool, oneshot::Sender<Result<bool, String>>),
+    /// What the decider knows of a node now (`None`: nothing).
+    Node(String, oneshot::Sender<Option<serde_json::Value>>),
     /// The holds of open common causes: (label, value, fault).
     Holds(oneshot::Sender<Vec<(String, String, String)>>),
     /// An operator releases the hold on (label, value); answers whether
@@ -371,6 +373,9 @@ impl Decider {
                         .map(|(id, i)| (id, i.clone()));
                     let _ = reply.send(list.collect());
                 }
+                Command::Node(node, reply) => {
+                    let _ = reply.send(self.node_state(&node));
+                }
                 Command::Holds(reply) => {
                     let _ = reply.send(self.pipeline.guards.holds());
                 }
@@ -516,6 +521,52 @@ impl Decider {
         self.pending
             .entries
             .extend(self.out.drain(..).map(|d| (d, Some(r#type.clone()))));
+    }
+
+    /// `GET /v1/nodes/{node}`: its labels, open faults, held actions and
+    /// its domains' budgets, as the decider has them now.
+    fn node_state(&self, node: &str) -> Option<serde_json::Value> {
+        let engine = &self.pipeline.engine;
+        let guards = &self.pipeline.guards;
+        let (labels, open) = engine.with_fleet(|f| {
+            let open = f.open_faults_named(node).map(|(_, faults)| {
+                faults
+                    .iter()
+                    .map(|o| {
+                        serde_json::json!({
+                            "fault": f.symbols.name(o.fault),
+                            "opened_at": o.opened_at,
+                            "severity": o.severity,
+                            "stale": o.condition.is_some_and(|c| c.stale),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            });
+            (f.labels_named(node), open)
+        });
+        let held = guards.held_for(node);
+        if labels.is_none() && held.is_empty() {
+            return None;
+        }
+        let labels = labels.unwrap_or_default();
+        let budgets =
+            engine.with_fleet(|f| guards.budgets_for(&labels, &crate::pipeline::Known(f)));
+        Some(serde_json::json!({
+            "node": node,
+            "labels": labels.iter().cloned().collect::<BTreeMap<String, String>>(),
+            "open_faults": open.unwrap_or_default(),
+            "held": held.iter().map(|(action, fault, outcome, retry)| serde_json::json!({
+                "action": action, "fault": fault, "outcome": outcome.as_str(), "retry_at": retry,
+            })).collect::<Vec<_>>(),
+            "budgets": budgets.iter().map(|(level, value, under, known, budget)| serde_json::json!({
+                "level": level,
+                "value": value,
+                "under_remediation": under,
+                "known": known,
+                "max_unhealthy": budget.map(|b| b.to_string()),
+                "allows": budget.map(|b| b.limit((*known).max(1))),
+            })).collect::<Vec<_>>(),
+        }))
     }
 
     /// Nodes the engine just forgot leave the journal's known nodes too.
@@ -775,6 +826,9 @@ mod tests {
             Ok(Vec::new())
         }
         fn quotas(&self) -> Result<Vec<journal::Quota>, JournalError> {
+            Ok(Vec::new())
+        }
+        fn decisions_of(&self, _: &str, _: i64, _: usize) -> Result<Vec<Journaled>, JournalError> {
             Ok(Vec::new())
         }
     }

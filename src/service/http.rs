@@ -36,6 +36,8 @@ pub(super) fn router(
         .route("/approvals/{id}/approve", post(approve))
         .route("/approvals/{id}/reject", post(reject))
         .route("/holds", get(holds))
+        .route("/nodes/{node}", get(node))
+        .route("/nodes/{node}/timeline", get(timeline))
         .route("/holds/{label}/{value}/release", post(release_hold))
         .with_state(shared.clone())
         .merge(sources)
@@ -264,6 +266,53 @@ async fn approvals(State(s): State<AppState>) -> Response {
         )
         .into_response(),
         Err(r) => r,
+    }
+}
+
+/// `GET /v1/nodes/{node}`: labels, open faults, held actions, its domains' budgets.
+async fn node(
+    State(s): State<AppState>,
+    axum::extract::Path(node): axum::extract::Path<String>,
+) -> Response {
+    let name = node.clone();
+    match ask(&s, |r| Command::Node(name, r)).await {
+        Ok(Some(state)) => Json(state).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("node {node:?} is not known: it sent no signal (or was forgotten)"),
+        ),
+        Err(r) => r,
+    }
+}
+
+/// `GET /v1/nodes/{node}/timeline?since=&limit=`: the decisions about the
+/// node in time order (`remedy explain NODE --journal` adds its signals and
+/// the rules' answers).
+async fn timeline(
+    State(s): State<AppState>,
+    axum::extract::Path(node): axum::extract::Path<String>,
+    Query(q): Query<DecisionQuery>,
+) -> Response {
+    let since = q.since.unwrap_or(0);
+    let limit = q.limit.unwrap_or(1000).min(10_000);
+    let result = s
+        .reader
+        .lock()
+        .map_err(|_| "journal lock poisoned".to_string())
+        .and_then(|j| {
+            j.decisions_of(&node, since, limit)
+                .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(rows) if rows.is_empty() && since == 0 => error(
+            StatusCode::NOT_FOUND,
+            format!("node {node:?}: no decision about it in the journal"),
+        ),
+        Ok(rows) => {
+            let next = rows.last().map_or(since, |r| r.seq);
+            Json(json!({ "node": node, "decisions": rows, "next": next })).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 

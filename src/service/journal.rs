@@ -209,6 +209,13 @@ pub trait Journal: Send {
         -> Result<Vec<FaultRow>, JournalError>;
     /// Decisions after `since` (a sequence number), at most `limit`.
     fn decisions(&self, since: i64, limit: usize) -> Result<Vec<Journaled>, JournalError>;
+    /// The decisions about `node` after `since`, at most `limit`.
+    fn decisions_of(
+        &self,
+        node: &str,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<Journaled>, JournalError>;
     /// Whether a write would succeed now.
     fn writable(&self) -> bool;
     /// The last outcome of each action decided for `fault` on `node` since
@@ -675,6 +682,28 @@ impl Journal for Sqlite {
             "SELECT seq, json FROM decisions WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![since, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, json) = row?;
+            let decision = serde_json::from_str(&json)
+                .map_err(|source| JournalError::Corrupt { seq, source })?;
+            out.push(Journaled { seq, decision });
+        }
+        Ok(out)
+    }
+
+    fn decisions_of(
+        &self,
+        node: &str,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<Journaled>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, json FROM decisions WHERE node = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![node, since, limit as i64], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })?;
         let mut out = Vec::new();

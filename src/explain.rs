@@ -1,0 +1,391 @@
+//! `remedy explain NODE`: one node's story, in time order, from recorded
+//! signals (replayed in event time) or from the input a `remedy run`
+//! journaled (replayed at the times it was taken in): the signals it sent
+//! (repeats condensed), what the rules answered, the faults that opened and
+//! resolved, and every action with its guard's verdict. `--at` stops there
+//! and shows the node's state: open faults, held actions, and the budgets
+//! of its failure domains with their numbers.
+
+use std::io::{self, BufRead, Write};
+
+use remedy_collectors::JsonLines;
+use remedy_engine::{Decision, Event, Signal, Step, Timestamp};
+use serde::Serialize;
+
+use crate::pipeline::{Input, Known, Pipeline};
+
+/// One line of the story.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Entry {
+    /// Signals of one type in a row (`count` of them, `first` to `last`).
+    Signals {
+        /// The first one's time.
+        ts: Timestamp,
+        /// The last one's time.
+        last: Timestamp,
+        /// Its type.
+        r#type: String,
+        /// How many in a row.
+        count: u64,
+        /// They said the condition cleared.
+        resolved: bool,
+    },
+    /// A rule's answer to one of its signals.
+    Answer {
+        /// When.
+        ts: Timestamp,
+        /// The rule file.
+        rule: String,
+        /// The fault it named.
+        fault: String,
+        /// Its reason.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A decision about the node (fault opened, resolved, stale,
+    /// unverified, or an action with its outcome and reason).
+    Decision(Decision),
+}
+
+impl Entry {
+    fn ts(&self) -> Timestamp {
+        match self {
+            Entry::Signals { ts, .. } | Entry::Answer { ts, .. } => *ts,
+            Entry::Decision(d) => d.ts,
+        }
+    }
+}
+
+/// The node's state at the end of the story (or at `--at`).
+#[derive(Debug, Default, PartialEq, Serialize)]
+pub struct State {
+    /// The time of the state.
+    pub at: Option<Timestamp>,
+    /// The node's labels as last seen.
+    pub labels: Vec<(String, String)>,
+    /// Open faults: (class, opened at).
+    pub open_faults: Vec<(String, Timestamp)>,
+    /// Actions held back for it: (action, fault, outcome, retry at).
+    pub held: Vec<(String, String, String, Option<Timestamp>)>,
+    /// Its failure domains' budgets: level, value, under remediation,
+    /// known nodes, max_unhealthy, nodes it allows.
+    pub budgets: Vec<Budget>,
+}
+
+/// One level's budget as the node's domain there has it.
+#[derive(Debug, PartialEq, Serialize)]
+pub struct Budget {
+    /// The level's label, or `fleet`.
+    pub level: String,
+    /// The node's value of it.
+    pub value: String,
+    /// Nodes under remediation there.
+    pub under_remediation: usize,
+    /// Known nodes there.
+    pub known: usize,
+    /// `max_unhealthy` as configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_unhealthy: Option<String>,
+    /// How many it allows now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allows: Option<usize>,
+}
+
+/// A node's story.
+#[derive(Debug, Default, Serialize)]
+pub struct Story {
+    /// The node.
+    pub node: String,
+    /// What happened, in time order.
+    pub events: Vec<Entry>,
+    /// Its state at the end (or at `--at`).
+    pub state: State,
+}
+
+impl Story {
+    fn new(node: &str) -> Self {
+        Story {
+            node: node.to_string(),
+            ..Story::default()
+        }
+    }
+
+    /// Notes what one input did, if it concerns the node.
+    fn observe(
+        &mut self,
+        signal: Option<&Signal>,
+        at: Timestamp,
+        step: &Step,
+        decisions: &[Decision],
+        pipeline: &Pipeline,
+    ) {
+        if let Some(s) = signal.filter(|s| s.node == self.node) {
+            let ts = s.ts.unwrap_or(at);
+            match self.events.last_mut() {
+                Some(Entry::Signals {
+                    last,
+                    r#type,
+                    count,
+                    resolved,
+                    ..
+                }) if *r#type == s.r#type && *resolved == s.resolved => {
+                    *count += 1;
+                    *last = ts;
+                }
+                _ => self.events.push(Entry::Signals {
+                    ts,
+                    last: ts,
+                    r#type: s.r#type.clone(),
+                    count: 1,
+                    resolved: s.resolved,
+                }),
+            }
+            let rules = pipeline.engine.rules();
+            for (index, answer) in &step.answers {
+                self.events.push(Entry::Answer {
+                    ts: at,
+                    rule: rules.name(*index).to_string(),
+                    fault: answer.fault.clone(),
+                    reason: answer.reason.clone(),
+                });
+            }
+        }
+        for d in decisions.iter().filter(|d| d.node == self.node) {
+            self.events.push(Entry::Decision(d.clone()));
+        }
+    }
+
+    /// The node's state now, from the pipeline.
+    fn settle(&mut self, at: Option<Timestamp>, pipeline: &Pipeline) {
+        let node = &self.node;
+        let engine = &pipeline.engine;
+        let (labels, open) = engine.with_fleet(|f| {
+            let open = f.open_faults_named(node).map(|(_, faults)| {
+                faults
+                    .iter()
+                    .map(|o| (f.symbols.name(o.fault).to_string(), o.opened_at))
+                    .collect::<Vec<_>>()
+            });
+            (
+                f.labels_named(node).unwrap_or_default(),
+                open.unwrap_or_default(),
+            )
+        });
+        let budgets = engine.with_fleet(|f| pipeline.guards.budgets_for(&labels, &Known(f)));
+        self.state = State {
+            at,
+            open_faults: open,
+            held: pipeline
+                .guards
+                .held_for(node)
+                .into_iter()
+                .map(|(a, f, o, w)| (a, f, o.as_str().to_string(), w))
+                .collect(),
+            budgets: budgets
+                .into_iter()
+                .map(|(level, value, under, known, budget)| Budget {
+                    level,
+                    value,
+                    under_remediation: under,
+                    known,
+                    max_unhealthy: budget.map(|b| b.to_string()),
+                    allows: budget.map(|b| b.limit(known.max(1))),
+                })
+                .collect(),
+            labels,
+        };
+        self.events.sort_by_key(Entry::ts);
+    }
+
+    /// Whether anything in the input concerned the node.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// One line per event, aligned; `colour` on a terminal.
+    pub fn render(&self, colour: bool) -> String {
+        let paint = |code: &str, text: &str| {
+            if colour {
+                format!("\x1b[{code}m{text}\x1b[0m")
+            } else {
+                text.to_string()
+            }
+        };
+        let mut out = format!("{}\n", self.node);
+        for e in &self.events {
+            let (kind, code, detail) = match e {
+                Entry::Signals {
+                    last,
+                    r#type,
+                    count,
+                    resolved,
+                    ..
+                } => {
+                    let cleared = if *resolved { " (resolved)" } else { "" };
+                    let times = if *count > 1 {
+                        format!(" x{count} until {last}")
+                    } else {
+                        String::new()
+                    };
+                    ("signal", "2", format!("{type}{cleared}{times}"))
+                }
+                Entry::Answer {
+                    rule,
+                    fault,
+                    reason,
+                    ..
+                } => {
+                    let reason = reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default();
+                    ("rule", "36", format!("{rule} -> {fault}{reason}"))
+                }
+                Entry::Decision(d) => {
+                    let reason = d
+                        .reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default();
+                    match d.event {
+                        Event::Action => {
+                            let outcome = d.outcome.map_or("", |o| o.as_str());
+                            let code = match outcome {
+                                "executed" | "dry_run" => "32",
+                                "failed" | "rejected" => "31",
+                                _ => "33",
+                            };
+                            let action = d.action.as_deref().unwrap_or("");
+                            (
+                                "action",
+                                code,
+                                format!("{action} {outcome} ({}){reason}", d.fault),
+                            )
+                        }
+                        Event::FaultOpened => ("opened", "1;31", format!("{}{reason}", d.fault)),
+                        Event::FaultResolved => ("resolved", "1;32", d.fault.clone()),
+                        Event::FaultStale => ("stale", "33", format!("{}{reason}", d.fault)),
+                        Event::FaultUnverified => {
+                            ("unverified", "33", format!("{}{reason}", d.fault))
+                        }
+                    }
+                }
+            };
+            out.push_str(&format!(
+                "{}  {}  {detail}\n",
+                e.ts(),
+                paint(code, &format!("{kind:<10}"))
+            ));
+        }
+        let s = &self.state;
+        if let Some(at) = s.at {
+            out.push_str(&format!("state at {at}:\n"));
+        } else {
+            out.push_str("state at the end of the input:\n");
+        }
+        if s.open_faults.is_empty() {
+            out.push_str("  no open fault\n");
+        }
+        for (fault, opened) in &s.open_faults {
+            out.push_str(&format!("  open      {fault} since {opened}\n"));
+        }
+        for (action, fault, outcome, retry) in &s.held {
+            let retry = retry.map(|t| format!(", next try {t}")).unwrap_or_default();
+            out.push_str(&format!(
+                "  held      {action} ({fault}): {outcome}{retry}\n"
+            ));
+        }
+        for b in &s.budgets {
+            let domain = if b.level == "fleet" {
+                "fleet".to_string()
+            } else {
+                format!("{} {}", b.level, b.value)
+            };
+            let allows = match (&b.max_unhealthy, b.allows) {
+                (Some(m), Some(n)) => format!(", max_unhealthy {m} allows {n}"),
+                _ => String::new(),
+            };
+            out.push_str(&format!(
+                "  budget    {domain}: {} of {} known nodes under remediation{allows}\n",
+                b.under_remediation, b.known
+            ));
+        }
+        out
+    }
+}
+
+/// The story of `node` in recorded signals (event time), up to `at`.
+pub fn from_signals<R: BufRead>(
+    pipeline: &mut Pipeline,
+    input: R,
+    node: &str,
+    at: Option<Timestamp>,
+) -> io::Result<Story> {
+    let mut story = Story::new(node);
+    let (mut step, mut out) = (Step::default(), Vec::new());
+    let mut clock = Timestamp::default();
+    for line in JsonLines::new(input) {
+        let Ok(signal) = line?.signal else {
+            continue;
+        };
+        if let Some(ts) = signal.ts {
+            clock = ts;
+        }
+        if at.is_some_and(|at| clock > at) {
+            break;
+        }
+        out.clear();
+        pipeline.on_signal(signal.clone(), clock, &mut step, &mut out);
+        story.observe(Some(&signal), clock, &step, &out, pipeline);
+    }
+    story.settle(at, pipeline);
+    Ok(story)
+}
+
+/// The story of `node` in the input a `remedy run` journaled, up to `at`.
+pub fn from_journal(
+    pipeline: &mut Pipeline,
+    journal: &dyn crate::service::journal::Journal,
+    node: &str,
+    at: Option<Timestamp>,
+) -> io::Result<Story> {
+    let mut story = Story::new(node);
+    let (mut step, mut out) = (Step::default(), Vec::new());
+    let mut after = 0;
+    'pages: loop {
+        let page = journal.inputs(after, 10_000).map_err(io::Error::other)?;
+        let Some(&(last, ..)) = page.last() else {
+            break;
+        };
+        after = last;
+        for (_, taken, input) in page {
+            if at.is_some_and(|at| taken > at) {
+                break 'pages;
+            }
+            let signal = match &input {
+                Input::Signal { json, .. } => Signal::from_json(json).ok(),
+                _ => None,
+            };
+            out.clear();
+            step.answers.clear();
+            if pipeline.apply(input, taken, &mut step, &mut out).is_err() {
+                continue;
+            }
+            drop(pipeline.guards.take_jobs());
+            story.observe(signal.as_ref(), taken, &step, &out, pipeline);
+        }
+    }
+    story.settle(at, pipeline);
+    Ok(story)
+}
+
+/// Writes the story: JSON, or the aligned lines.
+pub fn write(story: &Story, json: bool, colour: bool, out: &mut dyn Write) -> io::Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, story)?;
+        out.write_all(b"\n")
+    } else {
+        out.write_all(story.render(colour).as_bytes())
+    }
+}
