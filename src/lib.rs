@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod diff;
+pub mod efficacy;
 pub mod explain;
 pub mod pipeline;
 pub mod replay;

@@ -119,6 +119,24 @@ enum Command {
         #[arg(long)]
         rate: Option<u64>,
     },
+    /// The efficacy ledger: per fault class and action, how often the repair
+    /// worked (the fault resolved within the policy's `verify`, 24h without
+    /// one, and did not open again within 7 days), the median time to
+    /// healthy, and recurrences.
+    Report {
+        /// Recorded signals, replayed (event time) to get the decisions.
+        #[arg(value_name = "FILE", required_unless_present = "journal")]
+        file: Option<PathBuf>,
+        /// Instead of FILE: the decisions a `remedy run` journaled (`sqlite://PATH` or PATH).
+        #[arg(long, value_name = "URL", conflicts_with = "file")]
+        journal: Option<String>,
+        /// Configuration file (TOML): rules, policies (their `verify`), guards.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The ledger as JSON, for tools.
+        #[arg(long)]
+        json: bool,
+    },
     /// One node's story in time order: the signals it sent, what the
     /// rules answered, its faults, every action and its guard's verdict;
     /// then its state (open faults, held actions, its domains' budgets).
@@ -258,6 +276,63 @@ fn open_journal(url: &str) -> Result<(PathBuf, remedy::service::journal::Sqlite)
     let journal = remedy::service::journal::Sqlite::reader(&path)
         .map_err(|e| usage(format!("--journal {}: {e}", path.display())))?;
     Ok((path, journal))
+}
+
+/// `remedy report`.
+fn report(
+    file: Option<&Path>,
+    journal: Option<&str>,
+    config: Option<&Path>,
+    json: bool,
+) -> Result<(), Failure> {
+    let config = load_config(config)?;
+    let mut ledger = remedy::efficacy::Ledger::default();
+    match (journal, file) {
+        (Some(url), _) => {
+            use remedy::service::journal::Journal;
+            let (path, journal) = open_journal(url)?;
+            let mut since = 0;
+            loop {
+                let page = journal
+                    .decisions(since, 10_000)
+                    .map_err(|e| usage(format!("--journal {}: {e}", path.display())))?;
+                let Some(last) = page.last() else { break };
+                since = last.seq;
+                for j in &page {
+                    ledger.observe(&j.decision);
+                }
+            }
+        }
+        (None, Some(file)) => {
+            let mut pipeline = pipeline(&config, None, false)?;
+            let (input, source, _) = open_input(file)?;
+            let display = Display {
+                source: source.clone(),
+                progress: false,
+                total_bytes: None,
+            };
+            let mut out = Vec::new();
+            replay::replay(&mut pipeline, input, &display, &mut out, &mut io::sink())
+                .map_err(|e| usage(format!("reading {source}: {e}")))?;
+            for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                if let Ok(d) = serde_json::from_slice(line) {
+                    ledger.observe(&d);
+                }
+            }
+        }
+        (None, None) => return Err(usage("give FILE or --journal URL")),
+    }
+    let rows = ledger.rows(&config.policies());
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let written = if json {
+        serde_json::to_writer_pretty(&mut out, &rows)
+            .map_err(io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+    } else {
+        out.write_all(remedy::efficacy::render(&rows).as_bytes())
+    };
+    written.map_err(|e| usage(format!("writing: {e}")))
 }
 
 /// `remedy explain NODE`.
@@ -537,6 +612,12 @@ fn main() -> ExitCode {
             config,
             json,
         } => diff(&old, &new, &file, config.as_deref(), json),
+        Command::Report {
+            file,
+            journal,
+            config,
+            json,
+        } => report(file.as_deref(), journal.as_deref(), config.as_deref(), json),
         Command::Explain {
             node,
             file,

@@ -1446,3 +1446,79 @@ fn explain_tells_a_held_nodes_story_with_its_budgets() {
         unknown.dump()
     );
 }
+
+/// Contract 11: the efficacy ledger on a history with known outcomes. Five
+/// cordons for memory_failure (verify 10m): one fixed in 5 min, one only
+/// after 20 min, one fixed in 3 min that came back a day later (a
+/// recurrence) and then fixed in 4 min, one never fixed: 2 of 5 worked,
+/// median time to healthy (3, 4, 5, 20 min) 4.5 min, one recurrence.
+#[test]
+fn report_gives_the_exact_efficacy_of_a_known_history() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("remedy.toml");
+    fs::write(
+        &config,
+        format!(
+            "rules = {:?}\n[guards]\nmax_unhealthy = \"none\"\n\
+             [faults.memory_failure]\nactions = [\"cordon\"]\nverify = \"10m\"\non_resolve = [\"uncordon\"]\n",
+            repo().join("rules").display().to_string()
+        ),
+    )
+    .unwrap();
+    let ue = |node: &str, minute: u32, resolved: bool| {
+        format!(
+            "{{\"node\":\"{node}\",\"kind\":\"hardware\",\"type\":\"memory.ecc.uncorrectable\",\"resolved\":{resolved},\
+             \"ts\":\"2026-11-{:02}T{:02}:{:02}:00Z\",\"labels\":{{\"cluster\":\"c1\"}}}}\n",
+            24 + minute / 1440,
+            minute % 1440 / 60,
+            minute % 60
+        )
+    };
+    let mut events = vec![
+        (0, ue("a", 0, false)),
+        (5, ue("a", 5, true)),
+        (0, ue("b", 0, false)),
+        (20, ue("b", 20, true)),
+        (0, ue("c", 0, false)),
+        (3, ue("c", 3, true)),
+        (1440, ue("c", 1440, false)),
+        (1444, ue("c", 1444, true)),
+        (0, ue("d", 0, false)),
+    ];
+    events.sort_by_key(|(m, _)| *m);
+    let input: String = events.into_iter().map(|(_, l)| l).collect();
+    let file = dir.path().join("history.jsonl");
+    fs::write(&file, input).unwrap();
+    let out = run(remedy()
+        .args(["report", "--json", "--config"])
+        .arg(&config)
+        .arg(&file));
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let rows: Value = serde_json::from_str(&out.stdout).unwrap();
+    let cordon = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["fault"] == "memory_failure" && r["action"] == "cordon")
+        .unwrap_or_else(|| panic!("{rows}"));
+    assert_eq!(cordon["runs"], 5, "{cordon}");
+    assert_eq!(cordon["successes"], 2, "{cordon}");
+    assert_eq!(cordon["success_rate"], 0.4, "{cordon}");
+    assert_eq!(cordon["median_secs"], 270.0, "{cordon}");
+    assert_eq!(cordon["recurrences"], 1, "{cordon}");
+    let table = run(remedy()
+        .args(["report", "--config"])
+        .arg(&config)
+        .arg(&file));
+    assert_eq!(table.code, 0, "{}", table.dump());
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("memory_failure  cordon")
+                && l.contains("40%")
+                && l.contains("4m30s")),
+        "{}",
+        table.stdout
+    );
+}

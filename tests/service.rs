@@ -1888,6 +1888,20 @@ fn explain_from_the_journal_tells_what_the_service_decided() {
     assert_eq!(status, 404);
     assert!(body.contains("node \\\"nobody\\\" is not known"), "{body}");
     assert_eq!(s.get("/v1/nodes/nobody/timeline").0, 404);
+    // The efficacy ledger: n1's cordon worked (it resolved), n2's is open.
+    let ledger = s.json("/v1/efficacy");
+    let cordon = ledger
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["fault"] == "memory_failure" && r["action"] == "cordon")
+        .unwrap_or_else(|| panic!("{ledger}"))
+        .clone();
+    assert_eq!(
+        (cordon["runs"].as_u64(), cordon["successes"].as_u64()),
+        (Some(2), Some(1)),
+        "{cordon}"
+    );
     let (code, _) = s.stop();
     assert_eq!(code, 0);
     let out = Command::new(env!("CARGO_BIN_EXE_remedy"))

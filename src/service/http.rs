@@ -36,6 +36,7 @@ pub(super) fn router(
         .route("/approvals/{id}/approve", post(approve))
         .route("/approvals/{id}/reject", post(reject))
         .route("/holds", get(holds))
+        .route("/efficacy", get(efficacy))
         .route("/nodes/{node}", get(node))
         .route("/nodes/{node}/timeline", get(timeline))
         .route("/holds/{label}/{value}/release", post(release_hold))
@@ -312,6 +313,32 @@ async fn timeline(
             let next = rows.last().map_or(since, |r| r.seq);
             Json(json!({ "node": node, "decisions": rows, "next": next })).into_response()
         }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+/// `GET /v1/efficacy`: the ledger from the journaled decisions.
+async fn efficacy(State(s): State<AppState>) -> Response {
+    let result = s
+        .reader
+        .lock()
+        .map_err(|_| "journal lock poisoned".to_string())
+        .and_then(|j| {
+            let mut ledger = crate::efficacy::Ledger::default();
+            let mut since = 0;
+            loop {
+                let page = j.decisions(since, 10_000).map_err(|e| e.to_string())?;
+                let Some(last) = page.last() else {
+                    return Ok(ledger.rows(&s.policies));
+                };
+                since = last.seq;
+                for d in &page {
+                    ledger.observe(&d.decision);
+                }
+            }
+        });
+    match result {
+        Ok(rows) => Json(rows).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }

@@ -72,6 +72,8 @@ pub struct Settings {
     pub limits: remedy_collectors::Limits,
     /// `[limits] request_timeout`: headers, then the body, within this.
     pub request_timeout: std::time::Duration,
+    /// `[faults.*]`: the policies.
+    pub policies: remedy_engine::Policies,
 }
 
 impl Settings {
@@ -107,6 +109,7 @@ impl Settings {
             request_timeout: std::time::Duration::from_millis(
                 config.limits.request_timeout.0.max(1) as u64,
             ),
+            policies: config.policies(),
         })
     }
 }
@@ -118,6 +121,8 @@ struct Shared {
     token: Option<String>,
     rules_loaded: AtomicBool,
     metrics: Arc<Metrics>,
+    /// The policies (their `verify` windows judge the efficacy ledger).
+    policies: remedy_engine::Policies,
 }
 
 /// Builds the pipeline on the decider thread (the engine is not `Send`).
@@ -332,6 +337,7 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
             reader: Mutex::new(reader),
             token: settings.token.clone(),
             rules_loaded: AtomicBool::new(true),
+            policies: settings.policies.clone(),
             metrics,
         });
         let report: Reporter = shared.metrics.clone();
