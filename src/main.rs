@@ -62,14 +62,8 @@ enum Command {
     /// lifecycle and guards in event time (every action dry-run, nothing
     /// journaled); print decisions as JSON lines.
     Replay {
-        /// Recorded signals, one JSON object per line; `-` reads stdin.
-        #[arg(value_name = "FILE", required_unless_present = "journal")]
-        file: Option<PathBuf>,
-        /// Instead of FILE: the input a `remedy run` journaled
-        /// (`sqlite://PATH` or PATH), replayed at the times it was taken in,
-        /// with the service's settings from --config: the decisions `run` made.
-        #[arg(long, value_name = "URL", conflicts_with = "file")]
-        journal: Option<String>,
+        #[command(flatten)]
+        input: InputArgs,
         /// Configuration file (TOML): rules directory, policies, guards, silences.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -124,12 +118,8 @@ enum Command {
     /// one, and did not open again within 7 days), the median time to
     /// healthy, and recurrences.
     Report {
-        /// Recorded signals, replayed (event time) to get the decisions.
-        #[arg(value_name = "FILE", required_unless_present = "journal")]
-        file: Option<PathBuf>,
-        /// Instead of FILE: the decisions a `remedy run` journaled (`sqlite://PATH` or PATH).
-        #[arg(long, value_name = "URL", conflicts_with = "file")]
-        journal: Option<String>,
+        #[command(flatten)]
+        input: InputArgs,
         /// Configuration file (TOML): rules, policies (their `verify`), guards.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -144,12 +134,8 @@ enum Command {
         /// The node.
         #[arg(value_name = "NODE")]
         node: String,
-        /// Recorded signals, one JSON object per line (replayed in event time).
-        #[arg(value_name = "FILE", required_unless_present = "journal")]
-        file: Option<PathBuf>,
-        /// Instead of FILE: the input a `remedy run` journaled (`sqlite://PATH` or PATH).
-        #[arg(long, value_name = "URL", conflicts_with = "file")]
-        journal: Option<String>,
+        #[command(flatten)]
+        input: InputArgs,
         /// Configuration file (TOML): rules, policies, guards.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -160,6 +146,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What `replay`, `explain` and `report` read: recorded signals, or what a
+/// `remedy run` journaled.
+#[derive(clap::Args, Debug)]
+struct InputArgs {
+    /// Recorded signals, one JSON object per line (replayed in event time);
+    /// `-` reads stdin.
+    #[arg(value_name = "FILE", required_unless_present = "journal")]
+    file: Option<PathBuf>,
+    /// Instead of FILE: a `remedy run` journal (`sqlite://PATH` or PATH).
+    /// Its input is replayed at the times it was taken in, with the
+    /// service's settings from --config: what `run` decided.
+    #[arg(long, value_name = "URL", conflicts_with = "file")]
+    journal: Option<String>,
 }
 
 /// A failure that ends the command with a one-line message and an exit code.
@@ -584,18 +585,17 @@ fn main() -> ExitCode {
         Command::Check { rules_dir, config } => check(rules_dir.as_deref(), config.as_deref()),
         Command::Test { rules_dir } => test(&rules_dir),
         Command::Replay {
-            file,
-            journal: Some(journal),
+            input:
+                InputArgs {
+                    journal: Some(journal),
+                    ..
+                },
             config,
             rules,
             quiet,
-        } => {
-            debug_assert!(file.is_none());
-            replay_journal(&journal, config.as_deref(), rules, quiet)
-        }
+        } => replay_journal(&journal, config.as_deref(), rules, quiet),
         Command::Replay {
-            file,
-            journal: None,
+            input: InputArgs { file, .. },
             config,
             rules,
             quiet,
@@ -613,15 +613,13 @@ fn main() -> ExitCode {
             json,
         } => diff(&old, &new, &file, config.as_deref(), json),
         Command::Report {
-            file,
-            journal,
+            input: InputArgs { file, journal },
             config,
             json,
         } => report(file.as_deref(), journal.as_deref(), config.as_deref(), json),
         Command::Explain {
             node,
-            file,
-            journal,
+            input: InputArgs { file, journal },
             config,
             at,
             json,

@@ -158,14 +158,40 @@ async fn faults(State(s): State<AppState>, Query(q): Query<FaultQuery>) -> Respo
             )
         }
     };
-    let result = s
+    match read(&s, |j| j.faults(open, q.node.as_deref())) {
+        Ok(rows) => Json(rows).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// Reads the journal through the readers' connection; an error is a 503.
+fn read<T>(
+    s: &Shared,
+    f: impl FnOnce(&super::journal::Sqlite) -> Result<T, super::journal::JournalError>,
+) -> Result<T, Unavailable> {
+    let j = s
         .reader
         .lock()
-        .map_err(|_| "journal lock poisoned".to_string())
-        .and_then(|j| j.faults(open, q.node.as_deref()).map_err(|e| e.to_string()));
-    match result {
-        Ok(rows) => Json(rows).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        .map_err(|_| Unavailable("journal lock poisoned".into()))?;
+    f(&j).map_err(|e| Unavailable(e.to_string()))
+}
+
+/// The journal could not be read: answered 503 with why.
+struct Unavailable(String);
+
+impl IntoResponse for Unavailable {
+    fn into_response(self) -> Response {
+        error(StatusCode::SERVICE_UNAVAILABLE, self.0)
+    }
+}
+
+impl DecisionQuery {
+    /// (since, limit), the limit at most 10,000.
+    fn page(&self) -> (i64, usize) {
+        (
+            self.since.unwrap_or(0),
+            self.limit.unwrap_or(1000).min(10_000),
+        )
     }
 }
 
@@ -176,19 +202,13 @@ struct DecisionQuery {
 }
 
 async fn decisions(State(s): State<AppState>, Query(q): Query<DecisionQuery>) -> Response {
-    let since = q.since.unwrap_or(0);
-    let limit = q.limit.unwrap_or(1000).min(10_000);
-    let result = s
-        .reader
-        .lock()
-        .map_err(|_| "journal lock poisoned".to_string())
-        .and_then(|j| j.decisions(since, limit).map_err(|e| e.to_string()));
-    match result {
+    let (since, limit) = q.page();
+    match read(&s, |j| j.decisions(since, limit)) {
         Ok(rows) => {
             let next = rows.last().map_or(since, |r| r.seq);
             Json(json!({ "decisions": rows, "next": next })).into_response()
         }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(r) => r.into_response(),
     }
 }
 
@@ -294,17 +314,8 @@ async fn timeline(
     axum::extract::Path(node): axum::extract::Path<String>,
     Query(q): Query<DecisionQuery>,
 ) -> Response {
-    let since = q.since.unwrap_or(0);
-    let limit = q.limit.unwrap_or(1000).min(10_000);
-    let result = s
-        .reader
-        .lock()
-        .map_err(|_| "journal lock poisoned".to_string())
-        .and_then(|j| {
-            j.decisions_of(&node, since, limit)
-                .map_err(|e| e.to_string())
-        });
-    match result {
+    let (since, limit) = q.page();
+    match read(&s, |j| j.decisions_of(&node, since, limit)) {
         Ok(rows) if rows.is_empty() && since == 0 => error(
             StatusCode::NOT_FOUND,
             format!("node {node:?}: no decision about it in the journal"),
@@ -313,33 +324,29 @@ async fn timeline(
             let next = rows.last().map_or(since, |r| r.seq);
             Json(json!({ "node": node, "decisions": rows, "next": next })).into_response()
         }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(r) => r.into_response(),
     }
 }
 
 /// `GET /v1/efficacy`: the ledger from the journaled decisions.
 async fn efficacy(State(s): State<AppState>) -> Response {
-    let result = s
-        .reader
-        .lock()
-        .map_err(|_| "journal lock poisoned".to_string())
-        .and_then(|j| {
-            let mut ledger = crate::efficacy::Ledger::default();
-            let mut since = 0;
-            loop {
-                let page = j.decisions(since, 10_000).map_err(|e| e.to_string())?;
-                let Some(last) = page.last() else {
-                    return Ok(ledger.rows(&s.policies));
-                };
-                since = last.seq;
-                for d in &page {
-                    ledger.observe(&d.decision);
-                }
+    let result = read(&s, |j| {
+        let mut ledger = crate::efficacy::Ledger::default();
+        let mut since = 0;
+        loop {
+            let page = j.decisions(since, 10_000)?;
+            let Some(last) = page.last() else {
+                return Ok(ledger.rows(&s.policies));
+            };
+            since = last.seq;
+            for d in &page {
+                ledger.observe(&d.decision);
             }
-        });
+        }
+    });
     match result {
         Ok(rows) => Json(rows).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(r) => r.into_response(),
     }
 }
 

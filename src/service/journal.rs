@@ -450,6 +450,20 @@ impl Sqlite {
     }
 }
 
+/// Decisions read back from `(seq, json)` rows.
+fn journaled(
+    rows: impl Iterator<Item = rusqlite::Result<(i64, String)>>,
+) -> Result<Vec<Journaled>, JournalError> {
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, json) = row?;
+        let decision =
+            serde_json::from_str(&json).map_err(|source| JournalError::Corrupt { seq, source })?;
+        out.push(Journaled { seq, decision });
+    }
+    Ok(out)
+}
+
 impl Journal for Sqlite {
     fn record(&mut self, write: &mut Write) -> Result<(), JournalError> {
         if write.is_empty() {
@@ -684,14 +698,7 @@ impl Journal for Sqlite {
         let rows = stmt.query_map(params![since, limit as i64], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, json) = row?;
-            let decision = serde_json::from_str(&json)
-                .map_err(|source| JournalError::Corrupt { seq, source })?;
-            out.push(Journaled { seq, decision });
-        }
-        Ok(out)
+        journaled(rows)
     }
 
     fn decisions_of(
@@ -706,14 +713,7 @@ impl Journal for Sqlite {
         let rows = stmt.query_map(params![node, since, limit as i64], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, json) = row?;
-            let decision = serde_json::from_str(&json)
-                .map_err(|source| JournalError::Corrupt { seq, source })?;
-            out.push(Journaled { seq, decision });
-        }
-        Ok(out)
+        journaled(rows)
     }
 
     fn recent_ids(&self, limit: usize) -> Result<Vec<String>, JournalError> {
