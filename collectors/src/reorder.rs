@@ -6,16 +6,17 @@
 //!
 //! Signals wait here until every assigned partition that is still
 //! delivering has reached their time (a watermark over the partitions),
-//! or until they waited `max_lateness` of the service's clock; then they
-//! go out in event-time order. A partition silent for `max_lateness` holds
-//! nothing back. Offsets are committed only up to the first signal still
-//! waiting in each partition, so a restart loses none.
+//! or until they waited `max_lateness` of the service's clock; then the
+//! partitions' queues go out merged in event-time order, each partition in
+//! its own order (so what it released is always a prefix). A partition
+//! silent for `max_lateness`, or read to its end, holds nothing back.
+//! Offsets are committed up to the first signal still waiting in each
+//! partition: a restart loses none, and a rebalance hands the new owner
+//! only what this instance did not decide.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, VecDeque};
 
 use remedy_engine::{Duration, Timestamp};
-use std::collections::HashMap;
 
 use crate::kafka::Received;
 
@@ -36,8 +37,10 @@ struct Partition {
     heard: Timestamp,
     /// The offset after the last one read.
     next: Option<i64>,
-    /// Offsets of its signals still waiting.
-    waiting: BTreeSet<i64>,
+    /// Its signals still waiting, in offset order (a partition's own order
+    /// is kept: what goes out of it is always a prefix, so its offsets can
+    /// be committed right behind what was decided).
+    waiting: VecDeque<Waiting>,
     /// Read to its end (nothing more to wait for until it delivers again).
     at_end: bool,
 }
@@ -45,6 +48,7 @@ struct Partition {
 #[derive(Debug)]
 struct Waiting {
     received: Received,
+    ts: Timestamp,
     arrived: Timestamp,
 }
 
@@ -52,10 +56,8 @@ struct Waiting {
 #[derive(Debug)]
 pub struct Reorder {
     lateness: Duration,
-    heap: BinaryHeap<Reverse<(Timestamp, u64)>>,
-    items: HashMap<u64, Waiting>,
-    seq: u64,
     parts: BTreeMap<PartitionKey, Partition>,
+    waiting: usize,
 }
 
 impl Reorder {
@@ -63,21 +65,19 @@ impl Reorder {
     pub fn new(max_lateness: Duration) -> Self {
         Reorder {
             lateness: max_lateness,
-            heap: BinaryHeap::new(),
-            items: HashMap::new(),
-            seq: 0,
             parts: BTreeMap::new(),
+            waiting: 0,
         }
     }
 
     /// Signals waiting.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.waiting
     }
 
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.waiting == 0
     }
 
     /// The partitions assigned now, each with its generation: a new one is
@@ -92,7 +92,9 @@ impl Reorder {
             .map(|(k, _)| k.clone())
             .collect();
         for key in stale {
-            self.drop_partition(&key);
+            if let Some(part) = self.parts.remove(&key) {
+                self.waiting -= part.waiting.len();
+            }
         }
         for (key, generation) in now {
             self.parts.entry(key.clone()).or_insert_with(|| Partition {
@@ -103,27 +105,11 @@ impl Reorder {
         }
     }
 
-    fn drop_partition(&mut self, key: &PartitionKey) {
-        let Some(part) = self.parts.remove(key) else {
-            return;
-        };
-        if part.waiting.is_empty() {
-            return;
-        }
-        self.items.retain(|_, w| {
-            !(w.received.partition == key.1
-                && w.received.topic == key.0
-                && part.waiting.contains(&w.received.offset))
-        });
-        let items = &self.items;
-        self.heap
-            .retain(|Reverse((_, seq))| items.contains_key(seq));
-    }
-
     /// A message was read at `offset` (a signal or a dead letter).
     pub fn read(&mut self, key: &PartitionKey, generation: u64, offset: i64, at: Timestamp) {
         let part = self.parts.entry(key.clone()).or_default();
         if part.generation != generation {
+            self.waiting -= part.waiting.len();
             *part = Partition {
                 generation,
                 ..Partition::default()
@@ -152,16 +138,12 @@ impl Reorder {
         let ts = received.signal.ts.unwrap_or(at);
         let part = self.parts.get_mut(&key).expect("just read");
         part.high = Some(part.high.map_or(ts, |h| h.max(ts)));
-        part.waiting.insert(received.offset);
-        self.seq += 1;
-        self.heap.push(Reverse((ts, self.seq)));
-        self.items.insert(
-            self.seq,
-            Waiting {
-                received,
-                arrived: at,
-            },
-        );
+        part.waiting.push_back(Waiting {
+            received,
+            ts,
+            arrived: at,
+        });
+        self.waiting += 1;
     }
 
     /// The event time every partition still delivering has reached.
@@ -174,28 +156,26 @@ impl Reorder {
             .unwrap_or(Timestamp(i64::MAX))
     }
 
-    /// The signals whose turn has come at `at`, in event-time order.
+    /// The signals whose turn has come at `at`: the partitions' queues
+    /// merged in event-time order, each kept in its own order.
     pub fn release(&mut self, at: Timestamp) -> Vec<Received> {
         let watermark = self.watermark(at);
         let mut out = Vec::new();
-        while let Some(&Reverse((ts, seq))) = self.heap.peek() {
-            let waited_enough = self
-                .items
-                .get(&seq)
-                .is_some_and(|w| at.0 - w.arrived.0 >= self.lateness.0);
-            if ts > watermark && !waited_enough && self.items.len() <= MAX_WAITING {
+        loop {
+            let next = self
+                .parts
+                .values_mut()
+                .filter_map(|p| p.waiting.front().map(|w| (w.ts, w.arrived)).zip(Some(p)))
+                .min_by_key(|((ts, _), _)| *ts);
+            let Some(((ts, arrived), part)) = next else {
+                break;
+            };
+            let waited_enough = at.0 - arrived.0 >= self.lateness.0;
+            if ts > watermark && !waited_enough && self.waiting <= MAX_WAITING {
                 break;
             }
-            self.heap.pop();
-            let Some(w) = self.items.remove(&seq) else {
-                continue;
-            };
-            if let Some(p) = self
-                .parts
-                .get_mut(&(w.received.topic.clone(), w.received.partition))
-            {
-                p.waiting.remove(&w.received.offset);
-            }
+            let w = part.waiting.pop_front().expect("a head");
+            self.waiting -= 1;
             out.push(w.received);
         }
         out
@@ -208,7 +188,7 @@ impl Reorder {
         self.parts
             .iter()
             .filter_map(|((topic, partition), p)| {
-                let next = p.waiting.first().copied().or(p.next)?;
+                let next = p.waiting.front().map(|w| w.received.offset).or(p.next)?;
                 Some((topic.clone(), *partition, p.generation, next))
             })
             .collect()
