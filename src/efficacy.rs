@@ -59,6 +59,24 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// The ledger of every decision a journal holds, in order.
+    pub fn of_journal(
+        journal: &dyn crate::service::journal::Journal,
+    ) -> Result<Ledger, crate::service::journal::JournalError> {
+        let mut ledger = Ledger::default();
+        let mut since = 0;
+        loop {
+            let page = journal.decisions(since, 10_000)?;
+            let Some(last) = page.last() else {
+                return Ok(ledger);
+            };
+            since = last.seq;
+            for j in &page {
+                ledger.observe(&j.decision);
+            }
+        }
+    }
+
     /// Takes one decision into account.
     pub fn observe(&mut self, d: &Decision) {
         let key = (d.node.clone(), d.fault.clone());

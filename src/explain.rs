@@ -8,11 +8,10 @@
 
 use std::io::{self, BufRead, Write};
 
-use remedy_collectors::JsonLines;
 use remedy_engine::{Decision, Event, Signal, Step, Timestamp};
 use serde::Serialize;
 
-use crate::pipeline::{Input, Known, Pipeline};
+use crate::pipeline::{Known, Pipeline};
 
 /// One line of the story.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -92,6 +91,79 @@ pub struct Budget {
     pub allows: Option<usize>,
 }
 
+/// An open fault of a node, as [`NodeNow`] has it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpenFault {
+    /// The fault class.
+    pub fault: String,
+    /// When it opened.
+    pub opened_at: Timestamp,
+    /// Its severity.
+    pub severity: remedy_engine::Severity,
+    /// Its condition went stale.
+    pub stale: bool,
+}
+
+/// What the pipeline knows of a node now: what `explain` ends with and
+/// `GET /v1/nodes/NODE` answers.
+#[derive(Debug, Default)]
+pub struct NodeNow {
+    /// Its labels as last seen.
+    pub labels: Vec<(String, String)>,
+    /// Its open faults.
+    pub open: Vec<OpenFault>,
+    /// Actions held back for it: (action, fault, outcome, retry at).
+    pub held: Vec<(String, String, remedy_engine::Outcome, Option<Timestamp>)>,
+    /// The budget of each of its domains.
+    pub budgets: Vec<Budget>,
+}
+
+impl NodeNow {
+    /// `None` when the node is not known (never seen, or forgotten) and
+    /// nothing is held for it.
+    pub fn of(pipeline: &Pipeline, node: &str) -> Option<NodeNow> {
+        let engine = &pipeline.engine;
+        let guards = &pipeline.guards;
+        let (labels, open) = engine.with_fleet(|f| {
+            let open = f.open_faults_named(node).map(|(_, faults)| {
+                faults
+                    .iter()
+                    .map(|o| OpenFault {
+                        fault: f.symbols.name(o.fault).to_string(),
+                        opened_at: o.opened_at,
+                        severity: o.severity,
+                        stale: o.condition.is_some_and(|c| c.stale),
+                    })
+                    .collect::<Vec<_>>()
+            });
+            (f.labels_named(node), open.unwrap_or_default())
+        });
+        let held = guards.held_for(node);
+        if labels.is_none() && held.is_empty() {
+            return None;
+        }
+        let labels = labels.unwrap_or_default();
+        let budgets = engine
+            .with_fleet(|f| guards.budgets_for(&labels, &Known(f)))
+            .into_iter()
+            .map(|(level, value, under, known, budget)| Budget {
+                level,
+                value,
+                under_remediation: under,
+                known,
+                max_unhealthy: budget.map(|b| b.to_string()),
+                allows: budget.map(|b| b.limit(known.max(1))),
+            })
+            .collect();
+        Some(NodeNow {
+            labels,
+            open,
+            held,
+            budgets,
+        })
+    }
+}
+
 /// A node's story.
 #[derive(Debug, Default, Serialize)]
 pub struct Story {
@@ -158,42 +230,21 @@ impl Story {
 
     /// The node's state now, from the pipeline.
     fn settle(&mut self, at: Option<Timestamp>, pipeline: &Pipeline) {
-        let node = &self.node;
-        let engine = &pipeline.engine;
-        let (labels, open) = engine.with_fleet(|f| {
-            let open = f.open_faults_named(node).map(|(_, faults)| {
-                faults
-                    .iter()
-                    .map(|o| (f.symbols.name(o.fault).to_string(), o.opened_at))
-                    .collect::<Vec<_>>()
-            });
-            (
-                f.labels_named(node).unwrap_or_default(),
-                open.unwrap_or_default(),
-            )
-        });
-        let budgets = engine.with_fleet(|f| pipeline.guards.budgets_for(&labels, &Known(f)));
+        let now = NodeNow::of(pipeline, &self.node).unwrap_or_default();
         self.state = State {
             at,
-            open_faults: open,
-            held: pipeline
-                .guards
-                .held_for(node)
+            open_faults: now
+                .open
+                .into_iter()
+                .map(|o| (o.fault, o.opened_at))
+                .collect(),
+            held: now
+                .held
                 .into_iter()
                 .map(|(a, f, o, w)| (a, f, o.as_str().to_string(), w))
                 .collect(),
-            budgets: budgets
-                .into_iter()
-                .map(|(level, value, under, known, budget)| Budget {
-                    level,
-                    value,
-                    under_remediation: under,
-                    known,
-                    max_unhealthy: budget.map(|b| b.to_string()),
-                    allows: budget.map(|b| b.limit(known.max(1))),
-                })
-                .collect(),
-            labels,
+            budgets: now.budgets,
+            labels: now.labels,
         };
         self.events.sort_by_key(Entry::ts);
     }
@@ -323,22 +374,9 @@ pub fn from_signals<R: BufRead>(
     at: Option<Timestamp>,
 ) -> io::Result<Story> {
     let mut story = Story::new(node);
-    let (mut step, mut out) = (Step::default(), Vec::new());
-    let mut clock = Timestamp::default();
-    for line in JsonLines::new(input) {
-        let Ok(signal) = line?.signal else {
-            continue;
-        };
-        if let Some(ts) = signal.ts {
-            clock = ts;
-        }
-        if at.is_some_and(|at| clock > at) {
-            break;
-        }
-        out.clear();
-        pipeline.on_signal(signal.clone(), clock, &mut step, &mut out);
-        story.observe(Some(&signal), clock, &step, &out, pipeline);
-    }
+    crate::replay::signal_steps(pipeline, input, at, |pipeline, signal, clock, step, out| {
+        story.observe(Some(signal), clock, step, out, pipeline);
+    })?;
     story.settle(at, pipeline);
     Ok(story)
 }
@@ -351,31 +389,12 @@ pub fn from_journal(
     at: Option<Timestamp>,
 ) -> io::Result<Story> {
     let mut story = Story::new(node);
-    let (mut step, mut out) = (Step::default(), Vec::new());
-    let mut after = 0;
-    'pages: loop {
-        let page = journal.inputs(after, 10_000).map_err(io::Error::other)?;
-        let Some(&(last, ..)) = page.last() else {
-            break;
-        };
-        after = last;
-        for (_, taken, input) in page {
-            if at.is_some_and(|at| taken > at) {
-                break 'pages;
-            }
-            let signal = match &input {
-                Input::Signal { json, .. } => Signal::from_json(json).ok(),
-                _ => None,
-            };
-            out.clear();
-            step.answers.clear();
-            if pipeline.apply(input, taken, &mut step, &mut out).is_err() {
-                continue;
-            }
-            drop(pipeline.guards.take_jobs());
-            story.observe(signal.as_ref(), taken, &step, &out, pipeline);
+    crate::replay::journal_steps(pipeline, journal, at, |pipeline, s| {
+        if s.rejected.is_none() {
+            story.observe(s.signal, s.at, s.step, s.decisions, pipeline);
         }
-    }
+        Ok(true)
+    })?;
     story.settle(at, pipeline);
     Ok(story)
 }

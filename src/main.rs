@@ -287,42 +287,26 @@ fn report(
     json: bool,
 ) -> Result<(), Failure> {
     let config = load_config(config)?;
-    let mut ledger = remedy::efficacy::Ledger::default();
-    match (journal, file) {
+    let ledger = match (journal, file) {
         (Some(url), _) => {
-            use remedy::service::journal::Journal;
             let (path, journal) = open_journal(url)?;
-            let mut since = 0;
-            loop {
-                let page = journal
-                    .decisions(since, 10_000)
-                    .map_err(|e| usage(format!("--journal {}: {e}", path.display())))?;
-                let Some(last) = page.last() else { break };
-                since = last.seq;
-                for j in &page {
-                    ledger.observe(&j.decision);
-                }
-            }
+            remedy::efficacy::Ledger::of_journal(&journal)
+                .map_err(|e| usage(format!("--journal {}: {e}", path.display())))?
         }
         (None, Some(file)) => {
             let mut pipeline = pipeline(&config, None, false)?;
             let (input, source, _) = open_input(file)?;
-            let display = Display {
-                source: source.clone(),
-                progress: false,
-                total_bytes: None,
-            };
-            let mut out = Vec::new();
-            replay::replay(&mut pipeline, input, &display, &mut out, &mut io::sink())
-                .map_err(|e| usage(format!("reading {source}: {e}")))?;
-            for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                if let Ok(d) = serde_json::from_slice(line) {
-                    ledger.observe(&d);
+            let mut ledger = remedy::efficacy::Ledger::default();
+            replay::signal_steps(&mut pipeline, input, None, |_, _, _, _, decisions| {
+                for d in decisions {
+                    ledger.observe(d);
                 }
-            }
+            })
+            .map_err(|e| usage(format!("reading {source}: {e}")))?;
+            ledger
         }
         (None, None) => return Err(usage("give FILE or --journal URL")),
-    }
+    };
     let rows = ledger.rows(&config.policies());
     let stdout = io::stdout();
     let mut out = stdout.lock();

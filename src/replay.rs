@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use remedy_collectors::JsonLines;
-use remedy_engine::{Decision, Event, Lookahead, Outcome, Step, Timestamp};
+use remedy_engine::{Decision, Event, Lookahead, Outcome, Signal, Step, Timestamp};
+
+use crate::pipeline::Input;
 
 use crate::pipeline::Pipeline;
 
@@ -428,58 +430,136 @@ pub fn replay_journal(
     let started = Instant::now();
     let mut summary = Summary::default();
     let bar = progress_bar(display);
-    let (mut step, mut decisions) = (Step::default(), Vec::new());
-    let mut after = 0;
     let mut inputs = 0_u64;
-    loop {
-        let page = journal
-            .inputs(after, JOURNAL_PAGE)
-            .map_err(|e| io::Error::other(format!("{}: {e}", display.source)))?;
-        let Some(&(last, ..)) = page.last() else {
-            break;
-        };
-        after = last;
-        for (seq, at, input) in page {
-            inputs += 1;
-            if inputs % PROGRESS_EVERY == 0 {
-                let rate = inputs as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!(
-                    "{inputs} inputs ({} signals), {rate:.0}/s, at {at}",
-                    summary.signals
-                ));
-                bar.tick();
-            }
-            let signal = matches!(input, crate::pipeline::Input::Signal { .. });
-            decisions.clear();
-            step.prints.clear();
-            step.errors.clear();
-            if let Err(reason) = pipeline.apply(input, at, &mut step, &mut decisions) {
-                summary.rejected += 1;
-                bar.suspend(|| writeln!(diag, "{}: input {seq}: {reason}", display.source))?;
-                continue;
-            }
-            // The service's executors ran these; their results are inputs too.
-            drop(pipeline.guards.take_jobs());
-            summary.count(&decisions);
-            if signal {
-                summary.signals += 1;
-                summary.held_open += step.held_open as u64;
-                summary.duplicates += u64::from(step.duplicate);
-                summary.rule_errors += step.errors.len() as u64;
-            }
-            if !write_decisions(out, &decisions)? {
-                bar.finish_and_clear();
-                summary.elapsed = started.elapsed();
-                return Ok(summary);
-            }
+    let mut closed = false;
+    journal_steps(pipeline, journal, None, |_, s| {
+        inputs += 1;
+        if inputs % PROGRESS_EVERY == 0 {
+            let rate = inputs as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "{inputs} inputs ({} signals), {rate:.0}/s, at {}",
+                summary.signals, s.at
+            ));
+            bar.tick();
         }
-    }
-    match out.flush() {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(e),
-        _ => {}
+        if let Some(reason) = s.rejected {
+            summary.rejected += 1;
+            bar.suspend(|| writeln!(diag, "{}: input {}: {reason}", display.source, s.seq))?;
+            return Ok(true);
+        }
+        summary.count(s.decisions);
+        if s.signal.is_some() {
+            summary.signals += 1;
+            summary.held_open += s.step.held_open as u64;
+            summary.duplicates += u64::from(s.step.duplicate);
+            summary.rule_errors += s.step.errors.len() as u64;
+        }
+        closed = !write_decisions(out, s.decisions)?;
+        Ok(!closed)
+    })
+    .map_err(|e| io::Error::other(format!("{}: {e}", display.source)))?;
+    if !closed {
+        match out.flush() {
+            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(e),
+            _ => {}
+        }
     }
     bar.finish_and_clear();
     summary.elapsed = started.elapsed();
-    summary.still_held = pipeline.guards.held();
+    if !closed {
+        summary.still_held = pipeline.guards.held();
+    }
     Ok(summary)
+}
+
+/// Runs recorded signals (JSON lines) through `pipeline` in event time (a
+/// signal without `ts` takes the time of the one before), skipping lines
+/// that are not signals; `f` sees each signal, its step and its decisions.
+/// Signals after `until` are not run.
+pub fn signal_steps<R: BufRead>(
+    pipeline: &mut Pipeline,
+    input: R,
+    until: Option<Timestamp>,
+    mut f: impl FnMut(&Pipeline, &Signal, Timestamp, &Step, &[Decision]),
+) -> io::Result<()> {
+    let (mut step, mut decisions) = (Step::default(), Vec::new());
+    let mut clock = Timestamp::default();
+    for line in JsonLines::new(input) {
+        let Ok(signal) = line?.signal else {
+            continue;
+        };
+        if let Some(ts) = signal.ts {
+            clock = ts;
+        }
+        if until.is_some_and(|until| clock > until) {
+            break;
+        }
+        decisions.clear();
+        pipeline.on_signal(signal.clone(), clock, &mut step, &mut decisions);
+        f(pipeline, &signal, clock, &step, &decisions);
+    }
+    Ok(())
+}
+
+/// One input of a journal, run: what [`journal_steps`] hands its caller.
+pub struct JournalStep<'a> {
+    /// The input's sequence number in the journal.
+    pub seq: i64,
+    /// When the service took it in.
+    pub at: Timestamp,
+    /// The signal, if the input was one.
+    pub signal: Option<&'a Signal>,
+    /// What the engine did with it.
+    pub step: &'a Step,
+    /// The decisions it led to.
+    pub decisions: &'a [Decision],
+    /// Why it could not be run (a stored signal that no longer decodes).
+    pub rejected: Option<String>,
+}
+
+/// Runs the input a `remedy run` journaled through `pipeline`, each at the
+/// time it was taken in, as the service ran it; executors are never
+/// called (their results are inputs too). `f` sees each input and its
+/// outcome and says whether to go on; inputs after `until` are not run.
+pub fn journal_steps(
+    pipeline: &mut Pipeline,
+    journal: &dyn crate::service::journal::Journal,
+    until: Option<Timestamp>,
+    mut f: impl FnMut(&Pipeline, JournalStep<'_>) -> io::Result<bool>,
+) -> io::Result<()> {
+    let (mut step, mut decisions) = (Step::default(), Vec::new());
+    let mut after = 0;
+    loop {
+        let page = journal
+            .inputs(after, JOURNAL_PAGE)
+            .map_err(io::Error::other)?;
+        let Some(&(last, ..)) = page.last() else {
+            return Ok(());
+        };
+        after = last;
+        for (seq, at, input) in page {
+            if until.is_some_and(|until| at > until) {
+                return Ok(());
+            }
+            let signal = match &input {
+                Input::Signal { json, .. } => Signal::from_json(json).ok(),
+                _ => None,
+            };
+            step.clear();
+            decisions.clear();
+            let rejected = pipeline.apply(input, at, &mut step, &mut decisions).err();
+            drop(pipeline.guards.take_jobs());
+            let s = JournalStep {
+                seq,
+                at,
+                signal: signal.as_ref(),
+                step: &step,
+                decisions: &decisions,
+                rejected,
+            };
+            if !f(pipeline, s)? {
+                return Ok(());
+            }
+        }
+    }
 }

@@ -142,7 +142,8 @@ pub struct Step {
 }
 
 impl Step {
-    fn clear(&mut self) {
+    /// Empties it for the next step, keeping its buffers.
+    pub fn clear(&mut self) {
         self.out.clear();
         self.evaluated.clear();
         self.answers.clear();

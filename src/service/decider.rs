@@ -526,46 +526,15 @@ impl Decider {
     /// `GET /v1/nodes/{node}`: its labels, open faults, held actions and
     /// its domains' budgets, as the decider has them now.
     fn node_state(&self, node: &str) -> Option<serde_json::Value> {
-        let engine = &self.pipeline.engine;
-        let guards = &self.pipeline.guards;
-        let (labels, open) = engine.with_fleet(|f| {
-            let open = f.open_faults_named(node).map(|(_, faults)| {
-                faults
-                    .iter()
-                    .map(|o| {
-                        serde_json::json!({
-                            "fault": f.symbols.name(o.fault),
-                            "opened_at": o.opened_at,
-                            "severity": o.severity,
-                            "stale": o.condition.is_some_and(|c| c.stale),
-                        })
-                    })
-                    .collect::<Vec<_>>()
-            });
-            (f.labels_named(node), open)
-        });
-        let held = guards.held_for(node);
-        if labels.is_none() && held.is_empty() {
-            return None;
-        }
-        let labels = labels.unwrap_or_default();
-        let budgets =
-            engine.with_fleet(|f| guards.budgets_for(&labels, &crate::pipeline::Known(f)));
+        let now = crate::explain::NodeNow::of(&self.pipeline, node)?;
         Some(serde_json::json!({
             "node": node,
-            "labels": labels.iter().cloned().collect::<BTreeMap<String, String>>(),
-            "open_faults": open.unwrap_or_default(),
-            "held": held.iter().map(|(action, fault, outcome, retry)| serde_json::json!({
+            "labels": now.labels.into_iter().collect::<BTreeMap<String, String>>(),
+            "open_faults": now.open,
+            "held": now.held.iter().map(|(action, fault, outcome, retry)| serde_json::json!({
                 "action": action, "fault": fault, "outcome": outcome.as_str(), "retry_at": retry,
             })).collect::<Vec<_>>(),
-            "budgets": budgets.iter().map(|(level, value, under, known, budget)| serde_json::json!({
-                "level": level,
-                "value": value,
-                "under_remediation": under,
-                "known": known,
-                "max_unhealthy": budget.map(|b| b.to_string()),
-                "allows": budget.map(|b| b.limit((*known).max(1))),
-            })).collect::<Vec<_>>(),
+            "budgets": now.budgets,
         }))
     }
 

@@ -331,18 +331,7 @@ async fn timeline(
 /// `GET /v1/efficacy`: the ledger from the journaled decisions.
 async fn efficacy(State(s): State<AppState>) -> Response {
     let result = read(&s, |j| {
-        let mut ledger = crate::efficacy::Ledger::default();
-        let mut since = 0;
-        loop {
-            let page = j.decisions(since, 10_000)?;
-            let Some(last) = page.last() else {
-                return Ok(ledger.rows(&s.policies));
-            };
-            since = last.seq;
-            for d in &page {
-                ledger.observe(&d.decision);
-            }
-        }
+        crate::efficacy::Ledger::of_journal(j).map(|ledger| ledger.rows(&s.policies))
     });
     match result {
         Ok(rows) => Json(rows).into_response(),
