@@ -122,6 +122,16 @@ impl Level {
             Some(label) => format!("@{label}"),
         }
     }
+
+    /// Whether `scope` is this level's (without building its name: this
+    /// is asked on every quota check).
+    fn has_scope(&self, scope: &str) -> bool {
+        match (&self.label, scope.strip_prefix('@')) {
+            (None, Some(rest)) => rest == "fleet",
+            (Some(label), Some(rest)) => rest == label,
+            (_, None) => false,
+        }
+    }
 }
 
 impl Default for GuardConfig {
@@ -1203,7 +1213,7 @@ impl Guards {
         n: Option<NonZeroU32>,
     ) -> Result<(), governor::NotUntil<rate::EventInstant>> {
         let n = n.unwrap_or(NonZeroU32::MIN);
-        let level = self.levels.iter().position(|l| l.scope() == key.0);
+        let level = self.levels.iter().position(|l| l.has_scope(&key.0));
         let checked = match (&key.1, level) {
             (Some(value), Some(i)) => self.level_limits[i]
                 .as_ref()
@@ -1249,7 +1259,7 @@ impl Guards {
             .map(|(action, domain, tat)| ((action, domain), tat))
             .collect();
         for ((action, domain), tat) in last {
-            let level = self.levels.iter().find(|l| l.scope() == action);
+            let level = self.levels.iter().find(|l| l.has_scope(&action));
             let rate = match (level, self.actions.get(&action), &domain) {
                 (Some(level), _, _) => level.rate,
                 (None, Some(a), Some(_)) => a.per.as_ref().map(|p| p.1),
