@@ -77,6 +77,21 @@ pub struct Config {
     /// `[[correlate]]`: common causes named once (contract 9).
     #[serde(default)]
     pub correlate: Vec<CorrelateSection>,
+    /// The efficacy ledger (contract 11).
+    #[serde(default)]
+    pub efficacy: EfficacySection,
+}
+
+/// `[efficacy]`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EfficacySection {
+    /// Split the ledger (`/v1/efficacy`, `/metrics`, `remedy report`) by
+    /// this node label, e.g. a hardware model: the same repair may work on
+    /// one model and not on another. `efficacy()` and `demote` count every
+    /// value together. Default: not split.
+    #[serde(default)]
+    pub by: Option<String>,
 }
 
 /// One `[[correlate]]` block.
@@ -717,6 +732,18 @@ impl Config {
                     });
                 }
             }
+            if let Some(d) = &policy.demote {
+                if !(0.0..=1.0).contains(&d.below) || d.min_runs == 0 {
+                    return Err(Problem {
+                        at: at.clone(),
+                        key: Some(format!("faults.{fault}.demote")),
+                        message: format!(
+                            "below = {} and min_runs = {}: below is a success rate from 0 to 1 and min_runs at least 1",
+                            d.below, d.min_runs
+                        ),
+                    });
+                }
+            }
             self.faults.insert(fault, policy);
         }
         Ok(())
@@ -804,6 +831,7 @@ impl Config {
             flap: self.lifecycle.flap.or(self.guards.flap).unwrap_or_default(),
             alias_labels: self.identity.alias_labels.clone(),
             forget_after: Some(self.limits.forget_after).filter(|d| d.0 > 0),
+            efficacy_by: self.efficacy.by.clone(),
             correlations: self
                 .correlate
                 .iter()
@@ -1248,6 +1276,11 @@ mod tests {
                 "[faults.disk_failure]\nescalate = [{ after = \"1h\", actions = [\"reimage\"] }]",
                 "faults.disk_failure.escalate",
                 "unknown action \"reimage\"",
+            ),
+            (
+                "[faults.disk_failure]\ndemote = { below = 20, min_runs = 20 }",
+                "faults.disk_failure.demote",
+                "below is a success rate from 0 to 1",
             ),
         ];
         for (text, key, message) in cases {

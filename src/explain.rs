@@ -8,7 +8,7 @@
 
 use std::io::{self, BufRead, Write};
 
-use remedy_engine::{Decision, Event, Signal, Step, Timestamp};
+use remedy_engine::{Decision, Event, Met, Signal, Step, Timestamp, Why};
 use serde::Serialize;
 
 use crate::pipeline::{Known, Pipeline};
@@ -254,7 +254,8 @@ impl Story {
         self.events.is_empty()
     }
 
-    /// One line per event, aligned; `colour` on a terminal.
+    /// One line per event, aligned (an action's `why` on the line below
+    /// it); `colour` on a terminal.
     pub fn render(&self, colour: bool) -> String {
         let paint = |code: &str, text: &str| {
             if colour {
@@ -324,10 +325,13 @@ impl Story {
                 }
             };
             out.push_str(&format!(
-                "{}  {}  {detail}\n",
-                e.ts(),
+                "{:<24}  {}  {detail}\n",
+                e.ts().to_string(),
                 paint(code, &format!("{kind:<10}"))
             ));
+            if let Entry::Decision(Decision { why: Some(why), .. }) = e {
+                out.push_str(&format!("{:<24}  {:<10}  {}\n", "", "", why_line(why)));
+            }
         }
         let s = &self.state;
         if let Some(at) = s.at {
@@ -407,4 +411,85 @@ pub fn write(story: &Story, json: bool, colour: bool, out: &mut dyn Write) -> io
     } else {
         out.write_all(story.render(colour).as_bytes())
     }
+}
+
+/// An action's `why` on one line: the rule (and its hash), the rung, then
+/// each guard it met with its numbers, `ok` or `HELD`.
+pub fn why_line(why: &Why) -> String {
+    let mut parts = Vec::new();
+    match (&why.rule, &why.rule_hash) {
+        (Some(rule), Some(hash)) => parts.push(format!("rule {rule} ({hash})")),
+        (Some(rule), None) => parts.push(format!("rule {rule}")),
+        _ => {}
+    }
+    if !why.rung.is_empty() {
+        parts.push(format!("rung {}", why.rung));
+    }
+    let verdict = |pass: bool| if pass { "ok" } else { "HELD" };
+    for m in &why.guards {
+        parts.push(match m {
+            Met::Budget {
+                level,
+                under,
+                known,
+                allows,
+                in_flight,
+                max_in_flight,
+                pass,
+            } => {
+                let mut text = format!("budget {level}: {under} of {known} under remediation");
+                if let Some(n) = allows {
+                    text.push_str(&format!(", allows {n}"));
+                }
+                if let (Some(n), Some(max)) = (in_flight, max_in_flight) {
+                    text.push_str(&format!(", {n} in flight of {max}"));
+                }
+                format!("{text} {}", verdict(*pass))
+            }
+            Met::Quota {
+                quota,
+                rate,
+                left,
+                refill_at,
+                pass,
+            } => {
+                let refill = refill_at
+                    .map(|t| format!(", next refill {t}"))
+                    .unwrap_or_default();
+                format!(
+                    "quota {quota} {rate}: {left} left{refill} {}",
+                    verdict(*pass)
+                )
+            }
+            Met::Breaker {
+                executor,
+                state,
+                until,
+                pass,
+            } => {
+                let until = until.map(|t| format!(" until {t}")).unwrap_or_default();
+                format!("breaker of {executor}: {state}{until} {}", verdict(*pass))
+            }
+            Met::Silence { id, until, comment } => {
+                let comment = comment
+                    .as_deref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default();
+                format!("silence {id} until {until}{comment} HELD")
+            }
+            Met::Approval { id, approved } => {
+                format!(
+                    "approval {id} {}",
+                    if *approved { "given" } else { "asked" }
+                )
+            }
+            Met::Hold {
+                label,
+                value,
+                cause,
+            } => format!("common cause {cause} in {label} {value} HELD"),
+            Met::DryRun => "dry-run".to_string(),
+        });
+    }
+    format!("why: {}", parts.join("; "))
 }

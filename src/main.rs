@@ -116,13 +116,18 @@ enum Command {
     /// The efficacy ledger: per fault class and action, how often the repair
     /// worked (the fault resolved within the policy's `verify`, 24h without
     /// one, and did not open again within 7 days), the median time to
-    /// healthy, and recurrences.
+    /// healthy, and recurrences. Runs still within their window are pending
+    /// and count for nothing yet.
     Report {
         #[command(flatten)]
         input: InputArgs,
         /// Configuration file (TOML): rules, policies (their `verify`), guards.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Split the ledger by this node label, e.g. a hardware model
+        /// (default: the config's `[efficacy] by`).
+        #[arg(long, value_name = "LABEL")]
+        by: Option<String>,
         /// The ledger as JSON, for tools.
         #[arg(long)]
         json: bool,
@@ -284,30 +289,35 @@ fn report(
     file: Option<&Path>,
     journal: Option<&str>,
     config: Option<&Path>,
+    by: Option<String>,
     json: bool,
 ) -> Result<(), Failure> {
-    let config = load_config(config)?;
-    let ledger = match (journal, file) {
+    let mut config = load_config(config)?;
+    if by.is_some() {
+        config.efficacy.by = by;
+    }
+    let rows = match (journal, file) {
         (Some(url), _) => {
             let (path, journal) = open_journal(url)?;
-            remedy::efficacy::Ledger::of_journal(&journal)
-                .map_err(|e| usage(format!("--journal {}: {e}", path.display())))?
+            remedy::efficacy::of_journal(
+                &journal,
+                &config.policies(),
+                config.efficacy.by.as_deref(),
+            )
+            .map_err(|e| usage(format!("--journal {}: {e}", path.display())))?
+            .rows()
         }
         (None, Some(file)) => {
+            // The engine keeps the ledger as it decides.
             let mut pipeline = pipeline(&config, None, false)?;
             let (input, source, _) = open_input(file)?;
-            let mut ledger = remedy::efficacy::Ledger::default();
-            replay::signal_steps(&mut pipeline, input, None, |_, _, _, _, decisions| {
-                for d in decisions {
-                    ledger.observe(d);
-                }
-            })
-            .map_err(|e| usage(format!("reading {source}: {e}")))?;
-            ledger
+            replay::signal_steps(&mut pipeline, input, None, |_, _, _, _, _| {})
+                .map_err(|e| usage(format!("reading {source}: {e}")))?;
+            let rows = pipeline.engine.efficacy().rows();
+            rows
         }
         (None, None) => return Err(usage("give FILE or --journal URL")),
     };
-    let rows = ledger.rows(&config.policies());
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let written = if json {
@@ -599,8 +609,15 @@ fn main() -> ExitCode {
         Command::Report {
             input: InputArgs { file, journal },
             config,
+            by,
             json,
-        } => report(file.as_deref(), journal.as_deref(), config.as_deref(), json),
+        } => report(
+            file.as_deref(),
+            journal.as_deref(),
+            config.as_deref(),
+            by,
+            json,
+        ),
         Command::Explain {
             node,
             input: InputArgs { file, journal },

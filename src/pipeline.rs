@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use remedy_actions::{DomainSizes, ExecError, Finished, Guards, Silence};
-use remedy_engine::{Decision, Engine, LoadError, Outcome, Output, Signal, Step, Timestamp};
+use remedy_engine::{Decision, Engine, LoadError, Output, Signal, Step, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -203,7 +203,7 @@ impl Pipeline {
     ) -> Option<Finished> {
         let start = out.len();
         let finished = self.guards.finished(id, result, now, out);
-        self.acted(&out[start..]);
+        self.observe(&out[start..]);
         finished
     }
 
@@ -215,13 +215,16 @@ impl Pipeline {
         now: Timestamp,
         out: &mut Vec<Decision>,
     ) -> bool {
-        if approve {
+        let start = out.len();
+        let found = if approve {
             let guards = &mut self.guards;
             self.engine
                 .with_fleet(|fleet| guards.approve(id, now, &Known(fleet), out))
         } else {
             self.guards.reject(id, now, out)
-        }
+        };
+        self.observe(&out[start..]);
+        found
     }
 
     /// Runs one journaled input at `at`, as the service ran it.
@@ -262,16 +265,12 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Tells the engine which of `decisions` did an action for an open fault
-    /// (executed, or dry_run): `verify` counts from there. The service calls
-    /// it with its executors' results too.
-    pub fn acted(&mut self, decisions: &[Decision]) {
+    /// Tells the engine every decision made: the efficacy ledger learns
+    /// from each, and an action done (executed, or dry_run) starts its
+    /// `verify` window.
+    fn observe(&mut self, decisions: &[Decision]) {
         for d in decisions {
-            if let (Some(action), Some(Outcome::Executed | Outcome::DryRun)) =
-                (&d.action, d.outcome)
-            {
-                self.engine.acted(&d.node, &d.fault, action, d.ts);
-            }
+            self.engine.observe(d);
         }
     }
 
@@ -279,7 +278,7 @@ impl Pipeline {
         loop {
             let start = out.len();
             self.route(at, step, out);
-            self.acted(&out[start..]);
+            self.observe(&out[start..]);
             // An action done now may be due for verification by now already
             // (a replay that jumps hours): check before the next signal.
             if !self.engine.verify_due(at) {
@@ -357,7 +356,7 @@ mod properties {
 
     use proptest::prelude::*;
     use remedy_actions::{ActionGuards, ActionKind, Budget, GuardConfig, Rate};
-    use remedy_engine::{Kind, Options, Policies};
+    use remedy_engine::{Kind, Options, Outcome, Policies};
 
     use super::*;
 

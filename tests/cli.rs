@@ -1393,6 +1393,22 @@ fn explain_tells_a_held_nodes_story_with_its_budgets() {
         "{}",
         out.stdout
     );
+    // The line below names the rule with the hash `sha256sum` gives its
+    // file, the rung, and every guard with its numbers.
+    let sha = Command::new("sha256sum")
+        .arg(repo().join("rules/hardware/memory.rhai"))
+        .output()
+        .unwrap();
+    let hash = String::from_utf8(sha.stdout).unwrap()[..12].to_string();
+    assert_eq!(
+        lines[6].trim_start(),
+        format!(
+            "why: rule hardware/memory.rhai ({hash}); rung actions; \
+             budget rack r1: 1 of 10 under remediation, allows 1 HELD"
+        ),
+        "{}",
+        out.stdout
+    );
     assert!(
         !out.stdout.contains("00:00:40"),
         "--at stops the story: {}",
@@ -1426,6 +1442,15 @@ fn explain_tells_a_held_nodes_story_with_its_budgets() {
     assert_eq!(v["state"]["open_faults"][0][0], "memory_failure");
     assert_eq!(v["state"]["budgets"][0]["under_remediation"], 1);
     assert_eq!(v["state"]["budgets"][0]["allows"], 1);
+    let held = &v["events"][4];
+    assert_eq!(held["outcome"], "budget_exhausted", "{held}");
+    assert_eq!(held["why"]["rule_hash"], hash.as_str(), "{held}");
+    assert_eq!(
+        held["why"]["guards"],
+        serde_json::json!([{"guard": "budget", "level": "rack r1", "under": 1, "known": 10,
+                            "allows": 1, "pass": false}]),
+        "{held}"
+    );
     let kinds: Vec<&str> = v["events"]
         .as_array()
         .unwrap()
@@ -1520,5 +1545,137 @@ fn report_gives_the_exact_efficacy_of_a_known_history() {
                 && l.contains("4m30s")),
         "{}",
         table.stdout
+    );
+}
+
+/// Contract 11: `demote` in replay, with exact timestamps, and `efficacy()`
+/// as a rule sees it. memory_failure: cordon, then reinstall after 1h
+/// (verify 10m, demote below 20% after 3 runs). Three cordons at 00:00,
+/// 00:01 and 00:02 never fix their node (judged failed at 00:10, 00:11 and
+/// 00:12); a fourth at 00:11 is cordoned (one run judged), a fifth at
+/// 00:20 is not: its cordon is `demoted` and it is reinstalled at once. A
+/// probe rule reads `efficacy("memory_failure", "cordon")` at 00:30.
+#[test]
+fn a_rung_that_rarely_works_is_demoted_at_the_exact_moment_the_ledger_says_so() {
+    let dir = TempDir::new().unwrap();
+    let rules = dir.path().join("rules");
+    fs::create_dir_all(&rules).unwrap();
+    fs::copy(
+        repo().join("rules/hardware/memory.rhai"),
+        rules.join("memory.rhai"),
+    )
+    .unwrap();
+    fs::write(
+        rules.join("probe.rhai"),
+        "const TYPES = [\"probe\"];\n\
+         fn classify(s) {\n\
+             let e = efficacy(\"memory_failure\", \"cordon\");\n\
+             let r = efficacy(\"memory_failure\", \"reboot\");\n\
+             #{ fault: \"probe\", severity: \"info\",\n\
+                reason: `cordon ${e.runs} runs ${e.success_rate} median ${e.median_secs}; reboot ${r.runs} ${r.success_rate}` }\n\
+         }\n",
+    )
+    .unwrap();
+    let config = dir.path().join("remedy.toml");
+    fs::write(
+        &config,
+        "[guards]\nmax_unhealthy = \"none\"\n\
+         [faults.memory_failure]\nactions = [\"cordon\"]\nverify = \"10m\"\n\
+         escalate = [{ after = \"1h\", actions = [\"reinstall\"] }]\n\
+         demote = { below = 0.2, min_runs = 3 }\n\
+         [faults.probe]\nactions = []\n",
+    )
+    .unwrap();
+    let signal = |node: &str, ty: &str, min: u32, sec: u32| {
+        format!(
+            "{{\"node\":\"{node}\",\"kind\":\"hardware\",\"type\":\"{ty}\",\
+             \"ts\":\"2026-11-24T00:{min:02}:{sec:02}Z\",\"labels\":{{\"cluster\":\"c1\"}}}}\n"
+        )
+    };
+    let ue = |node: &str, min: u32| signal(node, "memory.ecc.uncorrectable", min, 0);
+    let input = [
+        ue("a", 0),
+        ue("b", 1),
+        ue("c", 2),
+        ue("d", 11),
+        ue("e", 20),
+        signal("p", "probe", 30, 0),
+    ]
+    .concat();
+    let file = dir.path().join("history.jsonl");
+    fs::write(&file, input).unwrap();
+    let out = run(remedy()
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg(&file));
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let decisions: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let actions_of = |node: &str| -> Vec<(String, String, String)> {
+        decisions
+            .iter()
+            .filter(|d| d["node"] == node && d["event"] == "action")
+            .map(|d| {
+                (
+                    d["ts"].as_str().unwrap().to_string(),
+                    d["action"].as_str().unwrap().to_string(),
+                    d["outcome"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let at = |m: u32| format!("2026-11-24T00:{m:02}:00Z");
+    // d at 00:11: one run judged (a's; b's window ends at 00:11, it is not past).
+    assert_eq!(
+        actions_of("d").first(),
+        Some(&(at(11), "cordon".into(), "dry_run".into())),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        actions_of("e")[..2],
+        [
+            (at(20), "cordon".into(), "demoted".into()),
+            (at(20), "reinstall".into(), "dry_run".into()),
+        ],
+        "{}",
+        out.stdout
+    );
+    let demoted = decisions
+        .iter()
+        .find(|d| d["outcome"] == "demoted")
+        .unwrap();
+    assert_eq!(
+        demoted["reason"],
+        "cordon fixed memory_failure in 0 of 3 runs (0%), below 20% after at least 3 runs \
+         (demote): skipped for escalate[0] (reinstall)",
+        "{demoted}"
+    );
+    assert_eq!(demoted["why"]["rule"], "memory.rhai", "{demoted}");
+    let reinstall = decisions
+        .iter()
+        .find(|d| d["node"] == "e" && d["action"] == "reinstall")
+        .unwrap();
+    assert_eq!(
+        reinstall["why"]["rung"], "actions demoted, then escalate[0] after 1h",
+        "{reinstall}"
+    );
+    // Nobody else was demoted: a, b, c and d were cordoned.
+    for node in ["a", "b", "c", "d"] {
+        assert_eq!(actions_of(node)[0].1, "cordon", "{node}: {}", out.stdout);
+        assert_eq!(actions_of(node)[0].2, "dry_run", "{node}: {}", out.stdout);
+    }
+    // At 00:30 four cordons are judged (a, b, c; d's window ended at 00:21),
+    // none worked; nothing was rebooted.
+    let probe = decisions
+        .iter()
+        .find(|d| d["fault"] == "probe" && d["event"] == "fault_opened")
+        .unwrap();
+    assert_eq!(
+        probe["reason"], "cordon 4 runs 0.0 median ; reboot 0 ",
+        "{probe}"
     );
 }

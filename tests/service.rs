@@ -1888,7 +1888,8 @@ fn explain_from_the_journal_tells_what_the_service_decided() {
     assert_eq!(status, 404);
     assert!(body.contains("node \\\"nobody\\\" is not known"), "{body}");
     assert_eq!(s.get("/v1/nodes/nobody/timeline").0, 404);
-    // The efficacy ledger: n1's cordon worked (it resolved), n2's is open.
+    // The efficacy ledger: n1's cordon worked (it resolved), n2's is open
+    // within its window: pending, not judged yet.
     let ledger = s.json("/v1/efficacy");
     let cordon = ledger
         .as_array()
@@ -1898,10 +1899,23 @@ fn explain_from_the_journal_tells_what_the_service_decided() {
         .unwrap_or_else(|| panic!("{ledger}"))
         .clone();
     assert_eq!(
-        (cordon["runs"].as_u64(), cordon["successes"].as_u64()),
-        (Some(2), Some(1)),
+        (
+            cordon["runs"].as_u64(),
+            cordon["successes"].as_u64(),
+            cordon["pending"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
         "{cordon}"
     );
+    // The same ledger on /metrics.
+    let metrics = s.get("/metrics").1;
+    for line in [
+        "remedy_efficacy_runs{fault=\"memory_failure\",action=\"cordon\"} 1",
+        "remedy_efficacy_pending_runs{fault=\"memory_failure\",action=\"cordon\"} 1",
+        "remedy_efficacy_success_ratio{fault=\"memory_failure\",action=\"cordon\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
     let (code, _) = s.stop();
     assert_eq!(code, 0);
     let out = Command::new(env!("CARGO_BIN_EXE_remedy"))

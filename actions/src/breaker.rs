@@ -216,6 +216,19 @@ impl Breaker {
         lock(&self.phase).trial = false;
     }
 
+    /// `closed`, `half_open` (one trial at a time) or `open`, for a
+    /// decision's `why`.
+    pub fn state(&self) -> &'static str {
+        let phase = lock(&self.phase);
+        if phase.half_open {
+            "half_open"
+        } else if phase.open_until.is_some_and(|u| clock::now() < u) {
+            "open"
+        } else {
+            "closed"
+        }
+    }
+
     /// Whether it refuses calls now (for metrics and reasons).
     pub fn is_open(&self) -> bool {
         lock(&self.phase)

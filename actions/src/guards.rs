@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::num::NonZeroU32;
 
-use remedy_engine::{Backoff, Decision, Duration, Intent, Outcome, Timestamp, Trigger};
+use remedy_engine::{Backoff, Decision, Duration, Intent, Met, Outcome, Timestamp, Trigger};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::breaker::{Breaker, BreakerConfig};
@@ -521,7 +521,7 @@ impl Guards {
                 self.retrying.push(job);
                 continue;
             }
-            if let Some((_, _, wake)) = self.check_breaker(&job.intent, now) {
+            if let Some((_, _, wake)) = self.check_breaker(&job.intent, now, &mut Vec::new()) {
                 job.retry_at = Some(wake.unwrap_or(now.add(RETRY.nth(0))));
                 self.wake_at(job.retry_at);
                 self.retrying.push(job);
@@ -706,7 +706,8 @@ impl Guards {
             Outcome::Failed
             | Outcome::Silenced
             | Outcome::Rejected
-            | Outcome::AttemptsExhausted => {}
+            | Outcome::AttemptsExhausted
+            | Outcome::Demoted => {}
         }
     }
 
@@ -727,7 +728,7 @@ impl Guards {
     /// Asks for an action at `now`; decisions go to `out`.
     pub fn submit(
         &mut self,
-        request: Intent,
+        mut request: Intent,
         now: Timestamp,
         sizes: &dyn DomainSizes,
         out: &mut Vec<Decision>,
@@ -738,6 +739,11 @@ impl Guards {
             .iter()
             .find(|s| s.matches(&request.node, &request.fault, &request.labels, now))
         {
+            request.why.guards.push(Met::Silence {
+                id: s.id,
+                until: s.until,
+                comment: s.comment.clone(),
+            });
             out.push(decision(&request, now, Outcome::Silenced, Some(s.reason())));
             self.recovered_one(&request, now);
             return;
@@ -745,6 +751,10 @@ impl Guards {
         if request.approval {
             let id = self.next_approval;
             self.next_approval += 1;
+            request.why.guards.push(Met::Approval {
+                id,
+                approved: false,
+            });
             out.push(decision(
                 &request,
                 now,
@@ -765,9 +775,18 @@ impl Guards {
         sizes: &dyn DomainSizes,
         out: &mut Vec<Decision>,
     ) -> bool {
-        let Some(request) = self.approvals.remove(&id) else {
+        let Some(mut request) = self.approvals.remove(&id) else {
             return false;
         };
+        for m in &mut request.why.guards {
+            if let Met::Approval {
+                id: asked,
+                approved,
+            } = m
+            {
+                *approved |= *asked == id;
+            }
+        }
         self.clock.set(now);
         self.attempt(request, now, sizes, out, None);
         true
@@ -889,7 +908,7 @@ impl Guards {
     /// reported again.
     fn attempt(
         &mut self,
-        request: Intent,
+        mut request: Intent,
         now: Timestamp,
         sizes: &dyn DomainSizes,
         out: &mut Vec<Decision>,
@@ -931,17 +950,21 @@ impl Guards {
         }
         let retry = previously.is_some();
         let mut counted = None;
+        // Each try meets the guards afresh; an approval given stays.
+        let mut met = std::mem::take(&mut request.why.guards);
+        met.retain(|m| matches!(m, Met::Approval { .. }));
         let refusal = self
-            .check_hold(&request)
+            .check_hold(&request, &mut met)
             .or_else(|| {
-                self.check_budget(&request, now, sizes, retry)
+                self.check_budget(&request, now, sizes, retry, &mut met)
                     .map(|(refusal, domain)| {
                         counted = Some(domain);
                         refusal
                     })
             })
-            .or_else(|| self.check_rates(&request))
-            .or_else(|| self.check_breaker(&request, now));
+            .or_else(|| self.check_rates(&request, &mut met))
+            .or_else(|| self.check_breaker(&request, now, &mut met));
+        request.why.guards = met;
         if let Some((outcome, reason, wake)) = refusal {
             if previously != Some(outcome) {
                 let mut d = decision(&request, now, outcome, Some(reason));
@@ -962,6 +985,7 @@ impl Guards {
             return;
         }
         if self.config.dry_run {
+            request.why.guards.push(Met::DryRun);
             out.push(decision(&request, now, Outcome::DryRun, None));
             self.passed(&request, now);
             return;
@@ -1030,7 +1054,7 @@ impl Guards {
 
     /// A common cause open in one of the node's domains holds its
     /// disruptive repairs (`[[correlate]] hold`).
-    fn check_hold(&self, r: &Intent) -> Option<Refusal> {
+    fn check_hold(&self, r: &Intent, met: &mut Vec<Met>) -> Option<Refusal> {
         if self.holds.is_empty() || r.trigger != Trigger::Remedy || !self.kind(&r.action).disruptive
         {
             return None;
@@ -1043,6 +1067,11 @@ impl Guards {
             "{label} {value}: common cause {fault} is open; held until it resolves or an operator \
              releases it (POST /v1/holds/{label}/{value}/release)"
         );
+        met.push(Met::Hold {
+            label: label.clone(),
+            value: value.clone(),
+            cause: fault.clone(),
+        });
         Some((Outcome::HeldCommonCause, reason, None))
     }
 
@@ -1084,6 +1113,7 @@ impl Guards {
         now: Timestamp,
         sizes: &dyn DomainSizes,
         retry: bool,
+        met: &mut Vec<Met>,
     ) -> Option<(Refusal, DomainKey)> {
         if self.levels.is_empty()
             || r.trigger != Trigger::Remedy
@@ -1108,6 +1138,21 @@ impl Guards {
                 continue;
             }
             let d = self.domains.entry(key.clone()).or_default();
+            met.push(Met::Budget {
+                level: name.clone(),
+                under: d.nodes.len(),
+                known,
+                allows: budget.map(|b| b.limit(known)),
+                in_flight: max_in_flight.map(|_| d.in_flight),
+                max_in_flight,
+                pass: true,
+            });
+            let mut refuse = |refusal: Refusal| {
+                if let Some(Met::Budget { pass, .. }) = met.last_mut() {
+                    *pass = false;
+                }
+                Some((refusal, key.clone()))
+            };
             if let Some(budget) = budget {
                 let limit = budget.limit(known);
                 if d.nodes.len() >= limit {
@@ -1116,7 +1161,7 @@ impl Guards {
                         "{name}: {} of {known} known nodes under remediation, max_unhealthy {budget} allows {limit}",
                         d.nodes.len()
                     );
-                    return Some(((Outcome::BudgetExhausted, reason, None), key));
+                    return refuse((Outcome::BudgetExhausted, reason, None));
                 }
             }
             if let Some(max) = max_in_flight {
@@ -1125,7 +1170,7 @@ impl Guards {
                         "{name}: {} disruptive actions in flight, max_in_flight {max}",
                         d.in_flight
                     );
-                    return Some(((Outcome::BudgetExhausted, reason, None), key));
+                    return refuse((Outcome::BudgetExhausted, reason, None));
                 }
             }
             if !retry && d.waiting > 0 {
@@ -1133,7 +1178,7 @@ impl Guards {
                     "{name}: {} actions held back by the budget go first",
                     d.waiting
                 );
-                return Some(((Outcome::BudgetExhausted, reason, None), key));
+                return refuse((Outcome::BudgetExhausted, reason, None));
             }
             if retry {
                 if let Some(since) = d.under_since {
@@ -1143,7 +1188,7 @@ impl Guards {
                             "{name} was over budget; held-back actions resume after {} under it (storm_recovery), at {resume}",
                             show(recovery)
                         );
-                        return Some(((Outcome::BudgetExhausted, reason, Some(resume)), key));
+                        return refuse((Outcome::BudgetExhausted, reason, Some(resume)));
                     }
                 }
             }
@@ -1156,7 +1201,11 @@ impl Guards {
     /// governor (governor cannot test without taking), so a refusal by one
     /// never spends the other's token, and over any window the passes of
     /// `N/period` stay within N + window/period.
-    fn check_rates(&mut self, r: &Intent) -> Option<(Outcome, String, Option<Timestamp>)> {
+    fn check_rates(
+        &mut self,
+        r: &Intent,
+        met: &mut Vec<Met>,
+    ) -> Option<(Outcome, String, Option<Timestamp>)> {
         let t0 = self.clock.nanos();
         let a = &self.actions[&r.action];
         let mut quotas: smallvec::SmallVec<[(QuotaKey, Rate, String); 2]> =
@@ -1199,8 +1248,26 @@ impl Guards {
                     let tat = rate.passed(self.tats.get(key).copied(), t0);
                     self.tats.insert(key.clone(), tat);
                     self.tats_changed.insert(key.clone());
+                    met.push(Met::Quota {
+                        quota: name.clone(),
+                        rate: rate.to_string(),
+                        left: rate.left(Some(tat), t0),
+                        refill_at: rate
+                            .refill_at(Some(tat), t0)
+                            .map(|n| rate::EventInstant::of_nanos(n).timestamp()),
+                        pass: true,
+                    });
                 }
-                Err(refused) => return Some(rate_limited(name.clone(), Some(*rate), &refused)),
+                Err(refused) => {
+                    met.push(Met::Quota {
+                        quota: name.clone(),
+                        rate: rate.to_string(),
+                        left: 0,
+                        refill_at: Some(rate::retry_at(&refused)),
+                        pass: false,
+                    });
+                    return Some(rate_limited(name.clone(), Some(*rate), &refused));
+                }
             }
         }
         None
@@ -1292,15 +1359,32 @@ impl Guards {
         &mut self,
         r: &Intent,
         now: Timestamp,
+        met: &mut Vec<Met>,
     ) -> Option<(Outcome, String, Option<Timestamp>)> {
         if self.config.dry_run {
             return None; // nothing is executed, so nothing can fail
         }
         let executor = self.executor(&r.action).to_string();
-        match self.breaker(&r.action).permit() {
-            Ok(()) => None,
+        let breaker = self.breaker(&r.action);
+        let state = breaker.state();
+        match breaker.permit() {
+            Ok(()) => {
+                met.push(Met::Breaker {
+                    executor,
+                    state: state.to_string(),
+                    until: None,
+                    pass: true,
+                });
+                None
+            }
             Err(left) => {
                 let until = now.add(Duration(left.as_millis().min(i64::MAX as u128) as i64));
+                met.push(Met::Breaker {
+                    executor: executor.clone(),
+                    state: if state == "closed" { "open" } else { state }.to_string(),
+                    until: Some(until),
+                    pass: false,
+                });
                 Some((
                     Outcome::CircuitOpen,
                     format!(
@@ -1405,12 +1489,15 @@ fn show(d: Duration) -> String {
 }
 
 fn decision(r: &Intent, now: Timestamp, outcome: Outcome, reason: Option<String>) -> Decision {
-    Decision::action(now, &r.node, &r.fault, &r.action, outcome, reason)
+    let mut d = Decision::action(now, &r.node, &r.fault, &r.action, outcome, reason);
+    d.why = Some(Box::new(r.why.clone()));
+    d
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use remedy_engine::Why;
 
     struct Sizes(usize);
 
@@ -1439,6 +1526,7 @@ mod tests {
             ],
             trigger: Trigger::Remedy,
             approval: false,
+            why: Default::default(),
         }
     }
 
@@ -1753,6 +1841,90 @@ mod tests {
         assert_eq!(g.held(), 1);
     }
 
+    /// Contract 11: every action decision says which guards it met, with
+    /// their numbers: tokens left and the next refill of each quota, the
+    /// breaker's state; the last guard of a held one is the one holding it.
+    #[test]
+    fn each_decision_says_which_guards_it_met_with_their_numbers() {
+        let mut g = guards(
+            GuardConfig {
+                max_unhealthy: None,
+                dry_run: false,
+                ..GuardConfig::default()
+            },
+            &[(
+                "cordon",
+                ActionGuards {
+                    executor: "kubernetes".into(),
+                    kind: ActionKind::of_op("cordon"),
+                    rate: Some("2/min".parse().unwrap()),
+                    retry_for: RETRY_FOR,
+                    ..ActionGuards::default()
+                },
+            )],
+        );
+        let sizes = Sizes(1000);
+        let mut out = Vec::new();
+        let mut ask = Intent {
+            why: Why {
+                rule: Some("hardware/memory.rhai".into()),
+                rule_hash: Some("0123456789ab".into()),
+                rung: "actions".into(),
+                guards: Vec::new(),
+            },
+            ..req("a", "cordon")
+        };
+        for node in ["a", "b", "c"] {
+            ask.node = node.into();
+            g.submit(ask.clone(), t(0), &sizes, &mut out);
+        }
+        for job in g.take_jobs() {
+            g.finished(&job.id, Ok(String::new()), t(1), &mut out);
+        }
+        let quota = |left, refill: i64, pass| Met::Quota {
+            quota: "cordon fleet-wide".into(),
+            rate: "2/min".into(),
+            left,
+            refill_at: Some(t(refill)),
+            pass,
+        };
+        let breaker = Met::Breaker {
+            executor: "kubernetes".into(),
+            state: "closed".into(),
+            until: None,
+            pass: true,
+        };
+        let met: Vec<(String, Outcome, Vec<Met>)> = out
+            .iter()
+            .map(|d| {
+                let why = d.why.as_deref().unwrap();
+                assert_eq!(why.rule_hash.as_deref(), Some("0123456789ab"));
+                assert_eq!(why.rung, "actions");
+                (d.node.clone(), d.outcome.unwrap(), why.guards.clone())
+            })
+            .collect();
+        assert_eq!(
+            met,
+            [
+                (
+                    "c".to_string(),
+                    Outcome::RateLimited,
+                    vec![quota(0, 30, false)]
+                ),
+                (
+                    "a".into(),
+                    Outcome::Executed,
+                    vec![quota(1, 30, true), breaker.clone()]
+                ),
+                (
+                    "b".into(),
+                    Outcome::Executed,
+                    vec![quota(0, 30, true), breaker]
+                ),
+            ]
+        );
+    }
+
     #[test]
     fn fleet_and_domain_rate_limits_hold_and_refill_in_event_time() {
         let mut g = guards(
@@ -2010,6 +2182,7 @@ mod properties {
             labels: vec![("cluster".into(), format!("c{}", node % 2))],
             trigger,
             approval: false,
+            why: Default::default(),
         }
     }
 

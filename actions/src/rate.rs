@@ -37,6 +37,11 @@ impl Reference for EventInstant {
 }
 
 impl EventInstant {
+    /// The instant `nanos` after the epoch.
+    pub fn of_nanos(nanos: u64) -> Self {
+        EventInstant(nanos)
+    }
+
     /// As an event timestamp (milliseconds), rounded up.
     pub fn timestamp(self) -> Timestamp {
         Timestamp(self.0.div_ceil(1_000_000) as i64)
@@ -162,6 +167,20 @@ impl Rate {
         tat.unwrap_or(t0).max(t0) + self.interval()
     }
 
+    /// Tokens a limiter of this rate in state `tat` still has at `t0`.
+    pub fn left(self, tat: Option<u64>, t0: u64) -> u32 {
+        let used = tat.map_or(0, |tat| tat.saturating_sub(t0).div_ceil(self.interval()));
+        u64::from(self.count.get()).saturating_sub(used) as u32
+    }
+
+    /// When the next token comes back to a limiter in state `tat` at `t0`
+    /// (nanoseconds; `None`: the bucket is full).
+    pub fn refill_at(self, tat: Option<u64>, t0: u64) -> Option<u64> {
+        let tat = tat.filter(|&tat| tat > t0)?;
+        let used = (tat - t0).div_ceil(self.interval());
+        Some(tat - (used - 1) * self.interval())
+    }
+
     /// A fleet-wide limiter on `clock`.
     pub fn direct(self, clock: &EventClock) -> Direct {
         RateLimiter::direct_with_clock(self.quota(), clock.clone())
@@ -192,6 +211,33 @@ mod tests {
         assert!(e.to_string().contains("\"20 per minute\""), "{e}");
         assert!("0/min".parse::<Rate>().is_err());
         assert!("5/fortnight".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn tokens_left_and_the_next_refill_follow_governor() {
+        let clock = EventClock::default();
+        let t0 = nanos_of(Timestamp(1_000_000));
+        clock.set_nanos(t0);
+        let r: Rate = "3/min".parse().unwrap();
+        let limiter = r.direct(&clock);
+        let mut tat = None;
+        assert_eq!((r.left(tat, t0), r.refill_at(tat, t0)), (3, None));
+        for left in [2, 1, 0] {
+            assert!(limiter.check().is_ok());
+            tat = Some(r.passed(tat, t0));
+            assert_eq!(r.left(tat, t0), left);
+            // One token back 20 s after the first was taken.
+            assert_eq!(r.refill_at(tat, t0), Some(t0 + 20_000_000_000));
+        }
+        assert!(limiter.check().is_err());
+        assert!(!r.conforms(tat, t0));
+        // Governor agrees: a token is back exactly at refill_at.
+        let at = r.refill_at(tat, t0).unwrap();
+        clock.set_nanos(at - 1);
+        assert!(limiter.check().is_err());
+        clock.set_nanos(at);
+        assert_eq!(r.left(tat, at), 1);
+        assert!(limiter.check().is_ok());
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub enum Outcome {
     /// A common cause (`[[correlate]]`) is open in the node's domain: the
     /// per-node repair waits until it resolves or an operator releases it.
     HeldCommonCause,
+    /// The efficacy ledger shows this rung rarely fixes the fault (policy
+    /// `demote`): it is skipped for the next rung.
+    Demoted,
 }
 
 impl Outcome {
@@ -110,6 +113,7 @@ impl Outcome {
             Outcome::Rejected => "rejected",
             Outcome::AttemptsExhausted => "attempts_exhausted",
             Outcome::HeldCommonCause => "held_common_cause",
+            Outcome::Demoted => "demoted",
         }
     }
 }
@@ -157,6 +161,113 @@ pub struct Decision {
     /// e.g. `{"rack": "r12"}`; `node` is then the domain's key (`rack=r12`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<std::collections::BTreeMap<String, String>>,
+    /// On `action`: the rule and policy rung that asked for it and every
+    /// guard it met, with its numbers (contract 11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<Box<Why>>,
+}
+
+/// Why an action was asked for and what it met on the way: on every
+/// `action` decision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Why {
+    /// The rule that opened the fault (its file name under the rules
+    /// directory), or `correlate LABEL` for a common cause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The first 12 hex digits of the SHA-256 of the rule's file, as
+    /// `sha256sum` prints it: which version of the rule it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_hash: Option<String>,
+    /// The policy rung that asked for it: `actions` (on open),
+    /// `escalate[N] after D`, `verify` (the last action did not help),
+    /// `on_resolve`, `max_attempts` (the `then` actions).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rung: String,
+    /// Every guard the action met, in the order it met them, with its
+    /// numbers; the last one of a held action is the one that holds it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guards: Vec<Met>,
+}
+
+/// One guard an action met, with its numbers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "guard", rename_all = "snake_case")]
+pub enum Met {
+    /// A failure domain's budget (`[[guards.levels]]`).
+    Budget {
+        /// The level and its domain, e.g. `rack r12`.
+        level: String,
+        /// Nodes of the domain under remediation.
+        under: usize,
+        /// Known nodes of the domain.
+        known: usize,
+        /// How many `max_unhealthy` allows there (absent: no such budget).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        allows: Option<usize>,
+        /// Disruptive jobs in flight in the domain, with `max_in_flight`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_flight: Option<usize>,
+        /// `max_in_flight`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_in_flight: Option<u32>,
+        /// It fit.
+        pass: bool,
+    },
+    /// A quota (`rate`, `per`, or a level's `rate`).
+    Quota {
+        /// Which quota, e.g. `cordon fleet-wide`.
+        quota: String,
+        /// Its rate, e.g. `10/1h`.
+        rate: String,
+        /// Tokens left after this action.
+        left: u32,
+        /// When the next token comes back (absent: the bucket is full).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refill_at: Option<Timestamp>,
+        /// A token was taken.
+        pass: bool,
+    },
+    /// The executor's circuit breaker.
+    Breaker {
+        /// The action whose executor it guards.
+        executor: String,
+        /// `closed`, `half_open` or `open`.
+        state: String,
+        /// Until when it stays open.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<Timestamp>,
+        /// It let the call through.
+        pass: bool,
+    },
+    /// A silence matched.
+    Silence {
+        /// Its id.
+        id: u64,
+        /// When it ends.
+        until: Timestamp,
+        /// Who and why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// An operator's approval was asked for or given.
+    Approval {
+        /// The request's id.
+        id: u64,
+        /// Given (else: waiting, or rejected on a `rejected` decision).
+        approved: bool,
+    },
+    /// A common cause holds disruptive repairs in the domain.
+    Hold {
+        /// The label of the domain.
+        label: String,
+        /// Its value.
+        value: String,
+        /// The common cause's fault.
+        cause: String,
+    },
+    /// Dry-run is on: nothing was carried out.
+    DryRun,
 }
 
 impl Decision {
@@ -199,6 +310,7 @@ impl Decision {
             detail: None,
             retry_at: None,
             domain: None,
+            why: None,
         }
     }
 
@@ -218,6 +330,7 @@ impl Decision {
             detail: None,
             retry_at: None,
             domain: None,
+            why: None,
         }
     }
 
@@ -244,6 +357,7 @@ impl Decision {
             detail: None,
             retry_at: None,
             domain: None,
+            why: None,
         }
     }
 
@@ -291,6 +405,9 @@ pub struct Intent {
     pub trigger: Trigger,
     /// The fault's policy wants an operator's approval first.
     pub approval: bool,
+    /// The rule and rung behind it, and the guards met so far.
+    #[serde(default)]
+    pub why: Why,
 }
 
 impl Intent {
@@ -371,6 +488,8 @@ mod tests {
             (Outcome::AwaitingApproval, "awaiting_approval"),
             (Outcome::Rejected, "rejected"),
             (Outcome::AttemptsExhausted, "attempts_exhausted"),
+            (Outcome::HeldCommonCause, "held_common_cause"),
+            (Outcome::Demoted, "demoted"),
         ];
         for (o, name) in all {
             assert_eq!(serde_json::to_value(o).unwrap(), name);

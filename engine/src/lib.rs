@@ -11,6 +11,7 @@
 pub mod backoff;
 pub mod correlate;
 pub mod decision;
+pub mod efficacy;
 pub mod fleet;
 pub mod identity;
 pub mod lifecycle;
@@ -22,7 +23,7 @@ pub mod time;
 
 pub use backoff::Backoff;
 pub use correlate::Correlation;
-pub use decision::{Decision, Event, Intent, Outcome, Severity, Trigger};
+pub use decision::{Decision, Event, Intent, Met, Outcome, Severity, Trigger, Why};
 pub use lifecycle::{Engine, Options, Output, Step};
 pub use lookahead::Lookahead;
 pub use policy::{Escalation, Flap, MaxAttempts, Policies, Policy};

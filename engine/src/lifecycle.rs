@@ -55,6 +55,8 @@ pub struct Options {
     pub forget_after: Option<Duration>,
     /// `[[correlate]]`: common causes named once instead of N node repairs.
     pub correlations: Vec<crate::correlate::Correlation>,
+    /// The efficacy ledger's rows are split by this node label (`[efficacy] by`).
+    pub efficacy_by: Option<String>,
 }
 
 impl Default for Options {
@@ -68,6 +70,7 @@ impl Default for Options {
             service_clock: false,
             forget_after: Some(Duration::from_secs(7 * 24 * 3600)),
             correlations: Vec::new(),
+            efficacy_by: None,
         }
     }
 }
@@ -254,7 +257,7 @@ pub struct Engine {
     recoveries: BinaryHeap<Reverse<Recovery>>,
     /// The occurrence (opened_at) whose recovery waits, per node and fault:
     /// gone when the fault comes back first.
-    healing: FxHashMap<(NodeId, Sym), Timestamp>,
+    healing: FxHashMap<(NodeId, Sym), (Timestamp, usize)>,
     /// The next escalation rung of each open fault (opened_at, rung): a
     /// rung asked for early (failed verification) is not asked again.
     rungs: FxHashMap<(NodeId, Sym), (Timestamp, usize)>,
@@ -286,6 +289,8 @@ impl Engine {
 
     /// An engine around an already compiled rule set (and its world).
     pub fn with_rules(rules: RuleSet, policies: Policies, options: &Options) -> Self {
+        rules.world().borrow_mut().efficacy =
+            crate::efficacy::Ledger::new(policies.clone(), options.efficacy_by.clone());
         Engine {
             world: rules.world().clone(),
             rules,
@@ -659,7 +664,10 @@ impl Engine {
                 break;
             }
             self.recoveries.pop();
-            if self.healing.get(&(node, fault)) != Some(&opened) {
+            let Some(&(since, rule)) = self.healing.get(&(node, fault)) else {
+                continue;
+            };
+            if since != opened {
                 continue; // it came back: the node was never put back
             }
             self.healing.remove(&(node, fault));
@@ -668,7 +676,7 @@ impl Engine {
                 "{name} resolved at {resolved}, healthy for {}",
                 Duration(due.0 - resolved.0)
             );
-            self.recover(node, &name, opened, due, why, step);
+            self.recover(node, &name, opened, rule, due, why, step);
         }
         while let Some(&Reverse((due, node, fault, opened_at, rung))) = self.timers.peek() {
             if due > now {
@@ -698,7 +706,7 @@ impl Engine {
             let name = self.with_fleet(|f| f.symbols.name(fault).to_string());
             if let Some(e) = self.policies.get(&name).escalate.get(rung) {
                 let why = format!("{name} still open after {}: escalated", e.after);
-                self.escalate(node, fault, &name, opened_at, rung, due, why, step);
+                self.escalate(node, fault, &name, opened_at, rung, due, why, None, step);
             }
         }
         if now >= self.next_sweep {
@@ -966,16 +974,48 @@ impl Engine {
                 )));
             }
             for action in &limit.then {
-                let mut intent =
-                    self.intent(node, &answer.fault, action, Trigger::Remedy, at, &policy);
+                let mut intent = self.intent(
+                    node,
+                    &answer.fault,
+                    action,
+                    Trigger::Remedy,
+                    at,
+                    &policy,
+                    "max_attempts".into(),
+                );
                 intent.reason = Some(reason.clone());
                 step.out.push(Output::Act(intent));
             }
             self.handed_over.insert((node, fault));
             return;
         }
+        let rung = if answer.actions.is_some() {
+            "actions (the rule's)"
+        } else {
+            "actions"
+        };
+        if !policy.escalate.is_empty() {
+            if let Some(reason) = self.demotion(&answer.fault, actions, &policy, at) {
+                let next = format!(
+                    "{reason}: skipped for escalate[0] ({})",
+                    policy.escalate[0].actions.join(", ")
+                );
+                self.demote(node, &answer.fault, actions, &policy, at, rung, &next, step);
+                let via = Some("actions demoted");
+                self.escalate(node, fault, &answer.fault, at, 0, at, next, via, step);
+                return;
+            }
+        }
         for action in actions {
-            let mut intent = self.intent(node, &answer.fault, action, Trigger::Remedy, at, &policy);
+            let mut intent = self.intent(
+                node,
+                &answer.fault,
+                action,
+                Trigger::Remedy,
+                at,
+                &policy,
+                rung.into(),
+            );
             intent.reason = answer.reason.clone();
             step.out.push(Output::Act(intent));
         }
@@ -1095,7 +1135,8 @@ impl Engine {
             match policy.healthy_delay.filter(|d| d.0 > 0) {
                 Some(delay) if !policy.on_resolve.is_empty() => {
                     // Put back in service only once it stayed healthy.
-                    self.healing.insert((node, fault), closed.opened_at);
+                    self.healing
+                        .insert((node, fault), (closed.opened_at, closed.rule));
                     self.recoveries.push(Reverse((
                         at.add(delay),
                         node,
@@ -1106,7 +1147,7 @@ impl Engine {
                 }
                 _ => {
                     let why = format!("{name} resolved");
-                    self.recover(node, &name, closed.opened_at, at, why, step);
+                    self.recover(node, &name, closed.opened_at, closed.rule, at, why, step);
                 }
             }
         }
@@ -1215,7 +1256,15 @@ impl Engine {
         }
         let policy = self.policies.get(&c.fault).clone();
         for action in &policy.actions {
-            let mut intent = self.intent(entry, &c.fault, action, Trigger::Remedy, at, &policy);
+            let mut intent = self.intent(
+                entry,
+                &c.fault,
+                action,
+                Trigger::Remedy,
+                at,
+                &policy,
+                "actions".into(),
+            );
             intent.reason = Some(reason.clone());
             step.out.push(Output::Act(intent));
         }
@@ -1269,30 +1318,63 @@ impl Engine {
                 c.faults.join("/"),
                 c.label
             );
-            self.recover(entry, &c.fault, closed.opened_at, at, why, step);
+            self.recover(
+                entry,
+                &c.fault,
+                closed.opened_at,
+                closed.rule,
+                at,
+                why,
+                step,
+            );
         }
     }
 
     /// Asks for the `on_resolve` actions of the occurrence of `fault` opened
     /// at `opened`, at `at`.
+    #[allow(clippy::too_many_arguments)]
     fn recover(
         &mut self,
         node: NodeId,
         name: &str,
         opened: Timestamp,
+        rule: usize,
         at: Timestamp,
         why: String,
         step: &mut Step,
     ) {
         let policy = self.policies.get(name).clone();
         for action in &policy.on_resolve {
-            let mut intent = self.intent(node, name, action, Trigger::Recover, at, &policy);
+            let mut intent = self.intent(
+                node,
+                name,
+                action,
+                Trigger::Recover,
+                at,
+                &policy,
+                "on_resolve".into(),
+            );
+            (intent.why.rule, intent.why.rule_hash) = self.rule_ref(rule, name);
             intent.opened = opened;
             intent.reason = Some(why.clone());
             step.out.push(Output::Act(intent));
         }
     }
 
+    /// Rule `index`'s name and content hash; a common cause's block for
+    /// a fault no rule opened.
+    fn rule_ref(&self, index: usize, fault: &str) -> (Option<String>, Option<String>) {
+        if index < self.rules.len() {
+            return (
+                Some(self.rules.name(index).to_string()),
+                Some(self.rules.hash(index).to_string()),
+            );
+        }
+        let block = self.correlator.rules.iter().find(|c| c.fault == fault);
+        (block.map(|c| format!("correlate {}", c.label)), None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn intent(
         &self,
         node: NodeId,
@@ -1301,18 +1383,34 @@ impl Engine {
         trigger: Trigger,
         at: Timestamp,
         policy: &Policy,
+        rung: String,
     ) -> Intent {
-        self.with_fleet(|f| Intent {
-            at,
-            domain: f.is_domain(node),
-            node: f.node_name(node).to_string(),
-            fault: fault.to_string(),
-            opened: at,
-            reason: None,
-            action: action.to_string(),
-            labels: f.labels_of(node),
-            trigger,
-            approval: policy.approval,
+        self.with_fleet(|f| {
+            // The rule behind the open fault, and which version of it.
+            let rule = f
+                .symbols
+                .get(fault)
+                .and_then(|sym| f.open_fault(node, sym))
+                .map_or(usize::MAX, |o| o.rule);
+            let (rule, rule_hash) = self.rule_ref(rule, fault);
+            Intent {
+                at,
+                domain: f.is_domain(node),
+                node: f.node_name(node).to_string(),
+                fault: fault.to_string(),
+                opened: at,
+                reason: None,
+                action: action.to_string(),
+                labels: f.labels_of(node),
+                trigger,
+                approval: policy.approval,
+                why: crate::decision::Why {
+                    rule,
+                    rule_hash,
+                    rung,
+                    guards: Vec::new(),
+                },
+            }
         })
     }
 
@@ -1334,10 +1432,40 @@ impl Engine {
         }
     }
 
+    /// Takes a decision of the pipeline (the engine's own and the guard
+    /// chain's) into account: the efficacy ledger learns from it, and an
+    /// action done (executed, or dry_run) starts its `verify` window.
+    pub fn observe(&mut self, d: &Decision) {
+        self.remember(d);
+        if let (Some(action), Some(Outcome::Executed | Outcome::DryRun)) = (&d.action, d.outcome) {
+            self.acted(&d.node, &d.fault, action, d.ts);
+        }
+    }
+
+    /// Takes a decision made before into the efficacy ledger only (the
+    /// journal's decisions at a restart).
+    pub fn remember(&mut self, d: &Decision) {
+        let mut w = self.world.borrow_mut();
+        let World {
+            fleet, efficacy, ..
+        } = &mut *w;
+        efficacy.observe(d, |node, label| {
+            let id = fleet.find_node(node)?;
+            let label = fleet.symbols.get(label)?;
+            let value = fleet.label_of(id, label)?;
+            Some(fleet.symbols.name(value).to_string())
+        });
+    }
+
+    /// The efficacy ledger.
+    pub fn efficacy(&self) -> std::cell::Ref<'_, crate::efficacy::Ledger> {
+        std::cell::Ref::map(self.world.borrow(), |w| &w.efficacy)
+    }
+
     /// An action for `fault` on `node` was done at `at` (executed, or
     /// dry_run in replay): with `verify`, the fault must be gone by
     /// `at + verify` or the next rung is asked for then.
-    pub fn acted(&mut self, node: &str, fault: &str, action: &str, at: Timestamp) {
+    fn acted(&mut self, node: &str, fault: &str, action: &str, at: Timestamp) {
         let Some(verify) = self.policies.get(fault).verify.filter(|v| v.0 > 0) else {
             return;
         };
@@ -1358,7 +1486,8 @@ impl Engine {
     }
 
     /// Asks for the actions of escalation `rung` of the occurrence of
-    /// `fault` opened at `opened`, at `at`, and schedules the next rung.
+    /// `fault` opened at `opened`, at `at` (`early`: because verification
+    /// failed), and schedules the next rung.
     #[allow(clippy::too_many_arguments)]
     fn escalate(
         &mut self,
@@ -1369,19 +1498,128 @@ impl Engine {
         rung: usize,
         at: Timestamp,
         why: String,
+        early: Option<&str>,
         step: &mut Step,
     ) {
         let policy = self.policies.get(name).clone();
         let Some(e) = policy.escalate.get(rung) else {
             return;
         };
+        let label = format!("escalate[{rung}] after {}", e.after);
+        let rung_name = match early {
+            Some(via) => format!("{via}, then {label}"),
+            None => label,
+        };
+        if policy.escalate.len() > rung + 1 {
+            if let Some(reason) = self.demotion(name, &e.actions, &policy, at) {
+                let next = format!(
+                    "{reason}: skipped for escalate[{}] ({})",
+                    rung + 1,
+                    policy.escalate[rung + 1].actions.join(", ")
+                );
+                self.demote(node, name, &e.actions, &policy, at, &rung_name, &next, step);
+                let via = format!("escalate[{rung}] demoted");
+                self.escalate(
+                    node,
+                    fault,
+                    name,
+                    opened,
+                    rung + 1,
+                    at,
+                    next,
+                    Some(&via),
+                    step,
+                );
+                return;
+            }
+        }
         for action in &e.actions {
-            let mut intent = self.intent(node, name, action, Trigger::Remedy, at, &policy);
+            let mut intent = self.intent(
+                node,
+                name,
+                action,
+                Trigger::Remedy,
+                at,
+                &policy,
+                rung_name.clone(),
+            );
             intent.opened = opened;
             intent.reason = Some(why.clone());
             step.out.push(Output::Act(intent));
         }
         self.schedule(node, fault, opened, rung + 1, &policy);
+    }
+
+    /// `demote`: why the rung of `actions` is skipped at `at`, if the
+    /// efficacy ledger shows every one of them rarely fixes `fault`.
+    fn demotion(
+        &self,
+        fault: &str,
+        actions: &[String],
+        policy: &Policy,
+        at: Timestamp,
+    ) -> Option<String> {
+        let demote = policy.demote.as_ref()?;
+        if actions.is_empty() {
+            return None;
+        }
+        let w = self.world.borrow();
+        let mut parts = Vec::with_capacity(actions.len());
+        for action in actions {
+            let stats = w.efficacy.stats(fault, action, at);
+            let rate = stats.success_rate()?;
+            if stats.runs < demote.min_runs || rate >= demote.below {
+                return None;
+            }
+            parts.push(format!(
+                "{action} fixed {fault} in {} of {} runs ({:.0}%)",
+                stats.successes,
+                stats.runs,
+                rate * 100.0
+            ));
+        }
+        Some(format!(
+            "{}, below {:.0}% after at least {} runs (demote)",
+            parts.join("; "),
+            demote.below * 100.0,
+            demote.min_runs
+        ))
+    }
+
+    /// One `demoted` action decision per action of a skipped rung.
+    #[allow(clippy::too_many_arguments)]
+    fn demote(
+        &self,
+        node: NodeId,
+        fault: &str,
+        actions: &[String],
+        policy: &Policy,
+        at: Timestamp,
+        rung: &str,
+        reason: &str,
+        step: &mut Step,
+    ) {
+        for action in actions {
+            let intent = self.intent(
+                node,
+                fault,
+                action,
+                Trigger::Remedy,
+                at,
+                policy,
+                rung.to_string(),
+            );
+            let mut d = Decision::action(
+                at,
+                &intent.node,
+                fault,
+                action,
+                Outcome::Demoted,
+                Some(reason.to_string()),
+            );
+            d.why = Some(Box::new(intent.why));
+            step.out.push(Output::Decision(d));
+        }
     }
 
     /// Whether a `verify` check is due by `now`.
@@ -1435,7 +1673,17 @@ impl Engine {
                 reason.clone(),
             )));
             if let Some(rung) = next {
-                self.escalate(node, fault, &name, opened, rung, due, reason, step);
+                self.escalate(
+                    node,
+                    fault,
+                    &name,
+                    opened,
+                    rung,
+                    due,
+                    reason,
+                    Some("verify"),
+                    step,
+                );
             }
         }
     }

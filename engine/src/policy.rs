@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::time::Duration;
 
 /// What to do about one fault class.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Open only after signals keep asserting the fault this long (each
@@ -47,6 +47,23 @@ pub struct Policy {
     /// replay): that action did not help, the next rung now. Default: off.
     #[serde(default)]
     pub verify: Option<Duration>,
+    /// Skip a rung whose actions rarely fix this fault (the efficacy
+    /// ledger): `demote = { below = 0.2, min_runs = 20 }`. The last rung is
+    /// never skipped. Default: off.
+    #[serde(default)]
+    pub demote: Option<Demote>,
+}
+
+/// `demote = { below = 0.2, min_runs = 20 }`: a rung whose every action
+/// fixed the fault in fewer than `below` of at least `min_runs` judged
+/// runs is skipped (an `action` decision `demoted` says so) for the next.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Demote {
+    /// Success rate under which a rung is skipped (0 to 1).
+    pub below: f64,
+    /// Judged runs needed before the rate counts.
+    pub min_runs: usize,
 }
 
 /// `max_attempts = { count = 3, within = "7d", then = ["ticket"] }`.
@@ -95,6 +112,9 @@ impl Policy {
         if kept("verify") {
             self.verify = base.verify;
         }
+        if kept("demote") {
+            self.demote.clone_from(&base.demote);
+        }
     }
 }
 
@@ -141,7 +161,7 @@ impl Default for Flap {
 }
 
 /// Policies by fault class, with a default for classes not listed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Policies {
     by_fault: BTreeMap<String, Policy>,
     default: Policy,

@@ -81,6 +81,8 @@ pub struct World {
     pub clock: Timestamp,
     /// Output of `print`/`debug` from rules since it was last drained.
     pub prints: Vec<String>,
+    /// How often each repair worked, for `efficacy()` and `demote`.
+    pub efficacy: crate::efficacy::Ledger,
 }
 
 /// The signal as a rule sees it (`s` in `classify(s)`): one read-only object
@@ -340,6 +342,8 @@ pub enum LoadError {
 /// One compiled rule.
 struct Rule {
     name: String,
+    /// [`content_hash`] of its source.
+    hash: String,
     ast: AST,
     types: Option<Vec<String>>,
     /// `VALUE_ABOVE`: per type, the value a signal must exceed to be asked about.
@@ -433,6 +437,23 @@ fn sandboxed_engine(limits: &Sandbox, world: &Rc<RefCell<World>>) -> Rhai {
     // A missing label is `()`: asking about it is simply zero nodes.
     rhai.register_fn("nodes_within", |_: &str, _: &str, _: (), _: i64| -> i64 {
         0
+    });
+    let w = world.clone();
+    rhai.register_fn("efficacy", move |fault: &str, action: &str| -> rhai::Map {
+        let w = w.borrow();
+        let stats = w.efficacy.stats(fault, action, w.clock);
+        let mut map = rhai::Map::new();
+        map.insert("runs".into(), Dynamic::from(stats.runs as i64));
+        let rate = stats.success_rate();
+        map.insert(
+            "success_rate".into(),
+            rate.map_or(Dynamic::UNIT, Dynamic::from_float),
+        );
+        map.insert(
+            "median_secs".into(),
+            stats.median_secs.map_or(Dynamic::UNIT, Dynamic::from_float),
+        );
+        map
     });
     let w = world.clone();
     rhai.register_fn("has_fault", move |node: &str, fault: &str| -> bool {
@@ -763,6 +784,11 @@ impl RuleSet {
         &self.rules[index].name
     }
 
+    /// The content hash of rule `index` ([`content_hash`]).
+    pub fn hash(&self, index: usize) -> &str {
+        &self.rules[index].hash
+    }
+
     /// The index of the rule called `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.rules.iter().position(|r| r.name == name)
@@ -910,11 +936,25 @@ fn compile_one(rhai: &Rhai, name: &str, source: &str) -> Result<Rule, (usize, us
     ast.set_source(name);
     Ok(Rule {
         name: name.to_string(),
+        hash: content_hash(source),
         ast,
         types,
         value_above,
         events_at_least,
     })
+}
+
+/// The first 12 hex digits of the SHA-256 of a rule's source: what
+/// `sha256sum` prints for its file, so a decision's `rule_hash` names the
+/// exact version of the rule that opened the fault.
+pub fn content_hash(source: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(source.as_bytes());
+    let mut hex = String::with_capacity(12);
+    for byte in &digest[..6] {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex
 }
 
 /// The threshold a gate declaration sets for signal type `name`.

@@ -90,6 +90,11 @@ pub(super) fn recover(
     for (node, r#type, ts) in journal.history(since)? {
         pipeline.engine.restore_signal(&node, &r#type, ts);
     }
+    // How well each repair worked so far (`efficacy()`, `demote`).
+    journal.each_decision(&mut |d| {
+        pipeline.engine.remember(d);
+        Ok(())
+    })?;
     // Openings within the longest max_attempts window: a restart does not
     // reset the count.
     if let Some(window) = pipeline.engine.policies().attempts_window() {
@@ -173,6 +178,7 @@ pub(super) fn recover(
             last,
             passed,
             retry_at,
+            why,
         } in states
         {
             let outcome = if passed {
@@ -194,6 +200,7 @@ pub(super) fn recover(
                 labels: labels.clone(),
                 trigger: Trigger::Remedy,
                 approval,
+                why,
             };
             pipeline
                 .guards
@@ -230,6 +237,8 @@ pub(super) struct Decider {
     /// node whose labels did not change is written again only after
     /// [`SEEN_REFRESH_MS`] (so a restart knows roughly when it was last seen).
     seen: std::collections::HashMap<String, (u64, i64)>,
+    /// When the efficacy ledger last went to the metrics, at which version.
+    efficacy_shown: (std::time::Instant, u64),
 }
 
 impl Decider {
@@ -251,6 +260,7 @@ impl Decider {
             runner: None,
             written: Arc::new(Notify::new()),
             seen: std::collections::HashMap::new(),
+            efficacy_shown: (std::time::Instant::now(), u64::MAX),
         }
     }
 
@@ -429,7 +439,17 @@ impl Decider {
             .extend(self.out.drain(..).map(|d| (d, None)));
     }
 
-    fn guard_metrics(&self) {
+    fn guard_metrics(&mut self) {
+        // The ledger's rows when a decision changed them, and once a
+        // second (time alone judges pending runs).
+        let version = self.pipeline.engine.efficacy().version();
+        if version != self.efficacy_shown.1
+            || self.efficacy_shown.0.elapsed() >= std::time::Duration::from_secs(1)
+        {
+            self.efficacy_shown = (std::time::Instant::now(), version);
+            let rows = self.pipeline.engine.efficacy().rows_at(now());
+            self.metrics.efficacy(rows);
+        }
         let guards = &self.pipeline.guards;
         self.metrics
             .guards(guards.held(), guards.domains(), guards.breakers());

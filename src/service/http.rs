@@ -328,10 +328,19 @@ async fn timeline(
     }
 }
 
-/// `GET /v1/efficacy`: the ledger from the journaled decisions.
-async fn efficacy(State(s): State<AppState>) -> Response {
+#[derive(Deserialize)]
+struct EfficacyQuery {
+    /// Split by this node label (default: `[efficacy] by`).
+    by: Option<String>,
+}
+
+/// `GET /v1/efficacy[?by=LABEL]`: the ledger from the journaled decisions,
+/// as of now.
+async fn efficacy(State(s): State<AppState>, Query(q): Query<EfficacyQuery>) -> Response {
+    let by = q.by.or_else(|| s.efficacy_by.clone());
     let result = read(&s, |j| {
-        crate::efficacy::Ledger::of_journal(j).map(|ledger| ledger.rows(&s.policies))
+        crate::efficacy::of_journal(j, &s.policies, by.as_deref())
+            .map(|ledger| ledger.rows_at(super::decider::now()))
     });
     match result {
         Ok(rows) => Json(rows).into_response(),

@@ -131,6 +131,8 @@ pub struct ActionState {
     pub passed: bool,
     /// When it was to be tried again, if its last decision said.
     pub retry_at: Option<Timestamp>,
+    /// Its last decision's `why` (rule and rung; its guards are met again).
+    pub why: remedy_engine::Why,
 }
 
 /// A quota's state: (action, domain value or `None` for fleet-wide,
@@ -209,6 +211,23 @@ pub trait Journal: Send {
         -> Result<Vec<FaultRow>, JournalError>;
     /// Decisions after `since` (a sequence number), at most `limit`.
     fn decisions(&self, since: i64, limit: usize) -> Result<Vec<Journaled>, JournalError>;
+    /// Every decision, in order, page by page.
+    fn each_decision(
+        &self,
+        f: &mut dyn FnMut(&Decision) -> Result<(), JournalError>,
+    ) -> Result<(), JournalError> {
+        let mut since = 0;
+        loop {
+            let page = self.decisions(since, 10_000)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            since = last.seq;
+            for j in &page {
+                f(&j.decision)?;
+            }
+        }
+    }
     /// The decisions about `node` after `since`, at most `limit`.
     fn decisions_of(
         &self,
@@ -788,7 +807,7 @@ impl Journal for Sqlite {
                     (SELECT outcome FROM decisions l WHERE l.node = d.node AND l.fault = d.fault
                        AND l.action = d.action AND l.ts_ms >= ?3 ORDER BY l.seq DESC LIMIT 1),
                     MAX(outcome IN ('dry_run', 'executed')),
-                    (SELECT json_extract(l.json, '$.retry_at') FROM decisions l WHERE l.node = d.node
+                    (SELECT l.json FROM decisions l WHERE l.node = d.node
                        AND l.fault = d.fault AND l.action = d.action AND l.ts_ms >= ?3
                        ORDER BY l.seq DESC LIMIT 1)
              FROM decisions d
@@ -796,12 +815,15 @@ impl Journal for Sqlite {
              GROUP BY action ORDER BY MIN(seq)",
         )?;
         let rows = stmt.query_map(params![node, fault, since.0], |r| {
-            let retry_at: Option<String> = r.get(3)?;
+            let last: Option<Decision> = r
+                .get::<_, Option<String>>(3)?
+                .and_then(|json| serde_json::from_str(&json).ok());
             Ok(ActionState {
                 action: r.get(0)?,
                 last: r.get(1)?,
                 passed: r.get::<_, i64>(2)? == 1,
-                retry_at: retry_at.and_then(|t| Timestamp::parse_rfc3339(&t).ok()),
+                retry_at: last.as_ref().and_then(|d| d.retry_at),
+                why: last.and_then(|d| d.why).map(|w| *w).unwrap_or_default(),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -1008,6 +1030,7 @@ mod tests {
                 last: "dry_run".to_string(),
                 passed: true,
                 retry_at: None,
+                why: Default::default(),
             }]
         );
     }
@@ -1029,6 +1052,7 @@ mod tests {
                 labels: vec![("cluster".into(), "c1".into())],
                 trigger: remedy_engine::Trigger::Remedy,
                 approval: false,
+                why: Default::default(),
             };
             Job {
                 id: intent.key(),

@@ -29,6 +29,7 @@ struct State {
     known_nodes: usize,
     forgotten: u64,
     breakers: Vec<(String, bool)>,
+    efficacy: Vec<remedy_engine::efficacy::Row>,
     latency: [u64; BUCKETS.len() + 1],
     latency_sum: f64,
     latency_count: u64,
@@ -152,6 +153,11 @@ impl Metrics {
             s.under_remediation = under_remediation;
             s.breakers = breakers;
         });
+    }
+
+    /// The efficacy ledger as of now.
+    pub fn efficacy(&self, rows: Vec<remedy_engine::efficacy::Row>) {
+        self.with(|s| s.efficacy = rows);
     }
 
     /// How many nodes the engine knows, and how many it just forgot
@@ -322,6 +328,49 @@ fn render(s: &State, queue_depth: usize) -> String {
                 )
             })
             .collect(),
+    );
+    let ledger = |value: fn(&remedy_engine::efficacy::Row) -> Option<String>| {
+        s.efficacy
+            .iter()
+            .filter_map(|r| {
+                let split = match (&r.label, &r.value) {
+                    (Some(label), Some(v)) => {
+                        format!(",label=\"{}\",value=\"{}\"", escape(label), escape(v))
+                    }
+                    _ => String::new(),
+                };
+                let labels = format!(
+                    "{{fault=\"{}\",action=\"{}\"{split}}}",
+                    escape(&r.fault),
+                    escape(&r.action)
+                );
+                value(r).map(|v| (labels, v))
+            })
+            .collect()
+    };
+    family(
+        "remedy_efficacy_runs",
+        "gauge",
+        "Runs of an action for a fault class judged by the efficacy ledger (resolved, or past the verify window).",
+        ledger(|r| Some(r.runs.to_string())),
+    );
+    family(
+        "remedy_efficacy_pending_runs",
+        "gauge",
+        "Runs of an action still within their verify window, not judged yet.",
+        ledger(|r| Some(r.pending.to_string())),
+    );
+    family(
+        "remedy_efficacy_success_ratio",
+        "gauge",
+        "Share of judged runs after which the fault resolved within verify and did not return within 7 days.",
+        ledger(|r| (r.runs > 0).then(|| r.success_rate.to_string())),
+    );
+    family(
+        "remedy_efficacy_median_healthy_seconds",
+        "gauge",
+        "Median time from the action to the fault resolving, of runs whose fault resolved.",
+        ledger(|r| r.median_secs.map(|m| m.to_string())),
     );
     family(
         "remedy_known_nodes",

@@ -74,6 +74,8 @@ pub struct Settings {
     pub request_timeout: std::time::Duration,
     /// `[faults.*]`: the policies.
     pub policies: remedy_engine::Policies,
+    /// `[efficacy] by`: the label the ledger is split by.
+    pub efficacy_by: Option<String>,
 }
 
 impl Settings {
@@ -110,6 +112,7 @@ impl Settings {
                 config.limits.request_timeout.0.max(1) as u64,
             ),
             policies: config.policies(),
+            efficacy_by: config.efficacy.by.clone(),
         })
     }
 }
@@ -123,6 +126,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// The policies (their `verify` windows judge the efficacy ledger).
     policies: remedy_engine::Policies,
+    /// `[efficacy] by`.
+    efficacy_by: Option<String>,
 }
 
 /// Builds the pipeline on the decider thread (the engine is not `Send`).
@@ -338,6 +343,7 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
             token: settings.token.clone(),
             rules_loaded: AtomicBool::new(true),
             policies: settings.policies.clone(),
+            efficacy_by: settings.efficacy_by.clone(),
             metrics,
         });
         let report: Reporter = shared.metrics.clone();

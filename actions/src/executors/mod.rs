@@ -295,6 +295,7 @@ pub(crate) mod testing {
             ],
             trigger: Trigger::Remedy,
             approval: false,
+            why: Default::default(),
         };
         Job {
             attempt: 0,
