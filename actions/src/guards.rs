@@ -327,6 +327,9 @@ pub struct Guards {
     /// (node, fault) -> on_resolve actions still to pass before the node leaves the budget.
     recovering: FxHashMap<(String, String), usize>,
     held: VecDeque<Held>,
+    /// Per node, how many of `held` are its (a node whose fault resolves
+    /// with none held is not looked for in the whole queue).
+    held_nodes: FxHashMap<String, u32>,
     /// Earliest time a held action might pass without a release.
     next_wake: Option<Timestamp>,
     released: bool,
@@ -397,6 +400,7 @@ impl Guards {
             remediating: FxHashMap::default(),
             recovering: FxHashMap::default(),
             held: VecDeque::new(),
+            held_nodes: FxHashMap::default(),
             next_wake: None,
             released: false,
             next_size_check: Timestamp(i64::MIN),
@@ -691,6 +695,7 @@ impl Guards {
                 self.wake_at(wake);
                 self.released = true;
                 // Judged again at once; it counts as waiting where it is held then.
+                count_held(&mut self.held_nodes, &intent.node, true);
                 self.held.push_back(Held {
                     request: intent,
                     wake,
@@ -823,17 +828,24 @@ impl Guards {
     /// `on_resolve` (that many actions, submitted next) has passed.
     pub fn resolved(&mut self, node: &str, fault: &str, on_resolve: usize, now: Timestamp) {
         self.stale.remove(&(node.to_string(), fault.to_string()));
-        let domains = &mut self.domains;
-        self.held.retain(|h| {
-            let r = &h.request;
-            let drop = r.node == node && r.fault == fault && r.trigger == Trigger::Remedy;
-            if drop {
-                if let Some(d) = h.counted.as_ref().and_then(|k| domains.get_mut(k)) {
-                    d.waiting -= 1;
+        if self.held_nodes.get(node).is_some_and(|&n| n > 0) {
+            let domains = &mut self.domains;
+            let held_nodes = &mut self.held_nodes;
+            self.held.retain(|h| {
+                let r = &h.request;
+                let drop = r.node == node && r.fault == fault && r.trigger == Trigger::Remedy;
+                if drop {
+                    if let Some(d) = h.counted.as_ref().and_then(|k| domains.get_mut(k)) {
+                        d.waiting -= 1;
+                    }
+                    count_held(held_nodes, node, false);
                 }
-            }
-            !drop
-        });
+                !drop
+            });
+        }
+        if self.held_nodes.get(node) == Some(&0) {
+            self.held_nodes.remove(node);
+        }
         self.approvals
             .retain(|_, r| !(r.node == node && r.fault == fault && r.trigger == Trigger::Remedy));
         if on_resolve == 0 {
@@ -878,6 +890,7 @@ impl Guards {
             if let Some(d) = h.counted.as_ref().and_then(|k| self.domains.get_mut(k)) {
                 d.waiting -= 1;
             }
+            count_held(&mut self.held_nodes, &h.request.node, false);
             self.attempt(h.request, now, sizes, out, Some(h.outcome));
         }
     }
@@ -976,6 +989,7 @@ impl Guards {
                 d.waiting += 1;
             }
             self.wake_at(wake);
+            count_held(&mut self.held_nodes, &request.node, true);
             self.held.push_back(Held {
                 request,
                 wake,
@@ -1465,6 +1479,20 @@ impl Guards {
     }
 }
 
+/// One more (`true`) or one fewer held action of `node`. A count that
+/// drops to zero stays until the node's fault resolves, so a retry held
+/// again allocates nothing.
+fn count_held(counts: &mut FxHashMap<String, u32>, node: &str, more: bool) {
+    match (counts.get_mut(node), more) {
+        (Some(n), true) => *n += 1,
+        (Some(n), false) => *n = n.saturating_sub(1),
+        (None, true) => {
+            counts.insert(node.to_string(), 1);
+        }
+        (None, false) => {}
+    }
+}
+
 /// A rate-limit refusal: which quota, its rate, and when it refills.
 fn rate_limited(
     quota: String,
@@ -1490,7 +1518,7 @@ fn show(d: Duration) -> String {
 
 fn decision(r: &Intent, now: Timestamp, outcome: Outcome, reason: Option<String>) -> Decision {
     let mut d = Decision::action(now, &r.node, &r.fault, &r.action, outcome, reason);
-    d.why = Some(Box::new(r.why.clone()));
+    d.why = Some(r.why.clone());
     d
 }
 
@@ -1866,12 +1894,12 @@ mod tests {
         let sizes = Sizes(1000);
         let mut out = Vec::new();
         let mut ask = Intent {
-            why: Why {
+            why: Box::new(Why {
                 rule: Some("hardware/memory.rhai".into()),
                 rule_hash: Some("0123456789ab".into()),
                 rung: "actions".into(),
                 guards: Vec::new(),
-            },
+            }),
             ..req("a", "cordon")
         };
         for node in ["a", "b", "c"] {

@@ -405,9 +405,10 @@ pub struct Intent {
     pub trigger: Trigger,
     /// The fault's policy wants an operator's approval first.
     pub approval: bool,
-    /// The rule and rung behind it, and the guards met so far.
+    /// The rule and rung behind it, and the guards met so far (boxed: a
+    /// held action's queue stays compact).
     #[serde(default)]
-    pub why: Why,
+    pub why: Box<Why>,
 }
 
 impl Intent {

@@ -1404,12 +1404,12 @@ impl Engine {
                 labels: f.labels_of(node),
                 trigger,
                 approval: policy.approval,
-                why: crate::decision::Why {
+                why: Box::new(crate::decision::Why {
                     rule,
                     rule_hash,
                     rung,
                     guards: Vec::new(),
-                },
+                }),
             }
         })
     }
@@ -1617,7 +1617,7 @@ impl Engine {
                 Outcome::Demoted,
                 Some(reason.to_string()),
             );
-            d.why = Some(Box::new(intent.why));
+            d.why = Some(intent.why);
             step.out.push(Output::Decision(d));
         }
     }

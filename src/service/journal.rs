@@ -132,7 +132,7 @@ pub struct ActionState {
     /// When it was to be tried again, if its last decision said.
     pub retry_at: Option<Timestamp>,
     /// Its last decision's `why` (rule and rung; its guards are met again).
-    pub why: remedy_engine::Why,
+    pub why: Box<remedy_engine::Why>,
 }
 
 /// A quota's state: (action, domain value or `None` for fleet-wide,
@@ -823,7 +823,7 @@ impl Journal for Sqlite {
                 last: r.get(1)?,
                 passed: r.get::<_, i64>(2)? == 1,
                 retry_at: last.as_ref().and_then(|d| d.retry_at),
-                why: last.and_then(|d| d.why).map(|w| *w).unwrap_or_default(),
+                why: last.and_then(|d| d.why).unwrap_or_default(),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
