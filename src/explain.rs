@@ -464,11 +464,16 @@ pub fn why_line(why: &Why) -> String {
             Met::Breaker {
                 executor,
                 state,
+                since,
                 until,
                 pass,
             } => {
+                let since = since.map(|t| format!(" since {t}")).unwrap_or_default();
                 let until = until.map(|t| format!(" until {t}")).unwrap_or_default();
-                format!("breaker of {executor}: {state}{until} {}", verdict(*pass))
+                format!(
+                    "breaker of {executor}: {state}{since}{until} {}",
+                    verdict(*pass)
+                )
             }
             Met::Silence { id, until, comment } => {
                 let comment = comment

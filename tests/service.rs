@@ -1907,15 +1907,23 @@ fn explain_from_the_journal_tells_what_the_service_decided() {
         (Some(1), Some(1), Some(1)),
         "{cordon}"
     );
-    // The same ledger on /metrics.
-    let metrics = s.get("/metrics").1;
-    for line in [
-        "remedy_efficacy_runs{fault=\"memory_failure\",action=\"cordon\"} 1",
-        "remedy_efficacy_pending_runs{fault=\"memory_failure\",action=\"cordon\"} 1",
-        "remedy_efficacy_success_ratio{fault=\"memory_failure\",action=\"cordon\"} 1",
-    ] {
-        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
-    }
+    // The same ledger on /metrics, and again after a kill -9: the service
+    // reads it back from its journal.
+    let gauges = |s: &Remedy| {
+        let metrics = s.get("/metrics").1;
+        for line in [
+            "remedy_efficacy_runs{fault=\"memory_failure\",action=\"cordon\"} 1",
+            "remedy_efficacy_pending_runs{fault=\"memory_failure\",action=\"cordon\"} 1",
+            "remedy_efficacy_success_ratio{fault=\"memory_failure\",action=\"cordon\"} 1",
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+        }
+    };
+    gauges(&s);
+    let mut s = s;
+    s.kill_9();
+    let s = Remedy::start_with(dir.path(), &[], &args);
+    gauges(&s);
     let (code, _) = s.stop();
     assert_eq!(code, 0);
     let out = Command::new(env!("CARGO_BIN_EXE_remedy"))

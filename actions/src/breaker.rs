@@ -229,6 +229,12 @@ impl Breaker {
         }
     }
 
+    /// How long it stays open this time (since when it is open is its
+    /// `until` less this).
+    pub fn open_interval(&self) -> std::time::Duration {
+        lock(&self.phase).delay
+    }
+
     /// Whether it refuses calls now (for metrics and reasons).
     pub fn is_open(&self) -> bool {
         lock(&self.phase)

@@ -1380,12 +1380,15 @@ impl Guards {
         }
         let executor = self.executor(&r.action).to_string();
         let breaker = self.breaker(&r.action);
+        // Asking moves an open breaker whose time is up to half-open.
+        let permit = breaker.permit();
         let state = breaker.state();
-        match breaker.permit() {
+        match permit {
             Ok(()) => {
                 met.push(Met::Breaker {
                     executor,
                     state: state.to_string(),
+                    since: None,
                     until: None,
                     pass: true,
                 });
@@ -1393,9 +1396,15 @@ impl Guards {
             }
             Err(left) => {
                 let until = now.add(Duration(left.as_millis().min(i64::MAX as u128) as i64));
+                let open = state != "half_open";
+                let since = open.then(|| {
+                    let interval = breaker.open_interval().as_millis().min(i64::MAX as u128);
+                    Timestamp(until.0 - interval as i64)
+                });
                 met.push(Met::Breaker {
                     executor: executor.clone(),
-                    state: if state == "closed" { "open" } else { state }.to_string(),
+                    state: if open { "open" } else { state }.to_string(),
+                    since,
                     until: Some(until),
                     pass: false,
                 });
@@ -1919,6 +1928,7 @@ mod tests {
         let breaker = Met::Breaker {
             executor: "kubernetes".into(),
             state: "closed".into(),
+            since: None,
             until: None,
             pass: true,
         };
@@ -2112,6 +2122,17 @@ mod tests {
                     && reason.ends_with(&format!("half-open at {}", t(122))),
                 "{reason}"
             );
+            // Its why: open since the second failure (at 2 s), until 122 s.
+            assert_eq!(
+                out[2].why.as_deref().map(|w| w.guards.clone()),
+                Some(vec![Met::Breaker {
+                    executor: "log".into(),
+                    state: "open".into(),
+                    since: Some(t(2)),
+                    until: Some(t(122)),
+                    pass: false,
+                }])
+            );
             out.clear();
             g.tick(to(121), &sizes, &mut out);
             assert!(out.is_empty() && g.take_jobs().is_empty(), "still open");
@@ -2131,6 +2152,13 @@ mod tests {
                 outcomes(&out),
                 pairs(&[("d", Outcome::CircuitOpen), ("c", Outcome::Executed)])
             );
+            // d met the breaker half-open with its trial out; c went through it half-open.
+            let breaker = |i: usize| match out[i].why.as_deref().map(|w| w.guards.as_slice()) {
+                Some([Met::Breaker { state, pass, .. }]) => (state.clone(), *pass),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(breaker(0), ("half_open".to_string(), false));
+            assert_eq!(breaker(1), ("half_open".to_string(), true));
             assert_eq!(out[1].detail.as_deref(), Some("node cordoned"));
         });
     }

@@ -234,6 +234,9 @@ pub enum Met {
         executor: String,
         /// `closed`, `half_open` or `open`.
         state: String,
+        /// Since when it is open.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Timestamp>,
         /// Until when it stays open.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         until: Option<Timestamp>,
