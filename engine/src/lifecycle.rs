@@ -963,29 +963,31 @@ impl Engine {
                     format!("{} instead", limit.then.join(", "))
                 }
             );
-            for action in actions {
-                step.out.push(Output::Decision(Decision::action(
-                    at,
-                    &node_name,
-                    &answer.fault,
-                    action,
-                    Outcome::AttemptsExhausted,
-                    Some(reason.clone()),
-                )));
-            }
-            for action in &limit.then {
-                let mut intent = self.intent(
-                    node,
-                    &answer.fault,
-                    action,
-                    Trigger::Remedy,
-                    at,
-                    &policy,
-                    "max_attempts".into(),
-                );
-                intent.reason = Some(reason.clone());
-                step.out.push(Output::Act(intent));
-            }
+            let exhausted = Outcome::AttemptsExhausted;
+            let rung = "actions";
+            self.not_asked(
+                node,
+                &answer.fault,
+                actions,
+                &policy,
+                at,
+                rung,
+                exhausted,
+                &reason,
+                step,
+            );
+            let then = "max_attempts";
+            self.ask(
+                node,
+                &answer.fault,
+                &limit.then,
+                &policy,
+                at,
+                at,
+                then,
+                Some(&reason),
+                step,
+            );
             self.handed_over.insert((node, fault));
             return;
         }
@@ -1000,25 +1002,35 @@ impl Engine {
                     "{reason}: skipped for escalate[0] ({})",
                     policy.escalate[0].actions.join(", ")
                 );
-                self.demote(node, &answer.fault, actions, &policy, at, rung, &next, step);
+                let demoted = Outcome::Demoted;
+                self.not_asked(
+                    node,
+                    &answer.fault,
+                    actions,
+                    &policy,
+                    at,
+                    rung,
+                    demoted,
+                    &next,
+                    step,
+                );
                 let via = Some("actions demoted");
                 self.escalate(node, fault, &answer.fault, at, 0, at, next, via, step);
                 return;
             }
         }
-        for action in actions {
-            let mut intent = self.intent(
-                node,
-                &answer.fault,
-                action,
-                Trigger::Remedy,
-                at,
-                &policy,
-                rung.into(),
-            );
-            intent.reason = answer.reason.clone();
-            step.out.push(Output::Act(intent));
-        }
+        let reason = answer.reason.as_deref();
+        self.ask(
+            node,
+            &answer.fault,
+            actions,
+            &policy,
+            at,
+            at,
+            rung,
+            reason,
+            step,
+        );
         self.schedule(node, fault, at, 0, &policy);
     }
 
@@ -1255,19 +1267,18 @@ impl Engine {
             });
         }
         let policy = self.policies.get(&c.fault).clone();
-        for action in &policy.actions {
-            let mut intent = self.intent(
-                entry,
-                &c.fault,
-                action,
-                Trigger::Remedy,
-                at,
-                &policy,
-                "actions".into(),
-            );
-            intent.reason = Some(reason.clone());
-            step.out.push(Output::Act(intent));
-        }
+        let actions = &policy.actions;
+        self.ask(
+            entry,
+            &c.fault,
+            actions,
+            &policy,
+            at,
+            at,
+            "actions",
+            Some(&reason),
+            step,
+        );
         self.schedule(entry, sym, at, 0, &policy);
     }
 
@@ -1517,7 +1528,10 @@ impl Engine {
                     rung + 1,
                     policy.escalate[rung + 1].actions.join(", ")
                 );
-                self.demote(node, name, &e.actions, &policy, at, &rung_name, &next, step);
+                let demoted = Outcome::Demoted;
+                self.not_asked(
+                    node, name, &e.actions, &policy, at, &rung_name, demoted, &next, step,
+                );
                 let via = format!("escalate[{rung}] demoted");
                 self.escalate(
                     node,
@@ -1533,20 +1547,17 @@ impl Engine {
                 return;
             }
         }
-        for action in &e.actions {
-            let mut intent = self.intent(
-                node,
-                name,
-                action,
-                Trigger::Remedy,
-                at,
-                &policy,
-                rung_name.clone(),
-            );
-            intent.opened = opened;
-            intent.reason = Some(why.clone());
-            step.out.push(Output::Act(intent));
-        }
+        self.ask(
+            node,
+            name,
+            &e.actions,
+            &policy,
+            opened,
+            at,
+            &rung_name,
+            Some(&why),
+            step,
+        );
         self.schedule(node, fault, opened, rung + 1, &policy);
     }
 
@@ -1586,9 +1597,10 @@ impl Engine {
         ))
     }
 
-    /// One `demoted` action decision per action of a skipped rung.
+    /// One action decision of `outcome` per action of a rung that is not
+    /// asked for (`demoted`, `attempts_exhausted`), with its why.
     #[allow(clippy::too_many_arguments)]
-    fn demote(
+    fn not_asked(
         &self,
         node: NodeId,
         fault: &str,
@@ -1596,6 +1608,7 @@ impl Engine {
         policy: &Policy,
         at: Timestamp,
         rung: &str,
+        outcome: Outcome,
         reason: &str,
         step: &mut Step,
     ) {
@@ -1614,11 +1627,42 @@ impl Engine {
                 &intent.node,
                 fault,
                 action,
-                Outcome::Demoted,
+                outcome,
                 Some(reason.to_string()),
             );
             d.why = Some(intent.why);
             step.out.push(Output::Decision(d));
+        }
+    }
+
+    /// Asks for `actions` of `fault`'s occurrence opened at `opened`, at
+    /// `at`, for `rung`, each with `reason`.
+    #[allow(clippy::too_many_arguments)]
+    fn ask(
+        &self,
+        node: NodeId,
+        fault: &str,
+        actions: &[String],
+        policy: &Policy,
+        opened: Timestamp,
+        at: Timestamp,
+        rung: &str,
+        reason: Option<&str>,
+        step: &mut Step,
+    ) {
+        for action in actions {
+            let mut intent = self.intent(
+                node,
+                fault,
+                action,
+                Trigger::Remedy,
+                at,
+                policy,
+                rung.to_string(),
+            );
+            intent.opened = opened;
+            intent.reason = reason.map(str::to_string);
+            step.out.push(Output::Act(intent));
         }
     }
 
