@@ -189,7 +189,8 @@ impl Default for HttpSection {
 #[serde(deny_unknown_fields)]
 pub struct JournalSection {
     /// Where decisions are journaled: `sqlite://PATH` (relative paths are
-    /// relative to the working directory). Default `sqlite://remedy.db`.
+    /// relative to the working directory), or `postgres://USER@HOST/DB`
+    /// (several instances share it). Default `sqlite://remedy.db`.
     /// `REMEDY_JOURNAL` overrides it.
     #[serde(default)]
     pub url: JournalUrl,
@@ -217,6 +218,18 @@ impl Default for JournalSection {
 pub enum JournalUrl {
     /// An SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database (its connection URL, password included).
+    Postgres(String),
+}
+
+impl std::fmt::Display for JournalUrl {
+    /// Where it is, without a password (for messages and logs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JournalUrl::Sqlite(path) => write!(f, "{}", path.display()),
+            JournalUrl::Postgres(url) => f.write_str(&crate::service::postgres::redacted(url)),
+        }
+    }
 }
 
 impl Default for JournalUrl {
@@ -235,12 +248,12 @@ impl std::str::FromStr for JournalUrl {
             return Ok(JournalUrl::Sqlite(PathBuf::from(path)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(format!(
-                "{:?}: PostgreSQL journals are not supported yet; use sqlite://PATH",
-                url.split('@').next_back().unwrap_or(url)
-            ));
+            return Ok(JournalUrl::Postgres(url.to_string()));
         }
-        Err(format!("{url:?}: expected sqlite://PATH"))
+        Err(format!(
+            "{:?}: expected sqlite://PATH or postgres://USER@HOST/DATABASE",
+            crate::service::postgres::redacted(url)
+        ))
     }
 }
 

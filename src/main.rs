@@ -266,22 +266,27 @@ fn open_input(file: &Path) -> Result<Input, Failure> {
     ))
 }
 
-/// Opens `--journal URL` (`sqlite://PATH` or PATH) to read, never creating it.
-fn open_journal(url: &str) -> Result<(PathBuf, remedy::service::journal::Sqlite), Failure> {
-    let path = match url.parse::<remedy::config::JournalUrl>() {
-        Ok(remedy::config::JournalUrl::Sqlite(path)) => path,
-        Err(_) if !url.contains("://") => PathBuf::from(url),
+/// Opens `--journal URL` (`sqlite://PATH`, PATH or `postgres://...`) to
+/// read, never creating an SQLite file: (where it is, for messages; it).
+fn open_journal(
+    url: &str,
+) -> Result<(String, Box<dyn remedy::service::journal::Journal>), Failure> {
+    let url = match url.parse::<remedy::config::JournalUrl>() {
+        Ok(url) => url,
+        Err(_) if !url.contains("://") => remedy::config::JournalUrl::Sqlite(PathBuf::from(url)),
         Err(e) => return Err(usage(format!("--journal {e}"))),
     };
-    if !path.is_file() {
-        return Err(usage(format!(
-            "--journal: no journal at {}",
-            path.display()
-        )));
+    if let remedy::config::JournalUrl::Sqlite(path) = &url {
+        if !path.is_file() {
+            return Err(usage(format!(
+                "--journal: no journal at {}",
+                path.display()
+            )));
+        }
     }
-    let journal = remedy::service::journal::Sqlite::reader(&path)
-        .map_err(|e| usage(format!("--journal {}: {e}", path.display())))?;
-    Ok((path, journal))
+    let journal = remedy::service::journal::reader(&url)
+        .map_err(|e| usage(format!("--journal {url}: {e}")))?;
+    Ok((url.to_string(), journal))
 }
 
 /// `remedy report`.
@@ -300,11 +305,11 @@ fn report(
         (Some(url), _) => {
             let (path, journal) = open_journal(url)?;
             remedy::efficacy::of_journal(
-                &journal,
+                &*journal,
                 &config.policies(),
                 config.efficacy.by.as_deref(),
             )
-            .map_err(|e| usage(format!("--journal {}: {e}", path.display())))?
+            .map_err(|e| usage(format!("--journal {path}: {e}")))?
             .rows()
         }
         (None, Some(file)) => {
@@ -352,8 +357,8 @@ fn explain(
             // As the service built it, at the times it took the input in.
             let mut pipeline = pipeline(&config, None, true)?;
             let (path, journal) = open_journal(url)?;
-            let story = remedy::explain::from_journal(&mut pipeline, &journal, node, at);
-            (story, path.display().to_string())
+            let story = remedy::explain::from_journal(&mut pipeline, &*journal, node, at);
+            (story, path)
         }
         (None, Some(file)) => {
             let mut pipeline = pipeline(&config, None, false)?;
@@ -391,12 +396,12 @@ fn replay_journal(
     let mut pipeline = pipeline(&config, rules.as_deref(), true)?;
     let (path, journal) = open_journal(url)?;
     let display = Display {
-        source: path.display().to_string(),
+        source: path,
         progress: !quiet && io::stderr().is_terminal(),
         total_bytes: None,
     };
     replay_out(&display, quiet, |display, out, diag| {
-        replay::replay_journal(&mut pipeline, &journal, display, out, diag)
+        replay::replay_journal(&mut pipeline, &*journal, display, out, diag)
     })
 }
 

@@ -115,10 +115,12 @@ fn configmap_config(objects: &[(String, Value)]) -> Config {
         .unwrap_or_else(|e| panic!("remedy-config's remedy.toml is not a valid config: {e}"))
 }
 
-/// A string key of a `[section]` table of the config, if set.
+/// The SQLite journal's file the config names.
 fn journal_path(config: &Config) -> PathBuf {
-    let remedy::config::JournalUrl::Sqlite(path) = config.journal.url.clone();
-    path
+    match config.journal.url.clone() {
+        remedy::config::JournalUrl::Sqlite(path) => path,
+        other => panic!("the single-replica manifest journals to SQLite, not {other}"),
+    }
 }
 
 /// Whether `[http] listen` stays on loopback.

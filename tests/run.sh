@@ -20,12 +20,14 @@ for component in rustfmt clippy; do
     fi
 done
 
-# A real Prometheus, Alertmanager and node exporter for the service tests (Debian's
-# packages; skipped when present).
+# A real Prometheus, Alertmanager and node exporter for the service tests, and
+# PostgreSQL (Debian's packages; skipped when present).
 missing=""
 [ -x /usr/bin/prometheus-alertmanager ] || missing="$missing prometheus-alertmanager"
 [ -x /usr/bin/prometheus-node-exporter ] || missing="$missing prometheus-node-exporter"
 [ -x /usr/bin/prometheus ] || missing="$missing prometheus"
+# PostgreSQL 15 for the shared-journal tests (each starts a private cluster).
+[ -x /usr/lib/postgresql/15/bin/initdb ] || command -v pg_ctl >/dev/null 2>&1 || missing="$missing postgresql"
 if [ -n "$missing" ]; then
     say "installing Debian packages for the service tests:$missing"
     sudo=""

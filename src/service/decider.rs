@@ -772,6 +772,12 @@ mod tests {
         fn writable(&self) -> bool {
             true
         }
+        fn cursor(&self, _: &str) -> Result<i64, JournalError> {
+            Ok(0)
+        }
+        fn set_cursor(&mut self, _: &str, _: i64) -> Result<(), JournalError> {
+            Ok(())
+        }
         fn recent_ids(&self, _: usize) -> Result<Vec<String>, JournalError> {
             Ok(Vec::new())
         }

@@ -15,7 +15,6 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::journal::Journal;
 use super::{Command, Shared};
 
 type AppState = Arc<Shared>;
@@ -113,7 +112,9 @@ const DECIDER_SILENT_MS: i64 = 10_000;
 async fn readyz(State(s): State<AppState>) -> Response {
     let rules = s.rules_loaded.load(Ordering::Relaxed);
     let last_error = s.metrics.journal_error();
-    let probe = s.reader.lock().map(|mut j| j.probe()).unwrap_or(false);
+    // A database call blocks: off the async workers.
+    let probe =
+        tokio::task::block_in_place(|| s.reader.lock().map(|mut j| j.probe())).unwrap_or(false);
     let journal = probe && last_error.is_none();
     let mut body = json!({ "rules_loaded": rules, "journal_writable": journal });
     if let Some(e) = last_error {
@@ -164,16 +165,19 @@ async fn faults(State(s): State<AppState>, Query(q): Query<FaultQuery>) -> Respo
     }
 }
 
-/// Reads the journal through the readers' connection; an error is a 503.
+/// Reads the journal through the readers' connection (off the async
+/// workers: a database call blocks); an error is a 503.
 fn read<T>(
     s: &Shared,
-    f: impl FnOnce(&super::journal::Sqlite) -> Result<T, super::journal::JournalError>,
+    f: impl FnOnce(&dyn super::journal::Journal) -> Result<T, super::journal::JournalError>,
 ) -> Result<T, Unavailable> {
-    let j = s
-        .reader
-        .lock()
-        .map_err(|_| Unavailable("journal lock poisoned".into()))?;
-    f(&j).map_err(|e| Unavailable(e.to_string()))
+    tokio::task::block_in_place(|| {
+        let j = s
+            .reader
+            .lock()
+            .map_err(|_| Unavailable("journal lock poisoned".into()))?;
+        f(&**j).map_err(|e| Unavailable(e.to_string()))
+    })
 }
 
 /// The journal could not be read: answered 503 with why.

@@ -19,6 +19,9 @@ pub enum JournalError {
     /// SQLite said no.
     #[error("journal: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL said no (or could not be reached).
+    #[error("journal (PostgreSQL): {0}")]
+    Postgres(#[from] postgres::Error),
     /// The schema could not be brought up to date.
     #[error("journal migration: {0}")]
     Migration(#[from] rusqlite_migration::Error),
@@ -140,7 +143,7 @@ pub struct ActionState {
 pub type Quota = (String, Option<String>, u64);
 
 /// How a quota's scope is stored: fleet-wide, or one domain value.
-fn scope(domain: &Option<String>) -> String {
+pub(super) fn scope(domain: &Option<String>) -> String {
     match domain {
         None => "fleet".to_string(),
         Some(value) => format!("per:{value}"),
@@ -163,7 +166,7 @@ impl Write {
             && self.quotas.is_empty()
     }
 
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.entries.clear();
         self.ids.clear();
         self.nodes.clear();
@@ -237,6 +240,15 @@ pub trait Journal: Send {
     ) -> Result<Vec<Journaled>, JournalError>;
     /// Whether a write would succeed now.
     fn writable(&self) -> bool;
+    /// [`Journal::writable`], for a connection that may have to be opened
+    /// again first (readiness follows the store, not an old failure).
+    fn probe(&mut self) -> bool {
+        self.writable()
+    }
+    /// How far the follower `name` got (a decision sequence number; 0: nowhere).
+    fn cursor(&self, name: &str) -> Result<i64, JournalError>;
+    /// Records how far the follower `name` got.
+    fn set_cursor(&mut self, name: &str, seq: i64) -> Result<(), JournalError>;
     /// The last outcome of each action decided for `fault` on `node` since
     /// `since`, and whether it ever passed: (action, last outcome, passed).
     fn action_states(
@@ -344,6 +356,31 @@ fn migrations() -> Migrations<'static> {
     ])
 }
 
+/// Opens (creating and migrating as needed) the journal at `url`, keeping
+/// inputs for `keep_inputs`.
+pub fn open(
+    url: &crate::config::JournalUrl,
+    keep_inputs: Duration,
+) -> Result<Box<dyn Journal>, JournalError> {
+    Ok(match url {
+        crate::config::JournalUrl::Sqlite(path) => {
+            Box::new(Sqlite::open(path)?.keep_inputs(keep_inputs))
+        }
+        crate::config::JournalUrl::Postgres(url) => {
+            Box::new(super::postgres::Postgres::open(url)?.keep_inputs(keep_inputs))
+        }
+    })
+}
+
+/// A second connection to the journal at `url`, for readers: it never
+/// creates an SQLite file.
+pub fn reader(url: &crate::config::JournalUrl) -> Result<Box<dyn Journal>, JournalError> {
+    Ok(match url {
+        crate::config::JournalUrl::Sqlite(path) => Box::new(Sqlite::reader(path)?),
+        crate::config::JournalUrl::Postgres(url) => Box::new(super::postgres::Postgres::open(url)?),
+    })
+}
+
 /// How long the journal keeps the signals the rules count: as long as the
 /// engine remembers them (its history horizon, 24h).
 pub const HISTORY_KEPT_MS: i64 = 24 * 3600 * 1000;
@@ -412,47 +449,6 @@ impl Sqlite {
             _ => Err(JournalError::Gone {
                 path: self.path.clone(),
             }),
-        }
-    }
-
-    /// How far the follower `name` got (a decision sequence number; 0: nowhere).
-    pub fn cursor(&self, name: &str) -> Result<i64, JournalError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT seq FROM cursors WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0))
-    }
-
-    /// Records how far the follower `name` got.
-    pub fn set_cursor(&mut self, name: &str, seq: i64) -> Result<(), JournalError> {
-        self.conn.execute(
-            "INSERT INTO cursors (name, seq) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
-            params![name, seq],
-        )?;
-        Ok(())
-    }
-
-    /// Whether a write would succeed now ([`Journal::writable`]); a
-    /// connection that failed to write (SQLite keeps a WAL it could not
-    /// open for writing read-only for as long as it lives) is reopened
-    /// first, so the answer follows the disk, not an old failure.
-    pub fn probe(&mut self) -> bool {
-        if self.writable() {
-            return true;
-        }
-        match Connection::open(&self.path) {
-            Ok(conn) => {
-                let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
-                self.conn = conn;
-                self.writable()
-            }
-            Err(_) => false,
         }
     }
 
@@ -893,6 +889,47 @@ impl Journal for Sqlite {
         Ok(out)
     }
 
+    /// How far the follower `name` got (a decision sequence number; 0: nowhere).
+    fn cursor(&self, name: &str) -> Result<i64, JournalError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq FROM cursors WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// Records how far the follower `name` got.
+    fn set_cursor(&mut self, name: &str, seq: i64) -> Result<(), JournalError> {
+        self.conn.execute(
+            "INSERT INTO cursors (name, seq) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+            params![name, seq],
+        )?;
+        Ok(())
+    }
+
+    /// Whether a write would succeed now ([`Journal::writable`]); a
+    /// connection that failed to write (SQLite keeps a WAL it could not
+    /// open for writing read-only for as long as it lives) is reopened
+    /// first, so the answer follows the disk, not an old failure.
+    fn probe(&mut self) -> bool {
+        if self.writable() {
+            return true;
+        }
+        match Connection::open(&self.path) {
+            Ok(conn) => {
+                let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+                self.conn = conn;
+                self.writable()
+            }
+            Err(_) => false,
+        }
+    }
+
     fn writable(&self) -> bool {
         // A real write, not a read: a read-only or full journal answers reads.
         self.check_file().is_ok()
@@ -913,14 +950,39 @@ mod tests {
     use super::*;
     use remedy_engine::{Outcome, Severity};
 
+    /// Opens the journal under test again (a restart): the same file or database.
+    type Open<'a> = &'a dyn Fn() -> Box<dyn Journal>;
+
+    /// The journal suite: each test takes a fresh journal.
+    const SUITE: [fn(Open); 3] = [
+        decisions_and_faults_survive_reopening,
+        running_jobs_are_kept_until_they_finish,
+        what_the_rules_count_and_the_input_survive_reopening,
+    ];
+
     #[test]
-    fn decisions_and_faults_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.db");
+    fn the_sqlite_journal_passes_the_journal_suite() {
+        for test in SUITE {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("j.db");
+            test(&|| Box::new(Sqlite::open(&path).unwrap()));
+        }
+    }
+
+    #[test]
+    fn the_postgres_journal_passes_the_journal_suite() {
+        let pg = remedy_testkit::Postgres::start();
+        for (i, test) in SUITE.into_iter().enumerate() {
+            let url = pg.database(&format!("suite{i}"));
+            test(&|| Box::new(crate::service::postgres::Postgres::open(&url).unwrap()));
+        }
+    }
+
+    fn decisions_and_faults_survive_reopening(open: Open) {
         let t = |s: i64| Timestamp::from_secs(1_800_000_000 + s);
         let ue = |d: Decision| (d, Some("memory.ecc.uncorrectable".to_string()));
         {
-            let mut j = Sqlite::open(&path).unwrap();
+            let mut j = open();
             j.record(&mut Write {
                 entries: vec![
                     ue(Decision::opened(
@@ -986,15 +1048,15 @@ mod tests {
             })
             .unwrap();
         }
-        let j = Sqlite::open(&path).unwrap();
-        let open = j.faults(Some(true), None).unwrap();
-        assert_eq!(open.len(), 1);
+        let j = open();
+        let opened = j.faults(Some(true), None).unwrap();
+        assert_eq!(opened.len(), 1);
         assert_eq!(
-            (open[0].node.as_str(), open[0].fault.as_str()),
+            (opened[0].node.as_str(), opened[0].fault.as_str()),
             ("n2", "disk_failure")
         );
         assert_eq!(
-            open[0].signal_type.as_deref(),
+            opened[0].signal_type.as_deref(),
             Some("memory.ecc.uncorrectable")
         );
         let resolved = j.faults(Some(false), Some("n1")).unwrap();
@@ -1035,10 +1097,7 @@ mod tests {
         );
     }
 
-    #[test]
-    fn running_jobs_are_kept_until_they_finish_and_a_failed_write_keeps_its_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.db");
+    fn running_jobs_are_kept_until_they_finish(open: Open) {
         let at = Timestamp::from_secs(1_800_000_000);
         let job = |node: &str| {
             let intent = remedy_engine::Intent {
@@ -1065,7 +1124,7 @@ mod tests {
             }
         };
         {
-            let mut j = Sqlite::open(&path).unwrap();
+            let mut j = open();
             let mut w = Write {
                 started: vec![job("n1"), job("n2")],
                 ..Write::default()
@@ -1089,7 +1148,99 @@ mod tests {
             };
             j.record(&mut done).unwrap();
         }
-        let j = Sqlite::open(&path).unwrap();
+        let j = open();
         assert_eq!(j.running_jobs().unwrap(), [job("n2")]);
+    }
+
+    fn what_the_rules_count_and_the_input_survive_reopening(open: Open) {
+        let t = |s: i64| Timestamp::from_secs(1_800_000_000 + s);
+        let labels = vec![("rack".to_string(), "r1".to_string())];
+        {
+            let mut j = open();
+            let mut seen = BTreeMap::new();
+            seen.insert("n1".to_string(), (labels.clone(), t(1)));
+            seen.insert("n2".to_string(), (Vec::new(), t(2)));
+            j.record(&mut Write {
+                history: vec![
+                    ("n1".into(), "disk.io.error".into(), t(1)),
+                    ("n2".into(), "disk.io.error".into(), t(2)),
+                ],
+                seen,
+                inputs: vec![
+                    (t(1), Input::Tick),
+                    (
+                        t(2),
+                        Input::ReleaseHold {
+                            label: "rack".into(),
+                            value: "r1".into(),
+                        },
+                    ),
+                ],
+                quotas: vec![
+                    ("cordon".into(), None, 7),
+                    ("cordon".into(), Some("r1".into()), 9),
+                ],
+                entries: (0..5)
+                    .map(|i| {
+                        let node = if i % 2 == 0 { "n1" } else { "n2" };
+                        let d = Decision::action(
+                            t(i),
+                            node,
+                            "disk_failure",
+                            "cordon",
+                            Outcome::RateLimited,
+                            Some(format!("try {i}")),
+                        );
+                        (d, None)
+                    })
+                    .collect(),
+                ..Write::default()
+            })
+            .unwrap();
+            // n2 is forgotten: its history and last-seen go.
+            j.record(&mut Write {
+                forgotten: vec!["n2".into()],
+                quotas: vec![("cordon".into(), None, 8)],
+                ..Write::default()
+            })
+            .unwrap();
+        }
+        let j = open();
+        assert_eq!(
+            j.history(t(0)).unwrap(),
+            [("n1".to_string(), "disk.io.error".to_string(), t(1))]
+        );
+        let seen = j.seen().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!((seen[0].0.node.as_str(), seen[0].1), ("n1", t(1)));
+        assert_eq!(seen[0].0.labels, labels);
+        let inputs = j.inputs(0, 10).unwrap();
+        assert_eq!(inputs.len(), 2);
+        assert_eq!((inputs[0].1, &inputs[0].2), (t(1), &Input::Tick));
+        assert_eq!(j.inputs(inputs[0].0, 10).unwrap().len(), 1);
+        assert_eq!(
+            j.quotas().unwrap(),
+            [
+                ("cordon".to_string(), None, 8),
+                ("cordon".to_string(), Some("r1".to_string()), 9)
+            ]
+        );
+        let of_n1 = j.decisions_of("n1", 0, 10).unwrap();
+        assert_eq!(
+            of_n1
+                .iter()
+                .map(|d| d.decision.reason.clone().unwrap())
+                .collect::<Vec<_>>(),
+            ["try 0", "try 2", "try 4"]
+        );
+        assert_eq!(j.decisions_of("n1", of_n1[0].seq, 1).unwrap().len(), 1);
+        let states = j.action_states("n2", "disk_failure", t(0)).unwrap();
+        assert_eq!(states.len(), 1);
+        assert_eq!(
+            (states[0].last.as_str(), states[0].passed),
+            ("rate_limited", false)
+        );
+        assert_eq!(j.openings(t(0)).unwrap(), []);
+        assert!(j.writable());
     }
 }

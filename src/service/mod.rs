@@ -17,6 +17,7 @@ mod http;
 mod identity;
 pub mod journal;
 pub mod metrics;
+pub mod postgres;
 mod publisher;
 mod serve;
 mod watch;
@@ -34,8 +35,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::config::{Config, ConfigError, JournalUrl};
 use crate::pipeline::Pipeline;
 use decider::{execute, recover, tick, Command, Decider};
-use journal::JournalError;
-use journal::Sqlite;
+use journal::{Journal, JournalError};
 use metrics::Metrics;
 use remedy_engine::LoadError;
 
@@ -46,8 +46,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Bearer token for `/v1/*`: `REMEDY_TOKEN`, else `[http] token_file`.
     pub token: Option<String>,
-    /// `[journal] url` (`sqlite://PATH`), `REMEDY_JOURNAL`; default ./remedy.db.
-    pub journal: PathBuf,
+    /// `[journal] url` (`sqlite://PATH` or `postgres://...`),
+    /// `REMEDY_JOURNAL`; default ./remedy.db.
+    pub journal: JournalUrl,
     /// `[journal] keep_inputs`: how long the journal keeps its input.
     pub keep_inputs: remedy_engine::Duration,
     /// Largest request body accepted (413 beyond).
@@ -84,7 +85,7 @@ impl Settings {
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let listen = config.http.listen;
         let token = config.token()?;
-        let JournalUrl::Sqlite(journal) = config.journal.url.clone();
+        let journal = config.journal.url.clone();
         if !listen.ip().is_loopback() && token.is_none() {
             return Err(ConfigError::Env {
                 var: "[http] listen",
@@ -120,7 +121,7 @@ impl Settings {
 /// Shared with the HTTP handlers.
 struct Shared {
     tx: mpsc::Sender<Command>,
-    reader: Mutex<Sqlite>,
+    reader: Mutex<Box<dyn Journal>>,
     token: Option<String>,
     rules_loaded: AtomicBool,
     metrics: Arc<Metrics>,
@@ -141,10 +142,10 @@ pub enum ServiceError {
     #[error(transparent)]
     Rules(#[from] LoadError),
     /// The journal cannot be opened, read back at the start, or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{path}: {source}")]
     Journal {
-        /// The journal file.
-        path: PathBuf,
+        /// The journal (a file, or a database without its password).
+        path: JournalUrl,
         /// Why.
         source: JournalError,
     },
@@ -237,14 +238,13 @@ fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
 /// Runs the service until SIGINT or SIGTERM. `build` makes the pipeline;
 /// its error (e.g. rules that do not compile) stops the start.
 pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
-    let journal_error = |path: &std::path::Path| {
-        let path = path.to_path_buf();
+    let journal_error = |path: &JournalUrl| {
+        let path = path.clone();
         move |source| ServiceError::Journal { path, source }
     };
-    let journal = Sqlite::open(&settings.journal)
-        .map_err(journal_error(&settings.journal))?
-        .keep_inputs(settings.keep_inputs);
-    let reader = Sqlite::reader(&settings.journal).map_err(journal_error(&settings.journal))?;
+    let journal = journal::open(&settings.journal, settings.keep_inputs)
+        .map_err(journal_error(&settings.journal))?;
+    let reader = journal::reader(&settings.journal).map_err(journal_error(&settings.journal))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -307,15 +307,14 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
             let started = build()
                 .map_err(ServiceError::from)
                 .and_then(|mut pipeline| {
-                    let recovered = recover(&mut pipeline, &journal, &decider_metrics)
+                    let recovered = recover(&mut pipeline, &*journal, &decider_metrics)
                         .map_err(recover_error)?;
                     Ok((pipeline, recovered))
                 });
             match started {
                 Ok((pipeline, recovered)) => {
                     let _ = started_tx.send(Ok(recovered));
-                    let mut decider =
-                        Decider::new(pipeline, Box::new(journal), decider_metrics, rules);
+                    let mut decider = Decider::new(pipeline, journal, decider_metrics, rules);
                     decider.runner = Some(jobs_tx);
                     decider.written = written;
                     decider.run(rx);
@@ -388,7 +387,7 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
         drop(tx);
         tracing::info!(
             listen = %settings.listen,
-            journal = %settings.journal.display(),
+            journal = %settings.journal,
             recovered,
             "remedy listening on http://{}",
             settings.listen

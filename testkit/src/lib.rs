@@ -1,4 +1,5 @@
-//! Test helpers for remedy's Kafka code: a real Kafka-compatible broker
+//! Test helpers for remedy: a private PostgreSQL cluster per test
+//! ([`Postgres`]), and for the Kafka code a real Kafka-compatible broker
 //! ([tansu](https://github.com/tansu-io/tansu), in-memory storage) started
 //! per test on a free loopback port, plus producing to and reading from its
 //! topics and looking up committed and end offsets.
@@ -12,6 +13,9 @@
 //! `cargo install tansu --features dynostore --root ~/.cache/remedy/tools`.
 
 #![warn(missing_docs)]
+
+pub mod postgres;
+pub use postgres::Postgres;
 
 use std::fs::File;
 use std::net::TcpListener;
