@@ -80,6 +80,23 @@ pub struct Config {
     /// The efficacy ledger (contract 11).
     #[serde(default)]
     pub efficacy: EfficacySection,
+    /// Several instances on one PostgreSQL journal (contract 12).
+    #[serde(default)]
+    pub ha: Option<HaSection>,
+}
+
+/// `[ha]`: one leader, standbys ready to take over.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HaSection {
+    /// The leader's lease, renewed every third of it; a standby takes over
+    /// once it lapses. Default "10s".
+    #[serde(default = "default_lease")]
+    pub lease: remedy_engine::Duration,
+}
+
+fn default_lease() -> remedy_engine::Duration {
+    remedy_engine::Duration::from_secs(10)
 }
 
 /// `[efficacy]`.

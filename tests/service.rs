@@ -2038,3 +2038,122 @@ fn the_service_journals_to_postgresql_and_outlives_a_restart_of_either() {
     let (code, log) = s.stop();
     assert_eq!(code, 0, "{log}");
 }
+
+/// The response head of `POST path` to `port` (status line and headers).
+fn response_head(port: u16, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.split("\r\n\r\n").next().unwrap_or("").to_lowercase()
+}
+
+/// Contract 12: two instances on one PostgreSQL journal. One leads (its
+/// `/readyz` says `"role":"leader"`); the other is a standby: `/readyz` 503
+/// with `"role":"standby"`, `POST /v1/*` 503 with Retry-After. kill -9 the
+/// leader: the standby leads within lease + 5 s, with the open faults (a
+/// signal sent again opens nothing twice). Then SIGSTOP the new leader past
+/// its lease: a third instance takes over; SIGCONT: the paused one's lease
+/// is gone, it steps down (exit 3) without writing, and nothing was opened
+/// twice.
+#[test]
+fn a_standby_takes_over_a_dead_or_paused_leader_and_nothing_opens_twice() {
+    let pg = remedy_testkit::Postgres::start();
+    let url = pg.database("remedy");
+    let config = format!(
+        "[journal]\nurl = \"{url}\"\n[ha]\nlease = \"2s\"\n[guards]\nmax_unhealthy = \"none\"\n\
+         [faults.memory_failure]\nactions = [\"cordon\"]\n"
+    );
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    for d in &dirs {
+        std::fs::write(d.path().join("remedy.toml"), &config).unwrap();
+    }
+    // The config names the journal: the harness's SQLite default must not win.
+    let env = [("REMEDY_JOURNAL", url.as_str())];
+    let args = ["--config", "remedy.toml"];
+    let role = |s: &Remedy| {
+        let (status, body) = s.get("/readyz");
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        (status, v["role"].as_str().unwrap_or("").to_string())
+    };
+    let leads_within = |s: &Remedy, within: Duration| {
+        let deadline = Instant::now() + within;
+        while role(s) != (200, "leader".to_string()) {
+            assert!(
+                Instant::now() < deadline,
+                "did not lead within {within:?}: {:?}\n{}",
+                role(s),
+                s.logged()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let ue = |node: usize| {
+        format!(
+            r#"{{"node":"n{node}","kind":"hardware","type":"memory.ecc.uncorrectable","labels":{{"cluster":"c1"}}}}"#
+        )
+    };
+    let mut a = Remedy::start_with(dirs[0].path(), &env, &args);
+    leads_within(&a, Duration::from_secs(10));
+    let mut b = Remedy::start_with(dirs[1].path(), &env, &args);
+    assert_eq!(role(&b), (503, "standby".to_string()));
+    let head = response_head(b.port, "/v1/signals", &ue(0));
+    assert!(
+        head.starts_with("http/1.1 503") && head.contains("retry-after: 2"),
+        "{head}"
+    );
+    for n in 0..5 {
+        assert_eq!(a.request("POST", "/v1/signals", &ue(n), None).0, 202);
+    }
+    // The leader dies: the standby leads within the lease + 5 s.
+    let died = Instant::now();
+    a.kill_9();
+    leads_within(&b, Duration::from_secs(2 + 5));
+    let failover = died.elapsed();
+    assert_eq!(b.json("/v1/faults?state=open").as_array().unwrap().len(), 5);
+    for n in 0..8 {
+        assert_eq!(b.request("POST", "/v1/signals", &ue(n), None).0, 202);
+    }
+    // The new leader pauses past its lease; a third instance takes over.
+    let c = Remedy::start_with(dirs[2].path(), &env, &args);
+    assert_eq!(role(&c).1, "standby");
+    b.signal("STOP");
+    leads_within(&c, Duration::from_secs(2 + 5));
+    for n in 0..10 {
+        assert_eq!(c.request("POST", "/v1/signals", &ue(n), None).0, 202);
+    }
+    b.signal("CONT");
+    // Whatever the paused one still tries, its writes are refused.
+    let _ = b.request("POST", "/v1/signals", &ue(99), None);
+    assert_eq!(
+        b.exits_within(Duration::from_secs(10)),
+        Some(3),
+        "the deposed leader steps down:\n{}",
+        b.logged()
+    );
+    assert!(b.logged().contains("lost the lease: stepping down"));
+    let opened: Vec<String> = c
+        .decisions()
+        .iter()
+        .filter(|d| d["event"] == "fault_opened")
+        .map(|d| d["node"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (0..10).map(|n| format!("n{n}")).collect();
+    let mut sorted = opened.clone();
+    sorted.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(
+        sorted, want,
+        "each fault opened once, n99 never: {opened:?}"
+    );
+    eprintln!("failover after kill -9: {failover:?}");
+    let (code, log) = c.stop();
+    assert_eq!(code, 0, "{log}");
+}

@@ -674,6 +674,7 @@ pub(super) async fn execute(
     mut jobs: mpsc::UnboundedReceiver<Job>,
     tx: mpsc::Sender<Command>,
     limit: usize,
+    lease: Option<super::lease::Held>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limit));
     let mut running = tokio::task::JoinSet::new();
@@ -681,6 +682,11 @@ pub(super) async fn execute(
         tokio::select! {
             job = jobs.recv() => {
                 let Some(job) = job else { break };
+                // With [ha], only while the lease surely holds: after a pause
+                // past it, the renewal decides (and a deposed leader exits).
+                while lease.as_ref().is_some_and(|l| !l.valid()) {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
                 let Ok(slot) = slots.clone().acquire_owned().await else { break };
                 let executors = executors.clone();
                 let tx = tx.clone();

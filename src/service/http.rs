@@ -117,6 +117,9 @@ async fn readyz(State(s): State<AppState>) -> Response {
         tokio::task::block_in_place(|| s.reader.lock().map(|mut j| j.probe())).unwrap_or(false);
     let journal = probe && last_error.is_none();
     let mut body = json!({ "rules_loaded": rules, "journal_writable": journal });
+    if s.leading {
+        body["role"] = json!("leader");
+    }
     if let Some(e) = last_error {
         body["journal_error"] = json!(e);
     }
@@ -411,4 +414,34 @@ async fn reject(
     axum::extract::Path(id): axum::extract::Path<u64>,
 ) -> Response {
     decide_approval(&s, id, false).await
+}
+
+/// What a standby (`[ha]`, another instance leads) answers: alive, not
+/// ready (`"role":"standby"`, so a Service routes to the leader only), and
+/// 503 with Retry-After for everything else, POST /v1/* included: nothing
+/// is taken in that the leader would not decide.
+pub(super) fn standby_router(retry_after_secs: u64) -> Router {
+    let busy = move || async move {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "standby: another instance leads (contract 12); send to the leader, or retry",
+        );
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs.max(1)),
+        );
+        r
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({ "role": "standby" })),
+                )
+            }),
+        )
+        .fallback(busy)
 }

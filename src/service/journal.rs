@@ -19,6 +19,17 @@ pub enum JournalError {
     /// SQLite said no.
     #[error("journal: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Another instance took the lease over: this one may no longer write.
+    #[error(
+        "journal: the lease of {holder} at epoch {epoch} was taken over by another instance; \
+         this one no longer writes (it steps down)"
+    )]
+    Fenced {
+        /// This instance.
+        holder: String,
+        /// The epoch it held.
+        epoch: i64,
+    },
     /// PostgreSQL said no (or could not be reached).
     #[error("journal (PostgreSQL): {0}")]
     Postgres(#[from] postgres::Error),

@@ -16,6 +16,7 @@ mod decider;
 mod http;
 mod identity;
 pub mod journal;
+pub mod lease;
 pub mod metrics;
 pub mod postgres;
 mod publisher;
@@ -77,6 +78,8 @@ pub struct Settings {
     pub policies: remedy_engine::Policies,
     /// `[efficacy] by`: the label the ledger is split by.
     pub efficacy_by: Option<String>,
+    /// `[ha] lease`: several instances, one leader.
+    pub ha: Option<std::time::Duration>,
 }
 
 impl Settings {
@@ -86,6 +89,27 @@ impl Settings {
         let listen = config.http.listen;
         let token = config.token()?;
         let journal = config.journal.url.clone();
+        let ha = match (&config.ha, &journal) {
+            (None, _) => None,
+            (Some(ha), JournalUrl::Postgres(_)) if ha.lease.0 >= 1000 => {
+                Some(std::time::Duration::from_millis(ha.lease.0 as u64))
+            }
+            (Some(ha), JournalUrl::Postgres(_)) => {
+                return Err(ConfigError::Env {
+                    var: "[ha] lease",
+                    message: format!("{} is too short: at least 1s", ha.lease),
+                })
+            }
+            (Some(_), other) => {
+                return Err(ConfigError::Env {
+                    var: "[ha]",
+                    message: format!(
+                        "several instances share one PostgreSQL journal; [journal] url is {other}: \
+                         set it to postgres://USER@HOST/DATABASE"
+                    ),
+                })
+            }
+        };
         if !listen.ip().is_loopback() && token.is_none() {
             return Err(ConfigError::Env {
                 var: "[http] listen",
@@ -114,6 +138,7 @@ impl Settings {
             ),
             policies: config.policies(),
             efficacy_by: config.efficacy.by.clone(),
+            ha,
         })
     }
 }
@@ -129,6 +154,8 @@ struct Shared {
     policies: remedy_engine::Policies,
     /// `[efficacy] by`.
     efficacy_by: Option<String>,
+    /// `[ha]`: this instance leads (`/readyz` says `"role":"leader"`).
+    leading: bool,
 }
 
 /// Builds the pipeline on the decider thread (the engine is not `Send`).
@@ -242,9 +269,6 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
         let path = path.clone();
         move |source| ServiceError::Journal { path, source }
     };
-    let journal = journal::open(&settings.journal, settings.keep_inputs)
-        .map_err(journal_error(&settings.journal))?;
-    let reader = journal::reader(&settings.journal).map_err(journal_error(&settings.journal))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -253,6 +277,29 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
             what: "starting the runtime",
             source,
         })?;
+    // With [ha], a standby until this instance holds the lease; then its
+    // every journal write is fenced by the lease's epoch.
+    let (journal, leadership): (Box<dyn Journal>, _) = match (&settings.ha, &settings.journal) {
+        (Some(lease), JournalUrl::Postgres(url)) => {
+            let store = postgres::Postgres::open(url).map_err(journal_error(&settings.journal))?;
+            let lease = lease::Lease::new(url, *lease);
+            let Some((lease, held)) = runtime.block_on(standby(&settings, lease))? else {
+                tracing::info!("remedy stopped (a standby)");
+                return Ok(());
+            };
+            tracing::info!(holder = %lease.holder, epoch = held.epoch, "took the lease: leading");
+            let store = store
+                .fenced(&lease.holder, held.epoch)
+                .keep_inputs(settings.keep_inputs);
+            (Box::new(store), Some((lease, held)))
+        }
+        _ => (
+            journal::open(&settings.journal, settings.keep_inputs)
+                .map_err(journal_error(&settings.journal))?,
+            None,
+        ),
+    };
+    let reader = journal::reader(&settings.journal).map_err(journal_error(&settings.journal))?;
     // Executors connect their clients and read their credentials now, so a
     // wrong [actions.*] stops the start instead of the first action. In
     // dry-run nothing is executed, so none is built (no cluster needed).
@@ -343,12 +390,16 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
             rules_loaded: AtomicBool::new(true),
             policies: settings.policies.clone(),
             efficacy_by: settings.efficacy_by.clone(),
+            leading: settings.ha.is_some(),
             metrics,
         });
         let report: Reporter = shared.metrics.clone();
         let forward = tokio::spawn(decider::forward(batches, tx.clone()));
         let ticker = tokio::spawn(tick(tx.clone()));
-        let runner = tokio::spawn(execute(executors, jobs_rx, tx.clone(), 64));
+        let held = leadership.as_ref().map(|(_, held)| held.clone());
+        let runner = tokio::spawn(execute(executors, jobs_rx, tx.clone(), 64, held));
+        // The leader renews its lease; once it cannot, it steps down.
+        let renewal = leadership.map(|(lease, held)| tokio::spawn(renew(lease, held)));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let consumer = source.map(|source| {
             tokio::spawn(remedy_collectors::kafka::run(
@@ -419,6 +470,9 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
             n.abort();
         }
         forward.abort();
+        if let Some(r) = &renewal {
+            r.abort();
+        }
         runner.abort();
         let _ = runner.await;
         for s in &scrapers {
@@ -443,6 +497,109 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
         tracing::info!("remedy stopped");
         Ok(())
     })
+}
+
+/// Serves as a standby on the service's address until this instance takes
+/// the lease (then returns it) or is told to stop (`None`).
+async fn standby(
+    settings: &Settings,
+    mut lease: lease::Lease,
+) -> Result<Option<(lease::Lease, lease::Held)>, ServiceError> {
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| ServiceError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+    let every = lease.lease / 3;
+    let retry_after = lease.lease.as_secs().max(1);
+    let (won_tx, won_rx) = tokio::sync::oneshot::channel();
+    let acquire = tokio::spawn(async move {
+        let mut told = false;
+        loop {
+            let (back, result) = tokio::task::spawn_blocking(move || {
+                let result = lease.try_acquire();
+                (lease, result)
+            })
+            .await
+            .expect("the lease task");
+            lease = back;
+            match result {
+                Ok(Some(held)) => {
+                    let _ = won_tx.send(());
+                    return (lease, held);
+                }
+                Ok(None) if !told => {
+                    told = true;
+                    tracing::info!(
+                        holder = %lease.holder,
+                        "standby: another instance leads; taking over once its lease lapses"
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("standby: the lease cannot be read: {e}"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let until = async move {
+        tokio::select! {
+            _ = won_rx => {}
+            _ = shutdown() => stopping.store(true, Ordering::Relaxed),
+        }
+    };
+    let app = http::standby_router(retry_after);
+    serve::serve(listener, app, settings.request_timeout, until)
+        .await
+        .map_err(|source| ServiceError::Io {
+            what: "serving as a standby",
+            source,
+        })?;
+    if stop.load(Ordering::Relaxed) {
+        acquire.abort();
+        return Ok(None);
+    }
+    Ok(Some(acquire.await.map_err(|_| ServiceError::Decider)?))
+}
+
+/// Renews the lease every third of it; once it is lost (taken over, or
+/// not renewed in time) the instance steps down: it exits, and its
+/// supervisor starts it again as a standby. Nothing is lost: what it had
+/// not journaled was never acknowledged, and its journal writes are
+/// already refused.
+async fn renew(mut lease: lease::Lease, held: lease::Held) {
+    let every = lease.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let (back, result) = {
+            let held = held.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = lease.renew(&held);
+                (lease, result)
+            })
+            .await
+            .expect("the lease task")
+        };
+        lease = back;
+        let lost = match result {
+            Ok(renewed) => !renewed,
+            // The database is away: leading goes on while the lease surely holds.
+            Err(e) => {
+                tracing::warn!("the lease could not be renewed: {e}");
+                !held.valid()
+            }
+        };
+        if lost {
+            tracing::error!(
+                holder = %lease.holder,
+                epoch = held.epoch,
+                "lost the lease: stepping down (exit 3; started again, this instance is a standby)"
+            );
+            std::process::exit(3);
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -58,6 +58,14 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE inputs (seq BIGSERIAL PRIMARY KEY, taken_ms BIGINT NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL);
      CREATE INDEX inputs_taken ON inputs (taken_ms);
      CREATE TABLE quotas (action TEXT NOT NULL, scope TEXT NOT NULL, tat_ns BIGINT NOT NULL, PRIMARY KEY (action, scope));",
+    // v2: the leader's lease (`[ha]`): who holds it, its epoch (fencing),
+    // and until when, on the database's clock.
+    "CREATE TABLE leader (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        holder TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+     );",
 ];
 
 /// The PostgreSQL journal.
@@ -65,6 +73,8 @@ pub struct Postgres {
     url: String,
     client: RefCell<Option<Client>>,
     keep_inputs: Duration,
+    /// `[ha]`: every write checks that this (holder, epoch) still holds the lease.
+    fence: Option<(String, i64)>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -95,6 +105,7 @@ impl Postgres {
             url: url.to_string(),
             client: RefCell::new(None),
             keep_inputs: KEEP_INPUTS,
+            fence: None,
         };
         journal.migrate()?;
         Ok(journal)
@@ -103,6 +114,13 @@ impl Postgres {
     /// Keeps inputs for `keep` (behind the newest).
     pub fn keep_inputs(mut self, keep: Duration) -> Self {
         self.keep_inputs = keep;
+        self
+    }
+
+    /// Writes only while `holder` holds the lease at `epoch`: a leader
+    /// deposed (paused, partitioned) can no longer write.
+    pub fn fenced(mut self, holder: &str, epoch: i64) -> Self {
+        self.fence = Some((holder.to_string(), epoch));
         self
     }
 
@@ -232,7 +250,9 @@ impl Journal for Postgres {
             return Ok(());
         }
         let keep_inputs = self.keep_inputs;
-        self.with(|c| {
+        let fence = self.fence.clone();
+        let fenced = std::cell::Cell::new(false);
+        let written = self.with(|c| {
             let Write {
                 entries,
                 ids,
@@ -247,6 +267,18 @@ impl Journal for Postgres {
                 quotas,
             } = &*write;
             let mut tx = c.transaction()?;
+            if let Some((holder, epoch)) = &fence {
+                // A new leader's takeover waits for this transaction, and
+                // this one sees whether it already happened.
+                let holds = tx.query_opt(
+                    "SELECT 1 FROM leader WHERE id = 1 AND holder = $1 AND epoch = $2 FOR SHARE",
+                    &[holder, epoch],
+                )?;
+                if holds.is_none() {
+                    fenced.set(true);
+                    return tx.rollback();
+                }
+            }
             for (action, domain, tat) in quotas {
                 tx.execute(
                     "INSERT INTO quotas (action, scope, tat_ns) VALUES ($1, $2, $3)
@@ -389,7 +421,12 @@ impl Journal for Postgres {
                 }
             }
             tx.commit()
-        })?;
+        });
+        if fenced.get() {
+            let (holder, epoch) = self.fence.clone().unwrap_or_default();
+            return Err(JournalError::Fenced { holder, epoch });
+        }
+        written?;
         write.clear();
         Ok(())
     }

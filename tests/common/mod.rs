@@ -265,6 +265,34 @@ impl Remedy {
         (status.code().unwrap_or(-1), self.logged())
     }
 
+    /// Sends it a signal (`STOP`, `CONT`): a pause, as a stalled machine or
+    /// a long GC would pause it.
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Its exit code if it exits within `timeout` (without being told to).
+    pub fn exits_within(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills it with SIGKILL, as a crash would, and waits.
     pub fn kill_9(&mut self) {
         if let Some(mut child) = self.child.take() {
