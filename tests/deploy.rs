@@ -1264,3 +1264,58 @@ fn the_local_stack_turns_a_real_alert_into_a_dry_run_cordon_and_stops_cleanly() 
     assert!(!state.exists(), "down.sh leaves {} behind", state.display());
     drop(stack);
 }
+
+/// Contract 12: the two-replica variant (deploy/kubernetes/ha) runs two
+/// instances on different nodes, on a PostgreSQL journal whose URL comes
+/// from a Secret (never from the ConfigMap), with `[ha]`, a
+/// PodDisruptionBudget that keeps one, and no SQLite volume.
+#[test]
+fn the_ha_variant_runs_two_fenced_instances_on_postgresql() {
+    let dir = repo().join("deploy/kubernetes/ha");
+    let kustomization = &yaml_documents(&dir.join("kustomization.yaml"))[0];
+    let resources: Vec<&str> = array(&kustomization["resources"], "resources")
+        .iter()
+        .map(|r| text(r, "a resource"))
+        .collect();
+    assert_eq!(resources, ["../", "pdb.yaml"]);
+    let patches: Vec<&str> = array(&kustomization["patches"], "patches")
+        .iter()
+        .map(|p| text(&p["path"], "a patch path"))
+        .collect();
+    assert_eq!(patches, ["deployment.yaml", "config.yaml"]);
+    let deployment = &yaml_documents(&dir.join("deployment.yaml"))[0];
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let anti =
+        &pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(anti["topologyKey"], "kubernetes.io/hostname");
+    let container = &array(&pod["containers"], "containers")[0];
+    let env = &array(&container["env"], "env")[0];
+    assert_eq!(env["name"], "REMEDY_JOURNAL");
+    assert_eq!(env["valueFrom"]["secretKeyRef"]["name"], "remedy-postgres");
+    assert_eq!(array(&pod["volumes"], "volumes")[0]["$patch"], "delete");
+    let pdb = &yaml_documents(&dir.join("pdb.yaml"))[0];
+    assert_eq!(pdb["kind"], "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "remedy"
+    );
+    // The config remedy reads: PostgreSQL, [ha], no password in it.
+    let cm = &yaml_documents(&dir.join("config.yaml"))[0];
+    assert_eq!(cm["metadata"]["name"], "remedy-config");
+    let toml = text(&cm["data"]["remedy.toml"], "remedy.toml");
+    let config = Config::parse(toml).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.ha.is_some(), "[ha] is set");
+    match &config.journal.url {
+        // scheme://user@host:port/db: a password would add a third colon.
+        remedy::config::JournalUrl::Postgres(url) => {
+            assert_eq!(url.matches(':').count(), 2, "no password in {url}")
+        }
+        other => panic!("expected a PostgreSQL journal, got {other}"),
+    }
+    // Everything else is the base's config.
+    let base = configmap_config(&kubernetes_objects());
+    assert_eq!(config.actions.len(), base.actions.len());
+    assert_eq!(config.dry_run, base.dry_run);
+}
