@@ -65,6 +65,19 @@ pub enum Event {
     Action,
 }
 
+impl Event {
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::FaultOpened => "fault_opened",
+            Event::FaultResolved => "fault_resolved",
+            Event::FaultStale => "fault_stale",
+            Event::FaultUnverified => "fault_unverified",
+            Event::Action => "action",
+        }
+    }
+}
+
 /// What became of an action. The serde names are the contract's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -477,6 +490,15 @@ mod tests {
         );
         let back: Decision = serde_json::from_str(&opened.to_json()).unwrap();
         assert_eq!(back, opened);
+        for e in [
+            Event::FaultOpened,
+            Event::FaultResolved,
+            Event::FaultStale,
+            Event::FaultUnverified,
+            Event::Action,
+        ] {
+            assert_eq!(serde_json::to_value(e).unwrap(), e.as_str());
+        }
     }
 
     #[test]

@@ -641,11 +641,9 @@ impl Journal for Sqlite {
                  WHERE node = ?1 AND fault = ?2 AND resolved_ms IS NULL",
             )?;
             for (d, signal_type) in entries {
-                let event = serde_json::to_value(d.event).ok();
-                let event = event.as_ref().and_then(|v| v.as_str()).unwrap_or("");
                 insert.execute(params![
                     d.ts.0,
-                    event,
+                    d.event.as_str(),
                     d.node,
                     d.fault,
                     d.action,
@@ -965,10 +963,11 @@ mod tests {
     type Open<'a> = &'a dyn Fn() -> Box<dyn Journal>;
 
     /// The journal suite: each test takes a fresh journal.
-    const SUITE: [fn(Open); 3] = [
+    const SUITE: [fn(Open); 4] = [
         decisions_and_faults_survive_reopening,
         running_jobs_are_kept_until_they_finish,
         what_the_rules_count_and_the_input_survive_reopening,
+        a_fault_that_opens_resolves_and_opens_again_in_one_batch_is_open_once,
     ];
 
     #[test]
@@ -1161,6 +1160,41 @@ mod tests {
         }
         let j = open();
         assert_eq!(j.running_jobs().unwrap(), [job("n2")]);
+    }
+
+    fn a_fault_that_opens_resolves_and_opens_again_in_one_batch_is_open_once(open: Open) {
+        let t = |s: i64| Timestamp::from_secs(1_800_000_000 + s);
+        let opened = |s: i64| {
+            Decision::opened(
+                t(s),
+                "n1",
+                "disk_failure",
+                Severity::Critical,
+                "d.rhai",
+                None,
+            )
+        };
+        open()
+            .record(&mut Write {
+                entries: vec![
+                    (opened(0), None),
+                    (Decision::resolved(t(1), "n1", "disk_failure"), None),
+                    (opened(2), None),
+                    (opened(0), None),
+                    (Decision::resolved(t(3), "n2", "disk_failure"), None),
+                ],
+                ..Write::default()
+            })
+            .unwrap();
+        let j = open();
+        let all = j.faults(None, Some("n1")).unwrap();
+        let spans: Vec<_> = all.iter().map(|f| (f.opened_at, f.resolved_at)).collect();
+        assert_eq!(
+            spans,
+            [(t(0), None), (t(2), None)],
+            "the repeat of t0 reopens it"
+        );
+        assert_eq!(j.decisions(0, 10).unwrap().len(), 5);
     }
 
     fn what_the_rules_count_and_the_input_survive_reopening(open: Open) {

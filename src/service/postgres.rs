@@ -224,6 +224,30 @@ fn journaled(rows: Vec<postgres::Row>) -> Result<Vec<Journaled>, JournalError> {
         .collect()
 }
 
+/// A batch of decisions as columns, for one `INSERT ... UNNEST`.
+#[derive(Default)]
+struct DecisionRows {
+    ts: Vec<i64>,
+    event: Vec<&'static str>,
+    node: Vec<String>,
+    fault: Vec<String>,
+    action: Vec<Option<String>>,
+    outcome: Vec<Option<&'static str>>,
+    json: Vec<String>,
+}
+
+impl DecisionRows {
+    fn push(&mut self, d: &Decision) {
+        self.ts.push(d.ts.0);
+        self.event.push(d.event.as_str());
+        self.node.push(d.node.clone());
+        self.fault.push(d.fault.clone());
+        self.action.push(d.action.clone());
+        self.outcome.push(d.outcome.map(|o| o.as_str()));
+        self.json.push(d.to_json());
+    }
+}
+
 impl Journal for Postgres {
     fn cursor(&self, name: &str) -> Result<i64, JournalError> {
         self.read(|c| {
@@ -286,13 +310,21 @@ impl Journal for Postgres {
                     &[action, &scope(domain), &(*tat as i64)],
                 )?;
             }
+            // Many rows go in one statement each (arrays unnested in
+            // order): one round trip per table, not per row.
             if !inputs.is_empty() {
-                let add =
-                    tx.prepare("INSERT INTO inputs (taken_ms, kind, body) VALUES ($1, $2, $3)")?;
-                for (taken, input) in inputs {
+                let (mut taken, mut kinds, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
+                for (at, input) in inputs {
                     let (kind, body) = input.to_row();
-                    tx.execute(&add, &[&taken.0, &kind, &body])?;
+                    taken.push(at.0);
+                    kinds.push(kind);
+                    bodies.push(body);
                 }
+                tx.execute(
+                    "INSERT INTO inputs (taken_ms, kind, body)
+                     SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[])",
+                    &[&taken, &kinds, &bodies],
+                )?;
                 if let Some(newest) = inputs.iter().map(|i| i.0 .0).max() {
                     let oldest = newest.saturating_sub(keep_inputs.0);
                     tx.execute("DELETE FROM inputs WHERE taken_ms < $1", &[&oldest])?;
@@ -313,24 +345,29 @@ impl Journal for Postgres {
             for id in finished {
                 tx.execute("DELETE FROM jobs WHERE id = $1", &[id])?;
             }
-            for KnownNode {
-                node,
-                labels,
-                domain,
-            } in nodes
-            {
+            if !nodes.is_empty() {
+                // Each node once (its last word), as ON CONFLICT needs within one statement.
+                let last: BTreeMap<&str, &KnownNode> =
+                    nodes.iter().map(|n| (n.node.as_str(), n)).collect();
+                let names: Vec<&str> = last.keys().copied().collect();
+                let labels: Vec<String> = last.values().map(|n| labels_text(&n.labels)).collect();
+                let domains: Vec<bool> = last.values().map(|n| n.domain).collect();
                 tx.execute(
-                    "INSERT INTO nodes (node, labels, domain) VALUES ($1, $2, $3)
+                    "INSERT INTO nodes (node, labels, domain)
+                     SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BOOLEAN[])
                      ON CONFLICT (node) DO UPDATE SET labels = excluded.labels, domain = excluded.domain",
-                    &[node, &labels_text(labels), domain],
+                    &[&names, &labels, &domains],
                 )?;
             }
             if !history.is_empty() {
-                let count =
-                    tx.prepare("INSERT INTO history (node, type, ts_ms) VALUES ($1, $2, $3)")?;
-                for (node, r#type, ts) in history {
-                    tx.execute(&count, &[node, r#type, &ts.0])?;
-                }
+                let nodes: Vec<&str> = history.iter().map(|h| h.0.as_str()).collect();
+                let types: Vec<&str> = history.iter().map(|h| h.1.as_str()).collect();
+                let ts: Vec<i64> = history.iter().map(|h| h.2 .0).collect();
+                tx.execute(
+                    "INSERT INTO history (node, type, ts_ms)
+                     SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[])",
+                    &[&nodes, &types, &ts],
+                )?;
                 if let Some(newest) = history.iter().map(|h| h.2 .0).max() {
                     tx.execute(
                         "DELETE FROM history WHERE ts_ms < $1",
@@ -338,11 +375,16 @@ impl Journal for Postgres {
                     )?;
                 }
             }
-            for (node, (labels, last)) in seen {
+            if !seen.is_empty() {
+                // A map: each node once, as ON CONFLICT needs within one statement.
+                let nodes: Vec<&str> = seen.keys().map(String::as_str).collect();
+                let labels: Vec<String> = seen.values().map(|(l, _)| labels_text(l)).collect();
+                let last: Vec<i64> = seen.values().map(|(_, t)| t.0).collect();
                 tx.execute(
-                    "INSERT INTO seen (node, labels, last_ms) VALUES ($1, $2, $3)
+                    "INSERT INTO seen (node, labels, last_ms)
+                     SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[])
                      ON CONFLICT (node) DO UPDATE SET labels = excluded.labels, last_ms = excluded.last_ms",
-                    &[node, &labels_text(labels), &last.0],
+                    &[&nodes, &labels, &last],
                 )?;
             }
             for (alias, node) in aliases {
@@ -355,20 +397,34 @@ impl Journal for Postgres {
                 )?;
             }
             if !ids.is_empty() {
-                let add = tx
-                    .prepare("INSERT INTO signal_ids (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")?;
-                for id in ids {
-                    tx.execute(&add, &[id])?;
-                }
+                tx.execute(
+                    "INSERT INTO signal_ids (id) SELECT * FROM UNNEST($1::TEXT[])
+                     ON CONFLICT (id) DO NOTHING",
+                    &[ids],
+                )?;
                 tx.execute(
                     "DELETE FROM signal_ids WHERE seq <= (SELECT MAX(seq) FROM signal_ids) - $1",
                     &[&(KEPT_IDS as i64)],
                 )?;
             }
             if !entries.is_empty() {
-                let insert = tx.prepare(
+                let mut rows = DecisionRows::default();
+                for (d, _) in entries {
+                    rows.push(d);
+                }
+                tx.execute(
                     "INSERT INTO decisions (ts_ms, event, node, fault, action, outcome, json)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                     SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[],
+                                          $5::TEXT[], $6::TEXT[], $7::TEXT[])",
+                    &[
+                        &rows.ts,
+                        &rows.event,
+                        &rows.node,
+                        &rows.fault,
+                        &rows.action,
+                        &rows.outcome,
+                        &rows.json,
+                    ],
                 )?;
                 let open = tx.prepare(
                     "INSERT INTO faults (node, fault, severity, rule, reason, opened_ms, signal_type)
@@ -381,22 +437,66 @@ impl Journal for Postgres {
                     "UPDATE faults SET resolved_ms = $3
                      WHERE node = $1 AND fault = $2 AND resolved_ms IS NULL",
                 )?;
-                for (d, signal_type) in entries {
-                    let event = serde_json::to_value(d.event).ok();
-                    let event = event.as_ref().and_then(|v| v.as_str()).unwrap_or("");
-                    let outcome = d.outcome.map(|o| o.as_str());
-                    tx.execute(
-                        &insert,
-                        &[
-                            &d.ts.0,
-                            &event,
-                            &d.node,
-                            &d.fault,
-                            &d.action,
-                            &outcome,
-                            &d.to_json(),
-                        ],
-                    )?;
+                // Each fault at most once in the batch (the usual case):
+                // all openings in one statement, all resolutions in
+                // another. Else row by row, in order: an occurrence may
+                // open, resolve and open again within one batch.
+                let mut once = std::collections::HashSet::new();
+                let faults: Vec<&(Decision, Option<String>)> = entries
+                    .iter()
+                    .filter(|(d, _)| matches!(d.event, Event::FaultOpened | Event::FaultResolved))
+                    .collect();
+                let batched = faults
+                    .iter()
+                    .all(|(d, _)| once.insert((d.node.as_str(), d.fault.as_str())));
+                if batched {
+                    let opened: Vec<_> = faults
+                        .iter()
+                        .filter(|(d, _)| d.event == Event::FaultOpened)
+                        .collect();
+                    let closed: Vec<_> = faults
+                        .iter()
+                        .filter(|(d, _)| d.event == Event::FaultResolved)
+                        .collect();
+                    if !opened.is_empty() {
+                        let node: Vec<&str> = opened.iter().map(|(d, _)| d.node.as_str()).collect();
+                        let fault: Vec<&str> =
+                            opened.iter().map(|(d, _)| d.fault.as_str()).collect();
+                        let severity: Vec<Option<&str>> = opened
+                            .iter()
+                            .map(|(d, _)| d.severity.map(|s| s.as_str()))
+                            .collect();
+                        let rule: Vec<Option<&str>> =
+                            opened.iter().map(|(d, _)| d.rule.as_deref()).collect();
+                        let reason: Vec<Option<&str>> =
+                            opened.iter().map(|(d, _)| d.reason.as_deref()).collect();
+                        let at: Vec<i64> = opened.iter().map(|(d, _)| d.ts.0).collect();
+                        let types: Vec<Option<&str>> =
+                            opened.iter().map(|(_, t)| t.as_deref()).collect();
+                        tx.execute(
+                            "INSERT INTO faults (node, fault, severity, rule, reason, opened_ms, signal_type)
+                             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[],
+                                                  $5::TEXT[], $6::BIGINT[], $7::TEXT[])
+                             ON CONFLICT (node, fault, opened_ms) DO UPDATE SET
+                               resolved_ms = NULL, severity = excluded.severity, rule = excluded.rule,
+                               reason = excluded.reason, signal_type = excluded.signal_type",
+                            &[&node, &fault, &severity, &rule, &reason, &at, &types],
+                        )?;
+                    }
+                    if !closed.is_empty() {
+                        let node: Vec<&str> = closed.iter().map(|(d, _)| d.node.as_str()).collect();
+                        let fault: Vec<&str> =
+                            closed.iter().map(|(d, _)| d.fault.as_str()).collect();
+                        let at: Vec<i64> = closed.iter().map(|(d, _)| d.ts.0).collect();
+                        tx.execute(
+                            "UPDATE faults f SET resolved_ms = c.at
+                             FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS c(node, fault, at)
+                             WHERE f.node = c.node AND f.fault = c.fault AND f.resolved_ms IS NULL",
+                            &[&node, &fault, &at],
+                        )?;
+                    }
+                }
+                for (d, signal_type) in entries.iter().filter(|_| !batched) {
                     match d.event {
                         Event::FaultOpened => {
                             let severity = d.severity.map(|s| s.as_str());
