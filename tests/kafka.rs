@@ -473,3 +473,79 @@ fn a_backlog_over_three_partitions_gives_the_faults_replay_gives() {
         "run of the backlog against replay of the history"
     );
 }
+
+/// Contract 12 with the Kafka source: two instances on one PostgreSQL
+/// journal and one broker. Only the leader consumes; kill -9 it a third of
+/// the way through 20,000 signals (cordons, 40 per cluster at most): the
+/// standby leads within lease + 5 s, consumes the rest from the committed
+/// offsets, and across the failover no fault opens twice, no cordon is
+/// executed twice, and no cluster ever has more than 40 nodes cordoned.
+/// The lease (7 s) outlasts the broker's session timeout (6 s): the new
+/// leader joins the group once the killed one has left it (see
+/// `after_kill_9_halfway_nothing_is_lost_or_doubled` for why tansu 0.6
+/// needs that).
+#[test]
+fn a_standby_takes_over_the_kafka_source_and_nothing_is_decided_or_executed_twice() {
+    let (_tansu, brokers) = broker();
+    let pg = remedy_testkit::Postgres::start();
+    let url = pg.database("remedy");
+    let valid = produce_one_per_batch(&brokers, 20_000);
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    for d in &dirs {
+        configure(d.path(), &brokers, false);
+        let mut config = std::fs::read_to_string(d.path().join("remedy.toml")).unwrap();
+        config.push_str(&format!(
+            "[journal]\nurl = \"{url}\"\n[ha]\nlease = \"7s\"\n[guards]\nmax_unhealthy = 40\n\
+             [faults.component_misconfigured]\nactions = [\"cordon\"]\n"
+        ));
+        std::fs::write(d.path().join("remedy.toml"), config).unwrap();
+    }
+    let env = [("REMEDY_JOURNAL", url.as_str())];
+    let args = ["--config", "remedy.toml"];
+    let role = |r: &Remedy| {
+        let v: Value = serde_json::from_str(&r.get("/readyz").1).unwrap_or(Value::Null);
+        v["role"].as_str().unwrap_or("").to_string()
+    };
+    let mut a = Remedy::start_with(dirs[0].path(), &env, &args);
+    wait_for("the first to lead", Duration::from_secs(20), || {
+        role(&a) == "leader"
+    });
+    let b = Remedy::start_with(dirs[1].path(), &env, &args);
+    assert_eq!(role(&b), "standby");
+    wait_for("a third consumed", Duration::from_secs(60), || {
+        a.consumed() > 6_000
+    });
+    assert_eq!(b.consumed(), 0, "a standby consumes nothing");
+    a.kill_9();
+    let killed = Instant::now();
+    wait_for("the standby to lead", Duration::from_secs(7 + 5), || {
+        role(&b) == "leader"
+    });
+    let failover = killed.elapsed();
+    wait_committed(&brokers, &[&b]);
+    let decisions = every_fault_acted_on(&b, valid, "every fault decided");
+    let mut executed = BTreeMap::<String, usize>::new();
+    for d in &decisions {
+        if d["event"] == "action" && d["action"] == "cordon" && d["outcome"] == "executed" {
+            *executed
+                .entry(d["node"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    assert!(
+        executed.values().all(|n| *n == 1),
+        "no cordon executed twice"
+    );
+    // node-NNNNN is in cluster c(NNNNN % 10).
+    let mut per_cluster = BTreeMap::<u32, usize>::new();
+    for node in executed.keys() {
+        let i: u32 = node.trim_start_matches("node-").parse().unwrap();
+        *per_cluster.entry(i % 10).or_default() += 1;
+    }
+    assert!(
+        per_cluster.values().all(|n| *n <= 40),
+        "no cluster past its budget: {per_cluster:?}"
+    );
+    assert!(executed.len() >= 40, "cordons went: {}", executed.len());
+    eprintln!("failover with the Kafka source: {failover:?}; cordons executed: {per_cluster:?}");
+}
