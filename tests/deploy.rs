@@ -1319,3 +1319,85 @@ fn the_ha_variant_runs_two_fenced_instances_on_postgresql() {
     assert_eq!(config.actions.len(), base.actions.len());
     assert_eq!(config.dry_run, base.dry_run);
 }
+
+/// The local stack with `REMEDY_LOCAL_INSTANCES=2` (contract 12): a private
+/// PostgreSQL and two remedy instances on it, one leading and one standing
+/// by; kill -9 the leader and the other leads within the lease (10 s) + 5 s;
+/// down.sh stops everything it started.
+#[test]
+fn the_local_stack_runs_two_instances_and_the_standby_takes_over() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The PostgreSQL cluster belongs to the postgres user when run as root:
+    // it must reach its directory.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    // Two remedy ports in a row: the second instance takes the next one.
+    let remedy = loop {
+        let p = free_port();
+        if std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
+    let env: Vec<(String, String)> = [
+        ("REMEDY_LOCAL_STATE", state.display().to_string()),
+        ("REMEDY_BIN", env!("CARGO_BIN_EXE_remedy").to_string()),
+        ("REMEDY_LOCAL_INSTANCES", "2".to_string()),
+        ("REMEDY_LOCAL_KAFKA", "0".to_string()),
+        ("REMEDY_LOCAL_REMEDY_PORT", remedy.to_string()),
+        ("REMEDY_LOCAL_POSTGRES_PORT", free_port().to_string()),
+        ("REMEDY_LOCAL_PROMETHEUS_PORT", free_port().to_string()),
+        ("REMEDY_LOCAL_ALERTMANAGER_PORT", free_port().to_string()),
+        ("REMEDY_LOCAL_NODE_EXPORTER_PORT", free_port().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let stack = Stack { env: env.clone() };
+    let (ok, output) = run_script("up.sh", &env, Duration::from_secs(90));
+    assert!(ok, "up.sh failed:\n{output}");
+    let pids = recorded_pids(&state);
+    let names: Vec<&str> = pids.iter().map(|(n, ..)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "alertmanager",
+            "node-exporter",
+            "postgres",
+            "prometheus",
+            "remedy",
+            "remedy-2"
+        ]
+    );
+    let role = |port: u16| {
+        let (status, body) = get(port, "/readyz");
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        (status, v["role"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(role(remedy), (200, "leader".to_string()));
+    assert_eq!(role(remedy + 1), (503, "standby".to_string()));
+    let leader = pids.iter().find(|(n, ..)| n == "remedy").unwrap().1;
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &leader.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10 + 5);
+    while role(remedy + 1) != (200, "leader".to_string()) {
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not take over: {:?}\n{}",
+            role(remedy + 1),
+            std::fs::read_to_string(state.join("logs/remedy-2.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(stack);
+    for (name, pid, started) in &pids {
+        assert_ne!(
+            start_time(*pid).as_deref(),
+            Some(started.as_str()),
+            "{name} (pid {pid}) still runs after down.sh"
+        );
+    }
+}

@@ -34,7 +34,8 @@ if [ -f "$state/settings.env" ]; then
     # shellcheck disable=SC1091
     . "$state/settings.env"
     # shellcheck disable=SC2154  # (set by settings.env)
-    for p in "$remedy_port" "$prometheus_port" "$alertmanager_port" "$node_exporter_port" "$kafka_port"; do
+    for p in "$remedy_port" "$prometheus_port" "$alertmanager_port" "$node_exporter_port" "$kafka_port" \
+        ${postgres_port:-}; do
         port_open "$p" && say "note: 127.0.0.1:$p still answers, but not by a process up.sh started"
     done
 fi
@@ -44,7 +45,7 @@ if [ "$keep" = 1 ]; then
     exit 0
 fi
 # Only what up.sh creates: the state directory may be one the user named.
-rm -rf "$state/prometheus" "$state/alertmanager" "$state/textfile" "$state/logs"
+rm -rf "$state/prometheus" "$state/alertmanager" "$state/textfile" "$state/logs" "$state/postgres"
 rm -f "$state/settings.env" "$state/prometheus.yml" "$state/alerts.yml" "$state/alertmanager.yml" \
     "$state/remedy.toml" "$state/remedy.db" "$state/remedy.db-wal" "$state/remedy.db-shm"
 rmdir "$state" 2>/dev/null || true

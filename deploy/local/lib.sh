@@ -9,14 +9,14 @@
 #   pids/NAME.pid       "PID STARTTIME" of each process up.sh started
 #   logs/NAME.log       each process's output
 #   *.yml, remedy.toml  the generated configs
-#   prometheus/, alertmanager/, textfile/, remedy.db*   their data
+#   prometheus/, alertmanager/, textfile/, remedy.db*, postgres/   their data
 
 local_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_dir="$(cd "$local_dir/../.." && pwd)"
 state="${REMEDY_LOCAL_STATE:-$local_dir/.state}"
 
 # The components, in the order they start; down.sh stops them in reverse.
-components=(node-exporter kafka remedy alertmanager prometheus)
+components=(node-exporter kafka postgres remedy remedy-2 alertmanager prometheus)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -22,6 +22,10 @@
 #   REMEDY_LOCAL_NODE_EXPORTER_PORT  9100
 #   REMEDY_LOCAL_KAFKA_PORT          9092
 #   REMEDY_LOCAL_KAFKA               1      0: no broker, remedy runs without [kafka]
+#   REMEDY_LOCAL_INSTANCES           1      2: two remedy instances (the second on
+#                                           REMEDY_LOCAL_REMEDY_PORT + 1) on one PostgreSQL
+#                                           journal with [ha]: one leads, one stands by
+#   REMEDY_LOCAL_POSTGRES_PORT       5433   the private PostgreSQL of two instances
 #   REMEDY_LOCAL_NODE                $(hostname)  the node name on this machine's alerts
 #   REMEDY_LOCAL_INTERVAL            5s     scrape, rule evaluation and Alertmanager grouping
 #   REMEDY_LOCAL_ALERT_FOR           1m     how long an alert condition must hold before it fires
@@ -52,6 +56,8 @@ else
     node_exporter_port="${REMEDY_LOCAL_NODE_EXPORTER_PORT:-9100}"
     kafka_port="${REMEDY_LOCAL_KAFKA_PORT:-9092}"
     kafka="${REMEDY_LOCAL_KAFKA:-1}"
+    instances="${REMEDY_LOCAL_INSTANCES:-1}"
+    postgres_port="${REMEDY_LOCAL_POSTGRES_PORT:-5433}"
     node="${REMEDY_LOCAL_NODE:-$(hostname)}"
     interval="${REMEDY_LOCAL_INTERVAL:-5s}"
     alert_for="${REMEDY_LOCAL_ALERT_FOR:-1m}"
@@ -59,12 +65,14 @@ else
     rules="${REMEDY_LOCAL_RULES:-$repo_dir/rules}"
     {
         for v in remedy_port prometheus_port alertmanager_port node_exporter_port kafka_port \
-            kafka node interval alert_for disk_free_pct rules; do
+            kafka instances postgres_port node interval alert_for disk_free_pct rules; do
             printf '%s=%q\n' "$v" "${!v}"
         done
     } > "$state/settings.env"
 fi
-for p in remedy_port prometheus_port alertmanager_port node_exporter_port kafka_port; do
+case "$instances" in 1 | 2) ;; *) die "REMEDY_LOCAL_INSTANCES: $instances is not 1 or 2" ;; esac
+remedy_port_2=$((remedy_port + 1))
+for p in remedy_port prometheus_port alertmanager_port node_exporter_port kafka_port postgres_port; do
     if ! [[ "${!p}" =~ ^[0-9]+$ ]] || [ "${!p}" -eq 0 ] || [ "${!p}" -gt 65535 ]; then
         die "${p}: ${!p} is not a port number"
     fi
@@ -253,8 +261,23 @@ dry_run = true
 [http]
 listen = "127.0.0.1:$remedy_port"
 
+EOF
+    if [ "$instances" = 2 ]; then
+        cat <<EOF
+[journal]
+# Shared by both instances; the leader holds the lease.
+url = "postgres://remedy@127.0.0.1:$postgres_port/remedy"
+
+[ha]
+lease = "10s"
+EOF
+    else
+        cat <<EOF
 [journal]
 url = "sqlite://$state/remedy.db"
+EOF
+    fi
+    cat <<EOF
 
 # Node pressure read back from Prometheus: PSI memory stall (% of time, as
 # the memory_pressure rule expects) and load per core.
@@ -387,11 +410,43 @@ if [ "$kafka" != 0 ] && start kafka; then
     done
 fi
 
+# Two instances: their journal, a private PostgreSQL cluster in the state
+# directory (initdb refuses root: it then belongs to the postgres user).
+pg_bin=""
+for d in /usr/lib/postgresql/*/bin; do [ -x "$d/initdb" ] && pg_bin="$d"; done
+if [ "$instances" = 2 ] && start postgres; then
+    [ -n "$pg_bin" ] || die "REMEDY_LOCAL_INSTANCES=2 needs PostgreSQL: install Debian's postgresql"
+    as_pg=()
+    if [ "$(id -u)" -eq 0 ]; then
+        as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups)
+        mkdir -p "$state/postgres" && chown postgres: "$state/postgres"
+    fi
+    if [ ! -f "$state/postgres/data/PG_VERSION" ]; then
+        "${as_pg[@]}" "$pg_bin/initdb" --auth=trust --username=remedy -D "$state/postgres/data" \
+            > "$state/logs/initdb.log" 2>&1 || die "initdb failed: $(tail -n 20 "$state/logs/initdb.log")"
+    fi
+    launch postgres "$postgres_port" REMEDY_LOCAL_POSTGRES_PORT "${as_pg[@]}" "$pg_bin/postgres" \
+        -D "$state/postgres/data" -c listen_addresses=127.0.0.1 -p "$postgres_port" -k "$state/postgres"
+    wait_ready postgres port_open "$postgres_port"
+    wait_ready postgres "$pg_bin/psql" -h 127.0.0.1 -p "$postgres_port" -U remedy -d postgres -qAtc "SELECT 1"
+    "$pg_bin/psql" -h 127.0.0.1 -p "$postgres_port" -U remedy -d postgres -qAtc \
+        "SELECT 1 FROM pg_database WHERE datname = 'remedy'" | grep -q 1 \
+        || "$pg_bin/createdb" -h 127.0.0.1 -p "$postgres_port" -U remedy remedy
+fi
+
 if start remedy; then
     launch remedy "$remedy_port" REMEDY_LOCAL_REMEDY_PORT \
         env -u REMEDY_LISTEN -u REMEDY_TOKEN -u REMEDY_JOURNAL -u REMEDY_RULES \
         "$remedy_bin" run --config "$state/remedy.toml"
     wait_ready remedy http_ok "http://127.0.0.1:$remedy_port/readyz"
+fi
+
+if [ "$instances" = 2 ] && start remedy-2; then
+    # The same config on the next port; a standby is alive, not ready.
+    launch remedy-2 "$remedy_port_2" REMEDY_LOCAL_REMEDY_PORT \
+        env -u REMEDY_TOKEN -u REMEDY_JOURNAL -u REMEDY_RULES REMEDY_LISTEN="127.0.0.1:$remedy_port_2" \
+        "$remedy_bin" run --config "$state/remedy.toml"
+    wait_ready remedy-2 http_ok "http://127.0.0.1:$remedy_port_2/healthz"
 fi
 
 if start alertmanager; then
@@ -422,6 +477,14 @@ cat <<EOF
 remedy's local stack is up (state, configs and logs: $state)
 
   remedy          $api              node: $node, every action dry-run
+EOF
+if [ "$instances" = 2 ]; then
+    cat <<EOF
+  remedy (2nd)    http://127.0.0.1:$remedy_port_2              a standby: takes over once the leader's lease lapses
+  PostgreSQL      127.0.0.1:$postgres_port            the shared journal (/readyz says each one's role)
+EOF
+fi
+cat <<EOF
   Prometheus      http://127.0.0.1:$prometheus_port         alerts: /alerts
   Alertmanager    http://127.0.0.1:$alertmanager_port
   node exporter   http://127.0.0.1:$node_exporter_port/metrics
