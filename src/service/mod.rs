@@ -377,12 +377,7 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
         })?;
     let recovered = started_rx.recv().map_err(|_| ServiceError::Decider)??;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| ServiceError::Listen {
-                addr: settings.listen,
-                source,
-            })?;
+        let listener = bind(settings.listen).await?;
         let shared = Arc::new(Shared {
             tx: tx.clone(),
             reader: Mutex::new(reader),
@@ -499,18 +494,20 @@ pub fn run(settings: Settings, build: Build) -> Result<(), ServiceError> {
     })
 }
 
+/// The service's listener on `addr`; the error names the address.
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ServiceError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServiceError::Listen { addr, source })
+}
+
 /// Serves as a standby on the service's address until this instance takes
 /// the lease (then returns it) or is told to stop (`None`).
 async fn standby(
     settings: &Settings,
     mut lease: lease::Lease,
 ) -> Result<Option<(lease::Lease, lease::Held)>, ServiceError> {
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|source| ServiceError::Listen {
-            addr: settings.listen,
-            source,
-        })?;
+    let listener = bind(settings.listen).await?;
     let every = lease.lease / 3;
     let retry_after = lease.lease.as_secs().max(1);
     let (won_tx, won_rx) = tokio::sync::oneshot::channel();
