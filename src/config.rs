@@ -133,6 +133,11 @@ pub struct CorrelateSection {
     /// Per-node disruptive actions in that domain wait while it is open.
     #[serde(default = "default_true")]
     pub hold: bool,
+    /// Per-node disruptive repairs of these classes wait this long after
+    /// their fault opened, so the first nodes of a common cause are held
+    /// too (not only those after it showed). Default "0s": none.
+    #[serde(default)]
+    pub settle: Duration,
 }
 
 fn de_share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -893,6 +898,16 @@ impl Config {
                 .iter()
                 .chain(&g.fleet)
                 .map(LevelSection::level)
+                .collect(),
+            settle: self
+                .correlate
+                .iter()
+                .filter(|c| c.settle.0 > 0)
+                .map(|c| remedy_actions::guards::Settle {
+                    label: c.label.clone(),
+                    faults: c.faults.clone(),
+                    wait: c.settle,
+                })
                 .collect(),
         };
         let actions = self

@@ -493,6 +493,11 @@ pub fn why_line(why: &Why) -> String {
                 value,
                 cause,
             } => format!("common cause {cause} in {label} {value} HELD"),
+            Met::Settle {
+                label,
+                value,
+                until,
+            } => format!("settle in {label} {value} until {until} HELD"),
             Met::DryRun => "dry-run".to_string(),
         });
     }

@@ -1150,6 +1150,101 @@ fn nested_levels_hold_each_repair_at_the_level_it_does_not_fit() {
     assert_eq!(got, want, "{}", out.stdout);
 }
 
+/// Replays 480 nodes in 12 racks (n % 12) with `config`: power lost on
+/// twelve of them, `rack_of(i)` the i-th, 5 s apart from 00:01:00, and a
+/// heartbeat at 00:03:00 that moves time on.
+fn power_loss(config: &Path, rack_of: &dyn Fn(usize) -> usize) -> Vec<Value> {
+    let line = |n: usize, ty: &str, ts: &str| {
+        format!(
+            "{{\"node\":\"n{n}\",\"kind\":\"hardware\",\"type\":\"{ty}\",\"ts\":\"2026-11-24T{ts}Z\",\
+             \"labels\":{{\"cluster\":\"c1\",\"rack\":\"r{}\"}}}}\n",
+            n % 12
+        )
+    };
+    let mut input: String = (0..480)
+        .map(|n| line(n, "node.heartbeat", "00:00:00"))
+        .collect();
+    for i in 0..12 {
+        input += &line(rack_of(i), "power.lost", &format!("00:01:{:02}", i * 5));
+    }
+    input += &line(479, "node.heartbeat", "00:03:00");
+    let out = run_with_stdin(
+        remedy()
+            .args(["replay", "-", "--quiet", "--config"])
+            .arg(config),
+        input.as_bytes(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    decisions(&out)
+}
+
+/// Contract 9's `settle`: with `settle = "30s"` the first two nodes of the
+/// rack wait too, so the common cause holds all twelve cordons (none goes
+/// before it showed); twelve racks with one node each are twelve repairs,
+/// each 30 s after its fault opened.
+#[test]
+fn with_settle_the_first_nodes_of_a_common_cause_are_held_too() {
+    let dir = TempDir::new().unwrap();
+    copy_tree(&repo().join("rules"), &dir.path().join("rules"));
+    let config = dir.path().join("remedy.toml");
+    fs::write(
+        &config,
+        "rules = \"rules\"\n[guards]\nmax_unhealthy = \"50%\"\n\
+         [[correlate]]\nlabel = \"rack\"\nfaults = [\"power_failure\"]\nmin_nodes = 3\nwithin = \"5m\"\n\
+         fault = \"rack_power_event\"\nhold = true\nsettle = \"30s\"\n\
+         [faults.power_failure]\nactions = [\"cordon\"]\non_resolve = [\"uncordon\"]\n\
+         [faults.rack_power_event]\nactions = [\"ticket\"]\n",
+    )
+    .unwrap();
+    let cordons = |ds: &[Value]| -> Vec<(String, String, String)> {
+        ds.iter()
+            .filter(|d| d["action"] == "cordon")
+            .map(|d| {
+                (
+                    d["ts"].as_str().unwrap().to_string(),
+                    d["node"].as_str().unwrap().to_string(),
+                    d["outcome"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let one_rack = power_loss(&config, &|i| i * 12);
+    let held = cordons(&one_rack);
+    assert_eq!(held.len(), 12, "{held:?}");
+    assert!(
+        held.iter().all(|(_, _, o)| o == "held_common_cause"),
+        "none went: {held:?}"
+    );
+    let first = one_rack
+        .iter()
+        .find(|d| d["action"] == "cordon" && d["node"] == "n0")
+        .unwrap();
+    assert_eq!(
+        first["reason"],
+        "rack r0: waiting until 2026-11-24T00:01:30Z (settle 30s) for a common cause to show \
+         before acting on one node",
+        "{first}"
+    );
+    assert_eq!(first["retry_at"], "2026-11-24T00:01:30Z", "{first}");
+    assert_eq!(
+        first["why"]["guards"],
+        json!([{"guard": "settle", "label": "rack", "value": "r0", "until": "2026-11-24T00:01:30Z"}])
+    );
+    // No common cause: each cordon goes once its 30 s are up.
+    let spread = power_loss(&config, &|i| i);
+    let passed: Vec<(String, String)> = cordons(&spread)
+        .into_iter()
+        .filter(|(_, _, o)| o == "dry_run")
+        .map(|(ts, n, _)| (n, ts))
+        .collect();
+    assert_eq!(passed.len(), 12, "{passed:?}");
+    assert_eq!(
+        passed[0],
+        ("n0".to_string(), "2026-11-24T00:01:30Z".to_string()),
+        "{passed:?}"
+    );
+}
+
 /// Contract 9: common cause. Power lost on 12 of the 40 nodes of one rack
 /// gives one rack fault (a domain fault), its ticket, and holds the per-node
 /// cordons from the third node on; the same count spread over 12 racks is
@@ -1170,33 +1265,7 @@ fn a_rack_power_loss_is_one_common_cause_and_twelve_racks_are_twelve_repairs() {
          [faults.rack_power_event]\nactions = [\"ticket\"]\n",
     )
     .unwrap();
-    let replay = |rack_of: &dyn Fn(usize) -> usize| {
-        let mut input = String::new();
-        for n in 0..480 {
-            input += &format!(
-                "{{\"node\":\"n{n}\",\"kind\":\"hardware\",\"type\":\"node.heartbeat\",\"ts\":\"2026-11-24T00:00:00Z\",\
-                 \"labels\":{{\"cluster\":\"c1\",\"rack\":\"r{}\"}}}}\n",
-                n % 12
-            );
-        }
-        for i in 0..12 {
-            let n = rack_of(i);
-            input += &format!(
-                "{{\"node\":\"n{n}\",\"kind\":\"hardware\",\"type\":\"power.lost\",\"ts\":\"2026-11-24T00:01:{:02}Z\",\
-                 \"labels\":{{\"cluster\":\"c1\",\"rack\":\"r{}\"}}}}\n",
-                i * 5,
-                n % 12
-            );
-        }
-        let out = run_with_stdin(
-            remedy()
-                .args(["replay", "-", "--quiet", "--config"])
-                .arg(&config),
-            input.as_bytes(),
-        );
-        assert_eq!(out.code, 0, "{}", out.stderr);
-        decisions(&out)
-    };
+    let replay = |rack_of: &dyn Fn(usize) -> usize| power_loss(&config, rack_of);
     // Twelve nodes of rack r0: n0, n12, n24, ...
     let one_rack = replay(&|i| i * 12);
     let rack_faults: Vec<&Value> = one_rack

@@ -87,6 +87,27 @@ pub struct GuardConfig {
     /// `[[guards.levels]]` and `[guards.fleet]`: nested failure domains,
     /// each with its own budget; an action must fit every one.
     pub levels: Vec<Level>,
+    /// `[[correlate]] settle`: per-node disruptive repairs of these fault
+    /// classes wait this long after their fault opened, so that a common
+    /// cause can show (and hold them) before one node is acted on.
+    pub settle: Vec<Settle>,
+}
+
+/// One `[[correlate]]` block's `settle`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Settle {
+    /// The block's label (rack, switch, ...): only nodes that carry it wait.
+    pub label: String,
+    /// The fault classes it counts; `*`: any.
+    pub faults: Vec<String>,
+    /// How long after the fault opened.
+    pub wait: Duration,
+}
+
+impl Settle {
+    fn covers(&self, fault: &str) -> bool {
+        self.faults.iter().any(|f| f == fault || f == "*")
+    }
 }
 
 /// One level of failure domains (`[[guards.levels]]`, `[guards.fleet]`):
@@ -143,6 +164,7 @@ impl Default for GuardConfig {
             breaker: BreakerConfig::default(),
             dry_run: true,
             levels: Vec::new(),
+            settle: Vec::new(),
         }
     }
 }
@@ -968,6 +990,7 @@ impl Guards {
         met.retain(|m| matches!(m, Met::Approval { .. }));
         let refusal = self
             .check_hold(&request, &mut met)
+            .or_else(|| self.check_settle(&request, now, &mut met))
             .or_else(|| {
                 self.check_budget(&request, now, sizes, retry, &mut met)
                     .map(|(refusal, domain)| {
@@ -1087,6 +1110,39 @@ impl Guards {
             cause: fault.clone(),
         });
         Some((Outcome::HeldCommonCause, reason, None))
+    }
+
+    /// `settle`: a disruptive repair of a node whose fault opened less than
+    /// `settle` ago waits until then, so that a common cause in its domain
+    /// can show first (and hold it).
+    fn check_settle(&self, r: &Intent, now: Timestamp, met: &mut Vec<Met>) -> Option<Refusal> {
+        if self.config.settle.is_empty()
+            || r.trigger != Trigger::Remedy
+            || !self.kind(&r.action).disruptive
+        {
+            return None;
+        }
+        let (s, value) = self
+            .config
+            .settle
+            .iter()
+            .filter(|s| s.covers(&r.fault) && s.wait.0 > 0)
+            .find_map(|s| r.label(&s.label).map(|v| (s, v)))?;
+        let until = r.opened.add(s.wait);
+        if now >= until {
+            return None;
+        }
+        met.push(Met::Settle {
+            label: s.label.clone(),
+            value: value.to_string(),
+            until,
+        });
+        let reason = format!(
+            "{} {value}: waiting until {until} (settle {}) for a common cause to show before \
+             acting on one node",
+            s.label, s.wait
+        );
+        Some((Outcome::HeldCommonCause, reason, Some(until)))
     }
 
     /// A common cause opened (`hold`) or resolved in `label = value`.

@@ -282,6 +282,15 @@ pub enum Met {
         /// The common cause's fault.
         cause: String,
     },
+    /// `[[correlate]] settle`: waits for a common cause to show.
+    Settle {
+        /// The block's label.
+        label: String,
+        /// The node's value of it.
+        value: String,
+        /// Until when.
+        until: Timestamp,
+    },
     /// Dry-run is on: nothing was carried out.
     DryRun,
 }
