@@ -31,6 +31,10 @@ enum Command {
     /// -> fault lifecycle -> guarded actions, carried out by their executors
     /// once `dry_run = false` (dry-run by default); every decision journaled
     /// (and published to Kafka), until SIGINT/SIGTERM.
+    ///
+    /// With `[ha]` and a PostgreSQL journal, several instances share it: one
+    /// leads, the others stand by (`/readyz` 503, role standby) and take over
+    /// once its lease lapses; a leader that loses its lease exits with 3.
     Run {
         /// Configuration file (TOML); without it: 127.0.0.1:9477, ./rules, ./remedy.db.
         #[arg(long, value_name = "FILE")]
