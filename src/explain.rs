@@ -70,6 +70,8 @@ pub struct State {
     /// Its failure domains' budgets: level, value, under remediation,
     /// known nodes, max_unhealthy, nodes it allows.
     pub budgets: Vec<Budget>,
+    /// What it last reported of its state (component versions, conditions).
+    pub observed: remedy_engine::Observed,
 }
 
 /// One level's budget as the node's domain there has it.
@@ -116,6 +118,8 @@ pub struct NodeNow {
     pub held: Vec<(String, String, remedy_engine::Outcome, Option<Timestamp>)>,
     /// The budget of each of its domains.
     pub budgets: Vec<Budget>,
+    /// What it last reported of its state (component versions, conditions).
+    pub observed: remedy_engine::Observed,
 }
 
 impl NodeNow {
@@ -160,6 +164,7 @@ impl NodeNow {
             open,
             held,
             budgets,
+            observed: engine.observed(node).cloned().unwrap_or_default(),
         })
     }
 }
@@ -245,6 +250,7 @@ impl Story {
                 .collect(),
             budgets: now.budgets,
             labels: now.labels,
+            observed: now.observed,
         };
         self.events.sort_by_key(Entry::ts);
     }
@@ -364,6 +370,21 @@ impl Story {
             out.push_str(&format!(
                 "  budget    {domain}: {} of {} known nodes under remediation{allows}\n",
                 b.under_remediation, b.known
+            ));
+        }
+        for (component, (version, at)) in &s.observed.components {
+            out.push_str(&format!(
+                "  version   {component} {version} (reported {at})\n"
+            ));
+        }
+        for (condition, (holds, at)) in &s.observed.conditions {
+            let holds = match holds {
+                Some(true) => "holds",
+                Some(false) => "does not hold",
+                None => "unknown",
+            };
+            out.push_str(&format!(
+                "  condition {condition} {holds} (reported {at})\n"
             ));
         }
         out

@@ -2157,3 +2157,78 @@ fn a_standby_takes_over_a_dead_or_paused_leader_and_nothing_opens_twice() {
     let (code, log) = c.stop();
     assert_eq!(code, 0, "{log}");
 }
+
+/// Contract 10's observed state: `component.version` and `condition`
+/// signals are what a node reports of itself. `GET /v1/nodes/NODE` shows
+/// the last version of each component and whether each condition holds,
+/// with when; their `component`, `version` and `condition` labels describe
+/// the report, not the node, so they do not become node labels (and no
+/// failure domain changes on a report).
+#[test]
+fn a_nodes_reported_versions_and_conditions_are_shown_not_taken_for_labels() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Remedy::start(dir.path(), &[]);
+    let report = |ty: &str, labels: &str, value: &str, ts: &str| {
+        format!(
+            r#"{{"node":"n1","kind":"component","type":"{ty}","ts":"{ts}","labels":{{"cluster":"c1",{labels}}}{value}}}"#
+        )
+    };
+    let body = [
+        report(
+            "component.version",
+            r#""component":"kubelet","version":"1.31.1""#,
+            "",
+            "2026-11-24T00:00:00Z",
+        ),
+        report(
+            "component.version",
+            r#""component":"containerd","version":"1.7.22""#,
+            "",
+            "2026-11-24T00:00:01Z",
+        ),
+        report(
+            "condition",
+            r#""condition":"KubeletOK""#,
+            r#","value":1"#,
+            "2026-11-24T00:00:02Z",
+        ),
+        report(
+            "condition",
+            r#""condition":"DiskOK""#,
+            r#","value":0"#,
+            "2026-11-24T00:00:03Z",
+        ),
+        report(
+            "component.version",
+            r#""component":"kubelet","version":"1.31.2""#,
+            "",
+            "2026-11-24T00:00:04Z",
+        ),
+    ]
+    .join("\n");
+    assert_eq!(s.request("POST", "/v1/signals", &body, None).0, 202);
+    let n1 = s.json("/v1/nodes/n1");
+    assert_eq!(
+        n1["labels"],
+        serde_json::json!({"cluster": "c1"}),
+        "report labels are not node labels: {n1}"
+    );
+    assert_eq!(
+        n1["observed"]["components"],
+        serde_json::json!({
+            "containerd": ["1.7.22", "2026-11-24T00:00:01Z"],
+            "kubelet": ["1.31.2", "2026-11-24T00:00:04Z"]
+        }),
+        "{n1}"
+    );
+    assert_eq!(
+        n1["observed"]["conditions"],
+        serde_json::json!({
+            "DiskOK": [false, "2026-11-24T00:00:03Z"],
+            "KubeletOK": [true, "2026-11-24T00:00:02Z"]
+        }),
+        "{n1}"
+    );
+    let (code, _) = s.stop();
+    assert_eq!(code, 0);
+}

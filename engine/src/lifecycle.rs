@@ -269,6 +269,9 @@ pub struct Engine {
     handed_over: FxHashSet<(NodeId, Sym)>,
     /// `[[correlate]]`.
     correlator: crate::correlate::Correlator,
+    /// What each node last reported of its state (contract 10): component
+    /// versions and conditions, with when.
+    observed: FxHashMap<NodeId, Observed>,
 }
 
 impl Engine {
@@ -317,6 +320,7 @@ impl Engine {
             verifies: BinaryHeap::new(),
             handed_over: FxHashSet::default(),
             correlator: crate::correlate::Correlator::new(options.correlations.clone()),
+            observed: FxHashMap::default(),
         }
     }
 
@@ -456,10 +460,11 @@ impl Engine {
             w.now = ts;
             w.clock = at;
             let fleet = &mut w.fleet;
+            let labels = signal.node_labels();
             let node = if domain {
-                fleet.touch_domain(&signal.node, &signal.labels, at)
+                fleet.touch_domain(&signal.node, &labels, at)
             } else {
-                fleet.touch(&signal.node, &signal.labels, at)
+                fleet.touch(&signal.node, &labels, at)
             };
             let r#type = fleet.symbols.intern(&signal.r#type);
             if !signal.resolved {
@@ -467,6 +472,9 @@ impl Engine {
             }
             (node, r#type)
         };
+        if let (Some(report), false) = (signal.report(), domain) {
+            self.observed.entry(node).or_default().note(&report, ts);
+        }
 
         if signal.resolved {
             let series = signal.condition.then(|| series_key(&signal.labels));
@@ -751,6 +759,8 @@ impl Engine {
             return;
         }
         let ids: FxHashSet<NodeId> = gone.iter().map(|(id, _)| *id).collect();
+        // Their slots are reused: what they reported goes with them.
+        self.observed.retain(|k, _| !ids.contains(k));
         self.flaps.retain(|k, _| !ids.contains(&k.0));
         self.attempts.retain(|k, _| !ids.contains(&k.0));
         self.timers.retain(|Reverse(t)| !ids.contains(&t.1));
@@ -1466,6 +1476,13 @@ impl Engine {
             let value = fleet.label_of(id, label)?;
             Some(fleet.symbols.name(value).to_string())
         });
+    }
+
+    /// What `node` last reported of its state: (component, version, when)
+    /// and (condition, holds, when), each sorted by name.
+    pub fn observed(&self, node: &str) -> Option<&Observed> {
+        let id = self.with_fleet(|f| f.find_node(node))?;
+        self.observed.get(&id)
     }
 
     /// The efficacy ledger.
@@ -2462,5 +2479,28 @@ mod tests {
                 ),
             ]
         );
+    }
+}
+
+/// What one node last reported of its state (contract 10).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Observed {
+    /// Component -> (version, when reported).
+    pub components: std::collections::BTreeMap<String, (String, Timestamp)>,
+    /// Condition -> (holds: true, false, or unknown; when reported).
+    pub conditions: std::collections::BTreeMap<String, (Option<bool>, Timestamp)>,
+}
+
+impl Observed {
+    fn note(&mut self, report: &crate::signal::Report<'_>, at: Timestamp) {
+        match *report {
+            crate::signal::Report::Version { component, version } => {
+                self.components
+                    .insert(component.to_string(), (version.to_string(), at));
+            }
+            crate::signal::Report::Condition { condition, holds } => {
+                self.conditions.insert(condition.to_string(), (holds, at));
+            }
+        }
     }
 }

@@ -62,6 +62,30 @@ impl fmt::Display for Kind {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Labels(pub Vec<(String, String)>);
 
+/// A report of a node's observed state (contract 10): a component's
+/// version, or whether a condition holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Report<'a> {
+    /// `component.version` with labels `component` and `version`.
+    Version {
+        /// The component.
+        component: &'a str,
+        /// Its version.
+        version: &'a str,
+    },
+    /// `condition` with label `condition` and value 1 (holds) or 0 (does
+    /// not); any other value or none: unknown.
+    Condition {
+        /// The condition.
+        condition: &'a str,
+        /// Holds, does not, or unknown.
+        holds: Option<bool>,
+    },
+}
+
+/// The label keys of a state report: what it is about, not the node.
+const REPORT_KEYS: [&str; 3] = ["component", "version", "condition"];
+
 impl Labels {
     /// The value of a label, if present.
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -128,6 +152,45 @@ pub struct Signal {
     /// scraped or queried gauge), not a one-off event: the faults it opens
     /// go stale when it stops coming. Set by the collectors, not in JSON.
     pub condition: bool,
+}
+
+impl Signal {
+    /// The observed state this signal reports, if it is a state report
+    /// (`component.version` or `condition`) naming what it is about.
+    pub fn report(&self) -> Option<Report<'_>> {
+        match self.r#type.as_str() {
+            "component.version" => Some(Report::Version {
+                component: self.labels.get("component")?,
+                version: self.labels.get("version")?,
+            }),
+            "condition" => Some(Report::Condition {
+                condition: self.labels.get("condition")?,
+                holds: match self.value {
+                    Some(1.0) => Some(true),
+                    Some(0.0) => Some(false),
+                    _ => None,
+                },
+            }),
+            _ => None,
+        }
+    }
+
+    /// The labels that describe the node: a state report's `component`,
+    /// `version` and `condition` say what it reports, and would otherwise
+    /// become node labels (and change its failure domains on every report).
+    pub fn node_labels(&self) -> std::borrow::Cow<'_, Labels> {
+        if self.report().is_none() {
+            return std::borrow::Cow::Borrowed(&self.labels);
+        }
+        std::borrow::Cow::Owned(Labels(
+            self.labels
+                .0
+                .iter()
+                .filter(|(k, _)| !REPORT_KEYS.contains(&k.as_str()))
+                .cloned()
+                .collect(),
+        ))
+    }
 }
 
 impl Signal {

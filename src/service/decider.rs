@@ -465,10 +465,12 @@ impl Decider {
         // What the rules will count of it, journaled so a restart counts it too.
         // Its labels are copied only when they differ from what was journaled.
         let counted = (!signal.resolved && !signal.is_domain()).then(|| {
+            // What describes the node, not what a state report is about.
+            let labels = signal.node_labels();
             let hash = {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();
-                signal.labels.0.hash(&mut h);
+                labels.0.hash(&mut h);
                 h.finish()
             };
             let changed = self
@@ -478,7 +480,7 @@ impl Decider {
             (
                 signal.node.clone(),
                 signal.ts.unwrap_or(at),
-                changed.then(|| (hash, signal.labels.0.clone())),
+                changed.then(|| (hash, labels.0.clone())),
             )
         });
         // One span per signal: node, type, and the rules that matched.
@@ -555,6 +557,7 @@ impl Decider {
                 "action": action, "fault": fault, "outcome": outcome.as_str(), "retry_at": retry,
             })).collect::<Vec<_>>(),
             "budgets": now.budgets,
+            "observed": now.observed,
         }))
     }
 
