@@ -480,14 +480,55 @@ impl Sqlite {
 fn journaled(
     rows: impl Iterator<Item = rusqlite::Result<(i64, String)>>,
 ) -> Result<Vec<Journaled>, JournalError> {
-    let mut out = Vec::new();
-    for row in rows {
+    rows.map(|row| {
         let (seq, json) = row?;
-        let decision =
-            serde_json::from_str(&json).map_err(|source| JournalError::Corrupt { seq, source })?;
-        out.push(Journaled { seq, decision });
+        journaled_row(seq, &json)
+    })
+    .collect()
+}
+
+// How both journals store what is not a column: the same text in each.
+
+/// A journaled decision from its row.
+pub(super) fn journaled_row(seq: i64, json: &str) -> Result<Journaled, JournalError> {
+    serde_json::from_str(json)
+        .map(|decision| Journaled { seq, decision })
+        .map_err(|source| JournalError::Corrupt { seq, source })
+}
+
+/// A job from its row.
+pub(super) fn job_row(id: String, json: &str) -> Result<Job, JournalError> {
+    serde_json::from_str(json).map_err(|source| JournalError::CorruptJob { id, source })
+}
+
+/// A node's labels as stored: a JSON object, keys sorted.
+pub(super) fn labels_text(labels: &[(String, String)]) -> String {
+    let map: BTreeMap<&str, &str> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    serde_json::to_string(&map).unwrap_or_default()
+}
+
+/// A node's labels from their stored text (none if it does not parse).
+pub(super) fn labels_of(text: &str) -> Vec<(String, String)> {
+    let map: BTreeMap<String, String> = serde_json::from_str(text).unwrap_or_default();
+    map.into_iter().collect()
+}
+
+impl ActionState {
+    /// From its row: the action, its last outcome, whether it ever passed,
+    /// and its last decision's JSON (its `retry_at` and `why`).
+    pub(super) fn of_row(action: String, last: String, passed: bool, json: Option<&str>) -> Self {
+        let decision: Option<Decision> = json.and_then(|j| serde_json::from_str(j).ok());
+        ActionState {
+            action,
+            last,
+            passed,
+            retry_at: decision.as_ref().and_then(|d| d.retry_at),
+            why: decision.and_then(|d| d.why).unwrap_or_default(),
+        }
     }
-    Ok(out)
 }
 
 impl Journal for Sqlite {
@@ -567,12 +608,7 @@ impl Journal for Sqlite {
                 domain,
             } in nodes
             {
-                let labels: BTreeMap<&str, &str> = labels
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                let text = serde_json::to_string(&labels).unwrap_or_default();
-                remember.execute(params![node, text, domain])?;
+                remember.execute(params![node, labels_text(labels), domain])?;
             }
         }
         if !history.is_empty() {
@@ -593,12 +629,7 @@ impl Journal for Sqlite {
                  ON CONFLICT (node) DO UPDATE SET labels = excluded.labels, last_ms = excluded.last_ms",
             )?;
             for (node, (labels, last)) in seen {
-                let labels: BTreeMap<&str, &str> = labels
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                let text = serde_json::to_string(&labels).unwrap_or_default();
-                known.execute(params![node, text, last.0])?;
+                known.execute(params![node, labels_text(labels), last.0])?;
             }
         }
         if !aliases.is_empty() {
@@ -679,14 +710,11 @@ impl Journal for Sqlite {
             .conn
             .prepare_cached("SELECT id, json FROM jobs ORDER BY seq")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
+        rows.map(|row| {
             let (id, json) = row?;
-            let job = serde_json::from_str(&json)
-                .map_err(|source| JournalError::CorruptJob { id, source })?;
-            out.push(job);
-        }
-        Ok(out)
+            job_row(id, &json)
+        })
+        .collect()
     }
 
     fn faults(
@@ -772,10 +800,9 @@ impl Journal for Sqlite {
         let mut out = Vec::new();
         for row in rows {
             let (node, text, last) = row?;
-            let labels: BTreeMap<String, String> = serde_json::from_str(&text).unwrap_or_default();
             let node = KnownNode {
                 node,
-                labels: labels.into_iter().collect(),
+                labels: labels_of(&text),
                 domain: false,
             };
             out.push((node, last));
@@ -820,16 +847,12 @@ impl Journal for Sqlite {
              GROUP BY action ORDER BY MIN(seq)",
         )?;
         let rows = stmt.query_map(params![node, fault, since.0], |r| {
-            let last: Option<Decision> = r
-                .get::<_, Option<String>>(3)?
-                .and_then(|json| serde_json::from_str(&json).ok());
-            Ok(ActionState {
-                action: r.get(0)?,
-                last: r.get(1)?,
-                passed: r.get::<_, i64>(2)? == 1,
-                retry_at: last.as_ref().and_then(|d| d.retry_at),
-                why: last.and_then(|d| d.why).unwrap_or_default(),
-            })
+            Ok(ActionState::of_row(
+                r.get(0)?,
+                r.get(1)?,
+                r.get::<_, i64>(2)? == 1,
+                r.get::<_, Option<String>>(3)?.as_deref(),
+            ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -844,10 +867,9 @@ impl Journal for Sqlite {
             )
             .optional()?;
         let (text, domain) = row.unwrap_or_default();
-        let map: BTreeMap<String, String> = serde_json::from_str(&text).unwrap_or_default();
         Ok(KnownNode {
             node: node.to_string(),
-            labels: map.into_iter().collect(),
+            labels: labels_of(&text),
             domain,
         })
     }

@@ -16,8 +16,8 @@ use remedy_actions::Job;
 use remedy_engine::{Decision, Duration, Event, Timestamp};
 
 use super::journal::{
-    scope, ActionState, FaultRow, Journal, JournalError, Journaled, KnownNode, Quota, Write,
-    HISTORY_KEPT_MS, KEEP_INPUTS, KEPT_IDS,
+    job_row, journaled_row, labels_of, labels_text, scope, ActionState, FaultRow, Journal,
+    JournalError, Journaled, KnownNode, Quota, Write, HISTORY_KEPT_MS, KEEP_INPUTS, KEPT_IDS,
 };
 use crate::pipeline::Input;
 
@@ -145,6 +145,19 @@ impl Postgres {
         Ok(result?)
     }
 
+    /// (node, what, when) rows of `sql` since `since` (its `$1`).
+    fn node_events(
+        &self,
+        sql: &str,
+        since: Timestamp,
+    ) -> Result<Vec<(String, String, Timestamp)>, JournalError> {
+        let rows = self.read(|c| c.query(sql, &[&since.0]))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), Timestamp(r.get(2))))
+            .collect())
+    }
+
     /// Runs the read `f`, once more on a new connection if the old one had
     /// broken (the server restarted since the last call). Writes are not
     /// tried again here: their caller keeps the batch and sends it again.
@@ -199,28 +212,9 @@ impl Drop for Postgres {
     }
 }
 
-fn labels_text(labels: &[(String, String)]) -> String {
-    let map: BTreeMap<&str, &str> = labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    serde_json::to_string(&map).unwrap_or_default()
-}
-
-fn labels_of(text: &str) -> Vec<(String, String)> {
-    let map: BTreeMap<String, String> = serde_json::from_str(text).unwrap_or_default();
-    map.into_iter().collect()
-}
-
 fn journaled(rows: Vec<postgres::Row>) -> Result<Vec<Journaled>, JournalError> {
-    rows.into_iter()
-        .map(|r| {
-            let seq: i64 = r.get(0);
-            let json: String = r.get(1);
-            serde_json::from_str(&json)
-                .map(|decision| Journaled { seq, decision })
-                .map_err(|source| JournalError::Corrupt { seq, source })
-        })
+    rows.iter()
+        .map(|r| journaled_row(r.get(0), r.get(1)))
         .collect()
 }
 
@@ -533,14 +527,7 @@ impl Journal for Postgres {
 
     fn running_jobs(&self) -> Result<Vec<Job>, JournalError> {
         let rows = self.read(|c| c.query("SELECT id, json FROM jobs ORDER BY seq", &[]))?;
-        rows.into_iter()
-            .map(|r| {
-                let id: String = r.get(0);
-                let json: String = r.get(1);
-                serde_json::from_str(&json)
-                    .map_err(|source| JournalError::CorruptJob { id, source })
-            })
-            .collect()
+        rows.iter().map(|r| job_row(r.get(0), r.get(1))).collect()
     }
 
     fn recent_ids(&self, limit: usize) -> Result<Vec<String>, JournalError> {
@@ -554,34 +541,22 @@ impl Journal for Postgres {
     }
 
     fn openings(&self, since: Timestamp) -> Result<Vec<(String, String, Timestamp)>, JournalError> {
-        let rows = self.read(|c| {
-            c.query(
-                "SELECT node, fault, opened_ms FROM faults WHERE opened_ms >= $1 ORDER BY opened_ms",
-                &[&since.0],
-            )
-        })?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), Timestamp(r.get(2))))
-            .collect())
+        self.node_events(
+            "SELECT node, fault, opened_ms FROM faults WHERE opened_ms >= $1 ORDER BY opened_ms",
+            since,
+        )
     }
 
     fn history(&self, since: Timestamp) -> Result<Vec<(String, String, Timestamp)>, JournalError> {
-        let rows = self.read(|c| {
-            c.query(
-                "SELECT node, type, ts_ms FROM history WHERE ts_ms >= $1 ORDER BY ts_ms",
-                &[&since.0],
-            )
-        })?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), Timestamp(r.get(2))))
-            .collect())
+        self.node_events(
+            "SELECT node, type, ts_ms FROM history WHERE ts_ms >= $1 ORDER BY ts_ms",
+            since,
+        )
     }
 
     fn seen(&self) -> Result<Vec<(KnownNode, Timestamp)>, JournalError> {
         let rows =
-            self.with(|c| c.query("SELECT node, labels, last_ms FROM seen ORDER BY node", &[]))?;
+            self.read(|c| c.query("SELECT node, labels, last_ms FROM seen ORDER BY node", &[]))?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -689,18 +664,7 @@ impl Journal for Postgres {
         })?;
         Ok(rows
             .iter()
-            .map(|r| {
-                let last: Option<Decision> = r
-                    .get::<_, Option<String>>(3)
-                    .and_then(|json| serde_json::from_str(&json).ok());
-                ActionState {
-                    action: r.get(0),
-                    last: r.get(1),
-                    passed: r.get(2),
-                    retry_at: last.as_ref().and_then(|d| d.retry_at),
-                    why: last.and_then(|d| d.why).unwrap_or_default(),
-                }
-            })
+            .map(|r| ActionState::of_row(r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect())
     }
 
