@@ -50,13 +50,14 @@ impl Run {
     }
 }
 
-/// What runs that can no longer change add up to.
+/// What runs add up to.
 #[derive(Debug, Clone, Default)]
 struct Tally {
     judged: usize,
     successes: usize,
     recurrences: usize,
-    /// Time from the action to the fault resolving, of resolved runs (ms).
+    /// Time from the action to the fault resolving, of resolved runs (ms);
+    /// sorted in an entry's folded tally, so a median never copies it.
     healthy_ms: Vec<i64>,
 }
 
@@ -280,6 +281,7 @@ impl Ledger {
                 add(tally, &run, window, now);
                 false
             });
+            tally.healthy_ms.sort_unstable();
         }
         self.closed
             .retain(|_, (resolved, _)| now.0 - resolved.0 <= REOPEN_WINDOW.0);
@@ -289,9 +291,11 @@ impl Ledger {
         });
     }
 
-    /// The tally of an entry as of `now`, and how many of its runs are pending.
-    fn tally(&self, entry: &Entry, now: Timestamp) -> (Tally, usize) {
-        let mut tally = entry.tally.clone();
+    /// The runs of an entry that may still change, as of `now` (their
+    /// times to healthy sorted), and how many of them are pending. With the
+    /// entry's folded tally, they make its figures.
+    fn live(&self, entry: &Entry, now: Timestamp) -> (Tally, usize) {
+        let mut tally = Tally::default();
         let mut pending = 0;
         for id in &entry.live {
             let (_, run) = &self.runs[id];
@@ -300,26 +304,29 @@ impl Ledger {
             }
             add(&mut tally, run, entry.window, now);
         }
+        tally.healthy_ms.sort_unstable();
         (tally, pending)
     }
 
     /// `efficacy(fault, action)` as of `now`, across every split value.
     pub fn stats(&self, fault: &str, action: &str, now: Timestamp) -> Stats {
-        let mut all = Tally::default();
-        for entry in self
+        let entries: Vec<&Entry> = self
             .entries
             .iter()
             .filter(|e| e.fault == fault && e.action == action)
-        {
-            let (t, _) = self.tally(entry, now);
-            all.judged += t.judged;
-            all.successes += t.successes;
-            all.healthy_ms.extend(t.healthy_ms);
+            .collect();
+        let live: Vec<Tally> = entries.iter().map(|e| self.live(e, now).0).collect();
+        let tallies = entries.iter().map(|e| &e.tally).chain(&live);
+        let (mut runs, mut successes) = (0, 0);
+        for t in tallies.clone() {
+            runs += t.judged;
+            successes += t.successes;
         }
+        let sorted: Vec<&[i64]> = tallies.map(|t| t.healthy_ms.as_slice()).collect();
         Stats {
-            runs: all.judged,
-            successes: all.successes,
-            median_secs: median_secs(&mut all.healthy_ms),
+            runs,
+            successes,
+            median_secs: median_secs(&sorted),
         }
     }
 
@@ -335,22 +342,25 @@ impl Ledger {
             .entries
             .iter()
             .map(|entry| {
-                let (mut t, pending) = self.tally(entry, now);
+                let (live, pending) = self.live(entry, now);
+                let folded = &entry.tally;
+                let judged = folded.judged + live.judged;
+                let successes = folded.successes + live.successes;
                 Row {
                     fault: entry.fault.clone(),
                     action: entry.action.clone(),
                     label: self.by.clone(),
                     value: entry.value.clone(),
-                    runs: t.judged,
+                    runs: judged,
                     pending,
-                    successes: t.successes,
-                    success_rate: if t.judged == 0 {
+                    successes,
+                    success_rate: if judged == 0 {
                         0.0
                     } else {
-                        t.successes as f64 / t.judged as f64
+                        successes as f64 / judged as f64
                     },
-                    median_secs: median_secs(&mut t.healthy_ms),
-                    recurrences: t.recurrences,
+                    median_secs: median_secs(&[&folded.healthy_ms, &live.healthy_ms]),
+                    recurrences: folded.recurrences + live.recurrences,
                 }
             })
             .collect();
@@ -372,18 +382,49 @@ fn add(tally: &mut Tally, run: &Run, window: Duration, now: Timestamp) {
     }
 }
 
-fn median_secs(ms: &mut [i64]) -> Option<f64> {
-    if ms.is_empty() {
+/// The median, in seconds, of the values of sorted lists taken together,
+/// found without merging them (a year of folded runs is not copied).
+fn median_secs(sorted: &[&[i64]]) -> Option<f64> {
+    let n: usize = sorted.iter().map(|l| l.len()).sum();
+    if n == 0 {
         return None;
     }
-    ms.sort_unstable();
-    let mid = ms.len() / 2;
-    let median = if ms.len() % 2 == 0 {
-        (ms[mid - 1] + ms[mid]) as f64 / 2.0
+    let median = if n % 2 == 0 {
+        (kth(sorted, n / 2 - 1) + kth(sorted, n / 2)) as f64 / 2.0
     } else {
-        ms[mid] as f64
+        kth(sorted, n / 2) as f64
     };
     Some(median / 1000.0)
+}
+
+/// The `k`-th smallest (from 0) of the values of sorted lists: the least
+/// value with more than `k` values at or below it, by bisection.
+fn kth(sorted: &[&[i64]], k: usize) -> i64 {
+    let mut lo = sorted
+        .iter()
+        .filter_map(|l| l.first())
+        .min()
+        .copied()
+        .unwrap_or(0);
+    let mut hi = sorted
+        .iter()
+        .filter_map(|l| l.last())
+        .max()
+        .copied()
+        .unwrap_or(0);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let at_most: usize = sorted
+            .iter()
+            .map(|l| l.partition_point(|&v| v <= mid))
+            .sum();
+        if at_most > k {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
 }
 
 #[cfg(test)]
@@ -421,6 +462,19 @@ mod tests {
         if let Some(r) = resolved {
             l.observe(&Decision::resolved(t(r), node, "memory_failure"), model);
         }
+    }
+
+    #[test]
+    fn the_median_of_several_sorted_lists_is_the_median_of_them_merged() {
+        let lists: [&[i64]; 3] = [&[-5, 1, 4, 4, 9], &[2, 3], &[]];
+        let mut merged: Vec<i64> = lists.concat();
+        merged.sort_unstable();
+        for (k, want) in merged.iter().enumerate() {
+            assert_eq!(kth(&lists, k), *want, "k = {k}");
+        }
+        assert_eq!(median_secs(&lists), Some(3.0 / 1000.0));
+        assert_eq!(median_secs(&[&[1000, 3000]]), Some(2.0));
+        assert_eq!(median_secs(&[&[], &[]]), None);
     }
 
     #[test]
