@@ -83,6 +83,13 @@ pub struct Config {
     /// Several instances on one PostgreSQL journal (contract 12).
     #[serde(default)]
     pub ha: Option<HaSection>,
+    /// `[[node_class]]` as written (checked into `node_classes`).
+    #[serde(default, rename = "node_class")]
+    raw_node_classes: Vec<remedy_engine::desired::NodeClassConfig>,
+    /// The node final state (contract 10): desired versions, readiness
+    /// gates and rollout pacing per class of nodes.
+    #[serde(skip)]
+    pub node_classes: Vec<remedy_engine::desired::Class>,
 }
 
 /// `[ha]`: one leader, standbys ready to take over.
@@ -712,6 +719,27 @@ impl Config {
                 )));
             }
         }
+        self.node_classes =
+            remedy_engine::desired::compile(&self.raw_node_classes).map_err(|problems| {
+                Problem {
+                    at: 0..0,
+                    key: Some("node_class".into()),
+                    message: problems.join("; "),
+                }
+            })?;
+        for c in &self.node_classes {
+            let action = &c.upgrade;
+            if !self.actions.contains_key(action) && !BUILT_IN.contains(&action.as_str()) {
+                return Err(Problem {
+                    at: 0..0,
+                    key: Some("node_class".into()),
+                    message: format!(
+                        "[[node_class]] {:?}: unknown upgrade action {action:?}: define [actions.{action}] or use a built-in action",
+                        c.name
+                    ),
+                });
+            }
+        }
         if self.silences.iter().any(Silence::matches_everything) {
             return Err(Problem {
                 at: 0..0,
@@ -867,6 +895,7 @@ impl Config {
             alias_labels: self.identity.alias_labels.clone(),
             forget_after: Some(self.limits.forget_after).filter(|d| d.0 > 0),
             efficacy_by: self.efficacy.by.clone(),
+            node_classes: self.node_classes.clone(),
             correlations: self
                 .correlate
                 .iter()

@@ -76,7 +76,7 @@ impl Record {
                         severity: d.severity,
                     });
             }
-            Event::FaultResolved | Event::FaultStale | Event::FaultUnverified => {}
+            Event::FaultResolved | Event::FaultStale | Event::FaultUnverified | Event::Step => {}
             Event::Action => {
                 let (Some(action), Some(outcome)) = (&d.action, d.outcome) else {
                     return;

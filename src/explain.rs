@@ -327,6 +327,10 @@ impl Story {
                         Event::FaultUnverified => {
                             ("unverified", "33", format!("{}{reason}", d.fault))
                         }
+                        Event::Step => {
+                            let step = d.step.map_or("", |s| s.as_str());
+                            ("step", "36", format!("{step} ({}){reason}", d.fault))
+                        }
                     }
                 }
             };

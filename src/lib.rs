@@ -8,6 +8,7 @@ pub mod efficacy;
 pub mod explain;
 pub mod pipeline;
 pub mod replay;
+pub mod rollout;
 pub mod ruletest;
 pub mod service;
 pub mod simulate;

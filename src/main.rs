@@ -116,6 +116,16 @@ enum Command {
         /// Background signals per second (default: one per node every 30 s).
         #[arg(long)]
         rate: Option<u64>,
+        /// `rollout`: the configuration whose `[[node_class]]` the fleet
+        /// converges to (rules, policies and guards too).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// `rollout`: nodes whose upgrade fails.
+        #[arg(long, default_value_t = 3)]
+        fail: u64,
+        /// `rollout`: a tenth of the fleet loses power halfway through.
+        #[arg(long)]
+        storm: bool,
     },
     /// The efficacy ledger: per fault class and action, how often the repair
     /// worked (the fault resolved within the policy's `verify`, 24h without
@@ -550,6 +560,34 @@ fn simulate(scenario: Scenario, spec: &Spec) -> Result<(), Failure> {
     }
 }
 
+fn simulate_rollout(config: Option<&Path>, spec: &remedy::rollout::Spec) -> Result<(), Failure> {
+    let Some(path) = config else {
+        return Err(usage(
+            "simulate rollout needs --config FILE with a [[node_class]] (see the README's rollout example)",
+        ));
+    };
+    let config = load_config(Some(path))?;
+    if config.node_classes.is_empty() {
+        return Err(usage(format!(
+            "{}: no [[node_class]]: nothing to roll out",
+            path.display()
+        )));
+    }
+    let mut pipeline = pipeline(&config, None, false)?;
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut err = io::stderr();
+    match remedy::rollout::run(&mut pipeline, spec, &mut out, &mut err) {
+        Ok(summary) => {
+            let _ = out.flush();
+            eprint!("{}", summary.render());
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(usage(format!("simulate rollout: {e}"))),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -642,11 +680,32 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Simulate {
+            scenario: Scenario::Rollout,
+            nodes,
+            seed,
+            minutes,
+            config,
+            fail,
+            storm,
+            ..
+        } => simulate_rollout(
+            config.as_deref(),
+            &remedy::rollout::Spec {
+                nodes,
+                seed,
+                minutes,
+                fail,
+                storm,
+                from: "1.30.4".into(),
+            },
+        ),
+        Command::Simulate {
             scenario,
             nodes,
             seed,
             minutes,
             rate,
+            ..
         } => simulate(
             scenario,
             &Spec {

@@ -279,6 +279,11 @@ impl Pipeline {
             let start = out.len();
             self.route(at, step, out);
             self.observe(&out[start..]);
+            // A step done asks for the next (contract 10): routed at once.
+            self.engine.take_queued(&mut step.out);
+            if !step.out.is_empty() {
+                continue;
+            }
             // An action done now may be due for verification by now already
             // (a replay that jumps hours): check before the next signal.
             if !self.engine.verify_due(at) {

@@ -183,7 +183,7 @@ impl Summary {
             match d.event {
                 Event::FaultOpened => self.faults.entry(d.fault.clone()).or_default().0 += 1,
                 Event::FaultResolved => self.faults.entry(d.fault.clone()).or_default().1 += 1,
-                Event::FaultStale | Event::FaultUnverified => {}
+                Event::FaultStale | Event::FaultUnverified | Event::Step => {}
                 Event::Action => {
                     if let Some(o) = d.outcome {
                         *self.actions.entry(o.as_str()).or_default() += 1;

@@ -49,6 +49,15 @@ pub enum Scenario {
     /// A correct policy holds the flapping faults open and names the
     /// detector once rather than rebooting a fifth of the fleet.
     FlappingDetector,
+    /// Not a signal stream but a closed loop (contract 10): every node runs
+    /// kubelet 1.30.4, the config's `[[node_class]]` wants another; agents
+    /// answer each upgrade by reporting the new version and gates 1-3
+    /// minutes later, `--fail` of them fail theirs (KubeletOK false until a
+    /// person fixes them 45 minutes later), and `--storm` has a tenth of the
+    /// fleet lose power halfway through. Prints the decisions, and on
+    /// stderr progress and a summary (waves, most nodes converging and out
+    /// of service at once, halts). Needs `--config`.
+    Rollout,
 }
 
 impl fmt::Display for Scenario {
@@ -119,6 +128,7 @@ fn events(scenario: Scenario, fleet: &Fleet, spec: &Spec, rng: &mut Rng) -> Vec<
     let end = t0.add(minutes(spec.minutes as f64));
     let mut out = Vec::new();
     match scenario {
+        Scenario::Rollout => {}
         Scenario::Steady => {}
         Scenario::RackPowerLoss => {
             let racks = fleet.nodes.div_ceil(fleet.rack_size).max(1);
@@ -272,6 +282,12 @@ fn shuffle(v: &mut [u64], rng: &mut Rng) {
 
 /// Writes the scenario as JSON lines; returns how many.
 pub fn write(scenario: Scenario, spec: &Spec, out: &mut dyn Write) -> io::Result<u64> {
+    if scenario == Scenario::Rollout {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "rollout runs in a closed loop with the pipeline: remedy simulate rollout --config FILE",
+        ));
+    }
     let fleet = Fleet::new(spec.nodes.max(1));
     let mut rng = Rng::new(spec.seed ^ 0x5ce7_a210);
     let events = events(scenario, &fleet, spec, &mut rng);

@@ -1584,6 +1584,7 @@ fn show(d: Duration) -> String {
 fn decision(r: &Intent, now: Timestamp, outcome: Outcome, reason: Option<String>) -> Decision {
     let mut d = Decision::action(now, &r.node, &r.fault, &r.action, outcome, reason);
     d.why = Some(r.why.clone());
+    d.params.clone_from(&r.params);
     d
 }
 
@@ -1620,6 +1621,7 @@ mod tests {
             trigger: Trigger::Remedy,
             approval: false,
             why: Default::default(),
+            params: Default::default(),
         }
     }
 
@@ -2295,6 +2297,7 @@ mod properties {
             trigger,
             approval: false,
             why: Default::default(),
+            params: Default::default(),
         }
     }
 

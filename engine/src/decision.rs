@@ -2,6 +2,7 @@
 //! output of the engine is one of these, so replay, the journal, the HTTP API
 //! and the decisions topic all speak the same JSON.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,8 @@ pub enum Event {
     FaultUnverified,
     /// An action was attempted, held back or refused.
     Action,
+    /// A node moved one step towards its final state (contract 10).
+    Step,
 }
 
 impl Event {
@@ -74,6 +77,7 @@ impl Event {
             Event::FaultStale => "fault_stale",
             Event::FaultUnverified => "fault_unverified",
             Event::Action => "action",
+            Event::Step => "step",
         }
     }
 }
@@ -178,6 +182,13 @@ pub struct Decision {
     /// guard it met, with its numbers (contract 11).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub why: Option<Box<Why>>,
+    /// On `action`: what it is to do beyond its name (an upgrade's
+    /// `component` and `version`, the `gates` a cordon is for).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    /// On `step`: which (contract 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<crate::desired::StepKind>,
 }
 
 /// Why an action was asked for and what it met on the way: on every
@@ -336,6 +347,8 @@ impl Decision {
             retry_at: None,
             domain: None,
             why: None,
+            params: BTreeMap::new(),
+            step: None,
         }
     }
 
@@ -356,6 +369,8 @@ impl Decision {
             retry_at: None,
             domain: None,
             why: None,
+            params: BTreeMap::new(),
+            step: None,
         }
     }
 
@@ -383,7 +398,24 @@ impl Decision {
             retry_at: None,
             domain: None,
             why: None,
+            params: BTreeMap::new(),
+            step: None,
         }
+    }
+
+    /// A `step` decision: `node` moved to `step` while converging `fault`.
+    pub fn step(
+        ts: Timestamp,
+        node: &str,
+        fault: &str,
+        step: crate::desired::StepKind,
+        reason: Option<String>,
+    ) -> Self {
+        let mut d = Decision::resolved(ts, node, fault);
+        d.event = Event::Step;
+        d.step = Some(step);
+        d.reason = reason;
+        d
     }
 
     /// One JSON line, no trailing newline.
@@ -434,6 +466,10 @@ pub struct Intent {
     /// held action's queue stays compact).
     #[serde(default)]
     pub why: Box<Why>,
+    /// What the action is to do beyond its name, e.g. an upgrade's
+    /// `component` and `version`, or the gates a cordon is for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
 }
 
 impl Intent {
@@ -446,10 +482,20 @@ impl Intent {
         } else {
             ""
         };
+        // An upgrade of one component of several is its own occurrence.
+        let component = self
+            .param("component")
+            .map(|c| format!("/{c}"))
+            .unwrap_or_default();
         format!(
-            "{}/{}/{}/{}{recover}",
+            "{}/{}/{}/{}{component}{recover}",
             self.node, self.fault, self.opened, self.action
         )
+    }
+
+    /// The value of one of its `params`.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params.get(key).map(String::as_str)
     }
 
     /// The value of one of the node's labels.

@@ -250,7 +250,7 @@ impl Ledger {
                 self.runs.insert(id, (entry, run));
                 self.version += 1;
             }
-            Event::FaultStale | Event::FaultUnverified => {}
+            Event::FaultStale | Event::FaultUnverified | Event::Step => {}
         }
         if d.ts >= self.next_fold {
             self.fold(d.ts);

@@ -11,6 +11,7 @@
 pub mod backoff;
 pub mod correlate;
 pub mod decision;
+pub mod desired;
 pub mod efficacy;
 pub mod fleet;
 pub mod identity;

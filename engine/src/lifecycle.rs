@@ -13,6 +13,8 @@
 //! The engine decides which actions a fault wants ([`Output::Act`]); what
 //! becomes of them is the guard chain's business (the `actions` crate).
 
+mod converge;
+
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -57,6 +59,8 @@ pub struct Options {
     pub correlations: Vec<crate::correlate::Correlation>,
     /// The efficacy ledger's rows are split by this node label (`[efficacy] by`).
     pub efficacy_by: Option<String>,
+    /// `[[node_class]]`: desired versions, readiness gates, rollout pacing.
+    pub node_classes: Vec<crate::desired::Class>,
 }
 
 impl Default for Options {
@@ -71,6 +75,7 @@ impl Default for Options {
             forget_after: Some(Duration::from_secs(7 * 24 * 3600)),
             correlations: Vec::new(),
             efficacy_by: None,
+            node_classes: Vec::new(),
         }
     }
 }
@@ -272,6 +277,11 @@ pub struct Engine {
     /// What each node last reported of its state (contract 10): component
     /// versions and conditions, with when.
     observed: FxHashMap<NodeId, Observed>,
+    /// `[[node_class]]`: each class's wave.
+    rollouts: crate::desired::Rollouts,
+    /// What observing a decision led to (the next step's action, a step
+    /// decision): the pipeline routes it like a signal's outputs.
+    queued: Vec<Output>,
 }
 
 impl Engine {
@@ -321,6 +331,8 @@ impl Engine {
             handed_over: FxHashSet::default(),
             correlator: crate::correlate::Correlator::new(options.correlations.clone()),
             observed: FxHashMap::default(),
+            rollouts: crate::desired::Rollouts::new(options.node_classes.clone()),
+            queued: Vec::new(),
         }
     }
 
@@ -474,6 +486,9 @@ impl Engine {
         };
         if let (Some(report), false) = (signal.report(), domain) {
             self.observed.entry(node).or_default().note(&report, ts);
+            if !self.rollouts.is_empty() {
+                self.converge(node, at, step);
+            }
         }
 
         if signal.resolved {
@@ -678,6 +693,12 @@ impl Engine {
             if since != opened {
                 continue; // it came back: the node was never put back
             }
+            if let Some(later) = self.not_ready(node, fault, due) {
+                // Back in service only once every gate holds (contract 10).
+                self.recoveries
+                    .push(Reverse((later, node, fault, opened, resolved)));
+                continue;
+            }
             self.healing.remove(&(node, fault));
             let name = self.with_fleet(|f| f.symbols.name(fault).to_string());
             let why = format!(
@@ -722,6 +743,9 @@ impl Engine {
         }
         if now >= self.next_forget {
             self.forget(now, step);
+        }
+        if !self.rollouts.is_empty() {
+            self.pace(now, step);
         }
     }
 
@@ -1136,6 +1160,21 @@ impl Engine {
             let Some(closed) = self.world.borrow_mut().fleet.close(node, fault) else {
                 continue;
             };
+            self.after_close(node, fault, closed, at, step);
+        }
+    }
+
+    /// A fault closed: `fault_resolved`, the guards release the node, and
+    /// its `on_resolve` actions are asked for (after `healthy_delay`).
+    fn after_close(
+        &mut self,
+        node: NodeId,
+        fault: Sym,
+        closed: OpenFault,
+        at: Timestamp,
+        step: &mut Step,
+    ) {
+        {
             self.rungs.remove(&(node, fault));
             self.acted.remove(&(node, fault));
             self.handed_over.remove(&(node, fault));
@@ -1378,6 +1417,7 @@ impl Engine {
             (intent.why.rule, intent.why.rule_hash) = self.rule_ref(rule, name);
             intent.opened = opened;
             intent.reason = Some(why.clone());
+            intent.params = self.gate_params(node, at).into_iter().collect();
             step.out.push(Output::Act(intent));
         }
     }
@@ -1431,6 +1471,7 @@ impl Engine {
                     rung,
                     guards: Vec::new(),
                 }),
+                params: Default::default(),
             }
         })
     }
@@ -1461,11 +1502,24 @@ impl Engine {
         if let (Some(action), Some(Outcome::Executed | Outcome::DryRun)) = (&d.action, d.outcome) {
             self.acted(&d.node, &d.fault, action, d.ts);
         }
+        if !self.rollouts.is_empty() && d.event == crate::decision::Event::Action {
+            self.stepped(d);
+        }
+    }
+
+    /// Moves what observing decisions led to into `out`.
+    pub fn take_queued(&mut self, out: &mut Vec<Output>) {
+        out.append(&mut self.queued);
     }
 
     /// Takes a decision made before into the efficacy ledger only (the
     /// journal's decisions at a restart).
     pub fn remember(&mut self, d: &Decision) {
+        if let (crate::decision::Event::Step, Some(kind)) = (d.event, d.step) {
+            self.rollouts
+                .remembered
+                .insert(d.node.clone(), (d.fault.clone(), kind, d.ts));
+        }
         let mut w = self.world.borrow_mut();
         let World {
             fleet, efficacy, ..
@@ -1805,6 +1859,9 @@ impl Engine {
             (node_id, fault_sym)
         };
         self.restore_correlation(node_id, fault_sym, fault, opened_at);
+        if fault == crate::desired::VERSION_DRIFT {
+            self.adopt(node_id, opened_at, done);
+        }
         let policy = self.policies.get(fault).clone();
         let next = policy
             .escalate

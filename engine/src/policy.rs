@@ -189,6 +189,8 @@ impl Default for Policies {
     /// | memory_degraded | ticket | | |
     /// | component_crash | restart | cordon, ticket after 30m | uncordon |
     /// | runtime_storage_corrupt (Ready, but cannot start containers) | cordon, ticket | | uncordon |
+    /// | version_drift (`[[node_class]]`: then the class's upgrade per component, paced) | cordon, drain | | uncordon, once every gate held 2m |
+    /// | gate_failed (a continuous readiness gate false) | cordon | | uncordon, once every gate held 2m |
     /// | node_not_ready, network_degraded, kernel_deadlock, kernel_fault, certificate_expiry | ticket | | |
     /// | clock_skew | notify | ticket after 1h | |
     /// | anything else (misconfiguration, pressure, saturation, rack power) | notify | | |
@@ -222,6 +224,20 @@ impl Default for Policies {
             (
                 "runtime_storage_corrupt",
                 policy(&["cordon", "ticket"], &["uncordon"]),
+            ),
+            (
+                crate::desired::VERSION_DRIFT,
+                Policy {
+                    healthy_delay: Some(Duration::from_secs(120)),
+                    ..policy(&["cordon", "drain"], &["uncordon"])
+                },
+            ),
+            (
+                crate::desired::GATE_FAILED,
+                Policy {
+                    healthy_delay: Some(Duration::from_secs(120)),
+                    ..policy(&["cordon"], &["uncordon"])
+                },
             ),
             ("node_not_ready", policy(&["ticket"], &[])),
             ("network_degraded", policy(&["ticket"], &[])),

@@ -179,6 +179,7 @@ pub(super) fn recover(
             passed,
             retry_at,
             why,
+            params,
         } in states
         {
             let outcome = if passed {
@@ -201,6 +202,7 @@ pub(super) fn recover(
                 trigger: Trigger::Remedy,
                 approval,
                 why,
+                params,
             };
             pipeline
                 .guards

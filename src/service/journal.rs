@@ -147,6 +147,8 @@ pub struct ActionState {
     pub retry_at: Option<Timestamp>,
     /// Its last decision's `why` (rule and rung; its guards are met again).
     pub why: Box<remedy_engine::Why>,
+    /// Its params (an upgrade's component and version).
+    pub params: std::collections::BTreeMap<String, String>,
 }
 
 /// A quota's state: (action, domain value or `None` for fleet-wide,
@@ -526,6 +528,10 @@ impl ActionState {
             last,
             passed,
             retry_at: decision.as_ref().and_then(|d| d.retry_at),
+            params: decision
+                .as_ref()
+                .map(|d| d.params.clone())
+                .unwrap_or_default(),
             why: decision.and_then(|d| d.why).unwrap_or_default(),
         }
     }
@@ -696,7 +702,7 @@ impl Journal for Sqlite {
                     Event::FaultResolved => {
                         close.execute(params![d.node, d.fault, d.ts.0])?;
                     }
-                    Event::Action | Event::FaultStale | Event::FaultUnverified => {}
+                    Event::Action | Event::FaultStale | Event::FaultUnverified | Event::Step => {}
                 }
             }
         }
@@ -1125,6 +1131,7 @@ mod tests {
                 passed: true,
                 retry_at: None,
                 why: Default::default(),
+                params: Default::default(),
             }]
         );
     }
@@ -1144,6 +1151,7 @@ mod tests {
                 trigger: remedy_engine::Trigger::Remedy,
                 approval: false,
                 why: Default::default(),
+                params: Default::default(),
             };
             Job {
                 id: intent.key(),

@@ -19,6 +19,8 @@ struct State {
     rule_errors: BTreeMap<String, u64>,
     faults_open: BTreeMap<String, i64>,
     faults_stale: BTreeMap<String, u64>,
+    /// Convergence steps (contract 10), by step.
+    steps: BTreeMap<&'static str, u64>,
     /// Why the last journal write failed, if it did.
     journal_error: Option<String>,
     /// When the decider last took a command (Unix ms; ticks come every second).
@@ -218,6 +220,11 @@ fn count(s: &mut State, decisions: &[Decision]) {
             Event::FaultResolved => *s.faults_open.entry(d.fault.clone()).or_default() -= 1,
             Event::FaultStale => *s.faults_stale.entry(d.fault.clone()).or_default() += 1,
             Event::FaultUnverified => {}
+            Event::Step => {
+                if let Some(step) = d.step {
+                    *s.steps.entry(step.as_str()).or_default() += 1;
+                }
+            }
             Event::Action => {
                 if let (Some(a), Some(o)) = (&d.action, d.outcome) {
                     *s.actions
@@ -293,6 +300,15 @@ fn render(s: &State, queue_depth: usize) -> String {
         s.faults_stale
             .iter()
             .map(|(k, v)| (format!("{{fault=\"{}\"}}", escape(k)), v.to_string()))
+            .collect(),
+    );
+    family(
+        "remedy_steps_total",
+        "counter",
+        "Convergence steps of nodes towards their final state (cordoned, drained, applied, gates_passed, uncordoned, halted).",
+        s.steps
+            .iter()
+            .map(|(k, v)| (format!("{{step=\"{k}\"}}"), v.to_string()))
             .collect(),
     );
     family(

@@ -510,7 +510,10 @@ impl Journal for Postgres {
                         Event::FaultResolved => {
                             tx.execute(&close, &[&d.node, &d.fault, &d.ts.0])?;
                         }
-                        Event::Action | Event::FaultStale | Event::FaultUnverified => {}
+                        Event::Action
+                        | Event::FaultStale
+                        | Event::FaultUnverified
+                        | Event::Step => {}
                     }
                 }
             }

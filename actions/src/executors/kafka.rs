@@ -94,6 +94,10 @@ struct CommandMessage<'a> {
     fault: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
+    /// What the action is to do beyond its name: an upgrade's component
+    /// and version.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    params: &'a std::collections::BTreeMap<String, String>,
     deadline: Timestamp,
 }
 
@@ -251,6 +255,7 @@ impl Command {
             action: &intent.action,
             fault: &intent.fault,
             reason: intent.reason.as_deref(),
+            params: &intent.params,
             deadline: wall_clock().add(self.timeout),
         })
         .map_err(|e| ExecError::Permanent(format!("cannot encode the command: {e}")))?;

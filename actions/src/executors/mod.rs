@@ -296,6 +296,7 @@ pub(crate) mod testing {
             trigger: Trigger::Remedy,
             approval: false,
             why: Default::default(),
+            params: Default::default(),
         };
         Job {
             attempt: 0,
