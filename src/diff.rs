@@ -116,6 +116,75 @@ pub struct Difference {
     pub new: String,
 }
 
+/// A `[[node_class]]` whose desired versions the new side changes (or
+/// adds): which nodes would converge, and how many waves that takes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Preview {
+    /// The class.
+    pub class: String,
+    /// Its desired versions on the new side.
+    pub desired: BTreeMap<String, String>,
+    /// On the old side (`None`: the class is new).
+    pub was: Option<BTreeMap<String, String>>,
+    /// Nodes it selects (that reported a version or condition).
+    pub nodes: usize,
+    /// The nodes whose reported versions differ from the new ones.
+    pub converge: Vec<String>,
+    /// Nodes converging at once: the class's concurrency, or less where a
+    /// budget allows fewer.
+    pub per_wave: usize,
+    /// What sets `per_wave`.
+    pub limited_by: String,
+    /// Waves of `per_wave` nodes.
+    pub waves: usize,
+    /// The maintenance window, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// Hours a week the window is open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_hours_per_week: Option<f64>,
+}
+
+impl Preview {
+    /// One paragraph.
+    pub fn render(&self) -> String {
+        let versions = |m: &BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let was = self
+            .was
+            .as_ref()
+            .map_or("new class".to_string(), |w| format!("was {}", versions(w)));
+        let mut text = format!(
+            "node_class {}: {} ({was})\n  {} of {} nodes would converge",
+            self.class,
+            versions(&self.desired),
+            self.converge.len(),
+            self.nodes
+        );
+        if !self.converge.is_empty() {
+            let shown: Vec<&str> = self.converge.iter().take(5).map(String::as_str).collect();
+            let more = self.converge.len().saturating_sub(shown.len());
+            text.push_str(&format!(": {}", shown.join(", ")));
+            if more > 0 {
+                text.push_str(&format!(" and {more} more"));
+            }
+            text.push_str(&format!(
+                "\n  {} waves of {} ({})",
+                self.waves, self.per_wave, self.limited_by
+            ));
+        }
+        if let (Some(w), Some(h)) = (&self.window, self.window_hours_per_week) {
+            text.push_str(&format!(", starting only within {w} ({h} hours a week)"));
+        }
+        text.push('\n');
+        text
+    }
+}
+
 /// The outcome of a diff.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -125,6 +194,8 @@ pub struct Report {
     pub rejected: u64,
     /// Every difference, sorted by node, fault and action.
     pub differences: Vec<Difference>,
+    /// Classes whose desired state changes: what their rollout would do.
+    pub previews: Vec<Preview>,
 }
 
 impl Report {
@@ -148,6 +219,10 @@ impl Report {
                 "no differences over {} signals ({} rejected lines skipped)\n",
                 self.signals, self.rejected
             ));
+            for p in &self.previews {
+                out.push('\n');
+                out.push_str(&p.render());
+            }
             return out;
         }
         let header = ["KIND", "NODE", "FAULT", "ACTION", "OLD", "NEW"];
@@ -201,6 +276,10 @@ impl Report {
             list(&by_fault),
             list(&by_domain)
         ));
+        for p in &self.previews {
+            out.push('\n');
+            out.push_str(&p.render());
+        }
         out
     }
 }
@@ -320,5 +399,63 @@ pub fn diff<R: BufRead>(
     }
     differences.sort();
     report.differences = differences;
+    report.previews = previews(old, new, clock);
     Ok(report)
+}
+
+/// For each class whose desired versions differ between the sides: the
+/// nodes the new side would converge (from what they reported), and how
+/// many waves its concurrency and the budgets of their domains allow.
+fn previews(old: &Pipeline, new: &Pipeline, now: Timestamp) -> Vec<Preview> {
+    let before: BTreeMap<&str, BTreeMap<String, String>> = old
+        .engine
+        .rollouts()
+        .classes
+        .iter()
+        .map(|c| (c.name.as_str(), c.components.iter().cloned().collect()))
+        .collect();
+    let mut previews = Vec::new();
+    for (ci, c) in new.engine.rollouts().classes.iter().enumerate() {
+        let desired: BTreeMap<String, String> = c.components.iter().cloned().collect();
+        let was = before.get(c.name.as_str()).cloned();
+        if was.as_ref() == Some(&desired) {
+            continue;
+        }
+        let (nodes, converge) = new.engine.drifted(ci);
+        let mut per_wave = c.rollout.concurrency;
+        let mut limited_by = format!("concurrency {}", c.rollout.concurrency);
+        for node in &converge {
+            let Some(now) = crate::explain::NodeNow::of(new, node, now) else {
+                continue;
+            };
+            for b in now.budgets {
+                if let Some(allows) = b.allows.filter(|a| *a < per_wave) {
+                    per_wave = allows.max(1);
+                    limited_by = format!(
+                        "the budget of {} {}: {} of {} known nodes{}",
+                        b.level,
+                        b.value,
+                        allows,
+                        b.known,
+                        b.max_unhealthy
+                            .map(|m| format!(", max_unhealthy {m}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        previews.push(Preview {
+            class: c.name.clone(),
+            desired,
+            was,
+            nodes,
+            waves: converge.len().div_ceil(per_wave.max(1)),
+            converge,
+            per_wave,
+            limited_by,
+            window: c.rollout.window.as_ref().map(ToString::to_string),
+            window_hours_per_week: c.rollout.window.as_ref().map(|w| w.hours_per_week()),
+        });
+    }
+    previews
 }

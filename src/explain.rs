@@ -72,6 +72,9 @@ pub struct State {
     pub budgets: Vec<Budget>,
     /// What it last reported of its state (component versions, conditions).
     pub observed: remedy_engine::Observed,
+    /// Its class's desired state, its gates and where it is in its rollout
+    /// (contract 10); `None` when no `[[node_class]]` selects it.
+    pub final_state: Option<serde_json::Value>,
 }
 
 /// One level's budget as the node's domain there has it.
@@ -120,12 +123,14 @@ pub struct NodeNow {
     pub budgets: Vec<Budget>,
     /// What it last reported of its state (component versions, conditions).
     pub observed: remedy_engine::Observed,
+    /// Desired versions, gates and rollout step (contract 10).
+    pub final_state: Option<serde_json::Value>,
 }
 
 impl NodeNow {
     /// `None` when the node is not known (never seen, or forgotten) and
     /// nothing is held for it.
-    pub fn of(pipeline: &Pipeline, node: &str) -> Option<NodeNow> {
+    pub fn of(pipeline: &Pipeline, node: &str, now: Timestamp) -> Option<NodeNow> {
         let engine = &pipeline.engine;
         let guards = &pipeline.guards;
         let (labels, open) = engine.with_fleet(|f| {
@@ -165,6 +170,7 @@ impl NodeNow {
             held,
             budgets,
             observed: engine.observed(node).cloned().unwrap_or_default(),
+            final_state: engine.final_state(node, now),
         })
     }
 }
@@ -235,7 +241,8 @@ impl Story {
 
     /// The node's state now, from the pipeline.
     fn settle(&mut self, at: Option<Timestamp>, pipeline: &Pipeline) {
-        let now = NodeNow::of(pipeline, &self.node).unwrap_or_default();
+        let clock = at.unwrap_or(Timestamp(0));
+        let now = NodeNow::of(pipeline, &self.node, clock).unwrap_or_default();
         self.state = State {
             at,
             open_faults: now
@@ -251,6 +258,7 @@ impl Story {
             budgets: now.budgets,
             labels: now.labels,
             observed: now.observed,
+            final_state: now.final_state,
         };
         self.events.sort_by_key(Entry::ts);
     }
@@ -389,6 +397,44 @@ impl Story {
             };
             out.push_str(&format!(
                 "  condition {condition} {holds} (reported {at})\n"
+            ));
+        }
+        if let Some(f) = &s.final_state {
+            let text = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "-".to_string(),
+                other => other.to_string(),
+            };
+            let desired: Vec<String> = f["desired"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| format!("{k} {}", text(v))).collect())
+                .unwrap_or_default();
+            let gates: Vec<String> = f["gates"]
+                .as_array()
+                .map(|g| {
+                    g.iter()
+                        .map(|g| {
+                            let holds = match g["holds"].as_bool() {
+                                Some(true) => "holds",
+                                Some(false) => "false",
+                                None => "unknown",
+                            };
+                            format!("{} {holds}", text(&g["condition"]))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  desired   node_class {}: {}; gates: {}; rollout {} (step {})\n",
+                text(&f["class"]),
+                desired.join(", "),
+                if gates.is_empty() {
+                    "none".to_string()
+                } else {
+                    gates.join(", ")
+                },
+                text(&f["rollout"]),
+                text(&f["step"]),
             ));
         }
         out

@@ -509,6 +509,15 @@ fn diff(
                     .and_then(|()| out.write_all(b"\n"))
             })
             .and_then(|()| {
+                // A class whose desired state changes: {"kind":"rollout",...}.
+                report.previews.iter().try_for_each(|p| {
+                    let mut v = serde_json::to_value(p).map_err(io::Error::from)?;
+                    v["kind"] = "rollout".into();
+                    serde_json::to_writer(&mut out, &v).map_err(io::Error::from)?;
+                    out.write_all(b"\n")
+                })
+            })
+            .and_then(|()| {
                 let (by_fault, by_domain) = report.counts();
                 writeln!(
                     diag,

@@ -56,6 +56,11 @@ pub struct Summary {
     pub most_out: BTreeMap<String, usize>,
     /// Halts, with their reason.
     pub halts: Vec<String>,
+    /// At the end: actions held back by a guard, and the nodes under
+    /// remediation per domain.
+    pub held: usize,
+    /// (level, domain, nodes) under remediation at the end.
+    pub under: Vec<(String, String, usize)>,
 }
 
 impl Summary {
@@ -80,6 +85,20 @@ impl Summary {
         for h in &self.halts {
             text.push_str(&format!("  {h}\n"));
         }
+        let under: Vec<String> = self
+            .under
+            .iter()
+            .map(|(l, v, n)| format!("{l} {v} {n}"))
+            .collect();
+        text.push_str(&format!(
+            "at the end: {} actions held back by a guard; under remediation: {}\n",
+            self.held,
+            if under.is_empty() {
+                "none".to_string()
+            } else {
+                under.join(", ")
+            }
+        ));
         text
     }
 }
@@ -273,6 +292,8 @@ pub fn run(
             next_progress = at.add(Duration::from_secs(30 * 60));
         }
     }
+    summary.held = pipeline.guards.held();
+    summary.under = pipeline.guards.domains();
     Ok(summary)
 }
 

@@ -200,6 +200,17 @@ impl Window {
         }
     }
 
+    /// Hours a week it is open.
+    pub fn hours_per_week(&self) -> f64 {
+        let span = if self.from < self.to {
+            self.to - self.from
+        } else {
+            24 * 60 - self.from + self.to
+        };
+        let days = self.days.iter().filter(|d| **d).count() as u32;
+        f64::from(days * span) / 60.0
+    }
+
     /// The first minute at or after `at` the window is open, within a week.
     pub fn next_open(&self, at: Timestamp) -> Option<Timestamp> {
         let step = 60_000;
@@ -510,8 +521,8 @@ pub struct Wave {
     pub waves: u64,
 }
 
-/// What a restart reads back of each node's steps: (fault, step, when).
-pub type Remembered = FxHashMap<String, (String, StepKind, Timestamp)>;
+/// Each (node, fault)'s last step and when: what a restart reads back.
+pub type Remembered = FxHashMap<(String, String), (StepKind, Timestamp)>;
 
 /// Per class, its wave; per node, its class.
 #[derive(Debug, Default)]
@@ -522,7 +533,7 @@ pub struct Rollouts {
     pub waves: Vec<Wave>,
     /// Each classed node's class, by index.
     pub member: FxHashMap<NodeId, usize>,
-    /// Steps journaled before a restart, by node name.
+    /// The last step of each (node name, fault).
     pub remembered: Remembered,
     /// Classes halted before a restart (name -> (when, node, why)).
     pub halted_before: BTreeMap<String, (Timestamp, String, String)>,

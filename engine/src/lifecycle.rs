@@ -785,6 +785,7 @@ impl Engine {
         let ids: FxHashSet<NodeId> = gone.iter().map(|(id, _)| *id).collect();
         // Their slots are reused: what they reported goes with them.
         self.observed.retain(|k, _| !ids.contains(k));
+        self.rollouts.member.retain(|k, _| !ids.contains(k));
         self.flaps.retain(|k, _| !ids.contains(&k.0));
         self.attempts.retain(|k, _| !ids.contains(&k.0));
         self.timers.retain(|Reverse(t)| !ids.contains(&t.1));
@@ -1206,10 +1207,19 @@ impl Engine {
                         at,
                     )));
                 }
-                _ => {
-                    let why = format!("{name} resolved");
-                    self.recover(node, &name, closed.opened_at, closed.rule, at, why, step);
-                }
+                _ => match self.not_ready(node, fault, at) {
+                    // A classed node whose gates do not all hold waits for them.
+                    Some(later) if !policy.on_resolve.is_empty() => {
+                        self.healing
+                            .insert((node, fault), (closed.opened_at, closed.rule));
+                        self.recoveries
+                            .push(Reverse((later, node, fault, closed.opened_at, at)));
+                    }
+                    _ => {
+                        let why = format!("{name} resolved");
+                        self.recover(node, &name, closed.opened_at, closed.rule, at, why, step);
+                    }
+                },
             }
         }
     }
@@ -1518,7 +1528,7 @@ impl Engine {
         if let (crate::decision::Event::Step, Some(kind)) = (d.event, d.step) {
             self.rollouts
                 .remembered
-                .insert(d.node.clone(), (d.fault.clone(), kind, d.ts));
+                .insert((d.node.clone(), d.fault.clone()), (kind, d.ts));
         }
         let mut w = self.world.borrow_mut();
         let World {

@@ -46,6 +46,8 @@ pub(super) enum Command {
     Decide(u64, bool, oneshot::Sender<Result<bool, String>>),
     /// What the decider knows of a node now (`None`: nothing).
     Node(String, oneshot::Sender<Option<serde_json::Value>>),
+    /// Each `[[node_class]]`'s rollout now (contract 10).
+    Rollouts(oneshot::Sender<Vec<serde_json::Value>>),
     /// The holds of open common causes: (label, value, fault).
     Holds(oneshot::Sender<Vec<(String, String, String)>>),
     /// An operator releases the hold on (label, value); answers whether
@@ -391,6 +393,9 @@ impl Decider {
                 Command::Holds(reply) => {
                     let _ = reply.send(self.pipeline.guards.holds());
                 }
+                Command::Rollouts(reply) => {
+                    let _ = reply.send(self.pipeline.engine.rollout_status(now()));
+                }
                 Command::ReleaseHold(label, value, reply) => {
                     let held = self.pipeline.guards.holds();
                     if !held.iter().any(|(l, v, _)| *l == label && *v == value) {
@@ -550,7 +555,7 @@ impl Decider {
     /// `GET /v1/nodes/{node}`: its labels, open faults, held actions and
     /// its domains' budgets, as the decider has them now.
     fn node_state(&self, node: &str) -> Option<serde_json::Value> {
-        let now = crate::explain::NodeNow::of(&self.pipeline, node)?;
+        let now = crate::explain::NodeNow::of(&self.pipeline, node, self::now())?;
         Some(serde_json::json!({
             "node": node,
             "labels": now.labels.into_iter().collect::<BTreeMap<String, String>>(),
@@ -560,6 +565,7 @@ impl Decider {
             })).collect::<Vec<_>>(),
             "budgets": now.budgets,
             "observed": now.observed,
+            "final_state": now.final_state,
         }))
     }
 

@@ -35,6 +35,7 @@ pub(super) fn router(
         .route("/approvals/{id}/approve", post(approve))
         .route("/approvals/{id}/reject", post(reject))
         .route("/holds", get(holds))
+        .route("/rollouts", get(rollouts))
         .route("/efficacy", get(efficacy))
         .route("/nodes/{node}", get(node))
         .route("/nodes/{node}/timeline", get(timeline))
@@ -352,6 +353,16 @@ async fn efficacy(State(s): State<AppState>, Query(q): Query<EfficacyQuery>) -> 
     match result {
         Ok(rows) => Json(rows).into_response(),
         Err(r) => r.into_response(),
+    }
+}
+
+/// `GET /v1/rollouts`: per `[[node_class]]`, nodes converged, pending, in
+/// progress (with their step), done, failed, whether the wave is halted
+/// and why, its waves and window (contract 10).
+async fn rollouts(State(s): State<AppState>) -> Response {
+    match ask(&s, Command::Rollouts).await {
+        Ok(list) => Json(list).into_response(),
+        Err(r) => r,
     }
 }
 

@@ -492,16 +492,31 @@ impl Engine {
         let last = self
             .rollouts
             .remembered
-            .get(&name)
-            .filter(|(fault, _, at)| fault == VERSION_DRIFT && *at >= opened)
-            .map(|(_, kind, at)| (*kind, *at));
+            .get(&(name.clone(), VERSION_DRIFT.to_string()))
+            .filter(|(_, at)| *at >= opened)
+            .copied();
         let plan = self.plan(ci, node);
-        let asked = plan
-            .iter()
-            .take_while(|(action, _)| done.contains(action))
-            .count();
+        // The step after the last one done; what was asked for but not
+        // done (held by a guard, or with an executor) is in `done` and
+        // goes on from there.
+        let after = |action: &str| {
+            plan.iter()
+                .position(|(a, _)| a == action)
+                .map_or(0, |i| i + 1)
+        };
+        let upgrade = self.rollouts.classes[ci].upgrade.clone();
+        let asked = match last.map(|(kind, _)| kind) {
+            None => 0,
+            Some(StepKind::Cordoned) => after("cordon"),
+            Some(StepKind::Drained) => after("drain"),
+            Some(StepKind::Applied) => plan
+                .iter()
+                .rposition(|(a, _)| *a == upgrade)
+                .map_or(plan.len(), |i| i + 1),
+            Some(_) => plan.len(),
+        };
         let wave = &mut self.rollouts.waves[ci];
-        if last.is_none() && asked == 0 {
+        if last.is_none() && !plan.first().is_some_and(|(a, _)| done.contains(a)) {
             wave.waiting.insert((opened, node));
             return;
         }
@@ -513,7 +528,7 @@ impl Engine {
         // the guards or an executor; `asked` is asked for at the first tick.
         let resume = asked < plan.len()
             && !matches!(last, Some((StepKind::Halted, _)))
-            && (asked == 0 || !done.contains(&plan[asked].0));
+            && !done.contains(&plan[asked].0);
         wave.started += 1;
         wave.active.insert(
             node,
@@ -531,19 +546,13 @@ impl Engine {
     }
 
     /// When `fault`'s `on_resolve` may put `node` back in service, if not
-    /// at `due`: a classed node waits while its gates do not all hold or
-    /// it is still converging.
+    /// at `due`: a classed node waits while its gates do not all hold.
+    /// (Another fault that keeps it out of service, such as an upgrade in
+    /// progress, is the guard chain's to judge: its uncordon is refused.)
     pub(super) fn not_ready(&self, node: NodeId, fault: Sym, due: Timestamp) -> Option<Timestamp> {
         let ci = self.rollouts.member(node)?;
         let c = &self.rollouts.classes[ci];
-        let converging = self.with_fleet(|f| {
-            [VERSION_DRIFT, GATE_FAILED].iter().any(|name| {
-                f.symbols
-                    .get(name)
-                    .is_some_and(|s| s != fault && f.open_fault(node, s).is_some())
-            })
-        });
-        if c.all_hold(self.observed.get(&node), due) && !converging {
+        if c.all_hold(self.observed.get(&node), due) {
             return None;
         }
         let name = self.with_fleet(|f| f.symbols.name(fault).to_string());
@@ -583,6 +592,25 @@ impl Engine {
         vec![("gates".into(), gates)]
     }
 
+    /// The nodes class `ci` selects (as of their last report) and those of
+    /// them whose reported versions are not its desired ones, by name.
+    pub fn drifted(&self, ci: usize) -> (usize, Vec<String>) {
+        let c = &self.rollouts.classes[ci];
+        let mut members = 0;
+        let mut drifted: Vec<String> = Vec::new();
+        for (&node, &class) in &self.rollouts.member {
+            if class != ci {
+                continue;
+            }
+            members += 1;
+            if !c.drift(self.observed.get(&node)).is_empty() {
+                drifted.push(self.with_fleet(|f| f.node_name(node).to_string()));
+            }
+        }
+        drifted.sort();
+        (members, drifted)
+    }
+
     /// The classes and their waves.
     pub fn rollouts(&self) -> &crate::desired::Rollouts {
         &self.rollouts
@@ -611,7 +639,11 @@ impl Engine {
             })
             .collect();
         let drift = class.drift(observed);
-        let last = self.rollouts.remembered.get(node).map(|(_, kind, _)| *kind);
+        let last = self
+            .rollouts
+            .remembered
+            .get(&(node.to_string(), VERSION_DRIFT.to_string()))
+            .map(|(kind, _)| *kind);
         let (state, step) = match active {
             Some(a) if a.stuck => ("halted", a.step),
             Some(a) => ("in_progress", a.step),
