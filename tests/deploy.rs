@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use remedy::config::Config;
+use remedy_actions::executors::kubernetes::API_CALLS;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -25,13 +26,15 @@ use common::{free_port, request};
 
 /// What the kubernetes executor (actions/src/executors/kubernetes.rs) calls
 /// on the API server, by resource of the core API group: cordon and
-/// uncordon read the node and merge-patch it; drain also lists the node's
-/// pods (cluster-wide, by field selector), reads each one while waiting for
-/// it to leave, and evicts it through the Eviction subresource. The
-/// ClusterRole must grant exactly these verbs: less breaks an action, more
-/// is privilege nobody uses.
+/// uncordon read the node and merge-patch it; with gates (contract 10) they
+/// also patch its status subresource (the gates' conditions); drain also
+/// lists the node's pods (cluster-wide, by field selector), reads each one
+/// while waiting for it to leave, and evicts it through the Eviction
+/// subresource. The ClusterRole must grant exactly these verbs: less breaks
+/// an action, more is privilege nobody uses.
 const EXECUTOR_CALLS: &[(&str, &[&str])] = &[
     ("nodes", &["get", "patch"]),
+    ("nodes/status", &["patch"]),
     ("pods", &["get", "list"]),
     ("pods/eviction", &["create"]),
 ];
@@ -444,6 +447,22 @@ fn the_cluster_role_grants_exactly_what_the_kubernetes_executor_calls() {
         .map(|(r, verbs)| (r.to_string(), verbs.iter().map(|v| v.to_string()).collect()))
         .collect();
     assert_eq!(granted, expected);
+    // The calls the executor declares (its tests check each request it
+    // makes against them) are these, so rbac.yaml grants every one.
+    let declared: BTreeMap<String, BTreeSet<String>> = API_CALLS.iter().fold(
+        BTreeMap::new(),
+        |mut calls: BTreeMap<String, BTreeSet<String>>, (resource, verb)| {
+            calls
+                .entry(resource.to_string())
+                .or_default()
+                .insert(verb.to_string());
+            calls
+        },
+    );
+    assert_eq!(
+        declared, granted,
+        "remedy_actions::executors::kubernetes::API_CALLS and the ClusterRole remedy"
+    );
 
     let binding = object(&objects, "ClusterRoleBinding", NAMESPACE);
     assert_eq!(binding["roleRef"]["kind"], "ClusterRole");

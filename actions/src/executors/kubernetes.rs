@@ -16,6 +16,22 @@
 //!   without a controller are evicted like any other: the node is being
 //!   taken out of service.
 //!
+//! - Gates (contract 10): a job whose intent has the param `gates`
+//!   (`KubeletOK=false,DiskOK=true,NetOK=unknown`), whatever its op, also
+//!   writes them to the node. Its taints `remedy.io/gate-<Condition>`
+//!   (`NoSchedule`, no value) are remedy's alone and follow the gates on any
+//!   node, also one an operator cordoned (whose cordon stays): `cordon` and
+//!   `drain` make them exactly the gates not true, `uncordon` only removes
+//!   (all of them when every gate is true, else it keeps those of the gates
+//!   still not true). They go in the node's patch. Then one strategic merge
+//!   patch of the `status` subresource sets the condition
+//!   `remedy.io/<Condition>` of each gate (`True|False|Unknown`, reason
+//!   `RemedyGate`) and `RemedyReady` (`True` only when every gate is; the
+//!   message names the gates that are not). Conditions merge by type, so
+//!   the kubelet's stay; `lastTransitionTime` stays while a condition's
+//!   status does. A `gates` that does not parse, or a condition that cannot
+//!   name a taint, fails the job before any call.
+//!
 //! Node changes are one JSON merge patch carrying the `resourceVersion` read
 //! just before, so a node changed in between (409) is read and patched again
 //! rather than overwritten; the taint list is sent whole, the node's other
@@ -31,7 +47,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::core::Request;
 use kube::{Api, Client, Resource};
-use remedy_engine::{Backoff, Duration};
+use remedy_engine::{Backoff, Duration, Timestamp};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -47,6 +63,26 @@ pub const CORDONED_BY: &str = "remedy.io/cordoned-by";
 pub const FAULT: &str = "remedy.io/fault";
 /// Annotation: the fault's reason, when it has one.
 pub const REASON: &str = "remedy.io/reason";
+/// The taint of a gate that is not true: `remedy.io/gate-<Condition>`
+/// (effect `NoSchedule`, no value).
+pub const GATE_TAINT: &str = "remedy.io/gate-";
+/// The Node condition of a gate: `remedy.io/<Condition>`.
+pub const GATE_CONDITION: &str = "remedy.io/";
+/// The Node condition that is `True` only when every gate is.
+pub const READY_CONDITION: &str = "RemedyReady";
+/// The reason of every gate's condition.
+const GATE_REASON: &str = "RemedyGate";
+/// What the executor calls on the API server, as (resource, verb) of the
+/// core API group: what its ClusterRole (deploy/kubernetes/rbac.yaml) must
+/// grant, no more.
+pub const API_CALLS: &[(&str, &str)] = &[
+    ("nodes", "get"),
+    ("nodes", "patch"),
+    ("nodes/status", "patch"),
+    ("pods", "get"),
+    ("pods", "list"),
+    ("pods/eviction", "create"),
+];
 /// The annotation the kubelet puts on mirror pods (static pods' shadows).
 const MIRROR: &str = "kubernetes.io/config.mirror";
 /// The field manager named in every patch (visible in `managedFields`).
@@ -170,17 +206,69 @@ impl Kubernetes {
 
     async fn run(&self, job: &Job) -> Result<String, ExecError> {
         let node = &job.intent.node;
+        let gates = Gates::of(job)?;
+        let gates = gates.as_ref();
         match self.op {
-            Op::Cordon => Ok(match self.cordon(job).await? {
-                Cordon::Done => format!("cordoned {node} (taint {TAINT})"),
-                Cordon::Already => format!("{node} already cordoned by remedy"),
-                Cordon::ByOperator => format!(
-                    "{node} already cordoned by an operator: left as it is, remedy will not uncordon it"
-                ),
-            }),
-            Op::Uncordon => self.uncordon(node).await,
-            Op::Drain => self.drain(job).await,
+            Op::Cordon => {
+                let (cordon, touched) = self.cordon(job, gates).await?;
+                let done = match cordon {
+                    Cordon::Done => format!("cordoned {node} (taint {TAINT})"),
+                    Cordon::Already => format!("{node} already cordoned by remedy"),
+                    Cordon::ByOperator => format!(
+                        "{node} already cordoned by an operator: left as it is, remedy will not uncordon it"
+                    ),
+                };
+                self.report_gates(job, gates, &touched, done).await
+            }
+            Op::Uncordon => {
+                let (done, touched) = self.uncordon(node, gates).await?;
+                self.report_gates(job, gates, &touched, done).await
+            }
+            Op::Drain => self.drain(job, gates).await,
         }
+    }
+
+    /// With gates, writes their conditions and adds what was done to them
+    /// to `done`; without, answers `done`.
+    async fn report_gates(
+        &self,
+        job: &Job,
+        gates: Option<&Gates>,
+        touched: &Touched,
+        done: String,
+    ) -> Result<String, ExecError> {
+        let Some(gates) = gates else {
+            return Ok(done);
+        };
+        match self.write_conditions(job, gates, touched).await {
+            Ok(()) => Ok(format!("{done}; {}", gates.summary(touched))),
+            Err(e) => Err(e.after(&done)),
+        }
+    }
+
+    /// One strategic merge patch of the node's `status`: the gates'
+    /// conditions and `RemedyReady` (see the module doc).
+    async fn write_conditions(
+        &self,
+        job: &Job,
+        gates: &Gates,
+        touched: &Touched,
+    ) -> Result<(), CallError> {
+        let name = &job.intent.node;
+        let why = format!("remedy {} for {}", job.intent.action, job.intent.fault);
+        let patch = gates.conditions(&touched.conditions, &now_rfc3339(), &why);
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let request = Request::new(Node::url_path(&(), None)).patch_subresource(
+            "status",
+            name,
+            &params,
+            &Patch::Strategic(&patch),
+        );
+        self.send(format!("PATCH status of node {name}"), request)
+            .await
     }
 
     /// Reads a node.
@@ -221,40 +309,57 @@ impl Kubernetes {
             .map_err(|e| self.call_error(what, e))
     }
 
-    /// Cordons the node of `job` unless it already is (see the module doc).
-    async fn cordon(&self, job: &Job) -> Result<Cordon, ExecError> {
+    /// Cordons the node of `job` unless it already is, and makes its gate
+    /// taints those of the gates not true (see the module doc).
+    async fn cordon(
+        &self,
+        job: &Job,
+        gates: Option<&Gates>,
+    ) -> Result<(Cordon, Touched), ExecError> {
         let name = &job.intent.node;
         for _ in 0..CONFLICT_RETRIES {
             let node = self.node(name).await?;
             let state = NodeState::of(&node);
-            if state.unschedulable && !state.marked {
-                return Ok(Cordon::ByOperator);
-            }
             let tainted = state.taints.iter().any(|t| t["key"] == TAINT);
-            if state.unschedulable && state.marked && tainted {
-                return Ok(Cordon::Already);
-            }
-            let mut annotations = json!({ CORDONED_BY: job.id, FAULT: job.intent.fault });
-            if let Some(reason) = &job.intent.reason {
-                annotations[REASON] = json!(clip(reason, 1024));
-            }
-            let mut patch = json!({
-                "metadata": { "annotations": annotations },
-                "spec": { "unschedulable": true },
-            });
-            state.precondition(&mut patch);
-            if !tainted {
-                let ours = json!({
-                    "key": TAINT,
-                    "value": taint_value(&job.intent.fault),
-                    "effect": "NoSchedule",
+            let cordon = if state.unschedulable && !state.marked {
+                Cordon::ByOperator
+            } else if state.unschedulable && state.marked && tainted {
+                Cordon::Already
+            } else {
+                Cordon::Done
+            };
+            let mut patch = json!({});
+            let mut taints = state.taints.clone();
+            if cordon == Cordon::Done {
+                let mut annotations = json!({ CORDONED_BY: job.id, FAULT: job.intent.fault });
+                if let Some(reason) = &job.intent.reason {
+                    annotations[REASON] = json!(clip(reason, 1024));
+                }
+                patch = json!({
+                    "metadata": { "annotations": annotations },
+                    "spec": { "unschedulable": true },
                 });
-                let mut taints = state.taints;
-                taints.push(ours);
+                if !tainted {
+                    taints.push(json!({
+                        "key": TAINT,
+                        "value": taint_value(&job.intent.fault),
+                        "effect": "NoSchedule",
+                    }));
+                }
+            }
+            if let Some(gates) = gates {
+                taints = gates.taints(&taints, true);
+            }
+            let touched = Touched::of(&state, &taints);
+            if taints != state.taints {
                 patch["spec"]["taints"] = Value::Array(taints);
             }
+            if patch == json!({}) {
+                return Ok((cordon, touched));
+            }
+            state.precondition(&mut patch);
             match self.patch_node(name, &patch).await {
-                Ok(()) => return Ok(Cordon::Done),
+                Ok(()) => return Ok((cordon, touched)),
                 Err(e) if e.code() == Some(409) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -262,42 +367,50 @@ impl Kubernetes {
         Err(changing(name))
     }
 
-    /// Uncordons the node if remedy cordoned it (see the module doc).
-    async fn uncordon(&self, name: &str) -> Result<String, ExecError> {
+    /// Uncordons the node if remedy cordoned it, and removes the taints of
+    /// the gates that are true (see the module doc).
+    async fn uncordon(
+        &self,
+        name: &str,
+        gates: Option<&Gates>,
+    ) -> Result<(String, Touched), ExecError> {
         for _ in 0..CONFLICT_RETRIES {
             let node = self.node(name).await?;
             let state = NodeState::of(&node);
-            if !state.marked {
-                return Ok(if state.unschedulable {
-                    format!("{name} was cordoned by an operator, not by remedy: left cordoned")
-                } else {
-                    format!("{name} already schedulable")
-                });
-            }
-            let mut patch = json!({
-                "metadata": {
-                    "annotations": { CORDONED_BY: null, FAULT: null, REASON: null },
-                },
-                "spec": { "unschedulable": false },
-            });
-            state.precondition(&mut patch);
             let tainted = state.taints.iter().any(|t| t["key"] == TAINT);
-            if tainted {
-                let others: Vec<Value> = state
-                    .taints
-                    .into_iter()
-                    .filter(|t| t["key"] != TAINT)
-                    .collect();
-                patch["spec"]["taints"] = Value::Array(others);
-            }
-            match self.patch_node(name, &patch).await {
-                Ok(()) => {
-                    return Ok(if tainted {
-                        format!("uncordoned {name} (taint {TAINT} removed)")
-                    } else {
-                        format!("uncordoned {name}")
-                    })
+            let mut patch = json!({});
+            let mut taints = state.taints.clone();
+            let done = if state.marked {
+                patch = json!({
+                    "metadata": {
+                        "annotations": { CORDONED_BY: null, FAULT: null, REASON: null },
+                    },
+                    "spec": { "unschedulable": false },
+                });
+                if tainted {
+                    taints.retain(|t| t["key"] != TAINT);
+                    format!("uncordoned {name} (taint {TAINT} removed)")
+                } else {
+                    format!("uncordoned {name}")
                 }
+            } else if state.unschedulable {
+                format!("{name} was cordoned by an operator, not by remedy: left cordoned")
+            } else {
+                format!("{name} already schedulable")
+            };
+            if let Some(gates) = gates {
+                taints = gates.taints(&taints, false);
+            }
+            let touched = Touched::of(&state, &taints);
+            if taints != state.taints {
+                patch["spec"]["taints"] = Value::Array(taints);
+            }
+            if patch == json!({}) {
+                return Ok((done, touched));
+            }
+            state.precondition(&mut patch);
+            match self.patch_node(name, &patch).await {
+                Ok(()) => return Ok((done, touched)),
                 Err(e) if e.code() == Some(409) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -347,7 +460,7 @@ impl Kubernetes {
     }
 
     /// Cordons, evicts and waits, all before `timeout` (see the module doc).
-    async fn drain(&self, job: &Job) -> Result<String, ExecError> {
+    async fn drain(&self, job: &Job, gates: Option<&Gates>) -> Result<String, ExecError> {
         let name = &job.intent.node;
         let deadline = Instant::now() + std_duration(self.timeout);
         let timed_out = |doing: &str| {
@@ -356,9 +469,15 @@ impl Kubernetes {
                 self.timeout
             ))
         };
-        let cordon = within(deadline, self.cordon(job))
+        let (cordon, touched) = within(deadline, self.cordon(job, gates))
             .await
             .ok_or_else(|| timed_out("cordoning"))??;
+        if let Some(gates) = gates {
+            within(deadline, self.write_conditions(job, gates, &touched))
+                .await
+                .ok_or_else(|| timed_out("writing its gates' conditions"))?
+                .map_err(|e| e.after(&format!("drain of {name} stopped before evicting")))?;
+        }
         let pods = within(deadline, self.pods(name))
             .await
             .ok_or_else(|| timed_out("listing its pods"))??;
@@ -400,6 +519,9 @@ impl Kubernetes {
         );
         if finished > 0 {
             summary.push_str(&format!(", {finished} already finished"));
+        }
+        if let Some(gates) = gates {
+            summary = format!("{summary}; {}", gates.summary(&touched));
         }
         Ok(summary)
     }
@@ -509,6 +631,8 @@ struct NodeState {
     marked: bool,
     /// Its taints as read, to send back whole.
     taints: Vec<Value>,
+    /// Its conditions as read (`type`, `status`, `lastTransitionTime`...).
+    conditions: Vec<Value>,
     version: Option<String>,
 }
 
@@ -534,6 +658,17 @@ impl NodeState {
                         .collect()
                 })
                 .unwrap_or_default(),
+            conditions: node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .map(|conditions| {
+                    conditions
+                        .iter()
+                        .filter_map(|c| serde_json::to_value(c).ok())
+                        .collect()
+                })
+                .unwrap_or_default(),
             version: node.metadata.resource_version.clone(),
         }
     }
@@ -545,6 +680,314 @@ impl NodeState {
             patch["metadata"]["resourceVersion"] = json!(version);
         }
     }
+}
+
+/// What a cordon or uncordon left of a node, for its gates' conditions and
+/// its answer.
+#[derive(Debug)]
+struct Touched {
+    /// The node's conditions as read before the patch.
+    conditions: Vec<Value>,
+    /// Gate taints (keys) the patch added.
+    added: Vec<String>,
+    /// Gate taints (keys) the patch removed.
+    removed: Vec<String>,
+}
+
+impl Touched {
+    /// The node as read in `state`, its taints becoming `taints`.
+    fn of(state: &NodeState, taints: &[Value]) -> Touched {
+        let keys = |list: &[Value]| -> Vec<String> {
+            let mut keys: Vec<String> = list
+                .iter()
+                .filter(|t| is_gate_taint(t))
+                .filter_map(|t| t["key"].as_str().map(str::to_string))
+                .collect();
+            keys.dedup();
+            keys
+        };
+        let (before, after) = (keys(&state.taints), keys(taints));
+        Touched {
+            conditions: state.conditions.clone(),
+            added: after
+                .iter()
+                .filter(|k| !before.contains(k))
+                .cloned()
+                .collect(),
+            removed: before
+                .iter()
+                .filter(|k| !after.contains(k))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// What remedy last observed of a gate's condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GateState {
+    True,
+    False,
+    Unknown,
+}
+
+impl GateState {
+    fn parse(word: &str) -> Option<GateState> {
+        match word {
+            "true" => Some(GateState::True),
+            "false" => Some(GateState::False),
+            "unknown" => Some(GateState::Unknown),
+            _ => None,
+        }
+    }
+
+    /// As in the `gates` param.
+    fn word(self) -> &'static str {
+        match self {
+            GateState::True => "true",
+            GateState::False => "false",
+            GateState::Unknown => "unknown",
+        }
+    }
+
+    /// A Node condition's `status`.
+    fn status(self) -> &'static str {
+        match self {
+            GateState::True => "True",
+            GateState::False => "False",
+            GateState::Unknown => "Unknown",
+        }
+    }
+}
+
+/// One gate of the `gates` param.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Gate {
+    condition: String,
+    state: GateState,
+}
+
+impl Gate {
+    fn taint_key(&self) -> String {
+        format!("{GATE_TAINT}{}", self.condition)
+    }
+
+    fn taint(&self) -> Value {
+        json!({ "key": self.taint_key(), "effect": "NoSchedule" })
+    }
+}
+
+/// A job's `gates` param, in its order: what the node's gate conditions
+/// and taints are made to say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Gates {
+    /// As the param says it (for answers).
+    text: String,
+    gates: Vec<Gate>,
+}
+
+impl Gates {
+    /// The gates of `job`'s intent, if it has any.
+    fn of(job: &Job) -> Result<Option<Gates>, GatesError> {
+        let node = &job.intent.node;
+        let Some(text) = job.intent.param("gates") else {
+            return Ok(None);
+        };
+        let malformed = |item: &str| GatesError::Malformed {
+            node: node.clone(),
+            item: item.to_string(),
+            gates: text.to_string(),
+        };
+        let mut gates: Vec<Gate> = Vec::new();
+        for item in text.split(',') {
+            let (condition, state) = item.split_once('=').ok_or_else(|| malformed(item))?;
+            let state = GateState::parse(state.trim()).ok_or_else(|| malformed(item))?;
+            let condition = condition.trim();
+            if condition.is_empty() {
+                return Err(malformed(item));
+            }
+            if !taint_name(&format!("gate-{condition}")) {
+                return Err(GatesError::NoTaintKey {
+                    node: node.clone(),
+                    condition: condition.to_string(),
+                });
+            }
+            if gates.iter().any(|g| g.condition == condition) {
+                return Err(GatesError::Twice {
+                    node: node.clone(),
+                    condition: condition.to_string(),
+                    gates: text.to_string(),
+                });
+            }
+            gates.push(Gate {
+                condition: condition.to_string(),
+                state,
+            });
+        }
+        Ok(Some(Gates {
+            text: text.to_string(),
+            gates,
+        }))
+    }
+
+    fn all_true(&self) -> bool {
+        self.gates.iter().all(|g| g.state == GateState::True)
+    }
+
+    fn not_true(&self) -> impl Iterator<Item = &Gate> {
+        self.gates.iter().filter(|g| g.state != GateState::True)
+    }
+
+    /// `taints` with its gate taints made those of the gates not true: all
+    /// of them (`add`, cordon and drain), or those already there (uncordon).
+    /// Every other taint is kept, in its place.
+    fn taints(&self, taints: &[Value], add: bool) -> Vec<Value> {
+        let there = |key: &str| taints.iter().any(|t| t["key"] == key);
+        let wanted: Vec<Value> = self
+            .not_true()
+            .filter(|g| add || there(&g.taint_key()))
+            .map(Gate::taint)
+            .collect();
+        let mut out: Vec<Value> = taints
+            .iter()
+            .filter(|t| !is_gate_taint(t) || wanted.contains(t))
+            .cloned()
+            .collect();
+        for taint in wanted {
+            if !out.contains(&taint) {
+                out.push(taint);
+            }
+        }
+        out
+    }
+
+    /// The strategic merge patch of a node's status setting each gate's
+    /// condition and `RemedyReady` at `now`; `read`: the node's conditions
+    /// before, whose `lastTransitionTime` stays while the status does.
+    fn conditions(&self, read: &[Value], now: &str, why: &str) -> Value {
+        let condition = |type_: &str, status: &str, reason: &str, message: String| {
+            let since = read
+                .iter()
+                .find(|c| c["type"] == type_ && c["status"] == status)
+                .and_then(|c| c["lastTransitionTime"].as_str())
+                .unwrap_or(now);
+            json!({
+                "type": type_,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": since,
+            })
+        };
+        let mut conditions: Vec<Value> = self
+            .gates
+            .iter()
+            .map(|g| {
+                condition(
+                    &format!("{GATE_CONDITION}{}", g.condition),
+                    g.state.status(),
+                    GATE_REASON,
+                    format!("gate {} is {} ({why})", g.condition, g.state.word()),
+                )
+            })
+            .collect();
+        let ready = if self.all_true() {
+            let all: Vec<&str> = self.gates.iter().map(|g| g.condition.as_str()).collect();
+            condition(
+                READY_CONDITION,
+                "True",
+                "GatesTrue",
+                format!("every gate is true: {} ({why})", all.join(", ")),
+            )
+        } else {
+            let not: Vec<String> = self
+                .not_true()
+                .map(|g| format!("{} ({})", g.condition, g.state.word()))
+                .collect();
+            condition(
+                READY_CONDITION,
+                "False",
+                "GatesNotTrue",
+                format!("gates not true: {} ({why})", not.join(", ")),
+            )
+        };
+        conditions.push(ready);
+        json!({ "status": { "conditions": conditions } })
+    }
+
+    /// What the job did with the gates, for its answer.
+    fn summary(&self, touched: &Touched) -> String {
+        let ready = if self.all_true() { "True" } else { "False" };
+        let mut out = format!("gates {}: {READY_CONDITION} {ready}", self.text);
+        if !touched.added.is_empty() {
+            out.push_str(&format!(", tainted {}", touched.added.join(", ")));
+        }
+        if !touched.removed.is_empty() {
+            out.push_str(&format!(", untainted {}", touched.removed.join(", ")));
+        }
+        out
+    }
+}
+
+/// A taint remedy keeps for a gate.
+fn is_gate_taint(taint: &Value) -> bool {
+    taint["key"]
+        .as_str()
+        .is_some_and(|k| k.starts_with(GATE_TAINT))
+}
+
+/// Whether `name` can be the name part of a taint key (a qualified name:
+/// at most 63 of `A-Z a-z 0-9 - _ .`, alphanumeric at both ends).
+fn taint_name(name: &str) -> bool {
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    name.len() <= 63
+        && ends(name.chars().next())
+        && ends(name.chars().last())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Why a job's `gates` param cannot be written to its node: the job fails
+/// before any call.
+#[derive(Debug, thiserror::Error)]
+enum GatesError {
+    #[error(
+        "gates of node {node}: {item:?} is not CONDITION=true|false|unknown (gates = {gates:?})"
+    )]
+    Malformed {
+        node: String,
+        item: String,
+        gates: String,
+    },
+    #[error("gates of node {node}: {condition:?} is named twice (gates = {gates:?})")]
+    Twice {
+        node: String,
+        condition: String,
+        gates: String,
+    },
+    #[error(
+        "gates of node {node}: condition {condition:?} cannot name the taint {GATE_TAINT}{condition} \
+         (at most 58 of A-Z a-z 0-9 - _ ., alphanumeric at the end)"
+    )]
+    NoTaintKey { node: String, condition: String },
+}
+
+impl From<GatesError> for ExecError {
+    /// The same param fails the same way every time.
+    fn from(e: GatesError) -> Self {
+        ExecError::Permanent(e.to_string())
+    }
+}
+
+/// Now, as a Node condition's time (RFC 3339, whole seconds, UTC).
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Timestamp::from_secs(secs).to_string()
 }
 
 /// A pod to evict.
@@ -707,16 +1150,32 @@ impl CallError {
     }
 }
 
-impl From<CallError> for ExecError {
+impl CallError {
     /// Busy or unreachable API servers (429, 5xx, no answer) may answer
     /// later; any other refusal is final.
-    fn from(e: CallError) -> Self {
-        let transient = match &e {
+    fn transient(&self) -> bool {
+        match self {
             CallError::Status { code, .. } => *code == 429 || *code >= 500,
             CallError::Transport { .. } => true,
             CallError::Request { .. } => false,
-        };
-        if transient {
+        }
+    }
+
+    /// The job's failure when this call came after `done` was.
+    fn after(self, done: &str) -> ExecError {
+        let message = format!("{done}; then {self}");
+        if self.transient() {
+            ExecError::Transient(message)
+        } else {
+            ExecError::Permanent(message)
+        }
+    }
+}
+
+impl From<CallError> for ExecError {
+    /// See [`CallError::transient`].
+    fn from(e: CallError) -> Self {
+        if e.transient() {
             ExecError::Transient(e.to_string())
         } else {
             ExecError::Permanent(e.to_string())
@@ -927,7 +1386,7 @@ fn expand_home(path: &str, home: Option<&Path>) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::sync::{Arc, Mutex};
 
     use axum::body::Bytes;
@@ -1491,6 +1950,752 @@ mod tests {
             ["GET /api/v1/nodes/node-a", "GET /api/v1/nodes/node-b"],
             "the open breaker keeps node-c's cordon from the API server"
         );
+    }
+
+    // Gates (contract 10): the `gates` param written as Node conditions
+    // and `remedy.io/gate-*` taints.
+
+    const PATCH_STATUS: &str = "PATCH /api/v1/nodes/node-7/status?fieldManager=remedy";
+    /// When the conditions of the test nodes last changed.
+    const BEFORE: &str = "2026-11-20T10:00:00Z";
+
+    /// Runs `job` the way the service does (within the timeout).
+    async fn run_job(executor: Kubernetes, job: &Job) -> Result<String, ExecError> {
+        let executor: Arc<dyn Executor> = Arc::new(executor);
+        Executors::from_map(BTreeMap::from([(job.intent.action.clone(), executor)]))
+            .run(job)
+            .await
+    }
+
+    /// `action` of node-7 for a memory failure, on a node whose class has
+    /// gates: `gates` as the engine puts it.
+    fn gated(action: &str, gates: &str) -> Job {
+        let mut j = job("node-7", action);
+        j.intent.params.insert("gates".into(), gates.into());
+        j
+    }
+
+    fn gate_taint(condition: &str) -> Value {
+        json!({ "key": format!("{GATE_TAINT}{condition}"), "effect": "NoSchedule" })
+    }
+
+    /// A condition as the kubelet (or remedy) left it at [`BEFORE`].
+    fn condition(type_: &str, status: &str) -> Value {
+        json!({
+            "type": type_, "status": status, "reason": "Seen", "message": "",
+            "lastHeartbeatTime": BEFORE, "lastTransitionTime": BEFORE,
+        })
+    }
+
+    fn with_conditions(mut node: Value, conditions: Value) -> Value {
+        node["status"] = json!({ "conditions": conditions });
+        node
+    }
+
+    /// RFC 7386: what a JSON merge patch does to `target`.
+    fn merge(target: &mut Value, patch: &Value) {
+        match (target, patch) {
+            (Value::Object(t), Value::Object(p)) => {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+            (t, p) => *t = p.clone(),
+        }
+    }
+
+    fn bump(node: &mut Value) {
+        let version: u64 = node["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        node["metadata"]["resourceVersion"] = json!((version + 1).to_string());
+    }
+
+    /// An API server keeping node-7: GET answers it; a merge PATCH changes
+    /// it unless its resourceVersion is not the node's (409); a strategic
+    /// merge PATCH of `status` merges `status.conditions` by type. Each
+    /// change is a new resourceVersion.
+    fn keeping(node: Value) -> (Arc<Mutex<Value>>, impl Fn(&Seen) -> (u16, Value)) {
+        let kept = Arc::new(Mutex::new(node));
+        let state = kept.clone();
+        let answer = move |req: &Seen| {
+            let mut node = state.lock().unwrap();
+            match (req.method.as_str(), req.path.as_str()) {
+                ("GET", "/api/v1/nodes/node-7") => (200, node.clone()),
+                ("PATCH", "/api/v1/nodes/node-7") => {
+                    assert_eq!(
+                        req.content_type.as_deref(),
+                        Some("application/merge-patch+json")
+                    );
+                    let wanted = &req.body["metadata"]["resourceVersion"];
+                    if !wanted.is_null() && *wanted != node["metadata"]["resourceVersion"] {
+                        return status(
+                            409,
+                            "Conflict",
+                            "the object has been modified; please apply your changes to the latest version",
+                        );
+                    }
+                    let mut patch = req.body.clone();
+                    if let Some(meta) = patch["metadata"].as_object_mut() {
+                        meta.remove("resourceVersion");
+                    }
+                    merge(&mut node, &patch);
+                    bump(&mut node);
+                    (200, node.clone())
+                }
+                ("PATCH", "/api/v1/nodes/node-7/status") => {
+                    assert_eq!(
+                        req.content_type.as_deref(),
+                        Some("application/strategic-merge-patch+json")
+                    );
+                    if !node["status"]["conditions"].is_array() {
+                        node["status"]["conditions"] = json!([]);
+                    }
+                    let list = node["status"]["conditions"].as_array_mut().unwrap();
+                    for c in req.body["status"]["conditions"].as_array().unwrap() {
+                        match list.iter_mut().find(|old| old["type"] == c["type"]) {
+                            Some(old) => merge(old, c),
+                            None => list.push(c.clone()),
+                        }
+                    }
+                    bump(&mut node);
+                    (200, node.clone())
+                }
+                _ => status(404, "NotFound", "not here"),
+            }
+        };
+        (kept, answer)
+    }
+
+    /// A fake API server keeping `node` (see [`keeping`]).
+    async fn api_keeping(node: Value) -> (FakeApi, Arc<Mutex<Value>>) {
+        let (kept, answer) = keeping(node);
+        (FakeApi::start(move |req, _| answer(req)).await, kept)
+    }
+
+    /// (resource, verb) of a request of the executor, as RBAC sees it.
+    fn rbac(seen: &Seen) -> (String, &'static str) {
+        let rest = seen.path.strip_prefix("/api/v1/").unwrap();
+        let parts: Vec<&str> = rest.split('/').collect();
+        let resource = match parts.as_slice() {
+            ["nodes", _, sub] => format!("nodes/{sub}"),
+            ["nodes", ..] => "nodes".into(),
+            ["pods"] => "pods".into(),
+            ["namespaces", _, "pods", _, sub] => format!("pods/{sub}"),
+            ["namespaces", _, "pods", _] => "pods".into(),
+            other => panic!("not a call of the executor: {other:?}"),
+        };
+        let verb = match (seen.method.as_str(), parts.len()) {
+            ("GET", 1) => "list",
+            ("GET", _) => "get",
+            ("PATCH", _) => "patch",
+            ("POST", _) => "create",
+            (m, _) => panic!("not a call of the executor: {m}"),
+        };
+        (resource, verb)
+    }
+
+    /// Every request was one the executor says it makes (what rbac.yaml
+    /// grants, see tests/deploy.rs).
+    fn assert_declared(api: &FakeApi) {
+        for seen in api.seen() {
+            let (resource, verb) = rbac(&seen);
+            assert!(
+                API_CALLS.contains(&(resource.as_str(), verb)),
+                "{} is {verb} {resource}, not in API_CALLS",
+                seen.line()
+            );
+        }
+    }
+
+    /// The status PATCH's heartbeat: one time for every condition, RFC 3339
+    /// in whole seconds, between `from` and `to`.
+    fn heartbeat(patch: &Value, from: &str, to: &str) -> String {
+        let conditions = patch["status"]["conditions"].as_array().unwrap();
+        let at = conditions[0]["lastHeartbeatTime"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(Timestamp::parse_rfc3339(&at).is_ok(), "{at}");
+        assert!(at.ends_with('Z') && at.len() == 20, "{at}");
+        assert!(
+            from <= at.as_str() && at.as_str() <= to,
+            "{from} <= {at} <= {to}"
+        );
+        assert!(
+            conditions.iter().all(|c| c["lastHeartbeatTime"] == at),
+            "{patch}"
+        );
+        at
+    }
+
+    fn gate_condition(condition: &str, state: &str, since: &str, now: &str, why: &str) -> Value {
+        let status = match state {
+            "true" => "True",
+            "false" => "False",
+            _ => "Unknown",
+        };
+        json!({
+            "type": format!("remedy.io/{condition}"),
+            "status": status,
+            "reason": "RemedyGate",
+            "message": format!("gate {condition} is {state} ({why})"),
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": since,
+        })
+    }
+
+    fn ready_condition(status: &str, reason: &str, message: &str, since: &str, now: &str) -> Value {
+        json!({
+            "type": "RemedyReady",
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": since,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_gated_cordon_taints_the_gates_not_true_and_writes_their_conditions() {
+        let read = with_conditions(
+            node(false, json!({ "team": "batch" }), json!([gpu_taint()])),
+            json!([
+                condition("Ready", "True"),
+                condition("remedy.io/KubeletOK", "True"),
+                condition("remedy.io/DiskOK", "True"),
+            ]),
+        );
+        let (api, kept) = api_keeping(read).await;
+        let from = now_rfc3339();
+        let r = run_job(
+            api.executor("cordon", "").await,
+            &gated("cordon", "KubeletOK=false,DiskOK=true"),
+        )
+        .await;
+        let to = now_rfc3339();
+        assert_eq!(
+            r,
+            Ok(format!(
+                "cordoned node-7 (taint {TAINT}); gates KubeletOK=false,DiskOK=true: \
+                 RemedyReady False, tainted remedy.io/gate-KubeletOK"
+            ))
+        );
+        assert_eq!(api.lines(), [GET_NODE, PATCH_NODE, PATCH_STATUS]);
+        assert_declared(&api);
+        let seen = api.seen();
+        assert_eq!(
+            seen[1].body,
+            json!({
+                "metadata": {
+                    "resourceVersion": "4711",
+                    "annotations": {
+                        CORDONED_BY: job("node-7", "cordon").id,
+                        FAULT: "memory_failure",
+                        REASON: "UE on node-7",
+                    },
+                },
+                "spec": {
+                    "unschedulable": true,
+                    "taints": [gpu_taint(), our_taint(), gate_taint("KubeletOK")],
+                },
+            })
+        );
+        let status = &seen[2];
+        assert_eq!(
+            status.content_type.as_deref(),
+            Some("application/strategic-merge-patch+json")
+        );
+        let now = heartbeat(&status.body, &from, &to);
+        let why = "remedy cordon for memory_failure";
+        assert_eq!(
+            status.body,
+            json!({ "status": { "conditions": [
+                gate_condition("KubeletOK", "false", &now, &now, why),
+                gate_condition("DiskOK", "true", BEFORE, &now, why),
+                ready_condition(
+                    "False",
+                    "GatesNotTrue",
+                    &format!("gates not true: KubeletOK (false) ({why})"),
+                    &now,
+                    &now,
+                ),
+            ] } })
+        );
+        // The kubelet's condition stays (conditions merge by type).
+        let node = kept.lock().unwrap().clone();
+        let types: Vec<&str> = node["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "Ready",
+                "remedy.io/KubeletOK",
+                "remedy.io/DiskOK",
+                "RemedyReady"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_gated_cordon_run_again_leaves_the_same_node() {
+        let (api, kept) = api_keeping(node(false, json!({}), json!([gpu_taint()]))).await;
+        let cordon = gated("cordon", "KubeletOK=false,DiskOK=unknown");
+        let first = run_job(api.executor("cordon", "").await, &cordon).await;
+        assert_eq!(
+            first,
+            Ok(format!(
+                "cordoned node-7 (taint {TAINT}); gates KubeletOK=false,DiskOK=unknown: \
+                 RemedyReady False, tainted remedy.io/gate-KubeletOK, remedy.io/gate-DiskOK"
+            ))
+        );
+        let after_first = kept.lock().unwrap().clone();
+        let second = run_job(api.executor("cordon", "").await, &cordon).await;
+        assert_eq!(
+            second,
+            Ok(
+                "node-7 already cordoned by remedy; gates KubeletOK=false,DiskOK=unknown: \
+                RemedyReady False"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            api.lines(),
+            [GET_NODE, PATCH_NODE, PATCH_STATUS, GET_NODE, PATCH_STATUS],
+            "the taints are there: no second node PATCH"
+        );
+        let after_second = kept.lock().unwrap().clone();
+        assert_eq!(after_second["spec"], after_first["spec"]);
+        assert_eq!(
+            after_second["metadata"]["annotations"],
+            after_first["metadata"]["annotations"]
+        );
+        assert_eq!(
+            after_second["spec"]["taints"],
+            json!([
+                gpu_taint(),
+                our_taint(),
+                gate_taint("KubeletOK"),
+                gate_taint("DiskOK")
+            ])
+        );
+        // Only the heartbeats moved: no condition changed its status.
+        let transitions = |node: &Value| -> Vec<(Value, Value, Value)> {
+            node["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        c["type"].clone(),
+                        c["status"].clone(),
+                        c["lastTransitionTime"].clone(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(transitions(&after_second), transitions(&after_first));
+        assert_eq!(transitions(&after_first).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_gated_uncordon_with_every_gate_true_removes_every_gate_taint() {
+        // gate-NetOK is left from a gate the class no longer has.
+        let read = with_conditions(
+            node(
+                true,
+                marked("cordon"),
+                json!([
+                    gpu_taint(),
+                    our_taint(),
+                    gate_taint("KubeletOK"),
+                    gate_taint("NetOK")
+                ]),
+            ),
+            json!([
+                condition("Ready", "True"),
+                condition("remedy.io/KubeletOK", "False"),
+                condition("remedy.io/DiskOK", "True"),
+                condition("RemedyReady", "False"),
+            ]),
+        );
+        let (api, kept) = api_keeping(read).await;
+        let from = now_rfc3339();
+        let r = run_job(
+            api.executor("uncordon", "").await,
+            &gated("uncordon", "KubeletOK=true,DiskOK=true"),
+        )
+        .await;
+        let to = now_rfc3339();
+        assert_eq!(
+            r,
+            Ok(format!(
+                "uncordoned node-7 (taint {TAINT} removed); gates KubeletOK=true,DiskOK=true: \
+                 RemedyReady True, untainted remedy.io/gate-KubeletOK, remedy.io/gate-NetOK"
+            ))
+        );
+        assert_eq!(api.lines(), [GET_NODE, PATCH_NODE, PATCH_STATUS]);
+        assert_declared(&api);
+        let seen = api.seen();
+        assert_eq!(
+            seen[1].body,
+            json!({
+                "metadata": {
+                    "resourceVersion": "4711",
+                    "annotations": { CORDONED_BY: null, FAULT: null, REASON: null },
+                },
+                "spec": { "unschedulable": false, "taints": [gpu_taint()] },
+            })
+        );
+        assert_eq!(
+            seen[2].content_type.as_deref(),
+            Some("application/strategic-merge-patch+json")
+        );
+        let now = heartbeat(&seen[2].body, &from, &to);
+        let why = "remedy uncordon for memory_failure";
+        assert_eq!(
+            seen[2].body,
+            json!({ "status": { "conditions": [
+                gate_condition("KubeletOK", "true", &now, &now, why),
+                gate_condition("DiskOK", "true", BEFORE, &now, why),
+                ready_condition(
+                    "True",
+                    "GatesTrue",
+                    &format!("every gate is true: KubeletOK, DiskOK ({why})"),
+                    &now,
+                    &now,
+                ),
+            ] } })
+        );
+        let node = kept.lock().unwrap().clone();
+        assert_eq!(node["spec"]["taints"], json!([gpu_taint()]));
+        assert_eq!(node["status"]["conditions"][0], condition("Ready", "True"));
+    }
+
+    #[tokio::test]
+    async fn a_gated_uncordon_keeps_the_taints_of_gates_still_not_true_and_adds_none() {
+        // Not cordoned by remedy (any more): only the gate taints change.
+        let read = node(
+            false,
+            json!({}),
+            json!([gate_taint("KubeletOK"), gpu_taint(), gate_taint("DiskOK")]),
+        );
+        let (api, _) = api_keeping(read).await;
+        let r = run_job(
+            api.executor("uncordon", "").await,
+            &gated("uncordon", "KubeletOK=true,DiskOK=unknown,NetOK=false"),
+        )
+        .await;
+        assert_eq!(
+            r,
+            Ok(
+                "node-7 already schedulable; gates KubeletOK=true,DiskOK=unknown,NetOK=false: \
+                RemedyReady False, untainted remedy.io/gate-KubeletOK"
+                    .to_string()
+            )
+        );
+        assert_eq!(api.lines(), [GET_NODE, PATCH_NODE, PATCH_STATUS]);
+        let seen = api.seen();
+        assert_eq!(
+            seen[1].body,
+            json!({
+                "metadata": { "resourceVersion": "4711" },
+                "spec": { "taints": [gpu_taint(), gate_taint("DiskOK")] },
+            })
+        );
+        let conditions = seen[2].body["status"]["conditions"].as_array().unwrap();
+        let statuses: Vec<(&str, &str)> = conditions
+            .iter()
+            .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("remedy.io/KubeletOK", "True"),
+                ("remedy.io/DiskOK", "Unknown"),
+                ("remedy.io/NetOK", "False"),
+                ("RemedyReady", "False"),
+            ]
+        );
+        assert_eq!(
+            conditions[3]["message"],
+            "gates not true: DiskOK (unknown), NetOK (false) (remedy uncordon for memory_failure)"
+        );
+    }
+
+    #[tokio::test]
+    async fn gate_taints_follow_the_gates_on_a_node_an_operator_cordoned() {
+        let (api, kept) = api_keeping(node(true, json!({}), json!([gpu_taint()]))).await;
+        let r = run_job(
+            api.executor("cordon", "").await,
+            &gated("cordon", "KubeletOK=false"),
+        )
+        .await;
+        assert_eq!(
+            r,
+            Ok("node-7 already cordoned by an operator: left as it is, remedy will not \
+                uncordon it; gates KubeletOK=false: RemedyReady False, tainted remedy.io/gate-KubeletOK"
+                .to_string())
+        );
+        assert_eq!(
+            api.seen()[1].body,
+            json!({
+                "metadata": { "resourceVersion": "4711" },
+                "spec": { "taints": [gpu_taint(), gate_taint("KubeletOK")] },
+            }),
+            "no mark, no remedy.io/unhealthy"
+        );
+        let r = run_job(
+            api.executor("uncordon", "").await,
+            &gated("uncordon", "KubeletOK=true"),
+        )
+        .await;
+        assert_eq!(
+            r,
+            Ok(
+                "node-7 was cordoned by an operator, not by remedy: left cordoned; \
+                gates KubeletOK=true: RemedyReady True, untainted remedy.io/gate-KubeletOK"
+                    .to_string()
+            )
+        );
+        let node = kept.lock().unwrap().clone();
+        assert_eq!(
+            node["spec"]["unschedulable"], true,
+            "the operator's cordon stays"
+        );
+        assert_eq!(node["spec"]["taints"], json!([gpu_taint()]));
+        assert_eq!(
+            api.lines(),
+            [
+                GET_NODE,
+                PATCH_NODE,
+                PATCH_STATUS,
+                GET_NODE,
+                PATCH_NODE,
+                PATCH_STATUS
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn jobs_without_gates_send_no_status_patch_and_touch_no_gate_taint() {
+        let read = with_conditions(
+            node(
+                false,
+                json!({}),
+                json!([gpu_taint(), gate_taint("KubeletOK")]),
+            ),
+            json!([condition("Ready", "True")]),
+        );
+        let (api, kept) = api_keeping(read).await;
+        let r = run(api.executor("cordon", "").await, "cordon", "node-7").await;
+        assert_eq!(r, Ok(format!("cordoned node-7 (taint {TAINT})")));
+        let r = run(api.executor("uncordon", "").await, "uncordon", "node-7").await;
+        assert_eq!(r, Ok(format!("uncordoned node-7 (taint {TAINT} removed)")));
+        assert_eq!(api.lines(), [GET_NODE, PATCH_NODE, GET_NODE, PATCH_NODE]);
+        let node = kept.lock().unwrap().clone();
+        assert_eq!(
+            node["spec"]["taints"],
+            json!([gpu_taint(), gate_taint("KubeletOK")])
+        );
+        assert_eq!(
+            node["status"]["conditions"],
+            json!([condition("Ready", "True")])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gated_cordon_of_a_node_changed_in_between_keeps_the_new_taint() {
+        let (kept, answer) = keeping(node(false, json!({}), json!([gpu_taint()])));
+        let changed = kept.clone();
+        let maintenance = json!({ "key": "example.com/maintenance", "effect": "NoSchedule" });
+        let added = maintenance.clone();
+        let api = FakeApi::start(move |req, before| {
+            // Someone taints the node between remedy's first read and patch.
+            if req.method == "PATCH" && before.iter().all(|r| r.method != "PATCH") {
+                let mut node = changed.lock().unwrap();
+                node["spec"]["taints"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(added.clone());
+                bump(&mut node);
+            }
+            answer(req)
+        })
+        .await;
+        let r = run_job(
+            api.executor("cordon", "").await,
+            &gated("cordon", "KubeletOK=false"),
+        )
+        .await;
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(
+            api.lines(),
+            [GET_NODE, PATCH_NODE, GET_NODE, PATCH_NODE, PATCH_STATUS]
+        );
+        let seen = api.seen();
+        assert_eq!(seen[1].body["metadata"]["resourceVersion"], "4711");
+        assert_eq!(seen[3].body["metadata"]["resourceVersion"], "4712");
+        assert_eq!(
+            seen[3].body["spec"]["taints"],
+            json!([
+                gpu_taint(),
+                maintenance,
+                our_taint(),
+                gate_taint("KubeletOK")
+            ])
+        );
+        assert_eq!(
+            kept.lock().unwrap()["spec"]["taints"],
+            seen[3].body["spec"]["taints"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gated_drain_writes_the_conditions_after_cordoning_and_before_evicting() {
+        let (_, kept_answer) = keeping(node(false, json!({}), json!([])));
+        let api =
+            FakeApi::start(
+                move |req, before| match (req.method.as_str(), req.path.as_str()) {
+                    ("GET", "/api/v1/pods") => {
+                        pod_list(vec![pod("web-1", Some("ReplicaSet"), "Running")])
+                    }
+                    ("POST", _) => status(201, "", ""),
+                    ("GET", "/api/v1/namespaces/shop/pods/web-1")
+                        if evictions(before, "web-1") > 0 =>
+                    {
+                        status(404, "NotFound", "pods \"web-1\" not found")
+                    }
+                    _ => kept_answer(req),
+                },
+            )
+            .await;
+        let r = run_job(
+            api.executor("drain", "").await,
+            &gated("drain", "KubeletOK=true,DiskOK=false"),
+        )
+        .await;
+        assert_eq!(
+            r,
+            Ok("drained node-7: 1 pod evicted, 0 skipped (DaemonSet/mirror); \
+                gates KubeletOK=true,DiskOK=false: RemedyReady False, tainted remedy.io/gate-DiskOK"
+                .to_string())
+        );
+        assert_eq!(
+            api.lines(),
+            [
+                GET_NODE.to_string(),
+                PATCH_NODE.into(),
+                PATCH_STATUS.into(),
+                LIST_PODS.into(),
+                eviction_of("web-1"),
+                "GET /api/v1/namespaces/shop/pods/web-1".into(),
+            ]
+        );
+        // Every call the executor declares, and nothing else.
+        let calls: BTreeSet<(String, &str)> = api.seen().iter().map(rbac).collect();
+        let declared: BTreeSet<(String, &str)> =
+            API_CALLS.iter().map(|(r, v)| (r.to_string(), *v)).collect();
+        assert_eq!(calls, declared);
+    }
+
+    #[tokio::test]
+    async fn a_refused_status_patch_fails_the_job_saying_the_cordon_was_done() {
+        let forbidden = "nodes \"node-7\" is forbidden: User \"system:serviceaccount:remedy:remedy\" \
+                         cannot patch resource \"nodes/status\" in API group \"\" at the cluster scope";
+        let (_, kept_answer) = keeping(node(false, json!({}), json!([])));
+        let api = FakeApi::start(move |req, _| {
+            if req.path.ends_with("/status") {
+                status(403, "Forbidden", forbidden)
+            } else {
+                kept_answer(req)
+            }
+        })
+        .await;
+        let r = run_job(
+            api.executor("cordon", "").await,
+            &gated("cordon", "KubeletOK=false"),
+        )
+        .await;
+        assert_eq!(
+            r,
+            Err(ExecError::Permanent(format!(
+                "cordoned node-7 (taint {TAINT}); then PATCH status of node node-7: \
+                 API server answered 403 (Forbidden): {forbidden}"
+            )))
+        );
+        assert_eq!(api.lines(), [GET_NODE, PATCH_NODE, PATCH_STATUS]);
+    }
+
+    #[tokio::test]
+    async fn a_gates_param_that_does_not_parse_fails_the_job_before_any_call() {
+        let api = FakeApi::start(|_, _| (200, node(false, json!({}), json!([])))).await;
+        let long = "A".repeat(59);
+        let cases = [
+            (
+                "KubeletOK=maybe",
+                "\"KubeletOK=maybe\" is not CONDITION=true|false|unknown (gates = \"KubeletOK=maybe\")"
+                    .to_string(),
+            ),
+            (
+                "KubeletOK",
+                "\"KubeletOK\" is not CONDITION=true|false|unknown (gates = \"KubeletOK\")".into(),
+            ),
+            (
+                "",
+                "\"\" is not CONDITION=true|false|unknown (gates = \"\")".into(),
+            ),
+            (
+                "KubeletOK=true,=false",
+                "\"=false\" is not CONDITION=true|false|unknown (gates = \"KubeletOK=true,=false\")"
+                    .into(),
+            ),
+            (
+                "KubeletOK=true,KubeletOK=false",
+                "\"KubeletOK\" is named twice (gates = \"KubeletOK=true,KubeletOK=false\")".into(),
+            ),
+            (
+                "Disk OK=true",
+                "condition \"Disk OK\" cannot name the taint remedy.io/gate-Disk OK \
+                 (at most 58 of A-Z a-z 0-9 - _ ., alphanumeric at the end)"
+                    .into(),
+            ),
+            (
+                &format!("{long}=true"),
+                format!(
+                    "condition \"{long}\" cannot name the taint remedy.io/gate-{long} \
+                     (at most 58 of A-Z a-z 0-9 - _ ., alphanumeric at the end)"
+                ),
+            ),
+        ];
+        for (gates, why) in cases {
+            for action in ["cordon", "uncordon", "drain"] {
+                let r = run_job(api.executor(action, "").await, &gated(action, gates)).await;
+                assert_eq!(
+                    r,
+                    Err(ExecError::Permanent(format!("gates of node node-7: {why}"))),
+                    "{action} {gates:?}"
+                );
+            }
+        }
+        assert_eq!(api.lines(), Vec::<String>::new(), "no call");
+        // 58 characters still name a taint.
+        let r = run_job(
+            api.executor("uncordon", "").await,
+            &gated("uncordon", &format!("{}=true", "A".repeat(58))),
+        )
+        .await;
+        assert!(r.is_ok(), "{r:?}");
     }
 
     /// `op` of `[actions.ACTION]` (a common key of every action, read
