@@ -1123,7 +1123,7 @@ mod tests {
         );
         assert_eq!(c.prometheus.len(), 1);
         assert_eq!(
-            c.scrape[0].metrics["node_pressure_memory_waiting_seconds_total"],
+            c.scrape[0].metrics["node_pressure_memory_waiting_seconds_total"].r#type,
             "memory.pressure"
         );
         assert_eq!(c.scrape[0].every, "15s".parse().unwrap());

@@ -496,3 +496,105 @@ fn a_diff_of_a_new_desired_version_previews_the_nodes_and_the_waves() {
         "already at 1.31.2"
     );
 }
+
+#[test]
+fn versions_scraped_from_a_real_node_exporter_open_drift_and_close_it_when_they_converge() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let textfiles = dir.path().join("textfile");
+    std::fs::create_dir_all(&textfiles).unwrap();
+    let write_version = |version: &str| {
+        let tmp = textfiles.join("versions.prom.tmp");
+        std::fs::write(
+            &tmp,
+            format!(
+                "# HELP component_version Versions of the node's components.\n# TYPE component_version gauge\ncomponent_version{{component=\"kubelet\",version=\"{version}\"}} 1\n"
+            ),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, textfiles.join("versions.prom")).unwrap();
+    };
+    write_version("1.30.4");
+    let exporter = common::NodeExporter::start(&[format!(
+        "--collector.textfile.directory={}",
+        textfiles.display()
+    )]);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim()
+        .to_string();
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        format!(
+            r#"
+[[scrape]]
+url = "http://127.0.0.1:{}/metrics"
+every = "1s"
+node = "node-0042"
+metrics = {{ component_version = "component.version", node_uname_info = {{ type = "component.version", labels = {{ component = "kernel" }}, rename = {{ release = "version" }} }} }}
+
+[[node_class]]
+name = "all"
+selector = {{}}
+components = {{ kubelet = "1.31.2", kernel = "{kernel}" }}
+"#,
+            exporter.port
+        ),
+    )
+    .unwrap();
+    let remedy = common::Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let state = |remedy: &common::Remedy| {
+        let (status, body) = remedy.get("/v1/nodes/node-0042");
+        if status == 200 {
+            serde_json::from_str::<Value>(&body).unwrap()
+        } else {
+            Value::Null
+        }
+    };
+    common::wait_for("kubelet drift", Duration::from_secs(20), || {
+        state(&remedy)["final_state"]["drift"][0]["component"] == "kubelet"
+    });
+    let node = state(&remedy);
+    let f = &node["final_state"];
+    assert_eq!(
+        f["drift"].as_array().map(Vec::len),
+        Some(1),
+        "the kernel is as desired: {node}"
+    );
+    assert_eq!(f["drift"][0]["observed"], "1.30.4", "{node}");
+    assert_eq!(
+        node["observed"]["components"]["kernel"][0],
+        kernel.as_str(),
+        "{node}"
+    );
+    assert!(
+        node["labels"].get("version").is_none() && node["labels"].get("component").is_none(),
+        "a report's labels are not the node's: {node}"
+    );
+    write_version("1.31.2");
+    common::wait_for("converged", Duration::from_secs(20), || {
+        state(&remedy)["final_state"]["rollout"] == "converged"
+    });
+    let decisions = remedy.decisions();
+    let events: Vec<(&str, &str)> = decisions
+        .iter()
+        .filter(|d| d["fault"] == "version_drift" && d["event"] != "action")
+        .map(|d| {
+            (
+                d["event"].as_str().unwrap(),
+                d["step"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("fault_opened", ""),
+            ("step", "cordoned"),
+            ("step", "drained"),
+            ("step", "applied"),
+            ("step", "gates_passed"),
+            ("fault_resolved", "")
+        ],
+        "the old series going away did not bring 1.30.4 back"
+    );
+}

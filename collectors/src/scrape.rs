@@ -26,9 +26,13 @@ pub struct Config {
     pub every: Duration,
     /// The node the endpoint describes.
     pub node: String,
-    /// Metric name -> signal type (`resource` signals, the sample's value).
+    /// Metric name -> signal type (`resource` signals, the sample's value),
+    /// or `{ type = "...", labels = {...}, rename = {...} }` to add fixed
+    /// labels and rename the sample's (`node_uname_info` as the kernel's
+    /// version: `{ type = "component.version", labels = { component =
+    /// "kernel" }, rename = { release = "version" } }`).
     #[serde(default)]
-    pub metrics: BTreeMap<String, String>,
+    pub metrics: BTreeMap<String, MetricMap>,
     /// Or a known exporter whose hardware metrics need no mapping.
     #[serde(default)]
     pub preset: Option<Preset>,
@@ -45,6 +49,68 @@ impl Config {
             (false, Some(p)) => Err(format!("give `metrics` or `preset = \"{p}\"`, not both")),
             _ => Ok(()),
         }
+    }
+}
+
+/// What one metric's samples become.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricMap {
+    /// The signal type.
+    pub r#type: String,
+    /// Labels added to each signal.
+    pub labels: BTreeMap<String, String>,
+    /// Sample label -> signal label (a label already there is replaced).
+    pub rename: BTreeMap<String, String>,
+}
+
+impl std::ops::Deref for MetricMap {
+    type Target = str;
+    /// The signal type.
+    fn deref(&self) -> &str {
+        &self.r#type
+    }
+}
+
+/// `{ type = ..., labels = ..., rename = ... }` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricTable {
+    r#type: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    rename: BTreeMap<String, String>,
+}
+
+impl<'de> Deserialize<'de> for MetricMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = MetricMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a signal type, or { type = \"...\", labels = {...}, rename = {...} }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MetricMap, E> {
+                Ok(MetricMap {
+                    r#type: v.to_string(),
+                    labels: BTreeMap::new(),
+                    rename: BTreeMap::new(),
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<MetricMap, A::Error> {
+                let t =
+                    MetricTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(MetricMap {
+                    r#type: t.r#type,
+                    labels: t.labels,
+                    rename: t.rename,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -105,21 +171,32 @@ impl Scraper {
             })?;
         let mut seen: BTreeMap<Series, f64> = BTreeMap::new();
         for sample in scrape.samples {
-            let Some(r#type) = self.config.metrics.get(&sample.metric) else {
+            let Some(map) = self.config.metrics.get(&sample.metric) else {
                 continue;
             };
+            let r#type = &map.r#type;
             let value = match sample.value {
                 prometheus_parse::Value::Counter(v)
                 | prometheus_parse::Value::Gauge(v)
                 | prometheus_parse::Value::Untyped(v) => v,
                 _ => continue,
             };
-            let mut labels: Vec<(String, String)> = sample
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            labels.sort();
+            let mut renamed: BTreeMap<String, String> = BTreeMap::new();
+            for (k, v) in sample.labels.iter() {
+                if !map.rename.values().any(|to| to == k) {
+                    let k = map.rename.get(k).unwrap_or(k);
+                    renamed.insert(k.clone(), v.clone());
+                }
+            }
+            for (from, to) in &map.rename {
+                if let Some(v) = sample.labels.get(from) {
+                    renamed.insert(to.clone(), v.to_string());
+                }
+            }
+            for (k, v) in &map.labels {
+                renamed.insert(k.clone(), v.clone());
+            }
+            let labels: Vec<(String, String)> = renamed.into_iter().collect();
             seen.insert((r#type.clone(), labels), value);
         }
         let mut out = Vec::with_capacity(seen.len());

@@ -485,7 +485,21 @@ impl Engine {
             (node, r#type)
         };
         if let (Some(report), false) = (signal.report(), domain) {
-            self.observed.entry(node).or_default().note(&report, ts);
+            let report = match report {
+                // A series gone from a scrape: the version it named is
+                // replaced by the next one; the condition is not reported.
+                crate::signal::Report::Version { .. } if signal.resolved => None,
+                crate::signal::Report::Condition { condition, .. } if signal.resolved => {
+                    Some(crate::signal::Report::Condition {
+                        condition,
+                        holds: None,
+                    })
+                }
+                r => Some(r),
+            };
+            if let Some(report) = report {
+                self.observed.entry(node).or_default().note(&report, ts);
+            }
             if !self.rollouts.is_empty() {
                 self.converge(node, at, step);
             }
