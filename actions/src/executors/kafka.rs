@@ -590,6 +590,45 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn an_upgrade_command_names_its_component_and_version() {
+        let tansu = broker_with_topics();
+        let agent = agent(
+            &tansu,
+            |c| json!({"id": c["id"], "ok": true, "message": format!("{} {}", c["params"]["component"], c["params"]["version"])}),
+        );
+        let config = Config {
+            topic: COMMANDS.into(),
+            reply_topic: Some(ACKS.into()),
+            timeout: Some("30s".parse().unwrap()),
+            brokers: Some(tansu.brokers()),
+            options: BTreeMap::new(),
+        };
+        let command: Arc<dyn Executor> = Arc::new(Command::new("upgrade", config).unwrap());
+        let executors = Executors::from_map(BTreeMap::from([("upgrade".to_string(), command)]));
+        let mut job = job("node-7", "upgrade");
+        job.intent.fault = "version_drift".into();
+        job.intent.params = BTreeMap::from([
+            ("component".to_string(), "kubelet".to_string()),
+            ("version".to_string(), "1.31.2".to_string()),
+        ]);
+        job.id = job.intent.key();
+        let result = executors.run(&job).await;
+        assert_eq!(
+            result,
+            Ok("acknowledged by agent: \"kubelet\" \"1.31.2\"".to_string())
+        );
+        let command = agent.await.unwrap();
+        assert_eq!(
+            command["id"], "node-7/version_drift/2026-11-24T23:58:07Z/upgrade/kubelet",
+            "one job per component"
+        );
+        assert_eq!(
+            command["params"],
+            json!({"component": "kubelet", "version": "1.31.2"})
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_refusal_fails_with_the_agents_message() {
         let tansu = broker_with_topics();
         let _agent = agent(
