@@ -493,3 +493,126 @@ mod properties {
         }
     }
 }
+
+#[cfg(test)]
+mod rollout_steps {
+    use remedy_actions::ExecError;
+    use remedy_engine::{Decision, Signal, Step, Timestamp};
+
+    use super::{Mode, Pipeline};
+    use crate::config::Config;
+
+    const CONFIG: &str = r#"
+dry_run = false
+[[node_class]]
+name = "worker"
+selector = { role = "worker" }
+components = { kubelet = "1.31.2" }
+gates = [{ condition = "KubeletOK" }]
+[guards]
+max_unhealthy = "100%"
+"#;
+
+    fn report(node: &str, version: &str, at: Timestamp) -> Vec<Signal> {
+        let labels = r#""role":"worker""#;
+        [
+            format!(r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"component.version","labels":{{"component":"kubelet","version":"{version}",{labels}}}}}"#),
+            format!(r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"condition","labels":{{"condition":"KubeletOK",{labels}}},"value":1}}"#),
+        ]
+        .iter()
+        .map(|l| Signal::from_json(l).unwrap())
+        .collect()
+    }
+
+    /// Runs every job the guards hand out: upgrades fail for good, the
+    /// rest work.
+    fn execute(p: &mut Pipeline, at: Timestamp, out: &mut Vec<Decision>) {
+        loop {
+            let jobs = p.guards.take_jobs();
+            if jobs.is_empty() {
+                return;
+            }
+            for job in jobs {
+                let result = if job.intent.action == "upgrade" {
+                    Err(ExecError::Permanent("image pull failed".into()))
+                } else {
+                    Ok("done".to_string())
+                };
+                p.finished(&job.id, result, at, out);
+            }
+            let mut step = Step::default();
+            p.advance(at, &mut step, out);
+        }
+    }
+
+    #[test]
+    fn a_failed_upgrade_halts_the_wave_once_until_its_node_converges() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("none.rhai"), "fn classify(s) { () }").unwrap();
+        let config = Config::parse(CONFIG).unwrap();
+        let mut p = Pipeline::from_config(&config, Some(dir.path()), Mode::Offline).unwrap();
+        // Offline is dry-run whatever the config says; here the jobs run.
+        p.guards = remedy_actions::Guards::new(
+            remedy_actions::GuardConfig {
+                dry_run: false,
+                ..config.guards().0
+            },
+            config.guards().1,
+        );
+        let t0 = Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
+        let (mut step, mut out) = (Step::default(), Vec::new());
+        for node in ["n1", "n2"] {
+            for s in report(node, "1.30.4", t0) {
+                p.on_signal(s, t0, &mut step, &mut out);
+            }
+        }
+        execute(&mut p, t0, &mut out);
+        let later = t0.add(remedy_engine::Duration::from_secs(3600));
+        p.advance(later, &mut step, &mut out);
+        execute(&mut p, later, &mut out);
+        let steps = |out: &[Decision], node: &str| -> Vec<String> {
+            out.iter()
+                .filter(|d| d.node == node && d.step.is_some())
+                .map(|d| d.step.unwrap().as_str().to_string())
+                .collect()
+        };
+        assert_eq!(steps(&out, "n1"), ["cordoned", "drained", "halted"]);
+        let halted = out
+            .iter()
+            .find(|d| d.step.is_some_and(|s| s.as_str() == "halted"))
+            .unwrap();
+        assert!(
+            halted
+                .reason
+                .as_deref()
+                .unwrap()
+                .starts_with("upgrade failed: image pull failed"),
+            "{halted:?}"
+        );
+        let notified = out
+            .iter()
+            .filter(|d| d.action.as_deref() == Some("notify"))
+            .count();
+        assert_eq!(notified, 1, "one notification");
+        assert!(
+            steps(&out, "n2").is_empty(),
+            "n2 waits while the wave is halted, an hour on"
+        );
+        // A person fixes n1: it reports the new version, the wave goes on.
+        for s in report("n1", "1.31.2", later) {
+            p.on_signal(s, later, &mut step, &mut out);
+        }
+        let tick = later.add(remedy_engine::Duration::from_secs(1));
+        p.advance(tick, &mut step, &mut out);
+        execute(&mut p, tick, &mut out);
+        assert_eq!(
+            steps(&out, "n1").last().map(String::as_str),
+            Some("gates_passed")
+        );
+        assert_eq!(
+            steps(&out, "n2"),
+            ["cordoned", "drained", "halted"],
+            "n2 started and failed in turn"
+        );
+    }
+}
