@@ -80,6 +80,11 @@ pub enum Input {
         /// Its value.
         value: String,
     },
+    /// An operator resumed the halted rollout of a `[[node_class]]`.
+    ResumeRollout {
+        /// The class.
+        class: String,
+    },
 }
 
 impl From<&Signal> for Input {
@@ -254,6 +259,12 @@ impl Pipeline {
             }
             Input::Unsilence(id) => {
                 self.guards.unsilence(id);
+            }
+            Input::ResumeRollout { class } => {
+                step.clear();
+                if self.engine.resume(&class, at, step) {
+                    self.drain(at, step, out);
+                }
             }
             Input::ReleaseHold { label, value } => {
                 // What it held goes on at once, through the other guards.
@@ -526,7 +537,7 @@ max_unhealthy = "100%"
 
     /// Runs every job the guards hand out: upgrades fail for good, the
     /// rest work.
-    fn execute(p: &mut Pipeline, at: Timestamp, out: &mut Vec<Decision>) {
+    pub(super) fn execute(p: &mut Pipeline, at: Timestamp, out: &mut Vec<Decision>) {
         loop {
             let jobs = p.guards.take_jobs();
             if jobs.is_empty() {
@@ -545,8 +556,16 @@ max_unhealthy = "100%"
         }
     }
 
-    #[test]
-    fn a_failed_upgrade_halts_the_wave_once_until_its_node_converges() {
+    pub(super) fn steps(out: &[Decision], node: &str) -> Vec<String> {
+        out.iter()
+            .filter(|d| d.node == node && d.step.is_some())
+            .map(|d| d.step.unwrap().as_str().to_string())
+            .collect()
+    }
+
+    /// Two drifted workers; n1's upgrade fails and halts the wave; an
+    /// hour later n2 has not started. (pipeline, that hour, decisions)
+    pub(super) fn halted_pipeline() -> (Pipeline, Timestamp, Vec<Decision>) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("none.rhai"), "fn classify(s) { () }").unwrap();
         let config = Config::parse(CONFIG).unwrap();
@@ -570,12 +589,13 @@ max_unhealthy = "100%"
         let later = t0.add(remedy_engine::Duration::from_secs(3600));
         p.advance(later, &mut step, &mut out);
         execute(&mut p, later, &mut out);
-        let steps = |out: &[Decision], node: &str| -> Vec<String> {
-            out.iter()
-                .filter(|d| d.node == node && d.step.is_some())
-                .map(|d| d.step.unwrap().as_str().to_string())
-                .collect()
-        };
+        (p, later, out)
+    }
+
+    #[test]
+    fn a_failed_upgrade_halts_the_wave_once_until_its_node_converges() {
+        let (mut p, later, mut out) = halted_pipeline();
+        let mut step = Step::default();
         assert_eq!(steps(&out, "n1"), ["cordoned", "drained", "halted"]);
         let halted = out
             .iter()
@@ -614,5 +634,56 @@ max_unhealthy = "100%"
             ["cordoned", "drained", "halted"],
             "n2 started and failed in turn"
         );
+    }
+}
+
+#[cfg(test)]
+mod rollout_resume {
+    use remedy_engine::{Decision, Step, Timestamp};
+
+    use super::rollout_steps::{halted_pipeline, steps};
+    use super::Input;
+
+    #[test]
+    fn an_operator_resumes_a_halted_wave_and_the_failed_node_is_left_as_it_is() {
+        let (mut p, at, mut out) = halted_pipeline();
+        assert!(steps(&out, "n2").is_empty());
+        let mut step = Step::default();
+        let resume = Input::ResumeRollout {
+            class: "worker".into(),
+        };
+        let before = out.len();
+        p.apply(resume.clone(), at, &mut step, &mut out).unwrap();
+        let resumed: Vec<&Decision> = out[before..].iter().collect();
+        assert_eq!(resumed[0].node, "n1");
+        assert_eq!(resumed[0].step.map(|s| s.as_str()), Some("resumed"));
+        let tick = at.add(remedy_engine::Duration::from_secs(1));
+        p.advance(tick, &mut step, &mut out);
+        super::rollout_steps::execute(&mut p, tick, &mut out);
+        assert_eq!(
+            steps(&out, "n2"),
+            ["cordoned", "drained", "halted"],
+            "the wave went on"
+        );
+        assert_eq!(
+            steps(&out, "n1").last().map(String::as_str),
+            Some("resumed")
+        );
+        // Not halted by n1 any more; n2 halted it: one resume each.
+        let again = out.len();
+        p.apply(resume, tick, &mut step, &mut out).unwrap();
+        assert_eq!(out[again..].iter().filter(|d| d.node == "n2").count(), 1);
+        let idle = Timestamp(tick.0 + 1);
+        let before = out.len();
+        p.apply(
+            Input::ResumeRollout {
+                class: "worker".into(),
+            },
+            idle,
+            &mut step,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out.len(), before, "nothing to resume");
     }
 }

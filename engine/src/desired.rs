@@ -461,6 +461,9 @@ pub enum StepKind {
     Uncordoned,
     /// A step failed or went past its deadline: the wave stops.
     Halted,
+    /// An operator resumed the halted wave: the node that stopped it is
+    /// left as it is (cordoned, its fault open) and the wave goes on.
+    Resumed,
 }
 
 impl StepKind {
@@ -473,6 +476,7 @@ impl StepKind {
             StepKind::GatesPassed => "gates_passed",
             StepKind::Uncordoned => "uncordoned",
             StepKind::Halted => "halted",
+            StepKind::Resumed => "resumed",
         }
     }
 }

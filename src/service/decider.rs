@@ -48,6 +48,9 @@ pub(super) enum Command {
     Node(String, oneshot::Sender<Option<serde_json::Value>>),
     /// Each `[[node_class]]`'s rollout now (contract 10).
     Rollouts(oneshot::Sender<Vec<serde_json::Value>>),
+    /// An operator resumes a class's halted rollout; answers whether it was
+    /// halted.
+    ResumeRollout(String, oneshot::Sender<Result<bool, String>>),
     /// The holds of open common causes: (label, value, fault).
     Holds(oneshot::Sender<Vec<(String, String, String)>>),
     /// An operator releases the hold on (label, value); answers whether
@@ -395,6 +398,25 @@ impl Decider {
                 }
                 Command::Rollouts(reply) => {
                     let _ = reply.send(self.pipeline.engine.rollout_status(now()));
+                }
+                Command::ResumeRollout(class, reply) => {
+                    self.out.clear();
+                    let at = now();
+                    let input = Input::ResumeRollout { class };
+                    // Infallible for this input: it carries no signal to decode.
+                    let _ = self
+                        .pipeline
+                        .apply(input.clone(), at, &mut self.step, &mut self.out);
+                    if self.out.is_empty() {
+                        let _ = reply.send(Ok(false));
+                        continue;
+                    }
+                    self.pending.inputs.push((at, input));
+                    self.metrics.counted(&self.out);
+                    self.pending
+                        .entries
+                        .extend(self.out.drain(..).map(|d| (d, None)));
+                    let _ = reply.send(self.journal().map(|()| true).map_err(|e| e.to_string()));
                 }
                 Command::ReleaseHold(label, value, reply) => {
                     let held = self.pipeline.guards.holds();

@@ -36,6 +36,7 @@ pub(super) fn router(
         .route("/approvals/{id}/reject", post(reject))
         .route("/holds", get(holds))
         .route("/rollouts", get(rollouts))
+        .route("/rollouts/{class}/resume", post(resume_rollout))
         .route("/efficacy", get(efficacy))
         .route("/nodes/{node}", get(node))
         .route("/nodes/{node}/timeline", get(timeline))
@@ -362,6 +363,26 @@ async fn efficacy(State(s): State<AppState>, Query(q): Query<EfficacyQuery>) -> 
 async fn rollouts(State(s): State<AppState>) -> Response {
     match ask(&s, Command::Rollouts).await {
         Ok(list) => Json(list).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `POST /v1/rollouts/{class}/resume`: an operator resumes a halted wave;
+/// the node that stopped it is left as it is.
+async fn resume_rollout(
+    State(s): State<AppState>,
+    axum::extract::Path(class): axum::extract::Path<String>,
+) -> Response {
+    let c = class.clone();
+    match ask(&s, |r| Command::ResumeRollout(c, r)).await {
+        Ok(Ok(true)) => Json(json!({ "class": class, "resumed": true })).into_response(),
+        Ok(Ok(false)) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "the rollout of node_class {class:?} is not halted (or there is no such class)"
+            ),
+        ),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(r) => r,
     }
 }

@@ -520,6 +520,9 @@ impl Engine {
             wave.waiting.insert((opened, node));
             return;
         }
+        if let Some((StepKind::Resumed, _)) = last {
+            return; // left as it is by an operator
+        }
         if let Some((StepKind::Halted, at)) = last {
             let why = "halted before the restart".to_string();
             wave.halted = Some((at, name, why));
@@ -543,6 +546,32 @@ impl Engine {
                 resume,
             },
         );
+    }
+
+    /// An operator resumes class `class`'s halted wave at `at`: the node
+    /// that stopped it is left as it is (its fault stays open, it stays
+    /// cordoned) and new nodes start again. `false` when the class is not
+    /// halted (or unknown).
+    pub fn resume(&mut self, class: &str, at: Timestamp, step: &mut Step) -> bool {
+        let Some(ci) = self.rollouts.classes.iter().position(|c| c.name == class) else {
+            return false;
+        };
+        let Some((_, name, why)) = self.rollouts.waves[ci].halted.take() else {
+            return false;
+        };
+        if let Some(node) = self.with_fleet(|f| f.find_node(&name)) {
+            self.rollouts.waves[ci].active.remove(&node);
+        }
+        step.out.push(Output::Decision(Decision::step(
+            at,
+            &name,
+            VERSION_DRIFT,
+            StepKind::Resumed,
+            Some(format!(
+                "rollout of node_class {class} resumed by an operator; {name} is left as it is (halted: {why})"
+            )),
+        )));
+        true
     }
 
     /// When `fault`'s `on_resolve` may put `node` back in service, if not
