@@ -90,7 +90,8 @@ pub struct RolloutConfig {
     /// When new nodes may start. Default: any time.
     #[serde(default)]
     pub window: Option<WindowConfig>,
-    /// Wait after a node is done before the next one starts. Default 0s.
+    /// A place freed by a node done waits this long before the next node
+    /// takes it. Default 0s.
     #[serde(default)]
     pub pause_after: Option<Duration>,
     /// A failed step stops the wave (default true); false: the node stays
@@ -513,6 +514,9 @@ pub struct Wave {
     pub active: FxHashMap<NodeId, Active>,
     /// When the last node was done.
     pub last_done: Option<Timestamp>,
+    /// When each of the last nodes was done, while its place rests
+    /// `pause_after` before the next node takes it.
+    pub resting: std::collections::VecDeque<Timestamp>,
     /// Stopped: (when, node, why). Lifts once that node converges.
     pub halted: Option<(Timestamp, String, String)>,
     /// Nodes started, done and failed since the service started.

@@ -99,6 +99,9 @@ impl Engine {
             if wave.active.remove(&node).is_some() {
                 wave.done += 1;
                 wave.last_done = Some(at);
+                if self.rollouts.classes[ci].rollout.pause_after.0 > 0 {
+                    wave.resting.push_back(at);
+                }
                 let versions = self.rollouts.classes[ci]
                     .components
                     .iter()
@@ -322,15 +325,19 @@ impl Engine {
         if c.rollout.window.as_ref().is_some_and(|w| !w.open_at(now)) {
             return;
         }
-        if wave
-            .last_done
-            .is_some_and(|t| now.0 - t.0 < c.rollout.pause_after.0)
-        {
-            return;
+        // A place freed by a node done rests `pause_after` before the next.
+        let pause = c.rollout.pause_after.0;
+        let concurrency = c.rollout.concurrency;
+        let wave = &mut self.rollouts.waves[ci];
+        while wave.resting.front().is_some_and(|t| now.0 - t.0 >= pause) {
+            wave.resting.pop_front();
         }
-        let (concurrency, pause) = (c.rollout.concurrency, c.rollout.pause_after.0 > 0);
         let drift_sym = self.with_fleet(|f| f.symbols.get(VERSION_DRIFT));
-        while self.rollouts.waves[ci].active.len() < concurrency {
+        loop {
+            let wave = &self.rollouts.waves[ci];
+            if wave.active.len() + wave.resting.len() >= concurrency {
+                break;
+            }
             let Some(first) = self.rollouts.waves[ci].waiting.pop_first() else {
                 break;
             };
@@ -362,9 +369,6 @@ impl Engine {
             let mut out = Vec::new();
             self.ask_next(ci, node, now, &mut out);
             step.out.append(&mut out);
-            if pause {
-                break; // one node at a time while the class pauses between them
-            }
         }
     }
 
