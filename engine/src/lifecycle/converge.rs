@@ -195,7 +195,14 @@ impl Engine {
             Trigger::Remedy,
             at,
             policy,
-            "rollout".into(),
+            // A failing gate's cordon is its policy's actions; a
+            // drifted node's steps are its class's rollout.
+            if fault == GATE_FAILED {
+                "actions"
+            } else {
+                "rollout"
+            }
+            .into(),
         );
         intent.opened = opened;
         intent.reason = Some(reason.to_string());
