@@ -139,120 +139,59 @@ struct NodeState {
     kubelet_ok: bool,
 }
 
-/// Runs the loop, writing decisions to `out` and progress to `progress`.
-pub fn run(
-    pipeline: &mut Pipeline,
-    spec: &Spec,
-    out: &mut dyn Write,
-    progress: &mut dyn Write,
-) -> io::Result<Summary> {
-    let t0 = crate::simulate::start();
-    let end = t0.add(Duration::from_secs(spec.minutes as i64 * 60));
-    let mut rng = Rng::new(spec.seed);
-    let mut nodes: Vec<NodeState> = (0..spec.nodes)
-        .map(|_| NodeState {
-            version: spec.from.clone(),
-            kubelet_ok: true,
-        })
-        .collect();
-    let mut failing: BTreeSet<u64> = BTreeSet::new();
-    while (failing.len() as u64) < spec.fail.min(spec.nodes) {
-        failing.insert(rng.below(spec.nodes));
+/// The fleet and what it has done so far.
+struct Fleet {
+    nodes: Vec<NodeState>,
+    /// Nodes whose next upgrade fails.
+    failing: BTreeSet<u64>,
+    queue: Queue,
+    seq: u64,
+    rng: Rng,
+    summary: Summary,
+    /// Nodes converging: from their upgrade's cordon to gates_passed.
+    in_progress: BTreeSet<String>,
+    /// Nodes cordoned and not yet uncordoned, per cluster.
+    out_of_service: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Fleet {
+    fn push(&mut self, at: Timestamp, h: Happening) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, h)));
     }
-    // (due, seq, what): what the fleet does next.
-    let mut queue: Queue = BinaryHeap::new();
-    let mut seq = 0u64;
-    let mut push = |q: &mut Queue, at: Timestamp, h: Happening| {
-        seq += 1;
-        q.push(Reverse((at, seq, h)));
-    };
-    for i in 0..spec.nodes {
-        let at = t0.add(Duration(rng.below(300_000) as i64));
-        push(&mut queue, at, Happening::Report(i));
-    }
-    if spec.storm {
-        let half = t0.add(Duration::from_secs(spec.minutes as i64 * 30));
-        for i in (0..spec.nodes).filter(|i| i % 10 == 3) {
-            let at = half.add(Duration(rng.below(60_000) as i64));
-            push(&mut queue, at, Happening::PowerLost(i, false));
-            push(
-                &mut queue,
-                at.add(Duration::from_secs(20 * 60)),
-                Happening::PowerLost(i, true),
-            );
-        }
-    }
-    let mut summary = Summary::default();
-    let mut step = Step::default();
-    let mut decisions: Vec<Decision> = Vec::new();
-    let mut in_progress: BTreeSet<String> = BTreeSet::new();
-    let mut out_of_service: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut next_tick = t0;
-    let mut next_progress = t0;
-    while let Some(Reverse((at, _, happening))) = queue.pop() {
-        if at > end {
-            break;
-        }
-        // The service ticks every second; ten seconds is fine-grained
-        // enough for pacing measured in minutes.
-        while next_tick < at {
-            decisions.clear();
-            pipeline.advance(next_tick, &mut step, &mut decisions);
-            follow(
-                &decisions,
-                &mut queue,
-                &mut push,
-                &mut rng,
-                &mut summary,
-                &mut in_progress,
-                &mut out_of_service,
-                out,
-            )?;
-            next_tick = next_tick.add(Duration::from_secs(10));
-        }
-        let lines: Vec<String> = match happening {
+
+    /// What a node sends when `happening` happens at `at`.
+    fn signals(&mut self, at: Timestamp, happening: Happening) -> Vec<String> {
+        let report = |i: u64, n: &NodeState| {
+            vec![
+                version_signal(at, i, &n.version),
+                gate_signal(at, i, "KubeletOK", n.kubelet_ok),
+                gate_signal(at, i, "DiskOK", true),
+            ]
+        };
+        match happening {
             Happening::Report(i) => {
-                push(
-                    &mut queue,
-                    at.add(Duration::from_secs(300)),
-                    Happening::Report(i),
-                );
-                let n = &nodes[i as usize];
-                vec![
-                    version_signal(at, i, &n.version),
-                    gate_signal(at, i, "KubeletOK", n.kubelet_ok),
-                    gate_signal(at, i, "DiskOK", true),
-                ]
+                self.push(at.add(Duration::from_secs(300)), Happening::Report(i));
+                report(i, &self.nodes[i as usize])
             }
             Happening::Upgraded(i, version) => {
-                let n = &mut nodes[i as usize];
-                if failing.contains(&i) {
-                    n.kubelet_ok = false;
-                    push(
-                        &mut queue,
-                        at.add(Duration::from_secs(45 * 60)),
-                        Happening::Recovered(i, version),
-                    );
+                if self.failing.contains(&i) {
+                    self.nodes[i as usize].kubelet_ok = false;
+                    let fixed = at.add(Duration::from_secs(45 * 60));
+                    self.push(fixed, Happening::Recovered(i, version));
                 } else {
+                    let n = &mut self.nodes[i as usize];
                     n.version = version;
                     n.kubelet_ok = true;
                 }
-                let n = &nodes[i as usize];
-                vec![
-                    version_signal(at, i, &n.version),
-                    gate_signal(at, i, "KubeletOK", n.kubelet_ok),
-                    gate_signal(at, i, "DiskOK", true),
-                ]
+                report(i, &self.nodes[i as usize])
             }
             Happening::Recovered(i, version) => {
-                failing.remove(&i);
-                let n = &mut nodes[i as usize];
+                self.failing.remove(&i);
+                let n = &mut self.nodes[i as usize];
                 n.version = version;
                 n.kubelet_ok = true;
-                vec![
-                    version_signal(at, i, &n.version),
-                    gate_signal(at, i, "KubeletOK", true),
-                ]
+                report(i, n)
             }
             Happening::PowerLost(i, back) => {
                 let resolved = if back { r#","resolved":true"# } else { "" };
@@ -262,36 +201,89 @@ pub fn run(
                     labels(i)
                 )]
             }
-        };
-        for line in lines {
+        }
+    }
+}
+
+/// Runs the loop, writing decisions to `out` and progress to `progress`.
+pub fn run(
+    pipeline: &mut Pipeline,
+    spec: &Spec,
+    out: &mut dyn Write,
+    progress: &mut dyn Write,
+) -> io::Result<Summary> {
+    let t0 = crate::simulate::start();
+    let end = t0.add(Duration::from_secs(spec.minutes as i64 * 60));
+    let mut fleet = Fleet {
+        nodes: (0..spec.nodes)
+            .map(|_| NodeState {
+                version: spec.from.clone(),
+                kubelet_ok: true,
+            })
+            .collect(),
+        failing: BTreeSet::new(),
+        queue: BinaryHeap::new(),
+        seq: 0,
+        rng: Rng::new(spec.seed),
+        summary: Summary::default(),
+        in_progress: BTreeSet::new(),
+        out_of_service: BTreeMap::new(),
+    };
+    while (fleet.failing.len() as u64) < spec.fail.min(spec.nodes) {
+        let i = fleet.rng.below(spec.nodes);
+        fleet.failing.insert(i);
+    }
+    for i in 0..spec.nodes {
+        let at = t0.add(Duration(fleet.rng.below(300_000) as i64));
+        fleet.push(at, Happening::Report(i));
+    }
+    if spec.storm {
+        let half = t0.add(Duration::from_secs(spec.minutes as i64 * 30));
+        for i in (0..spec.nodes).filter(|i| i % 10 == 3) {
+            let at = half.add(Duration(fleet.rng.below(60_000) as i64));
+            fleet.push(at, Happening::PowerLost(i, false));
+            let back = at.add(Duration::from_secs(20 * 60));
+            fleet.push(back, Happening::PowerLost(i, true));
+        }
+    }
+    let mut step = Step::default();
+    let mut decisions: Vec<Decision> = Vec::new();
+    let mut next_tick = t0;
+    let mut next_progress = t0;
+    while let Some(Reverse((at, _, happening))) = fleet.queue.pop() {
+        if at > end {
+            break;
+        }
+        // The service ticks every second; ten seconds is fine-grained
+        // enough for pacing measured in minutes.
+        while next_tick < at {
+            decisions.clear();
+            pipeline.advance(next_tick, &mut step, &mut decisions);
+            fleet.follow(&decisions, out)?;
+            next_tick = next_tick.add(Duration::from_secs(10));
+        }
+        for line in fleet.signals(at, happening) {
             let signal =
                 Signal::from_json(&line).map_err(|e| io::Error::other(format!("{e}: {line}")))?;
-            summary.signals += 1;
+            fleet.summary.signals += 1;
             decisions.clear();
             pipeline.on_signal(signal, at, &mut step, &mut decisions);
-            follow(
-                &decisions,
-                &mut queue,
-                &mut push,
-                &mut rng,
-                &mut summary,
-                &mut in_progress,
-                &mut out_of_service,
-                out,
-            )?;
+            fleet.follow(&decisions, out)?;
         }
         if at >= next_progress {
+            let s = &fleet.summary;
             writeln!(
                 progress,
                 "{at}: {} signals, {} converged, {} converging, {} halts",
-                summary.signals,
-                summary.converged,
-                in_progress.len(),
-                summary.halts.len()
+                s.signals,
+                s.converged,
+                fleet.in_progress.len(),
+                s.halts.len()
             )?;
             next_progress = at.add(Duration::from_secs(30 * 60));
         }
     }
+    let mut summary = fleet.summary;
     summary.held = pipeline.guards.held();
     summary.under = pipeline.guards.domains();
     Ok(summary)
@@ -313,73 +305,66 @@ enum Happening {
     PowerLost(u64, bool),
 }
 
-/// Writes `decisions` out and lets the fleet answer them: an upgrade done
-/// is applied by the node's agent 1-3 minutes later.
-#[allow(clippy::too_many_arguments)]
-fn follow(
-    decisions: &[Decision],
-    queue: &mut Queue,
-    push: &mut impl FnMut(&mut Queue, Timestamp, Happening),
-    rng: &mut Rng,
-    summary: &mut Summary,
-    in_progress: &mut BTreeSet<String>,
-    out_of_service: &mut BTreeMap<String, BTreeSet<String>>,
-    out: &mut dyn Write,
-) -> io::Result<()> {
-    for d in decisions {
-        summary.decisions += 1;
-        writeln!(out, "{}", d.to_json())?;
-        let done = matches!(d.outcome, Some(Outcome::Executed | Outcome::DryRun));
-        let cluster = d
-            .node
-            .strip_prefix("node-")
-            .and_then(|n| n.parse::<u64>().ok())
-            .map(|i| format!("c{:03}", i / 2000))
-            .unwrap_or_default();
-        match (d.event, d.action.as_deref()) {
-            (Event::Action, Some("upgrade")) if done => {
-                let i: u64 = d.node.trim_start_matches("node-").parse().unwrap_or(0);
-                let version = d.params.get("version").cloned().unwrap_or_default();
-                let at = d.ts.add(Duration(60_000 + rng.below(120_000) as i64));
-                push(queue, at, Happening::Upgraded(i, version));
-            }
-            (Event::Action, Some("cordon")) if done => {
-                let set = out_of_service.entry(cluster.clone()).or_default();
-                set.insert(d.node.clone());
-                let most = summary.most_out.entry(cluster).or_default();
-                *most = (*most).max(set.len());
-            }
-            (Event::Action, Some("uncordon")) if done => {
-                if let Some(set) = out_of_service.get_mut(&cluster) {
-                    set.remove(&d.node);
+impl Fleet {
+    /// Writes `decisions` out and lets the fleet answer them: an upgrade
+    /// done is applied by the node's agent 1-3 minutes later.
+    fn follow(&mut self, decisions: &[Decision], out: &mut dyn Write) -> io::Result<()> {
+        for d in decisions {
+            self.summary.decisions += 1;
+            writeln!(out, "{}", d.to_json())?;
+            let done = matches!(d.outcome, Some(Outcome::Executed | Outcome::DryRun));
+            let cluster = d
+                .node
+                .strip_prefix("node-")
+                .and_then(|n| n.parse::<u64>().ok())
+                .map(|i| format!("c{:03}", i / 2000))
+                .unwrap_or_default();
+            match (d.event, d.action.as_deref()) {
+                (Event::Action, Some("upgrade")) if done => {
+                    let i: u64 = d.node.trim_start_matches("node-").parse().unwrap_or(0);
+                    let version = d.params.get("version").cloned().unwrap_or_default();
+                    let at = d.ts.add(Duration(60_000 + self.rng.below(120_000) as i64));
+                    self.push(at, Happening::Upgraded(i, version));
                 }
-            }
-            _ => {}
-        }
-        if d.fault == remedy_engine::desired::VERSION_DRIFT
-            && d.event == Event::Action
-            && d.action.as_deref() == Some("cordon")
-            && done
-        {
-            in_progress.insert(d.node.clone());
-            summary.most_in_progress = summary.most_in_progress.max(in_progress.len());
-        }
-        if let (Event::Step, Some(kind)) = (d.event, d.step) {
-            *summary.steps.entry(kind.as_str()).or_default() += 1;
-            match kind {
-                StepKind::GatesPassed => {
-                    in_progress.remove(&d.node);
-                    summary.converged += 1;
+                (Event::Action, Some("cordon")) if done => {
+                    let set = self.out_of_service.entry(cluster.clone()).or_default();
+                    set.insert(d.node.clone());
+                    let most = self.summary.most_out.entry(cluster).or_default();
+                    *most = (*most).max(set.len());
                 }
-                StepKind::Halted => summary.halts.push(format!(
-                    "{} {}: {}",
-                    d.ts,
-                    d.node,
-                    d.reason.as_deref().unwrap_or("")
-                )),
+                (Event::Action, Some("uncordon")) if done => {
+                    if let Some(set) = self.out_of_service.get_mut(&cluster) {
+                        set.remove(&d.node);
+                    }
+                }
                 _ => {}
             }
+            if d.fault == remedy_engine::desired::VERSION_DRIFT
+                && d.event == Event::Action
+                && d.action.as_deref() == Some("cordon")
+                && done
+            {
+                self.in_progress.insert(d.node.clone());
+                self.summary.most_in_progress =
+                    self.summary.most_in_progress.max(self.in_progress.len());
+            }
+            if let (Event::Step, Some(kind)) = (d.event, d.step) {
+                *self.summary.steps.entry(kind.as_str()).or_default() += 1;
+                match kind {
+                    StepKind::GatesPassed => {
+                        self.in_progress.remove(&d.node);
+                        self.summary.converged += 1;
+                    }
+                    StepKind::Halted => self.summary.halts.push(format!(
+                        "{} {}: {}",
+                        d.ts,
+                        d.node,
+                        d.reason.as_deref().unwrap_or("")
+                    )),
+                    _ => {}
+                }
+            }
         }
+        Ok(())
     }
-    Ok(())
 }

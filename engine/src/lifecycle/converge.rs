@@ -18,19 +18,21 @@ use crate::time::{Duration, Timestamp};
 type Planned = (String, Vec<(String, String)>);
 
 impl Engine {
+    /// The class whose selector `node`'s labels match, now (remembered).
+    fn class_of(&mut self, node: NodeId) -> Option<usize> {
+        let w = self.world.borrow();
+        let f = &w.fleet;
+        self.rollouts.class_of(node, |k| {
+            let key = f.symbols.get(k)?;
+            let v = f.label_of(node, key)?;
+            Some(f.symbols.name(v))
+        })
+    }
+
     /// A node reported a version or a condition: drift and gates are
     /// judged again.
     pub(super) fn converge(&mut self, node: NodeId, at: Timestamp, step: &mut Step) {
-        let class = {
-            let w = self.world.borrow();
-            let f = &w.fleet;
-            self.rollouts.class_of(node, |k| {
-                let key = f.symbols.get(k)?;
-                let v = f.label_of(node, key)?;
-                Some(f.symbols.name(v))
-            })
-        };
-        let Some(ci) = class else {
+        let Some(ci) = self.class_of(node) else {
             return;
         };
         let c = &self.rollouts.classes[ci];
@@ -487,16 +489,7 @@ impl Engine {
     /// journaled steps left it; a step it never asked for is asked for at
     /// the first tick, one it did (`done`) never again.
     pub(super) fn adopt(&mut self, node: NodeId, opened: Timestamp, done: &[String]) {
-        let class = {
-            let w = self.world.borrow();
-            let f = &w.fleet;
-            self.rollouts.class_of(node, |k| {
-                let key = f.symbols.get(k)?;
-                let v = f.label_of(node, key)?;
-                Some(f.symbols.name(v))
-            })
-        };
-        let Some(ci) = class else {
+        let Some(ci) = self.class_of(node) else {
             return;
         };
         let name = self.with_fleet(|f| f.node_name(node).to_string());
