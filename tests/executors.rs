@@ -69,20 +69,7 @@ impl Fake {
 
 /// RFC 7386 merge patch (what both merge and strategic patches of these
 /// fields amount to).
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
-    }
-}
+use remedy_testkit::merge_patch as merge;
 
 async fn get_node(
     State(fake): State<Arc<Fake>>,

@@ -1992,21 +1992,7 @@ mod tests {
         node
     }
 
-    /// RFC 7386: what a JSON merge patch does to `target`.
-    fn merge(target: &mut Value, patch: &Value) {
-        match (target, patch) {
-            (Value::Object(t), Value::Object(p)) => {
-                for (k, v) in p {
-                    if v.is_null() {
-                        t.remove(k);
-                    } else {
-                        merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                    }
-                }
-            }
-            (t, p) => *t = p.clone(),
-        }
-    }
+    use remedy_testkit::merge_patch as merge;
 
     fn bump(node: &mut Value) {
         let version: u64 = node["metadata"]["resourceVersion"]
