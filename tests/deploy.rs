@@ -30,10 +30,11 @@ use common::{free_port, request};
 /// also patch its status subresource (the gates' conditions); drain also
 /// lists the node's pods (cluster-wide, by field selector), reads each one
 /// while waiting for it to leave, and evicts it through the Eviction
-/// subresource. The ClusterRole must grant exactly these verbs: less breaks
+/// subresource; `[identity] kubernetes = true` lists the nodes for their
+/// addresses. The ClusterRole must grant exactly these verbs: less breaks
 /// an action, more is privilege nobody uses.
 const EXECUTOR_CALLS: &[(&str, &[&str])] = &[
-    ("nodes", &["get", "patch"]),
+    ("nodes", &["get", "list", "patch"]),
     ("nodes/status", &["patch"]),
     ("pods", &["get", "list"]),
     ("pods/eviction", &["create"]),

@@ -77,6 +77,7 @@ const GATE_REASON: &str = "RemedyGate";
 /// grant, no more.
 pub const API_CALLS: &[(&str, &str)] = &[
     ("nodes", "get"),
+    ("nodes", "list"),
     ("nodes", "patch"),
     ("nodes/status", "patch"),
     ("pods", "get"),
