@@ -250,6 +250,16 @@ impl Engine {
         let Some(planned) = a.plan.get(a.asked) else {
             return;
         };
+        // A cordon or drain also writes the node's gates (conditions and
+        // taints, with the kubernetes executor); an upgrade names its
+        // component and version.
+        let with_gates;
+        let planned = if planned.1.is_empty() {
+            with_gates = (planned.0.clone(), self.gate_params(node, at));
+            &with_gates
+        } else {
+            planned
+        };
         let reason = match planned.1.as_slice() {
             [(_, component), (_, version)] => format!("{component} -> {version}"),
             _ => format!("step {} of {}", a.asked + 1, a.plan.len()),
