@@ -35,6 +35,10 @@ enum Command {
     /// With `[ha]` and a PostgreSQL journal, several instances share it: one
     /// leads, the others stand by (`/readyz` 503, role standby) and take over
     /// once its lease lapses; a leader that loses its lease exits with 3.
+    ///
+    /// With `[[node_class]]`, nodes converge to their desired component
+    /// versions and readiness gates, step by step and paced per class
+    /// (`GET /v1/rollouts`, `POST /v1/rollouts/CLASS/resume`).
     Run {
         /// Configuration file (TOML); without it: 127.0.0.1:9477, ./rules, ./remedy.db.
         #[arg(long, value_name = "FILE")]
@@ -79,7 +83,9 @@ enum Command {
         quiet: bool,
     },
     /// Replay the same signals through two rule sets (or configs) and show
-    /// what would be decided differently. Exit 0 when identical, 1 when not.
+    /// what would be decided differently, and for each `[[node_class]]`
+    /// whose desired versions change, which nodes would converge in how many
+    /// waves. Exit 0 when identical, 1 when not.
     Diff {
         /// The current rules: a rules directory, or a config file (TOML)
         /// naming its rules, policies and guards.
@@ -99,7 +105,9 @@ enum Command {
         json: bool,
     },
     /// Write a fleet-scale fault scenario as signals (JSON lines, event
-    /// time) to stdout, to pipe into `replay` or `diff`.
+    /// time) to stdout, to pipe into `replay` or `diff`; `rollout` instead
+    /// runs a config's `[[node_class]]` over a simulated fleet whose agents
+    /// answer the upgrades, and prints the decisions.
     Simulate {
         /// The scenario.
         #[arg(value_name = "SCENARIO")]

@@ -527,6 +527,8 @@ pub struct Wave {
     pub failed: u64,
     /// Starts with nothing else in progress: each a new wave.
     pub waves: u64,
+    /// Whether the window was open, as of which minute.
+    pub window_open: Option<(i64, bool)>,
 }
 
 /// Each (node, fault)'s last step and when: what a restart reads back.
@@ -543,8 +545,8 @@ pub struct Rollouts {
     pub member: FxHashMap<NodeId, usize>,
     /// The last step of each (node name, fault).
     pub remembered: Remembered,
-    /// Classes halted before a restart (name -> (when, node, why)).
-    pub halted_before: BTreeMap<String, (Timestamp, String, String)>,
+    /// The symbols of `version_drift` and `gate_failed`, once interned.
+    pub syms: Option<(crate::fleet::Sym, crate::fleet::Sym)>,
 }
 
 impl Rollouts {

@@ -18,6 +18,23 @@ use crate::time::{Duration, Timestamp};
 type Planned = (String, Vec<(String, String)>);
 
 impl Engine {
+    /// The symbols of `version_drift` and `gate_failed`, interned once.
+    fn desired_syms(&mut self) -> (Sym, Sym) {
+        if let Some(syms) = self.rollouts.syms {
+            return syms;
+        }
+        let syms = {
+            let mut w = self.world.borrow_mut();
+            let f = &mut w.fleet;
+            (
+                f.symbols.intern(VERSION_DRIFT),
+                f.symbols.intern(GATE_FAILED),
+            )
+        };
+        self.rollouts.syms = Some(syms);
+        syms
+    }
+
     /// The class whose selector `node`'s labels match, now (remembered).
     fn class_of(&mut self, node: NodeId) -> Option<usize> {
         let w = self.world.borrow();
@@ -45,18 +62,23 @@ impl Engine {
             .filter(|g| g.mode == crate::desired::GateMode::Continuous)
             .all(|g| c.condition(observed, &g.condition, at) == Some(true));
         let all_hold = c.all_hold(observed, at);
-        let class_name = c.name.clone();
-        let (drift_sym, gate_sym, drift_open, gate_open) = {
-            let mut w = self.world.borrow_mut();
-            let f = &mut w.fleet;
-            let d = f.symbols.intern(VERSION_DRIFT);
-            let g = f.symbols.intern(GATE_FAILED);
-            let drift_open = f.open_fault(node, d).map(|o| o.opened_at);
-            let gate_open = f.open_fault(node, g).is_some();
-            (d, g, drift_open, gate_open)
-        };
+        let (drift_sym, gate_sym) = self.desired_syms();
+        let (drift_open, gate_open) = self.with_fleet(|f| {
+            (
+                f.open_fault(node, drift_sym).map(|o| o.opened_at),
+                f.open_fault(node, gate_sym).is_some(),
+            )
+        });
+        let gate_fails = !failing.is_empty() && !gate_open;
+        let gate_holds = gate_open && continuous_hold;
+        let drifts = !drift.is_empty() && drift_open.is_none();
+        let converged = drift.is_empty() && drift_open.is_some() && all_hold;
+        if !(gate_fails || gate_holds || drifts || converged) {
+            return; // nothing changes: the common case, a node as it was
+        }
+        let class_name = self.rollouts.classes[ci].name.clone();
         // A failing continuous gate takes the node out of service at once.
-        if !failing.is_empty() && !gate_open {
+        if gate_fails {
             let reason = format!("{} false (node_class {class_name})", failing.join(", "));
             self.open_desired(node, gate_sym, GATE_FAILED, &class_name, &reason, at, step);
             let policy = self.policies.get(GATE_FAILED).clone();
@@ -75,10 +97,10 @@ impl Engine {
                 );
             }
             self.schedule(node, gate_sym, at, 0, &policy);
-        } else if gate_open && continuous_hold {
+        } else if gate_holds {
             self.close_desired(node, gate_sym, at, step);
         }
-        if !drift.is_empty() && drift_open.is_none() {
+        if drifts {
             let reason = drift
                 .iter()
                 .map(|(c, want, have)| format!("{c}: desired {want}, observed {have}"))
@@ -94,7 +116,7 @@ impl Engine {
                 step,
             );
             self.rollouts.waves[ci].waiting.insert((at, node));
-        } else if drift.is_empty() && drift_open.is_some() && all_hold {
+        } else if converged {
             let name = self.with_fleet(|f| f.node_name(node).to_string());
             let wave = &mut self.rollouts.waves[ci];
             wave.waiting.retain(|(_, n)| *n != node);
@@ -341,9 +363,22 @@ impl Engine {
         if wave.halted.is_some() || wave.waiting.is_empty() {
             return;
         }
-        if c.rollout.window.as_ref().is_some_and(|w| !w.open_at(now)) {
-            return;
+        if let Some(w) = &c.rollout.window {
+            // Judged once a minute: the window's edges are minutes.
+            let minute = now.0.div_euclid(60_000);
+            let open = match self.rollouts.waves[ci].window_open {
+                Some((m, open)) if m == minute => open,
+                _ => {
+                    let open = w.open_at(now);
+                    self.rollouts.waves[ci].window_open = Some((minute, open));
+                    open
+                }
+            };
+            if !open {
+                return;
+            }
         }
+        let c = &self.rollouts.classes[ci];
         // A place freed by a node done rests `pause_after` before the next.
         let pause = c.rollout.pause_after.0;
         let concurrency = c.rollout.concurrency;
