@@ -687,3 +687,95 @@ mod rollout_resume {
         assert_eq!(out.len(), before, "nothing to resume");
     }
 }
+
+#[cfg(test)]
+mod rollout_components {
+    use remedy_engine::{Signal, Step, Timestamp};
+
+    use super::{Mode, Pipeline};
+    use crate::config::Config;
+
+    fn version(node: &str, component: &str, version: &str, at: Timestamp) -> Signal {
+        Signal::from_json(&format!(
+            r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"component.version","labels":{{"component":"{component}","version":"{version}","role":"worker"}}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_component_that_drifts_while_its_node_converges_is_upgraded_once_too() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("none.rhai"), "fn classify(s) { () }").unwrap();
+        let config = Config::parse(
+            r#"
+[[node_class]]
+name = "worker"
+selector = { role = "worker" }
+components = { kubelet = "1.31.2", containerd = "1.7.22" }
+[faults.version_drift]
+healthy_delay = "0s"
+"#,
+        )
+        .unwrap();
+        let mut p = Pipeline::from_config(&config, Some(dir.path()), Mode::Offline).unwrap();
+        let t = |s: i64| Timestamp::from_secs(1_800_000_000 + s);
+        let (mut step, mut out) = (Step::default(), Vec::new());
+        p.on_signal(
+            version("n1", "kubelet", "1.30.4", t(0)),
+            t(0),
+            &mut step,
+            &mut out,
+        );
+        p.advance(t(1), &mut step, &mut out);
+        // Dry-run: cordon, drain and the kubelet upgrade pass at once.
+        p.on_signal(
+            version("n1", "containerd", "1.7.20", t(2)),
+            t(2),
+            &mut step,
+            &mut out,
+        );
+        p.on_signal(
+            version("n1", "kubelet", "1.30.4", t(3)),
+            t(3),
+            &mut step,
+            &mut out,
+        );
+        p.on_signal(
+            version("n1", "kubelet", "1.31.2", t(4)),
+            t(4),
+            &mut step,
+            &mut out,
+        );
+        p.on_signal(
+            version("n1", "containerd", "1.7.22", t(5)),
+            t(5),
+            &mut step,
+            &mut out,
+        );
+        let upgrades: Vec<String> = out
+            .iter()
+            .filter(|d| d.action.as_deref() == Some("upgrade"))
+            .map(|d| format!("{} {}", d.params["component"], d.params["version"]))
+            .collect();
+        assert_eq!(
+            upgrades,
+            ["kubelet 1.31.2", "containerd 1.7.22"],
+            "each once"
+        );
+        let steps: Vec<&str> = out
+            .iter()
+            .filter_map(|d| d.step.map(|s| s.as_str()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "cordoned",
+                "drained",
+                "applied",
+                "applied",
+                "gates_passed",
+                "uncordoned"
+            ]
+        );
+    }
+}

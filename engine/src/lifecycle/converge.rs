@@ -73,6 +73,40 @@ impl Engine {
         let gate_holds = gate_open && continuous_hold;
         let drifts = !drift.is_empty() && drift_open.is_none();
         let converged = drift.is_empty() && drift_open.is_some() && all_hold;
+        // A component that drifts while its node converges joins its steps.
+        let upgrade = &self.rollouts.classes[ci].upgrade;
+        let grown: Vec<(String, String)> = match self.rollouts.waves[ci].active.get(&node) {
+            Some(a) if drift_open.is_some() && !a.stuck => drift
+                .iter()
+                .filter(|(c, want, _)| {
+                    !a.plan.iter().any(|(action, p)| {
+                        action == upgrade
+                            && p.iter().any(|(k, v)| k == "component" && v == c)
+                            && p.iter().any(|(k, v)| k == "version" && v == want)
+                    })
+                })
+                .map(|(c, want, _)| (c.clone(), want.clone()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !grown.is_empty() {
+            let upgrade = upgrade.clone();
+            let a = self.rollouts.waves[ci]
+                .active
+                .get_mut(&node)
+                .expect("active");
+            let idle = a.asked >= a.plan.len();
+            for (component, version) in grown {
+                a.plan.push((
+                    upgrade.clone(),
+                    vec![("component".into(), component), ("version".into(), version)],
+                ));
+            }
+            if idle {
+                a.since = Some(at);
+                self.ask_next(ci, node, at, &mut step.out);
+            }
+        }
         if !(gate_fails || gate_holds || drifts || converged) {
             return; // nothing changes: the common case, a node as it was
         }
