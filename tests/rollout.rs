@@ -598,3 +598,103 @@ components = {{ kubelet = "1.31.2", kernel = "{kernel}" }}
         "the old series going away did not bring 1.30.4 back"
     );
 }
+
+#[test]
+fn versions_queried_from_a_real_prometheus_name_their_node_and_converge() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let textfiles = dir.path().join("textfile");
+    std::fs::create_dir_all(&textfiles).unwrap();
+    let write_version = |version: &str| {
+        let tmp = textfiles.join("versions.prom.tmp");
+        std::fs::write(
+            &tmp,
+            format!("component_version{{component=\"kubelet\",version=\"{version}\"}} 1\n"),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, textfiles.join("versions.prom")).unwrap();
+    };
+    write_version("1.30.4");
+    let exporter = common::NodeExporter::start(&[format!(
+        "--collector.textfile.directory={}",
+        textfiles.display()
+    )]);
+    let prom_dir = dir.path().join("prometheus");
+    std::fs::create_dir(&prom_dir).unwrap();
+    let prometheus = common::Prometheus::start(
+        &prom_dir,
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            exporter.port
+        ),
+        None,
+    );
+    let read = |path: &str| std::fs::read_to_string(path).unwrap().trim().to_string();
+    let (kernel, host) = (
+        read("/proc/sys/kernel/osrelease"),
+        read("/proc/sys/kernel/hostname"),
+    );
+    // The README's queries: the kernel from node_uname_info, the kubelet
+    // from a textfile metric joined to node_uname_info for its node name.
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        format!(
+            r#"
+[[prometheus]]
+url = "http://127.0.0.1:{port}"
+query = 'label_replace(label_replace(node_uname_info, "version", "$1", "release", "(.*)"), "component", "kernel", "", "")'
+type = "component.version"
+every = "1s"
+
+[[prometheus]]
+url = "http://127.0.0.1:{port}"
+query = 'component_version * on (instance) group_left (nodename) node_uname_info'
+type = "component.version"
+every = "1s"
+
+[[node_class]]
+name = "all"
+selector = {{}}
+components = {{ kubelet = "1.31.2", kernel = "{kernel}" }}
+"#,
+            port = prometheus.port
+        ),
+    )
+    .unwrap();
+    let remedy = common::Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    let state = || {
+        let (status, body) = remedy.get(&format!("/v1/nodes/{host}"));
+        if status == 200 {
+            serde_json::from_str::<Value>(&body).unwrap()
+        } else {
+            Value::Null
+        }
+    };
+    common::wait_for(
+        "kubelet drift from Prometheus",
+        Duration::from_secs(60),
+        || {
+            let s = state();
+            s["final_state"]["drift"][0]["component"] == "kubelet"
+                && s["observed"]["components"]["kernel"][0] == kernel.as_str()
+        },
+    );
+    let node = state();
+    assert_eq!(
+        node["final_state"]["drift"].as_array().map(Vec::len),
+        Some(1),
+        "{node}"
+    );
+    write_version("1.31.2");
+    common::wait_for("converged", Duration::from_secs(60), || {
+        state()["final_state"]["rollout"] == "converged"
+    });
+    let decisions = remedy.decisions();
+    assert_eq!(
+        decisions
+            .iter()
+            .filter(|d| d["fault"] == "version_drift" && d["event"] == "fault_resolved")
+            .count(),
+        1,
+        "resolved once, not reopened by the old series going away"
+    );
+}
