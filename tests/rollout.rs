@@ -698,3 +698,55 @@ components = {{ kubelet = "1.31.2", kernel = "{kernel}" }}
         "resolved once, not reopened by the old series going away"
     );
 }
+
+#[test]
+fn an_operator_resumes_a_halted_wave_over_the_api() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("remedy.toml"),
+        r#"
+[[node_class]]
+name = "worker"
+selector = { role = "worker" }
+components = { kubelet = "1.31.2" }
+rollout = { deadline = "1s" }
+
+[guards]
+max_unhealthy = "100%"
+"#,
+    )
+    .unwrap();
+    let remedy = common::Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
+    for node in ["n1", "n2"] {
+        post(&remedy, &report(node, "1.30.4"));
+    }
+    // n1's upgrade never reports back: a second later the wave halts.
+    common::wait_for("the wave halted", Duration::from_secs(20), || {
+        !remedy.json("/v1/rollouts")[0]["halted"].is_null()
+    });
+    let rollouts = remedy.json("/v1/rollouts");
+    assert_eq!(rollouts[0]["halted"]["node"], "n1", "{rollouts}");
+    assert_eq!(rollouts[0]["pending"], 1, "n2 waits: {rollouts}");
+    let (status, body) = remedy.request("POST", "/v1/rollouts/worker/resume", "", None);
+    assert_eq!(status, 200, "{body}");
+    common::wait_for("n2 started", Duration::from_secs(20), || {
+        remedy
+            .decisions()
+            .iter()
+            .any(|d| d["node"] == "n2" && d["step"] == "cordoned")
+    });
+    let decisions = remedy.decisions();
+    let resumed: Vec<&Value> = decisions
+        .iter()
+        .filter(|d| d["step"] == "resumed")
+        .collect();
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0]["node"], "n1");
+    let (status, _) = remedy.request("POST", "/v1/rollouts/nope/resume", "", None);
+    assert_eq!(status, 404, "no such class");
+    let n1 = remedy.json("/v1/nodes/n1");
+    assert_eq!(
+        n1["final_state"]["rollout"], "drifted",
+        "left as it is: {n1}"
+    );
+}
