@@ -524,7 +524,7 @@ gates = [{ condition = "KubeletOK" }]
 max_unhealthy = "100%"
 "#;
 
-    fn report(node: &str, version: &str, at: Timestamp) -> Vec<Signal> {
+    pub(super) fn report(node: &str, version: &str, at: Timestamp) -> Vec<Signal> {
         let labels = r#""role":"worker""#;
         [
             format!(r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"component.version","labels":{{"component":"kubelet","version":"{version}",{labels}}}}}"#),
@@ -685,6 +685,20 @@ mod rollout_resume {
         )
         .unwrap();
         assert_eq!(out.len(), before, "nothing to resume");
+        // Fixed by hand later, the node left as it was goes back into
+        // service: it was taken out.
+        let fixed = Timestamp(idle.0 + 1_000);
+        for s in super::rollout_steps::report("n1", "1.31.2", fixed) {
+            p.on_signal(s, fixed, &mut step, &mut out);
+        }
+        let later = fixed.add(remedy_engine::Duration::from_secs(180));
+        p.advance(later, &mut step, &mut out);
+        super::rollout_steps::execute(&mut p, later, &mut out);
+        assert!(
+            out.iter()
+                .any(|d| d.node == "n1" && d.action.as_deref() == Some("uncordon")),
+            "n1 uncordoned once it converged"
+        );
     }
 }
 
@@ -774,6 +788,80 @@ healthy_delay = "0s"
                 "applied",
                 "applied",
                 "gates_passed",
+                "uncordoned"
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod rollout_untouched {
+    use remedy_engine::{Signal, Step, Timestamp};
+
+    use super::{Mode, Pipeline};
+    use crate::config::Config;
+
+    #[test]
+    fn a_node_that_converges_before_its_turn_is_not_uncordoned() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("none.rhai"), "fn classify(s) { () }").unwrap();
+        let config = Config::parse(
+            r#"
+[[node_class]]
+name = "worker"
+selector = { role = "worker" }
+components = { kubelet = "1.31.2" }
+[faults.version_drift]
+healthy_delay = "0s"
+"#,
+        )
+        .unwrap();
+        let mut p = Pipeline::from_config(&config, Some(dir.path()), Mode::Offline).unwrap();
+        let t = |s: i64| Timestamp::from_secs(1_800_000_000 + s);
+        let report = |node: &str, version: &str, at: Timestamp| {
+            Signal::from_json(&format!(
+                r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"component.version","labels":{{"component":"kubelet","version":"{version}","role":"worker"}}}}"#
+            ))
+            .unwrap()
+        };
+        let (mut step, mut out) = (Step::default(), Vec::new());
+        // n1 starts (dry-run: its steps pass at once and it waits for its
+        // version); n2 waits for the one place.
+        p.on_signal(report("n1", "1.30.4", t(0)), t(0), &mut step, &mut out);
+        p.on_signal(report("n2", "1.30.4", t(1)), t(1), &mut step, &mut out);
+        p.advance(t(2), &mut step, &mut out);
+        // Someone upgrades n2 by hand before its turn.
+        p.on_signal(report("n2", "1.31.2", t(3)), t(3), &mut step, &mut out);
+        p.on_signal(report("n1", "1.31.2", t(4)), t(4), &mut step, &mut out);
+        let of = |node: &str| -> Vec<String> {
+            out.iter()
+                .filter(|d| d.node == node)
+                .map(|d| {
+                    d.action
+                        .clone()
+                        .or(d.step.map(|s| s.as_str().to_string()))
+                        .unwrap_or_else(|| d.event.as_str().to_string())
+                })
+                .collect()
+        };
+        assert_eq!(
+            of("n2"),
+            ["fault_opened", "fault_resolved"],
+            "never taken out, never put back"
+        );
+        assert_eq!(
+            of("n1"),
+            [
+                "fault_opened",
+                "cordon",
+                "cordoned",
+                "drain",
+                "drained",
+                "upgrade",
+                "applied",
+                "gates_passed",
+                "fault_resolved",
+                "uncordon",
                 "uncordoned"
             ]
         );

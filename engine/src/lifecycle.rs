@@ -1175,12 +1175,14 @@ impl Engine {
             let Some(closed) = self.world.borrow_mut().fleet.close(node, fault) else {
                 continue;
             };
-            self.after_close(node, fault, closed, at, step);
+            self.after_close(node, fault, closed, at, step, true);
         }
     }
 
     /// A fault closed: `fault_resolved`, the guards release the node, and
-    /// its `on_resolve` actions are asked for (after `healthy_delay`).
+    /// its `on_resolve` actions are asked for (after `healthy_delay`),
+    /// unless nothing was done that they would undo (`acted` false: an
+    /// upgrade that never started).
     fn after_close(
         &mut self,
         node: NodeId,
@@ -1188,6 +1190,7 @@ impl Engine {
         closed: OpenFault,
         at: Timestamp,
         step: &mut Step,
+        acted: bool,
     ) {
         {
             self.rungs.remove(&(node, fault));
@@ -1199,7 +1202,10 @@ impl Engine {
                     f.symbols.name(fault).to_string(),
                 )
             });
-            let policy = self.policies.get(&name).clone();
+            let mut policy = self.policies.get(&name).clone();
+            if !acted {
+                policy.on_resolve.clear();
+            }
             step.out
                 .push(Output::Decision(Decision::resolved(at, &node_name, &name)));
             step.out.push(Output::Released {
@@ -1208,6 +1214,9 @@ impl Engine {
                 on_resolve: policy.on_resolve.len(),
             });
             self.correlate_closed(node, fault, at, step);
+            if policy.on_resolve.is_empty() {
+                return;
+            }
             match policy.healthy_delay.filter(|d| d.0 > 0) {
                 Some(delay) if !policy.on_resolve.is_empty() => {
                     // Put back in service only once it stayed healthy.

@@ -132,7 +132,7 @@ impl Engine {
             }
             self.schedule(node, gate_sym, at, 0, &policy);
         } else if gate_holds {
-            self.close_desired(node, gate_sym, at, step);
+            self.close_desired(node, gate_sym, at, step, true);
         }
         if drifts {
             let reason = drift
@@ -154,7 +154,8 @@ impl Engine {
             let name = self.with_fleet(|f| f.node_name(node).to_string());
             let wave = &mut self.rollouts.waves[ci];
             wave.waiting.retain(|(_, n)| *n != node);
-            if wave.active.remove(&node).is_some() {
+            let started = wave.active.remove(&node).is_some();
+            if started {
                 wave.done += 1;
                 wave.last_done = Some(at);
                 if self.rollouts.classes[ci].rollout.pause_after.0 > 0 {
@@ -180,7 +181,14 @@ impl Engine {
                 // The node that stopped the wave converged: it goes on.
                 wave.halted = None;
             }
-            self.close_desired(node, drift_sym, at, step);
+            // A node that converged before its turn was never taken out:
+            // nothing to put back. (One an operator left as it was was.)
+            let stepped = self
+                .rollouts
+                .remembered
+                .get(&(name.clone(), VERSION_DRIFT.to_string()))
+                .is_some_and(|(_, t)| drift_open.is_some_and(|o| *t >= o));
+            self.close_desired(node, drift_sym, at, step, started || stepped);
         }
     }
 
@@ -225,10 +233,17 @@ impl Engine {
     }
 
     /// Closes a fault of the node's final state as a resolved signal would.
-    fn close_desired(&mut self, node: NodeId, sym: Sym, at: Timestamp, step: &mut Step) {
+    fn close_desired(
+        &mut self,
+        node: NodeId,
+        sym: Sym,
+        at: Timestamp,
+        step: &mut Step,
+        acted: bool,
+    ) {
         let closed = self.world.borrow_mut().fleet.close(node, sym);
         if let Some(closed) = closed {
-            self.after_close(node, sym, closed, at, step);
+            self.after_close(node, sym, closed, at, step, acted);
         }
     }
 
