@@ -867,3 +867,116 @@ healthy_delay = "0s"
         );
     }
 }
+
+#[cfg(test)]
+mod rollout_requeue {
+    use remedy_engine::{Signal, Step, Timestamp};
+
+    use super::{Mode, Pipeline};
+    use crate::config::Config;
+
+    #[test]
+    fn a_node_converged_in_waiting_is_not_upgraded_but_waits_again_if_it_drifts_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("none.rhai"), "fn classify(s) { () }").unwrap();
+        let config = Config::parse(
+            r#"
+[[node_class]]
+name = "worker"
+selector = { role = "worker" }
+components = { kubelet = "1.31.2" }
+gates = [{ condition = "KubeletOK" }]
+[faults.version_drift]
+healthy_delay = "0s"
+"#,
+        )
+        .unwrap();
+        let mut p = Pipeline::from_config(&config, Some(dir.path()), Mode::Offline).unwrap();
+        let t = |s: i64| Timestamp::from_secs(1_800_000_000 + s);
+        let version = |node: &str, v: &str, at: Timestamp| {
+            Signal::from_json(&format!(
+                r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"component.version","labels":{{"component":"kubelet","version":"{v}","role":"worker"}}}}"#
+            ))
+            .unwrap()
+        };
+        let gate = |node: &str, at: Timestamp| {
+            Signal::from_json(&format!(
+                r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"condition","labels":{{"condition":"KubeletOK","role":"worker"}},"value":1}}"#
+            ))
+            .unwrap()
+        };
+        let (mut step, mut out) = (Step::default(), Vec::new());
+        let send = |p: &mut Pipeline,
+                    step: &mut Step,
+                    out: &mut Vec<remedy_engine::Decision>,
+                    s: Signal,
+                    at: Timestamp| {
+            p.on_signal(s, at, step, out);
+            p.advance(at.add(remedy_engine::Duration::from_secs(1)), step, out);
+        };
+        send(
+            &mut p,
+            &mut step,
+            &mut out,
+            version("n1", "1.30.4", t(0)),
+            t(0),
+        );
+        send(
+            &mut p,
+            &mut step,
+            &mut out,
+            version("n2", "1.30.4", t(2)),
+            t(2),
+        );
+        // n2's kubelet is upgraded by other means while it waits; its gate
+        // is not reported, so its fault stays open.
+        send(
+            &mut p,
+            &mut step,
+            &mut out,
+            version("n2", "1.31.2", t(4)),
+            t(4),
+        );
+        send(&mut p, &mut step, &mut out, gate("n1", t(6)), t(6));
+        send(
+            &mut p,
+            &mut step,
+            &mut out,
+            version("n1", "1.31.2", t(8)),
+            t(8),
+        );
+        let cordons = |out: &[remedy_engine::Decision], node: &str| {
+            out.iter()
+                .filter(|d| d.node == node && d.action.as_deref() == Some("cordon"))
+                .count()
+        };
+        assert_eq!(cordons(&out, "n1"), 1);
+        assert_eq!(
+            cordons(&out, "n2"),
+            0,
+            "nothing to upgrade on n2 when its turn came"
+        );
+        // It drifts again: it waits again, and its turn comes.
+        send(
+            &mut p,
+            &mut step,
+            &mut out,
+            version("n2", "1.30.4", t(10)),
+            t(10),
+        );
+        assert_eq!(cordons(&out, "n2"), 1, "n2 started once it drifted again");
+        send(&mut p, &mut step, &mut out, gate("n2", t(12)), t(12));
+        send(
+            &mut p,
+            &mut step,
+            &mut out,
+            version("n2", "1.31.2", t(14)),
+            t(14),
+        );
+        let passed = out
+            .iter()
+            .filter(|d| d.step.is_some_and(|s| s.as_str() == "gates_passed"))
+            .count();
+        assert_eq!(passed, 2);
+    }
+}

@@ -107,6 +107,24 @@ impl Engine {
                 self.ask_next(ci, node, at, &mut step.out);
             }
         }
+        if let (Some(opened), false) = (drift_open, drift.is_empty()) {
+            let wave = &self.rollouts.waves[ci];
+            if !wave.active.contains_key(&node) && !wave.waiting.contains(&(opened, node)) {
+                let name = self.with_fleet(|f| f.node_name(node).to_string());
+                let left = self
+                    .rollouts
+                    .remembered
+                    .get(&(name, VERSION_DRIFT.to_string()))
+                    .is_some_and(|(kind, t)| {
+                        // Left as it is after a failed step (halted without
+                        // halt_on_failure, or resumed by an operator).
+                        matches!(kind, StepKind::Halted | StepKind::Resumed) && *t >= opened
+                    });
+                if !left {
+                    self.rollouts.waves[ci].waiting.insert((opened, node));
+                }
+            }
+        }
         if !(gate_fails || gate_holds || drifts || converged) {
             return; // nothing changes: the common case, a node as it was
         }
@@ -387,7 +405,9 @@ impl Engine {
                 self.ask_next(ci, node, now, &mut out);
                 step.out.append(&mut out);
             }
-            // One halt per wave: the first late node stops it.
+            // One halt per wave: the node late the longest stops it.
+            let since_of = |n: &NodeId| self.rollouts.waves[ci].active.get(n).and_then(|a| a.since);
+            late.sort_by_key(|n| (since_of(n), *n));
             late.truncate(if halt_on_failure { 1 } else { late.len() });
             for node in late {
                 let what = self.rollouts.waves[ci]
@@ -450,6 +470,18 @@ impl Engine {
             let Some(opened) = opened else {
                 continue; // resolved or forgotten meanwhile
             };
+            let c = &self.rollouts.classes[ci];
+            let observed = self.observed.get(&node);
+            let known = c
+                .components
+                .iter()
+                .all(|(k, _)| observed.is_some_and(|o| o.components.contains_key(k)));
+            if known && c.drift(observed).is_empty() {
+                // Its versions converged while it waited (its gates not yet
+                // all holding): nothing to upgrade. Should it drift again,
+                // it waits again.
+                continue;
+            }
             let plan = self.plan(ci, node);
             let wave = &mut self.rollouts.waves[ci];
             if wave.active.is_empty() {
