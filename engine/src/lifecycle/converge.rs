@@ -415,7 +415,7 @@ impl Engine {
                     .get(&node)
                     .map(|a| match a.plan.get(a.asked) {
                         Some((action, _)) => format!("{action} not done"),
-                        None => "versions and gates not converged".to_string(),
+                        None => format!("not converged ({})", self.unconverged(ci, node, now)),
                     })
                     .unwrap_or_default();
                 let why = format!("{what} within the deadline {deadline}");
@@ -423,6 +423,34 @@ impl Engine {
             }
             self.start(ci, now, step);
         }
+    }
+
+    /// What keeps `node` of class `ci` from converging at `now`: its
+    /// components not at their desired version and its gates not true.
+    fn unconverged(&self, ci: usize, node: NodeId, now: Timestamp) -> String {
+        let c = &self.rollouts.classes[ci];
+        let observed = self.observed.get(&node);
+        let mut what: Vec<String> = c
+            .components
+            .iter()
+            .filter_map(|(component, want)| {
+                match observed.and_then(|o| o.components.get(component)) {
+                    Some((have, _)) if have == want => None,
+                    Some((have, _)) => Some(format!("{component} {have}, desired {want}")),
+                    None => Some(format!("{component} not reported, desired {want}")),
+                }
+            })
+            .collect();
+        what.extend(
+            c.gates_at(observed, now)
+                .into_iter()
+                .filter_map(|(g, holds)| match holds {
+                    Some(true) => None,
+                    Some(false) => Some(format!("{} false", g.condition)),
+                    None => Some(format!("{} unknown", g.condition)),
+                }),
+        );
+        what.join("; ")
     }
 
     /// Starts waiting nodes of class `ci` while it has room at `now`.
