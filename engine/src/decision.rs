@@ -188,7 +188,7 @@ pub struct Decision {
     pub params: BTreeMap<String, String>,
     /// On `step`: which (contract 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<crate::desired::StepKind>,
+    pub step: Option<StepKind>,
 }
 
 /// Why an action was asked for and what it met on the way: on every
@@ -408,7 +408,7 @@ impl Decision {
         ts: Timestamp,
         node: &str,
         fault: &str,
-        step: crate::desired::StepKind,
+        step: StepKind,
         reason: Option<String>,
     ) -> Self {
         let mut d = Decision::resolved(ts, node, fault);
@@ -504,6 +504,42 @@ impl Intent {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A step of convergence, each a decision `{"event":"step","step":...}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Cordoned (unschedulable).
+    Cordoned,
+    /// Drained.
+    Drained,
+    /// The upgrade was applied (the node agent acknowledged it).
+    Applied,
+    /// Versions converged and every gate holds.
+    GatesPassed,
+    /// Back in service.
+    Uncordoned,
+    /// A step failed or went past its deadline: the wave stops.
+    Halted,
+    /// An operator resumed the halted wave: the node that stopped it is
+    /// left as it is (cordoned, its fault open) and the wave goes on.
+    Resumed,
+}
+
+impl StepKind {
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Cordoned => "cordoned",
+            StepKind::Drained => "drained",
+            StepKind::Applied => "applied",
+            StepKind::GatesPassed => "gates_passed",
+            StepKind::Uncordoned => "uncordoned",
+            StepKind::Halted => "halted",
+            StepKind::Resumed => "resumed",
+        }
     }
 }
 

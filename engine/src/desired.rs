@@ -18,8 +18,8 @@ use chrono::{Datelike, TimeZone, Timelike};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+pub use crate::decision::StepKind;
 use crate::fleet::NodeId;
-use crate::lifecycle::Observed;
 use crate::time::{Duration, Timestamp};
 
 /// The fault a drifted component opens.
@@ -446,42 +446,6 @@ pub fn compile(configs: &[NodeClassConfig]) -> Result<Vec<Class>, Vec<String>> {
     }
 }
 
-/// A step of convergence, each a decision `{"event":"step","step":...}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepKind {
-    /// Cordoned (unschedulable).
-    Cordoned,
-    /// Drained.
-    Drained,
-    /// The upgrade was applied (the node agent acknowledged it).
-    Applied,
-    /// Versions converged and every gate holds.
-    GatesPassed,
-    /// Back in service.
-    Uncordoned,
-    /// A step failed or went past its deadline: the wave stops.
-    Halted,
-    /// An operator resumed the halted wave: the node that stopped it is
-    /// left as it is (cordoned, its fault open) and the wave goes on.
-    Resumed,
-}
-
-impl StepKind {
-    /// The contract's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepKind::Cordoned => "cordoned",
-            StepKind::Drained => "drained",
-            StepKind::Applied => "applied",
-            StepKind::GatesPassed => "gates_passed",
-            StepKind::Uncordoned => "uncordoned",
-            StepKind::Halted => "halted",
-            StepKind::Resumed => "resumed",
-        }
-    }
-}
-
 /// One node converging: what it was last asked for and since when.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Active {
@@ -594,6 +558,29 @@ impl Rollouts {
         let wave = &self.waves[i];
         let waiting = wave.waiting.iter().any(|(_, n)| *n == node);
         Some((&self.classes[i], wave.active.get(&node), waiting))
+    }
+}
+
+/// What one node last reported of its state (contract 10).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Observed {
+    /// Component -> (version, when reported).
+    pub components: std::collections::BTreeMap<String, (String, Timestamp)>,
+    /// Condition -> (holds: true, false, or unknown; when reported).
+    pub conditions: std::collections::BTreeMap<String, (Option<bool>, Timestamp)>,
+}
+
+impl Observed {
+    pub(crate) fn note(&mut self, report: &crate::signal::Report<'_>, at: Timestamp) {
+        match *report {
+            crate::signal::Report::Version { component, version } => {
+                self.components
+                    .insert(component.to_string(), (version.to_string(), at));
+            }
+            crate::signal::Report::Condition { condition, holds } => {
+                self.conditions.insert(condition.to_string(), (holds, at));
+            }
+        }
     }
 }
 

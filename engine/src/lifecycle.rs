@@ -25,6 +25,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::{smallvec, SmallVec};
 
 use crate::decision::{Decision, Intent, Outcome, Trigger};
+pub use crate::desired::Observed;
 use crate::fleet::{
     series_key, Fleet, Freshness, HistoryLimits, NodeId, OpenFault, Sym, MAX_SERIES,
 };
@@ -2569,28 +2570,5 @@ mod tests {
                 ),
             ]
         );
-    }
-}
-
-/// What one node last reported of its state (contract 10).
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
-pub struct Observed {
-    /// Component -> (version, when reported).
-    pub components: std::collections::BTreeMap<String, (String, Timestamp)>,
-    /// Condition -> (holds: true, false, or unknown; when reported).
-    pub conditions: std::collections::BTreeMap<String, (Option<bool>, Timestamp)>,
-}
-
-impl Observed {
-    fn note(&mut self, report: &crate::signal::Report<'_>, at: Timestamp) {
-        match *report {
-            crate::signal::Report::Version { component, version } => {
-                self.components
-                    .insert(component.to_string(), (version.to_string(), at));
-            }
-            crate::signal::Report::Condition { condition, holds } => {
-                self.conditions.insert(condition.to_string(), (holds, at));
-            }
-        }
     }
 }
