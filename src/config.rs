@@ -85,7 +85,7 @@ pub struct Config {
     pub ha: Option<HaSection>,
     /// `[[node_class]]` as written (checked into `node_classes`).
     #[serde(default, rename = "node_class")]
-    raw_node_classes: Vec<remedy_engine::desired::NodeClassConfig>,
+    raw_node_classes: Vec<Spanned<remedy_engine::desired::NodeClassConfig>>,
     /// The node final state (contract 10): desired versions, readiness
     /// gates and rollout pacing per class of nodes.
     #[serde(skip)]
@@ -719,20 +719,24 @@ impl Config {
                 )));
             }
         }
+        let written: Vec<_> = self
+            .raw_node_classes
+            .iter()
+            .map(|c| c.get_ref().clone())
+            .collect();
         self.node_classes =
-            remedy_engine::desired::compile(&self.raw_node_classes).map_err(|problems| {
-                Problem {
-                    at: 0..0,
-                    key: Some("node_class".into()),
-                    message: problems.join("; "),
-                }
+            remedy_engine::desired::compile(&written).map_err(|(first, problems)| Problem {
+                // The first class with a problem: its table's line.
+                at: self.raw_node_classes[first].span(),
+                key: Some(format!("node_class[{first}]")),
+                message: problems.join("; "),
             })?;
-        for c in &self.node_classes {
+        for (i, c) in self.node_classes.iter().enumerate() {
             let action = &c.upgrade;
             if !self.actions.contains_key(action) && !BUILT_IN.contains(&action.as_str()) {
                 return Err(Problem {
-                    at: 0..0,
-                    key: Some("node_class".into()),
+                    at: self.raw_node_classes[i].span(),
+                    key: Some(format!("node_class[{i}].upgrade")),
                     message: format!(
                         "[[node_class]] {:?}: unknown upgrade action {action:?}: define [actions.{action}] or use a built-in action",
                         c.name

@@ -339,11 +339,16 @@ impl Class {
 }
 
 /// A problem of `[[node_class]]`, naming what to fix.
-pub fn compile(configs: &[NodeClassConfig]) -> Result<Vec<Class>, Vec<String>> {
+///
+/// The error also gives the index of the first class with a problem (for
+/// an overlap, the second of the two), for the config's line.
+pub fn compile(configs: &[NodeClassConfig]) -> Result<Vec<Class>, (usize, Vec<String>)> {
     let mut problems = Vec::new();
+    let mut first: Option<usize> = None;
     let mut classes = Vec::new();
     let mut names = BTreeSet::new();
     for (i, c) in configs.iter().enumerate() {
+        let before = problems.len();
         let at = if c.name.is_empty() {
             format!("[[node_class]] #{}", i + 1)
         } else {
@@ -413,11 +418,14 @@ pub fn compile(configs: &[NodeClassConfig]) -> Result<Vec<Class>, Vec<String>> {
             },
             stale_after: c.stale_after.unwrap_or(Duration::from_secs(600)),
         });
+        if problems.len() > before {
+            first.get_or_insert(i);
+        }
     }
     // A node must belong to one class: two selectors that agree on every
     // label they share select one node with the labels of both.
     for (i, a) in classes.iter().enumerate() {
-        for b in &classes[i + 1..] {
+        for (j, b) in classes.iter().enumerate().skip(i + 1) {
             let conflict = a
                 .selector
                 .iter()
@@ -430,6 +438,7 @@ pub fn compile(configs: &[NodeClassConfig]) -> Result<Vec<Class>, Vec<String>> {
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
                 let labels: Vec<String> = both.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                first.get_or_insert(j);
                 problems.push(format!(
                     "[[node_class]] {:?} and {:?} overlap: a node labelled {{{}}} matches both (make their selectors differ on a label)",
                     a.name,
@@ -439,10 +448,9 @@ pub fn compile(configs: &[NodeClassConfig]) -> Result<Vec<Class>, Vec<String>> {
             }
         }
     }
-    if problems.is_empty() {
-        Ok(classes)
-    } else {
-        Err(problems)
+    match first {
+        None => Ok(classes),
+        Some(at) => Err((at, problems)),
     }
 }
 
@@ -613,6 +621,8 @@ mod tests {
             class("infra", &[("role", "infra")]),
         ])
         .unwrap_err();
+        assert_eq!(problems.0, 1, "the first class with a problem: gpu");
+        let problems = problems.1;
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("\"gpu\": gates[0] has no condition"));
         assert!(
