@@ -1193,58 +1193,51 @@ impl Engine {
         step: &mut Step,
         acted: bool,
     ) {
-        {
-            self.rungs.remove(&(node, fault));
-            self.acted.remove(&(node, fault));
-            self.handed_over.remove(&(node, fault));
-            let (node_name, name) = self.with_fleet(|f| {
-                (
-                    f.node_name(node).to_string(),
-                    f.symbols.name(fault).to_string(),
-                )
-            });
-            let mut policy = self.policies.get(&name).clone();
-            if !acted {
-                policy.on_resolve.clear();
+        self.rungs.remove(&(node, fault));
+        self.acted.remove(&(node, fault));
+        self.handed_over.remove(&(node, fault));
+        let (node_name, name) = self.with_fleet(|f| {
+            (
+                f.node_name(node).to_string(),
+                f.symbols.name(fault).to_string(),
+            )
+        });
+        let mut policy = self.policies.get(&name).clone();
+        if !acted {
+            policy.on_resolve.clear();
+        }
+        step.out
+            .push(Output::Decision(Decision::resolved(at, &node_name, &name)));
+        step.out.push(Output::Released {
+            node: node_name,
+            fault: name.clone(),
+            on_resolve: policy.on_resolve.len(),
+        });
+        self.correlate_closed(node, fault, at, step);
+        if policy.on_resolve.is_empty() {
+            return;
+        }
+        match policy.healthy_delay.filter(|d| d.0 > 0) {
+            Some(delay) if !policy.on_resolve.is_empty() => {
+                // Put back in service only once it stayed healthy.
+                self.healing
+                    .insert((node, fault), (closed.opened_at, closed.rule));
+                self.recoveries
+                    .push(Reverse((at.add(delay), node, fault, closed.opened_at, at)));
             }
-            step.out
-                .push(Output::Decision(Decision::resolved(at, &node_name, &name)));
-            step.out.push(Output::Released {
-                node: node_name,
-                fault: name.clone(),
-                on_resolve: policy.on_resolve.len(),
-            });
-            self.correlate_closed(node, fault, at, step);
-            if policy.on_resolve.is_empty() {
-                return;
-            }
-            match policy.healthy_delay.filter(|d| d.0 > 0) {
-                Some(delay) if !policy.on_resolve.is_empty() => {
-                    // Put back in service only once it stayed healthy.
+            _ => match self.not_ready(node, fault, at) {
+                // A classed node whose gates do not all hold waits for them.
+                Some(later) if !policy.on_resolve.is_empty() => {
                     self.healing
                         .insert((node, fault), (closed.opened_at, closed.rule));
-                    self.recoveries.push(Reverse((
-                        at.add(delay),
-                        node,
-                        fault,
-                        closed.opened_at,
-                        at,
-                    )));
+                    self.recoveries
+                        .push(Reverse((later, node, fault, closed.opened_at, at)));
                 }
-                _ => match self.not_ready(node, fault, at) {
-                    // A classed node whose gates do not all hold waits for them.
-                    Some(later) if !policy.on_resolve.is_empty() => {
-                        self.healing
-                            .insert((node, fault), (closed.opened_at, closed.rule));
-                        self.recoveries
-                            .push(Reverse((later, node, fault, closed.opened_at, at)));
-                    }
-                    _ => {
-                        let why = format!("{name} resolved");
-                        self.recover(node, &name, closed.opened_at, closed.rule, at, why, step);
-                    }
-                },
-            }
+                _ => {
+                    let why = format!("{name} resolved");
+                    self.recover(node, &name, closed.opened_at, closed.rule, at, why, step);
+                }
+            },
         }
     }
 
