@@ -243,7 +243,7 @@ pub(super) struct Decider {
     /// Per node, a hash of the labels last journaled as seen and when: a
     /// node whose labels did not change is written again only after
     /// [`SEEN_REFRESH_MS`] (so a restart knows roughly when it was last seen).
-    seen: std::collections::HashMap<String, (u64, i64)>,
+    seen: rustc_hash::FxHashMap<String, (u64, i64)>,
     /// When the efficacy ledger last went to the metrics, at which version.
     efficacy_shown: (std::time::Instant, u64),
 }
@@ -266,7 +266,7 @@ impl Decider {
             unsent: Vec::new(),
             runner: None,
             written: Arc::new(Notify::new()),
-            seen: std::collections::HashMap::new(),
+            seen: rustc_hash::FxHashMap::default(),
             efficacy_shown: (std::time::Instant::now(), u64::MAX),
         }
     }
@@ -498,7 +498,8 @@ impl Decider {
             let labels = signal.node_labels();
             let hash = {
                 use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
+                // Compared with itself only (never journaled): a fast hash.
+                let mut h = rustc_hash::FxHasher::default();
                 labels.0.hash(&mut h);
                 h.finish()
             };
@@ -512,7 +513,8 @@ impl Decider {
                 changed.then(|| (hash, labels.0.clone())),
             )
         });
-        // One span per signal: node, type, and the rules that matched.
+        // One span per signal: node, type, and the rules that matched (the
+        // events below also name their node, for logs read without spans).
         let span = tracing::info_span!(
             "signal",
             node = %signal.node,
@@ -541,10 +543,10 @@ impl Decider {
         }
         self.pending.aliases.append(&mut self.step.learned);
         for e in &self.step.errors {
-            tracing::warn!(rule = %e.rule, "rule error: {e}");
+            tracing::warn!(rule = %e.rule, r#type = %r#type, "rule error: {e}");
         }
         let rules = self.pipeline.engine.rules();
-        if !self.step.answers.is_empty() {
+        if !self.step.answers.is_empty() && !span.is_disabled() {
             let matched: Vec<&str> = self
                 .step
                 .answers
@@ -556,10 +558,10 @@ impl Decider {
         for d in &self.out {
             match (d.action.as_deref(), d.outcome) {
                 (Some(action), Some(outcome)) => {
-                    tracing::debug!(fault = %d.fault, action, outcome = outcome.as_str(), "action")
+                    tracing::debug!(node = %d.node, fault = %d.fault, action, outcome = outcome.as_str(), "action")
                 }
                 _ => {
-                    tracing::info!(fault = %d.fault, event = ?d.event, reason = d.reason.as_deref(), "fault")
+                    tracing::info!(node = %d.node, fault = %d.fault, event = ?d.event, reason = d.reason.as_deref(), "fault")
                 }
             }
         }

@@ -117,7 +117,14 @@ impl Metrics {
     ) {
         self.with(|s| {
             for rule in evaluated {
-                *s.rule_evaluations.entry(rule.to_string()).or_default() += 1;
+                // No key copied per signal: only a rule's first evaluation
+                // allocates its name.
+                match s.rule_evaluations.get_mut(rule) {
+                    Some(n) => *n += 1,
+                    None => {
+                        s.rule_evaluations.insert(rule.to_string(), 1);
+                    }
+                }
             }
             for rule in errors {
                 *s.rule_errors.entry(rule.to_string()).or_default() += 1;
