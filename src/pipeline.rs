@@ -506,14 +506,115 @@ mod properties {
 }
 
 #[cfg(test)]
-mod rollout_steps {
+mod rollout {
     use remedy_actions::ExecError;
-    use remedy_engine::{Decision, Signal, Step, Timestamp};
+    use remedy_engine::{Decision, Duration, Signal, Step, Timestamp};
 
-    use super::{Mode, Pipeline};
+    use super::{Input, Mode, Pipeline};
     use crate::config::Config;
 
-    const CONFIG: &str = r#"
+    /// A pipeline as `replay` builds it from `config`, with no rules.
+    fn offline(config: &str) -> Pipeline {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("none.rhai"), "fn classify(s) { () }").unwrap();
+        let config = Config::parse(config).unwrap();
+        Pipeline::from_config(&config, Some(dir.path()), Mode::Offline).unwrap()
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_secs(1_800_000_000 + s)
+    }
+
+    fn version(node: &str, component: &str, version: &str, at: Timestamp) -> Signal {
+        Signal::from_json(&format!(
+            r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"component.version","labels":{{"component":"{component}","version":"{version}","role":"worker"}}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn kubelet_ok(node: &str, at: Timestamp) -> Signal {
+        Signal::from_json(&format!(
+            r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"condition","labels":{{"condition":"KubeletOK","role":"worker"}},"value":1}}"#
+        ))
+        .unwrap()
+    }
+
+    /// A pipeline and every decision it made so far.
+    struct Run {
+        p: Pipeline,
+        step: Step,
+        out: Vec<Decision>,
+    }
+
+    impl Run {
+        fn new(p: Pipeline) -> Self {
+            Run {
+                p,
+                step: Step::default(),
+                out: Vec::new(),
+            }
+        }
+
+        fn send(&mut self, s: Signal, at: Timestamp) {
+            self.p.on_signal(s, at, &mut self.step, &mut self.out);
+        }
+
+        /// A node's kubelet version and a KubeletOK that holds.
+        fn report(&mut self, node: &str, v: &str, at: Timestamp) {
+            self.send(version(node, "kubelet", v, at), at);
+            self.send(kubelet_ok(node, at), at);
+        }
+
+        fn tick(&mut self, at: Timestamp) {
+            self.p.advance(at, &mut self.step, &mut self.out);
+        }
+
+        fn apply(&mut self, input: Input, at: Timestamp) {
+            self.p
+                .apply(input, at, &mut self.step, &mut self.out)
+                .unwrap();
+        }
+
+        /// Runs every job the guards hand out: upgrades fail for good, the
+        /// rest work.
+        fn execute(&mut self, at: Timestamp) {
+            loop {
+                let jobs = self.p.guards.take_jobs();
+                if jobs.is_empty() {
+                    return;
+                }
+                for job in jobs {
+                    let result = if job.intent.action == "upgrade" {
+                        Err(ExecError::Permanent("image pull failed".into()))
+                    } else {
+                        Ok("done".to_string())
+                    };
+                    self.p.finished(&job.id, result, at, &mut self.out);
+                }
+                self.tick(at);
+            }
+        }
+
+        fn steps(&self, node: &str) -> Vec<String> {
+            self.out
+                .iter()
+                .filter(|d| d.node == node && d.step.is_some())
+                .map(|d| d.step.unwrap().as_str().to_string())
+                .collect()
+        }
+
+        fn count(&self, node: &str, action: &str) -> usize {
+            self.out
+                .iter()
+                .filter(|d| d.node == node && d.action.as_deref() == Some(action))
+                .count()
+        }
+    }
+
+    /// Two drifted workers whose jobs run; n1's upgrade fails and halts the
+    /// wave; an hour later n2 has not started. (run, that hour)
+    fn halted() -> (Run, Timestamp) {
+        let config = r#"
 dry_run = false
 [[node_class]]
 name = "worker"
@@ -523,54 +624,9 @@ gates = [{ condition = "KubeletOK" }]
 [guards]
 max_unhealthy = "100%"
 "#;
-
-    pub(super) fn report(node: &str, version: &str, at: Timestamp) -> Vec<Signal> {
-        let labels = r#""role":"worker""#;
-        [
-            format!(r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"component.version","labels":{{"component":"kubelet","version":"{version}",{labels}}}}}"#),
-            format!(r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"condition","labels":{{"condition":"KubeletOK",{labels}}},"value":1}}"#),
-        ]
-        .iter()
-        .map(|l| Signal::from_json(l).unwrap())
-        .collect()
-    }
-
-    /// Runs every job the guards hand out: upgrades fail for good, the
-    /// rest work.
-    pub(super) fn execute(p: &mut Pipeline, at: Timestamp, out: &mut Vec<Decision>) {
-        loop {
-            let jobs = p.guards.take_jobs();
-            if jobs.is_empty() {
-                return;
-            }
-            for job in jobs {
-                let result = if job.intent.action == "upgrade" {
-                    Err(ExecError::Permanent("image pull failed".into()))
-                } else {
-                    Ok("done".to_string())
-                };
-                p.finished(&job.id, result, at, out);
-            }
-            let mut step = Step::default();
-            p.advance(at, &mut step, out);
-        }
-    }
-
-    pub(super) fn steps(out: &[Decision], node: &str) -> Vec<String> {
-        out.iter()
-            .filter(|d| d.node == node && d.step.is_some())
-            .map(|d| d.step.unwrap().as_str().to_string())
-            .collect()
-    }
-
-    /// Two drifted workers; n1's upgrade fails and halts the wave; an
-    /// hour later n2 has not started. (pipeline, that hour, decisions)
-    pub(super) fn halted_pipeline() -> (Pipeline, Timestamp, Vec<Decision>) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("none.rhai"), "fn classify(s) { () }").unwrap();
-        let config = Config::parse(CONFIG).unwrap();
-        let mut p = Pipeline::from_config(&config, Some(dir.path()), Mode::Offline).unwrap();
+        let mut p = offline(config);
         // Offline is dry-run whatever the config says; here the jobs run.
+        let config = Config::parse(config).unwrap();
         p.guards = remedy_actions::Guards::new(
             remedy_actions::GuardConfig {
                 dry_run: false,
@@ -578,26 +634,24 @@ max_unhealthy = "100%"
             },
             config.guards().1,
         );
+        let mut run = Run::new(p);
         let t0 = Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
-        let (mut step, mut out) = (Step::default(), Vec::new());
         for node in ["n1", "n2"] {
-            for s in report(node, "1.30.4", t0) {
-                p.on_signal(s, t0, &mut step, &mut out);
-            }
+            run.report(node, "1.30.4", t0);
         }
-        execute(&mut p, t0, &mut out);
-        let later = t0.add(remedy_engine::Duration::from_secs(3600));
-        p.advance(later, &mut step, &mut out);
-        execute(&mut p, later, &mut out);
-        (p, later, out)
+        run.execute(t0);
+        let later = t0.add(Duration::from_secs(3600));
+        run.tick(later);
+        run.execute(later);
+        (run, later)
     }
 
     #[test]
     fn a_failed_upgrade_halts_the_wave_once_until_its_node_converges() {
-        let (mut p, later, mut out) = halted_pipeline();
-        let mut step = Step::default();
-        assert_eq!(steps(&out, "n1"), ["cordoned", "drained", "halted"]);
-        let halted = out
+        let (mut run, later) = halted();
+        assert_eq!(run.steps("n1"), ["cordoned", "drained", "halted"]);
+        let halted = run
+            .out
             .iter()
             .find(|d| d.step.is_some_and(|s| s.as_str() == "halted"))
             .unwrap();
@@ -609,118 +663,80 @@ max_unhealthy = "100%"
                 .starts_with("upgrade failed: image pull failed"),
             "{halted:?}"
         );
-        let notified = out
+        let notified = run
+            .out
             .iter()
             .filter(|d| d.action.as_deref() == Some("notify"))
             .count();
         assert_eq!(notified, 1, "one notification");
         assert!(
-            steps(&out, "n2").is_empty(),
+            run.steps("n2").is_empty(),
             "n2 waits while the wave is halted, an hour on"
         );
         // A person fixes n1: it reports the new version, the wave goes on.
-        for s in report("n1", "1.31.2", later) {
-            p.on_signal(s, later, &mut step, &mut out);
-        }
-        let tick = later.add(remedy_engine::Duration::from_secs(1));
-        p.advance(tick, &mut step, &mut out);
-        execute(&mut p, tick, &mut out);
+        run.report("n1", "1.31.2", later);
+        let tick = later.add(Duration::from_secs(1));
+        run.tick(tick);
+        run.execute(tick);
         assert_eq!(
-            steps(&out, "n1").last().map(String::as_str),
+            run.steps("n1").last().map(String::as_str),
             Some("gates_passed")
         );
         assert_eq!(
-            steps(&out, "n2"),
+            run.steps("n2"),
             ["cordoned", "drained", "halted"],
             "n2 started and failed in turn"
         );
     }
-}
-
-#[cfg(test)]
-mod rollout_resume {
-    use remedy_engine::{Decision, Step, Timestamp};
-
-    use super::rollout_steps::{halted_pipeline, steps};
-    use super::Input;
 
     #[test]
     fn an_operator_resumes_a_halted_wave_and_the_failed_node_is_left_as_it_is() {
-        let (mut p, at, mut out) = halted_pipeline();
-        assert!(steps(&out, "n2").is_empty());
-        let mut step = Step::default();
-        let resume = Input::ResumeRollout {
+        let (mut run, at) = halted();
+        assert!(run.steps("n2").is_empty());
+        let resume = || Input::ResumeRollout {
             class: "worker".into(),
         };
-        let before = out.len();
-        p.apply(resume.clone(), at, &mut step, &mut out).unwrap();
-        let resumed: Vec<&Decision> = out[before..].iter().collect();
-        assert_eq!(resumed[0].node, "n1");
-        assert_eq!(resumed[0].step.map(|s| s.as_str()), Some("resumed"));
-        let tick = at.add(remedy_engine::Duration::from_secs(1));
-        p.advance(tick, &mut step, &mut out);
-        super::rollout_steps::execute(&mut p, tick, &mut out);
+        let before = run.out.len();
+        run.apply(resume(), at);
+        let resumed = &run.out[before];
+        assert_eq!(resumed.node, "n1");
+        assert_eq!(resumed.step.map(|s| s.as_str()), Some("resumed"));
+        let tick = at.add(Duration::from_secs(1));
+        run.tick(tick);
+        run.execute(tick);
         assert_eq!(
-            steps(&out, "n2"),
+            run.steps("n2"),
             ["cordoned", "drained", "halted"],
             "the wave went on"
         );
-        assert_eq!(
-            steps(&out, "n1").last().map(String::as_str),
-            Some("resumed")
-        );
+        assert_eq!(run.steps("n1").last().map(String::as_str), Some("resumed"));
         // Not halted by n1 any more; n2 halted it: one resume each.
-        let again = out.len();
-        p.apply(resume, tick, &mut step, &mut out).unwrap();
-        assert_eq!(out[again..].iter().filter(|d| d.node == "n2").count(), 1);
+        let again = run.out.len();
+        run.apply(resume(), tick);
+        assert_eq!(
+            run.out[again..].iter().filter(|d| d.node == "n2").count(),
+            1
+        );
         let idle = Timestamp(tick.0 + 1);
-        let before = out.len();
-        p.apply(
-            Input::ResumeRollout {
-                class: "worker".into(),
-            },
-            idle,
-            &mut step,
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(out.len(), before, "nothing to resume");
+        let before = run.out.len();
+        run.apply(resume(), idle);
+        assert_eq!(run.out.len(), before, "nothing to resume");
         // Fixed by hand later, the node left as it was goes back into
         // service: it was taken out.
         let fixed = Timestamp(idle.0 + 1_000);
-        for s in super::rollout_steps::report("n1", "1.31.2", fixed) {
-            p.on_signal(s, fixed, &mut step, &mut out);
-        }
-        let later = fixed.add(remedy_engine::Duration::from_secs(180));
-        p.advance(later, &mut step, &mut out);
-        super::rollout_steps::execute(&mut p, later, &mut out);
+        run.report("n1", "1.31.2", fixed);
+        let later = fixed.add(Duration::from_secs(180));
+        run.tick(later);
+        run.execute(later);
         assert!(
-            out.iter()
-                .any(|d| d.node == "n1" && d.action.as_deref() == Some("uncordon")),
+            run.count("n1", "uncordon") > 0,
             "n1 uncordoned once it converged"
         );
-    }
-}
-
-#[cfg(test)]
-mod rollout_components {
-    use remedy_engine::{Signal, Step, Timestamp};
-
-    use super::{Mode, Pipeline};
-    use crate::config::Config;
-
-    fn version(node: &str, component: &str, version: &str, at: Timestamp) -> Signal {
-        Signal::from_json(&format!(
-            r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"component.version","labels":{{"component":"{component}","version":"{version}","role":"worker"}}}}"#
-        ))
-        .unwrap()
     }
 
     #[test]
     fn a_component_that_drifts_while_its_node_converges_is_upgraded_once_too() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("none.rhai"), "fn classify(s) { () }").unwrap();
-        let config = Config::parse(
+        let mut run = Run::new(offline(
             r#"
 [[node_class]]
 name = "worker"
@@ -729,44 +745,16 @@ components = { kubelet = "1.31.2", containerd = "1.7.22" }
 [faults.version_drift]
 healthy_delay = "0s"
 "#,
-        )
-        .unwrap();
-        let mut p = Pipeline::from_config(&config, Some(dir.path()), Mode::Offline).unwrap();
-        let t = |s: i64| Timestamp::from_secs(1_800_000_000 + s);
-        let (mut step, mut out) = (Step::default(), Vec::new());
-        p.on_signal(
-            version("n1", "kubelet", "1.30.4", t(0)),
-            t(0),
-            &mut step,
-            &mut out,
-        );
-        p.advance(t(1), &mut step, &mut out);
+        ));
+        run.send(version("n1", "kubelet", "1.30.4", t(0)), t(0));
+        run.tick(t(1));
         // Dry-run: cordon, drain and the kubelet upgrade pass at once.
-        p.on_signal(
-            version("n1", "containerd", "1.7.20", t(2)),
-            t(2),
-            &mut step,
-            &mut out,
-        );
-        p.on_signal(
-            version("n1", "kubelet", "1.30.4", t(3)),
-            t(3),
-            &mut step,
-            &mut out,
-        );
-        p.on_signal(
-            version("n1", "kubelet", "1.31.2", t(4)),
-            t(4),
-            &mut step,
-            &mut out,
-        );
-        p.on_signal(
-            version("n1", "containerd", "1.7.22", t(5)),
-            t(5),
-            &mut step,
-            &mut out,
-        );
-        let upgrades: Vec<String> = out
+        run.send(version("n1", "containerd", "1.7.20", t(2)), t(2));
+        run.send(version("n1", "kubelet", "1.30.4", t(3)), t(3));
+        run.send(version("n1", "kubelet", "1.31.2", t(4)), t(4));
+        run.send(version("n1", "containerd", "1.7.22", t(5)), t(5));
+        let upgrades: Vec<String> = run
+            .out
             .iter()
             .filter(|d| d.action.as_deref() == Some("upgrade"))
             .map(|d| format!("{} {}", d.params["component"], d.params["version"]))
@@ -776,12 +764,8 @@ healthy_delay = "0s"
             ["kubelet 1.31.2", "containerd 1.7.22"],
             "each once"
         );
-        let steps: Vec<&str> = out
-            .iter()
-            .filter_map(|d| d.step.map(|s| s.as_str()))
-            .collect();
         assert_eq!(
-            steps,
+            run.steps("n1"),
             [
                 "cordoned",
                 "drained",
@@ -792,20 +776,10 @@ healthy_delay = "0s"
             ]
         );
     }
-}
-
-#[cfg(test)]
-mod rollout_untouched {
-    use remedy_engine::{Signal, Step, Timestamp};
-
-    use super::{Mode, Pipeline};
-    use crate::config::Config;
 
     #[test]
     fn a_node_that_converges_before_its_turn_is_not_uncordoned() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("none.rhai"), "fn classify(s) { () }").unwrap();
-        let config = Config::parse(
+        let mut run = Run::new(offline(
             r#"
 [[node_class]]
 name = "worker"
@@ -814,27 +788,18 @@ components = { kubelet = "1.31.2" }
 [faults.version_drift]
 healthy_delay = "0s"
 "#,
-        )
-        .unwrap();
-        let mut p = Pipeline::from_config(&config, Some(dir.path()), Mode::Offline).unwrap();
-        let t = |s: i64| Timestamp::from_secs(1_800_000_000 + s);
-        let report = |node: &str, version: &str, at: Timestamp| {
-            Signal::from_json(&format!(
-                r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"component.version","labels":{{"component":"kubelet","version":"{version}","role":"worker"}}}}"#
-            ))
-            .unwrap()
-        };
-        let (mut step, mut out) = (Step::default(), Vec::new());
+        ));
         // n1 starts (dry-run: its steps pass at once and it waits for its
         // version); n2 waits for the one place.
-        p.on_signal(report("n1", "1.30.4", t(0)), t(0), &mut step, &mut out);
-        p.on_signal(report("n2", "1.30.4", t(1)), t(1), &mut step, &mut out);
-        p.advance(t(2), &mut step, &mut out);
+        run.send(version("n1", "kubelet", "1.30.4", t(0)), t(0));
+        run.send(version("n2", "kubelet", "1.30.4", t(1)), t(1));
+        run.tick(t(2));
         // Someone upgrades n2 by hand before its turn.
-        p.on_signal(report("n2", "1.31.2", t(3)), t(3), &mut step, &mut out);
-        p.on_signal(report("n1", "1.31.2", t(4)), t(4), &mut step, &mut out);
+        run.send(version("n2", "kubelet", "1.31.2", t(3)), t(3));
+        run.send(version("n1", "kubelet", "1.31.2", t(4)), t(4));
         let of = |node: &str| -> Vec<String> {
-            out.iter()
+            run.out
+                .iter()
                 .filter(|d| d.node == node)
                 .map(|d| {
                     d.action
@@ -866,20 +831,10 @@ healthy_delay = "0s"
             ]
         );
     }
-}
-
-#[cfg(test)]
-mod rollout_requeue {
-    use remedy_engine::{Signal, Step, Timestamp};
-
-    use super::{Mode, Pipeline};
-    use crate::config::Config;
 
     #[test]
     fn a_node_converged_in_waiting_is_not_upgraded_but_waits_again_if_it_drifts_again() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("none.rhai"), "fn classify(s) { () }").unwrap();
-        let config = Config::parse(
+        let mut run = Run::new(offline(
             r#"
 [[node_class]]
 name = "worker"
@@ -889,91 +844,36 @@ gates = [{ condition = "KubeletOK" }]
 [faults.version_drift]
 healthy_delay = "0s"
 "#,
-        )
-        .unwrap();
-        let mut p = Pipeline::from_config(&config, Some(dir.path()), Mode::Offline).unwrap();
-        let t = |s: i64| Timestamp::from_secs(1_800_000_000 + s);
-        let version = |node: &str, v: &str, at: Timestamp| {
-            Signal::from_json(&format!(
-                r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"component.version","labels":{{"component":"kubelet","version":"{v}","role":"worker"}}}}"#
-            ))
-            .unwrap()
+        ));
+        // Each signal, then a tick a second later.
+        let send = |run: &mut Run, s: Signal, at: Timestamp| {
+            run.send(s, at);
+            run.tick(at.add(Duration::from_secs(1)));
         };
-        let gate = |node: &str, at: Timestamp| {
-            Signal::from_json(&format!(
-                r#"{{"ts":"{at}","node":"{node}","kind":"component","type":"condition","labels":{{"condition":"KubeletOK","role":"worker"}},"value":1}}"#
-            ))
-            .unwrap()
-        };
-        let (mut step, mut out) = (Step::default(), Vec::new());
-        let send = |p: &mut Pipeline,
-                    step: &mut Step,
-                    out: &mut Vec<remedy_engine::Decision>,
-                    s: Signal,
-                    at: Timestamp| {
-            p.on_signal(s, at, step, out);
-            p.advance(at.add(remedy_engine::Duration::from_secs(1)), step, out);
-        };
-        send(
-            &mut p,
-            &mut step,
-            &mut out,
-            version("n1", "1.30.4", t(0)),
-            t(0),
-        );
-        send(
-            &mut p,
-            &mut step,
-            &mut out,
-            version("n2", "1.30.4", t(2)),
-            t(2),
-        );
+        send(&mut run, version("n1", "kubelet", "1.30.4", t(0)), t(0));
+        send(&mut run, version("n2", "kubelet", "1.30.4", t(2)), t(2));
         // n2's kubelet is upgraded by other means while it waits; its gate
         // is not reported, so its fault stays open.
-        send(
-            &mut p,
-            &mut step,
-            &mut out,
-            version("n2", "1.31.2", t(4)),
-            t(4),
-        );
-        send(&mut p, &mut step, &mut out, gate("n1", t(6)), t(6));
-        send(
-            &mut p,
-            &mut step,
-            &mut out,
-            version("n1", "1.31.2", t(8)),
-            t(8),
-        );
-        let cordons = |out: &[remedy_engine::Decision], node: &str| {
-            out.iter()
-                .filter(|d| d.node == node && d.action.as_deref() == Some("cordon"))
-                .count()
-        };
-        assert_eq!(cordons(&out, "n1"), 1);
+        send(&mut run, version("n2", "kubelet", "1.31.2", t(4)), t(4));
+        send(&mut run, kubelet_ok("n1", t(6)), t(6));
+        send(&mut run, version("n1", "kubelet", "1.31.2", t(8)), t(8));
+        assert_eq!(run.count("n1", "cordon"), 1);
         assert_eq!(
-            cordons(&out, "n2"),
+            run.count("n2", "cordon"),
             0,
             "nothing to upgrade on n2 when its turn came"
         );
         // It drifts again: it waits again, and its turn comes.
-        send(
-            &mut p,
-            &mut step,
-            &mut out,
-            version("n2", "1.30.4", t(10)),
-            t(10),
+        send(&mut run, version("n2", "kubelet", "1.30.4", t(10)), t(10));
+        assert_eq!(
+            run.count("n2", "cordon"),
+            1,
+            "n2 started once it drifted again"
         );
-        assert_eq!(cordons(&out, "n2"), 1, "n2 started once it drifted again");
-        send(&mut p, &mut step, &mut out, gate("n2", t(12)), t(12));
-        send(
-            &mut p,
-            &mut step,
-            &mut out,
-            version("n2", "1.31.2", t(14)),
-            t(14),
-        );
-        let passed = out
+        send(&mut run, kubelet_ok("n2", t(12)), t(12));
+        send(&mut run, version("n2", "kubelet", "1.31.2", t(14)), t(14));
+        let passed = run
+            .out
             .iter()
             .filter(|d| d.step.is_some_and(|s| s.as_str() == "gates_passed"))
             .count();
