@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -497,31 +497,56 @@ fn a_diff_of_a_new_desired_version_previews_the_nodes_and_the_waves() {
     );
 }
 
-#[test]
-fn versions_scraped_from_a_real_node_exporter_open_drift_and_close_it_when_they_converge() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let textfiles = dir.path().join("textfile");
+/// The kubelet version a node_exporter's textfile collector reports,
+/// written as a textfile producer does (a whole new file, renamed).
+fn write_kubelet_version(textfiles: &Path, version: &str) {
+    let tmp = textfiles.join("versions.prom.tmp");
+    std::fs::write(
+        &tmp,
+        format!(
+            "# HELP component_version Versions of the node's components.\n# TYPE component_version gauge\ncomponent_version{{component=\"kubelet\",version=\"{version}\"}} 1\n"
+        ),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, textfiles.join("versions.prom")).unwrap();
+}
+
+/// A real node exporter under `dir` whose textfile collector reports
+/// kubelet `version`, and that textfile directory.
+fn exporter_reporting(dir: &Path, version: &str) -> (common::NodeExporter, PathBuf) {
+    let textfiles = dir.join("textfile");
     std::fs::create_dir_all(&textfiles).unwrap();
-    let write_version = |version: &str| {
-        let tmp = textfiles.join("versions.prom.tmp");
-        std::fs::write(
-            &tmp,
-            format!(
-                "# HELP component_version Versions of the node's components.\n# TYPE component_version gauge\ncomponent_version{{component=\"kubelet\",version=\"{version}\"}} 1\n"
-            ),
-        )
-        .unwrap();
-        std::fs::rename(&tmp, textfiles.join("versions.prom")).unwrap();
-    };
-    write_version("1.30.4");
+    write_kubelet_version(&textfiles, version);
     let exporter = common::NodeExporter::start(&[format!(
         "--collector.textfile.directory={}",
         textfiles.display()
     )]);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+    (exporter, textfiles)
+}
+
+/// A line of this machine's /proc/sys/kernel.
+fn kernel(what: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/kernel/{what}"))
         .unwrap()
         .trim()
-        .to_string();
+        .to_string()
+}
+
+/// `GET /v1/nodes/NODE`, or null while the node is not known.
+fn node_state(remedy: &common::Remedy, node: &str) -> Value {
+    let (status, body) = remedy.get(&format!("/v1/nodes/{node}"));
+    if status == 200 {
+        serde_json::from_str(&body).unwrap()
+    } else {
+        Value::Null
+    }
+}
+
+#[test]
+fn versions_scraped_from_a_real_node_exporter_open_drift_and_close_it_when_they_converge() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (exporter, textfiles) = exporter_reporting(dir.path(), "1.30.4");
+    let kernel = kernel("osrelease");
     std::fs::write(
         dir.path().join("remedy.toml"),
         format!(
@@ -542,14 +567,7 @@ components = {{ kubelet = "1.31.2", kernel = "{kernel}" }}
     )
     .unwrap();
     let remedy = common::Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
-    let state = |remedy: &common::Remedy| {
-        let (status, body) = remedy.get("/v1/nodes/node-0042");
-        if status == 200 {
-            serde_json::from_str::<Value>(&body).unwrap()
-        } else {
-            Value::Null
-        }
-    };
+    let state = |remedy: &common::Remedy| node_state(remedy, "node-0042");
     common::wait_for("kubelet drift", Duration::from_secs(20), || {
         state(&remedy)["final_state"]["drift"][0]["component"] == "kubelet"
     });
@@ -570,7 +588,7 @@ components = {{ kubelet = "1.31.2", kernel = "{kernel}" }}
         node["labels"].get("version").is_none() && node["labels"].get("component").is_none(),
         "a report's labels are not the node's: {node}"
     );
-    write_version("1.31.2");
+    write_kubelet_version(&textfiles, "1.31.2");
     common::wait_for("converged", Duration::from_secs(20), || {
         state(&remedy)["final_state"]["rollout"] == "converged"
     });
@@ -602,22 +620,7 @@ components = {{ kubelet = "1.31.2", kernel = "{kernel}" }}
 #[test]
 fn versions_queried_from_a_real_prometheus_name_their_node_and_converge() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let textfiles = dir.path().join("textfile");
-    std::fs::create_dir_all(&textfiles).unwrap();
-    let write_version = |version: &str| {
-        let tmp = textfiles.join("versions.prom.tmp");
-        std::fs::write(
-            &tmp,
-            format!("component_version{{component=\"kubelet\",version=\"{version}\"}} 1\n"),
-        )
-        .unwrap();
-        std::fs::rename(&tmp, textfiles.join("versions.prom")).unwrap();
-    };
-    write_version("1.30.4");
-    let exporter = common::NodeExporter::start(&[format!(
-        "--collector.textfile.directory={}",
-        textfiles.display()
-    )]);
+    let (exporter, textfiles) = exporter_reporting(dir.path(), "1.30.4");
     let prom_dir = dir.path().join("prometheus");
     std::fs::create_dir(&prom_dir).unwrap();
     let prometheus = common::Prometheus::start(
@@ -628,11 +631,7 @@ fn versions_queried_from_a_real_prometheus_name_their_node_and_converge() {
         ),
         None,
     );
-    let read = |path: &str| std::fs::read_to_string(path).unwrap().trim().to_string();
-    let (kernel, host) = (
-        read("/proc/sys/kernel/osrelease"),
-        read("/proc/sys/kernel/hostname"),
-    );
+    let (kernel, host) = (kernel("osrelease"), kernel("hostname"));
     // The README's queries: the kernel from node_uname_info, the kubelet
     // from a textfile metric joined to node_uname_info for its node name.
     std::fs::write(
@@ -661,14 +660,7 @@ components = {{ kubelet = "1.31.2", kernel = "{kernel}" }}
     )
     .unwrap();
     let remedy = common::Remedy::start_with(dir.path(), &[], &["--config", "remedy.toml"]);
-    let state = || {
-        let (status, body) = remedy.get(&format!("/v1/nodes/{host}"));
-        if status == 200 {
-            serde_json::from_str::<Value>(&body).unwrap()
-        } else {
-            Value::Null
-        }
-    };
+    let state = || node_state(&remedy, &host);
     common::wait_for(
         "kubelet drift from Prometheus",
         Duration::from_secs(60),
@@ -684,7 +676,7 @@ components = {{ kubelet = "1.31.2", kernel = "{kernel}" }}
         Some(1),
         "{node}"
     );
-    write_version("1.31.2");
+    write_kubelet_version(&textfiles, "1.31.2");
     common::wait_for("converged", Duration::from_secs(60), || {
         state()["final_state"]["rollout"] == "converged"
     });
