@@ -858,13 +858,19 @@ impl Engine {
         let r = &self.rollouts;
         let mut members = vec![0usize; r.classes.len()];
         let mut converged = vec![0usize; r.classes.len()];
+        // Waiting is ordered by drift time: one pass to look nodes up by id.
+        let waiting: rustc_hash::FxHashSet<NodeId> = r
+            .waves
+            .iter()
+            .flat_map(|w| w.waiting.iter().map(|(_, n)| *n))
+            .collect();
         for (&node, &ci) in &r.member {
             members[ci] += 1;
             let c = &r.classes[ci];
             let observed = self.observed.get(&node);
             let drifting = !c.drift(observed).is_empty()
                 || r.waves[ci].active.contains_key(&node)
-                || r.waves[ci].waiting.iter().any(|(_, n)| *n == node);
+                || waiting.contains(&node);
             if !drifting
                 && c.components
                     .iter()
