@@ -1217,27 +1217,23 @@ impl Engine {
         if policy.on_resolve.is_empty() {
             return;
         }
-        match policy.healthy_delay.filter(|d| d.0 > 0) {
-            Some(delay) if !policy.on_resolve.is_empty() => {
-                // Put back in service only once it stayed healthy.
+        let wait = match policy.healthy_delay.filter(|d| d.0 > 0) {
+            // Put back in service only once it stayed healthy.
+            Some(delay) => Some(at.add(delay)),
+            // A classed node whose gates do not all hold waits for them.
+            None => self.not_ready(node, fault, at),
+        };
+        match wait {
+            Some(due) => {
                 self.healing
                     .insert((node, fault), (closed.opened_at, closed.rule));
                 self.recoveries
-                    .push(Reverse((at.add(delay), node, fault, closed.opened_at, at)));
+                    .push(Reverse((due, node, fault, closed.opened_at, at)));
             }
-            _ => match self.not_ready(node, fault, at) {
-                // A classed node whose gates do not all hold waits for them.
-                Some(later) if !policy.on_resolve.is_empty() => {
-                    self.healing
-                        .insert((node, fault), (closed.opened_at, closed.rule));
-                    self.recoveries
-                        .push(Reverse((later, node, fault, closed.opened_at, at)));
-                }
-                _ => {
-                    let why = format!("{name} resolved");
-                    self.recover(node, &name, closed.opened_at, closed.rule, at, why, step);
-                }
-            },
+            None => {
+                let why = format!("{name} resolved");
+                self.recover(node, &name, closed.opened_at, closed.rule, at, why, step);
+            }
         }
     }
 
