@@ -459,8 +459,6 @@ pub fn compile(configs: &[NodeClassConfig]) -> Result<Vec<Class>, (usize, Vec<St
 pub struct Active {
     /// When its `version_drift` opened.
     pub opened: Timestamp,
-    /// When it started.
-    pub started: Timestamp,
     /// Its steps: (action, params), in order.
     pub plan: Vec<(String, Vec<(String, String)>)>,
     /// The step asked for now (`plan.len()`: all done, waiting for the
@@ -484,16 +482,12 @@ pub struct Wave {
     pub waiting: BTreeSet<(Timestamp, NodeId)>,
     /// Nodes converging now.
     pub active: FxHashMap<NodeId, Active>,
-    /// When the last node was done.
-    pub last_done: Option<Timestamp>,
     /// When each of the last nodes was done, while its place rests
     /// `pause_after` before the next node takes it.
     pub resting: std::collections::VecDeque<Timestamp>,
     /// Stopped: (when, node, why). Lifts once that node converges.
     pub halted: Option<(Timestamp, String, String)>,
-    /// Nodes started, done and failed since the service started.
-    pub started: u64,
-    /// Nodes done.
+    /// Nodes done since the service started.
     pub done: u64,
     /// Nodes whose step failed.
     pub failed: u64,

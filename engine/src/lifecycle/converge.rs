@@ -175,7 +175,6 @@ impl Engine {
             let started = wave.active.remove(&node).is_some();
             if started {
                 wave.done += 1;
-                wave.last_done = Some(at);
                 if self.rollouts.classes[ci].rollout.pause_after.0 > 0 {
                     wave.resting.push_back(at);
                 }
@@ -483,7 +482,7 @@ impl Engine {
         while wave.resting.front().is_some_and(|t| now.0 - t.0 >= pause) {
             wave.resting.pop_front();
         }
-        let drift_sym = self.with_fleet(|f| f.symbols.get(VERSION_DRIFT));
+        let (drift_sym, _) = self.desired_syms();
         loop {
             let wave = &self.rollouts.waves[ci];
             if wave.active.len() + wave.resting.len() >= concurrency {
@@ -493,8 +492,7 @@ impl Engine {
                 break;
             };
             let node = first.1;
-            let opened = drift_sym
-                .and_then(|d| self.with_fleet(|f| f.open_fault(node, d).map(|o| o.opened_at)));
+            let opened = self.with_fleet(|f| f.open_fault(node, drift_sym).map(|o| o.opened_at));
             let Some(opened) = opened else {
                 continue; // resolved or forgotten meanwhile
             };
@@ -515,12 +513,10 @@ impl Engine {
             if wave.active.is_empty() {
                 wave.waves += 1;
             }
-            wave.started += 1;
             wave.active.insert(
                 node,
                 Active {
                     opened,
-                    started: now,
                     plan,
                     asked: 0,
                     step: None,
@@ -690,12 +686,10 @@ impl Engine {
         let resume = asked < plan.len()
             && !matches!(last, Some((StepKind::Halted, _)))
             && !done.contains(&plan[asked].0);
-        wave.started += 1;
         wave.active.insert(
             node,
             Active {
                 opened,
-                started: opened,
                 plan,
                 asked,
                 step: last.map(|(k, _)| k),
