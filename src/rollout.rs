@@ -107,10 +107,20 @@ fn node_name(i: u64) -> String {
     format!("node-{i:05}")
 }
 
+/// The fleet's index of a node named by [`node_name`].
+fn node_index(name: &str) -> Option<u64> {
+    name.strip_prefix("node-")?.parse().ok()
+}
+
+/// Clusters of 2,000 nodes.
+fn cluster(i: u64) -> String {
+    format!("c{:03}", i / 2000)
+}
+
 fn labels(i: u64) -> String {
     format!(
-        r#""role":"worker","cluster":"c{:03}","rack":"r{:04}""#,
-        i / 2000,
+        r#""role":"worker","cluster":"{}","rack":"r{:04}""#,
+        cluster(i),
         i / 40
     )
 }
@@ -313,15 +323,11 @@ impl Fleet {
             self.summary.decisions += 1;
             writeln!(out, "{}", d.to_json())?;
             let done = matches!(d.outcome, Some(Outcome::Executed | Outcome::DryRun));
-            let cluster = d
-                .node
-                .strip_prefix("node-")
-                .and_then(|n| n.parse::<u64>().ok())
-                .map(|i| format!("c{:03}", i / 2000))
-                .unwrap_or_default();
+            let index = node_index(&d.node);
+            let cluster = index.map(cluster).unwrap_or_default();
             match (d.event, d.action.as_deref()) {
                 (Event::Action, Some("upgrade")) if done => {
-                    let i: u64 = d.node.trim_start_matches("node-").parse().unwrap_or(0);
+                    let i = index.unwrap_or(0);
                     let version = d.params.get("version").cloned().unwrap_or_default();
                     let at = d.ts.add(Duration(60_000 + self.rng.below(120_000) as i64));
                     self.push(at, Happening::Upgraded(i, version));
