@@ -399,14 +399,14 @@ pub fn diff<R: BufRead>(
     }
     differences.sort();
     report.differences = differences;
-    report.previews = previews(old, new, clock);
+    report.previews = previews(old, new);
     Ok(report)
 }
 
 /// For each class whose desired versions differ between the sides: the
 /// nodes the new side would converge (from what they reported), and how
 /// many waves its concurrency and the budgets of their domains allow.
-fn previews(old: &Pipeline, new: &Pipeline, now: Timestamp) -> Vec<Preview> {
+fn previews(old: &Pipeline, new: &Pipeline) -> Vec<Preview> {
     let before: BTreeMap<&str, BTreeMap<String, String>> = old
         .engine
         .rollouts()
@@ -425,10 +425,11 @@ fn previews(old: &Pipeline, new: &Pipeline, now: Timestamp) -> Vec<Preview> {
         let mut per_wave = c.rollout.concurrency;
         let mut limited_by = format!("concurrency {}", c.rollout.concurrency);
         for node in &converge {
-            let Some(now) = crate::explain::NodeNow::of(new, node, now) else {
-                continue;
-            };
-            for b in now.budgets {
+            let labels = new
+                .engine
+                .with_fleet(|f| f.labels_named(node))
+                .unwrap_or_default();
+            for b in crate::explain::budgets(new, &labels) {
                 if let Some(allows) = b.allows.filter(|a| *a < per_wave) {
                     per_wave = allows.max(1);
                     limited_by = format!(

@@ -127,6 +127,25 @@ pub struct NodeNow {
     pub final_state: Option<serde_json::Value>,
 }
 
+/// The budget of each domain of a node with these labels, as the guards
+/// have them now.
+pub fn budgets(pipeline: &Pipeline, labels: &[(String, String)]) -> Vec<Budget> {
+    let guards = &pipeline.guards;
+    pipeline
+        .engine
+        .with_fleet(|f| guards.budgets_for(labels, &Known(f)))
+        .into_iter()
+        .map(|(level, value, under, known, budget)| Budget {
+            level,
+            value,
+            under_remediation: under,
+            known,
+            max_unhealthy: budget.map(|b| b.to_string()),
+            allows: budget.map(|b| b.limit(known.max(1))),
+        })
+        .collect()
+}
+
 impl NodeNow {
     /// `None` when the node is not known (never seen, or forgotten) and
     /// nothing is held for it.
@@ -152,18 +171,7 @@ impl NodeNow {
             return None;
         }
         let labels = labels.unwrap_or_default();
-        let budgets = engine
-            .with_fleet(|f| guards.budgets_for(&labels, &Known(f)))
-            .into_iter()
-            .map(|(level, value, under, known, budget)| Budget {
-                level,
-                value,
-                under_remediation: under,
-                known,
-                max_unhealthy: budget.map(|b| b.to_string()),
-                allows: budget.map(|b| b.limit(known.max(1))),
-            })
-            .collect();
+        let budgets = budgets(pipeline, &labels);
         Some(NodeNow {
             labels,
             open,
