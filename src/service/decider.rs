@@ -400,43 +400,28 @@ impl Decider {
                     let _ = reply.send(self.pipeline.engine.rollout_status(now()));
                 }
                 Command::ResumeRollout(class, reply) => {
-                    self.out.clear();
-                    let at = now();
-                    let input = Input::ResumeRollout { class };
-                    // Infallible for this input: it carries no signal to decode.
-                    let _ = self
-                        .pipeline
-                        .apply(input.clone(), at, &mut self.step, &mut self.out);
-                    if self.out.is_empty() {
-                        let _ = reply.send(Ok(false));
-                        continue;
-                    }
-                    self.pending.inputs.push((at, input));
-                    self.metrics.counted(&self.out);
-                    self.pending
-                        .entries
-                        .extend(self.out.drain(..).map(|d| (d, None)));
-                    let _ = reply.send(self.journal().map(|()| true).map_err(|e| e.to_string()));
+                    let r = self.pipeline.engine.rollouts();
+                    let halted = r
+                        .classes
+                        .iter()
+                        .zip(&r.waves)
+                        .any(|(c, w)| c.name == class && w.halted.is_some());
+                    let answer = if halted {
+                        self.operator(Input::ResumeRollout { class })
+                    } else {
+                        Ok(false)
+                    };
+                    let _ = reply.send(answer);
                 }
                 Command::ReleaseHold(label, value, reply) => {
                     let held = self.pipeline.guards.holds();
-                    if !held.iter().any(|(l, v, _)| *l == label && *v == value) {
-                        let _ = reply.send(Ok(false));
-                        continue;
-                    }
-                    self.out.clear();
-                    let at = now();
-                    let input = Input::ReleaseHold { label, value };
-                    self.pending.inputs.push((at, input.clone()));
-                    // Infallible for this input: it carries no signal to decode.
-                    let _ = self
-                        .pipeline
-                        .apply(input, at, &mut self.step, &mut self.out);
-                    self.metrics.counted(&self.out);
-                    self.pending
-                        .entries
-                        .extend(self.out.drain(..).map(|d| (d, None)));
-                    let _ = reply.send(self.journal().map(|()| true).map_err(|e| e.to_string()));
+                    let holds = held.iter().any(|(l, v, _)| *l == label && *v == value);
+                    let answer = if holds {
+                        self.operator(Input::ReleaseHold { label, value })
+                    } else {
+                        Ok(false)
+                    };
+                    let _ = reply.send(answer);
                 }
                 Command::Decide(id, approve, reply) => {
                     let found = self.approve(id, approve);
@@ -445,6 +430,23 @@ impl Decider {
             }
             self.guard_metrics();
         }
+    }
+
+    /// An operator's input (a hold released, a rollout resumed), journaled
+    /// with what it led to; `true` once written.
+    fn operator(&mut self, input: Input) -> Result<bool, String> {
+        self.out.clear();
+        let at = now();
+        self.pending.inputs.push((at, input.clone()));
+        // Infallible for these inputs: they carry no signal to decode.
+        let _ = self
+            .pipeline
+            .apply(input, at, &mut self.step, &mut self.out);
+        self.metrics.counted(&self.out);
+        self.pending
+            .entries
+            .extend(self.out.drain(..).map(|d| (d, None)));
+        self.journal().map(|()| true).map_err(|e| e.to_string())
     }
 
     /// An executor's result becomes a decision (journaled with the next write).
